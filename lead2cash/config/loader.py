@@ -1,0 +1,290 @@
+"""Load YAML config files: positions for every node, ``${VAR}`` / ``${VAR:-default}`` / ``${file:path}``
+interpolation, validation against the schema, and cross-checks (unknown systems, duplicate route names,
+undefined value maps). Every problem is reported, not only the first, with file, line, column and field."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from lead2cash.config.errors import ConfigError, ConfigIssue
+from lead2cash.config.schema import HubConfig
+
+_REF = re.compile(r"\$\{([^}]*)\}")
+_SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|KEY|CREDENTIAL)", re.IGNORECASE)
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class LoadedConfig:
+    config: HubConfig
+    files: list[Path]
+    positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+
+    def locate(self, path: Sequence[str | int]) -> tuple[str, int | None, int | None]:
+        key = tuple(path)
+        while key:
+            if key in self.positions:
+                f, line, col = self.positions[key]
+                return f, line, col
+            key = key[:-1]
+        return (str(self.files[0]) if self.files else "<config>"), None, None
+
+    def issue(self, path: Sequence[str | int], message: str) -> ConfigIssue:
+        f, line, col = self.locate(path)
+        return ConfigIssue(f, line, col, _dotted(path), message)
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Walker:
+    """Turns ruamel nodes into plain data, recording positions and interpolating references."""
+
+    def __init__(self, file: str, base_dir: Path, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.base_dir = base_dir
+        self.environ = environ
+        self.positions: dict[Path_, tuple[str, int, int]] = {}
+        self.issues: list[ConfigIssue] = []
+        self.secrets: set[str] = set()
+
+    def walk(self, node: Any, path: Path_, pos: tuple[int, int] | None) -> Any:
+        if pos is not None:
+            self.positions[path] = (self.file, pos[0] + 1, pos[1] + 1)
+        if isinstance(node, CommentedMap):
+            if path not in self.positions:
+                self.positions[path] = (self.file, node.lc.line + 1, node.lc.col + 1)
+            out: dict[str, Any] = {}
+            for key in node:
+                kpos = node.lc.key(key)
+                vpos = node.lc.value(key)
+                child = (*path, str(key))
+                self.positions[(*child, "<key>")] = (self.file, kpos[0] + 1, kpos[1] + 1)
+                out[str(key)] = self.walk(node[key], child, vpos if vpos else kpos)
+            return out
+        if isinstance(node, CommentedSeq):
+            return [self.walk(item, (*path, i), node.lc.item(i)) for i, item in enumerate(node)]
+        if isinstance(node, str):
+            return self.interpolate(node, path)
+        return node
+
+    def interpolate(self, value: str, path: Path_) -> str:
+        def replace(match: re.Match[str]) -> str:
+            ref = match.group(1).strip()
+            if ref.startswith("file:"):
+                target = Path(os.path.expanduser(ref[5:].strip()))
+                if not target.is_absolute():
+                    target = self.base_dir / target
+                try:
+                    text = target.read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    self._issue(path, f"cannot read secret file {target}: {exc.strerror}")
+                    return ""
+                self.secrets.add(text)
+                return text
+            name, _, default = ref.partition(":-")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                self._issue(
+                    path,
+                    f"invalid reference ${{{ref}}}: expected ${{VAR}}, ${{VAR:-default}} or ${{file:path}}",
+                )
+                return ""
+            if name in self.environ:
+                resolved = self.environ[name]
+            elif ":-" in ref:
+                resolved = default
+            else:
+                self._issue(path, f"environment variable {name} is not set (referenced as ${{{name}}})")
+                return ""
+            if _SECRET_NAME.search(name):
+                self.secrets.add(resolved)
+            return resolved
+
+        return _REF.sub(replace, value)
+
+    def _issue(self, path: Path_, message: str) -> None:
+        f, line, col = self.positions.get(path, (self.file, None, None))
+        self.issues.append(ConfigIssue(f, line, col, _dotted(path), message))
+
+
+def _merge(
+    files: list[Path], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], _Walker, list[ConfigIssue]]:
+    merged: dict[str, Any] = {}
+    positions: dict[Path_, tuple[str, int, int]] = {}
+    issues: list[ConfigIssue] = []
+    secrets: set[str] = set()
+    yaml = YAML(typ="rt")
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            issues.append(ConfigIssue(str(path), None, None, "", f"cannot read: {exc.strerror}"))
+            continue
+        try:
+            doc = yaml.load(text)
+        except MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            issues.append(
+                ConfigIssue(
+                    str(path),
+                    mark.line + 1 if mark else None,
+                    mark.column + 1 if mark else None,
+                    "",
+                    f"YAML syntax error: {exc.problem or exc.context}",
+                )
+            )
+            continue
+        if doc is None:
+            continue
+        walker = _Walker(str(path), path.parent, environ)
+        data = walker.walk(doc, (), None)
+        issues.extend(walker.issues)
+        secrets |= walker.secrets
+        if not isinstance(data, dict):
+            issues.append(ConfigIssue(str(path), 1, 1, "", "expected a mapping at the top level"))
+            continue
+        offset = len(merged.get("routes", []))
+        for key, value in data.items():
+            if key == "routes" and isinstance(value, list):
+                merged.setdefault("routes", []).extend(value)
+            elif key in {"systems", "mappings"} and isinstance(value, dict):
+                section = merged.setdefault(key, {})
+                for name in value:
+                    if name in section:
+                        f, line, col = walker.positions.get((key, name, "<key>"), (str(path), None, None))
+                        issues.append(
+                            ConfigIssue(
+                                f, line, col, f"{key}.{name}", f"{key[:-1]} {name!r} is defined twice"
+                            )
+                        )
+                section.update(value)
+            elif key in merged:
+                f, line, col = walker.positions.get((key, "<key>"), (str(path), None, None))
+                issues.append(ConfigIssue(f, line, col, key, "section is defined in more than one file"))
+            else:
+                merged[key] = value
+        for p, where in walker.positions.items():
+            if p and p[0] == "routes" and len(p) > 1 and isinstance(p[1], int):
+                positions[("routes", p[1] + offset, *p[2:])] = where
+            else:
+                positions.setdefault(p, where)
+    combined = _Walker(str(files[0]) if files else "<config>", Path.cwd(), environ)
+    combined.positions = positions
+    combined.secrets = secrets
+    return merged, combined, issues
+
+
+def _collect_secrets(value: Any, found: set[str]) -> None:
+    if isinstance(value, SecretStr):
+        found.add(value.get_secret_value())
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_secrets(v, found)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _collect_secrets(v, found)
+    elif hasattr(value, "model_fields"):
+        for name in type(value).model_fields:
+            _collect_secrets(getattr(value, name), found)
+
+
+def _cross_check(data: dict[str, Any], loaded: LoadedConfig) -> list[ConfigIssue]:
+    """Checks across sections, on the raw data so they are reported together with schema errors."""
+    issues: list[ConfigIssue] = []
+    systems = data.get("systems") if isinstance(data.get("systems"), dict) else {}
+    mappings = data.get("mappings") if isinstance(data.get("mappings"), dict) else {}
+    routes = data.get("routes") if isinstance(data.get("routes"), list) else []
+    seen: dict[str, int] = {}
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                issues.append(
+                    loaded.issue(
+                        ("routes", i, "name"),
+                        f"duplicate route name {name!r} (first at routes[{seen[name]}])",
+                    )
+                )
+            seen.setdefault(name, i)
+        for part in ("source", "target"):
+            section = route.get(part)
+            system = section.get("system") if isinstance(section, dict) else None
+            if isinstance(system, str) and system not in systems:
+                known = ", ".join(sorted(systems)) or "none"
+                issues.append(
+                    loaded.issue(
+                        ("routes", i, part, "system"), f"unknown system {system!r}; defined systems: {known}"
+                    )
+                )
+        mapping = route.get("mapping")
+        value_maps = mapping.get("value_maps") if isinstance(mapping, dict) else None
+        if isinstance(value_maps, dict):
+            for canonical_path, table in value_maps.items():
+                if isinstance(table, str) and table not in mappings:
+                    issues.append(
+                        loaded.issue(
+                            ("routes", i, "mapping", "value_maps", canonical_path),
+                            f"value map {table!r} is not defined under mappings",
+                        )
+                    )
+    return issues
+
+
+def load_config(
+    paths: str | Path | Sequence[str | Path], environ: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Load and validate config file(s); raises ConfigError listing every problem found."""
+    files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    env = os.environ if environ is None else environ
+    data, walker, issues = _merge(files, env)
+    loaded = LoadedConfig(
+        config=HubConfig(), files=files, positions=walker.positions, secrets=set(walker.secrets)
+    )
+    try:
+        loaded.config = HubConfig.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = tuple(err["loc"])
+            # Discriminated unions put the tag in the loc ('systems', 'x', 'file', 'directory'): drop it.
+            loc = tuple(
+                p
+                for p in loc
+                if not (
+                    isinstance(p, str)
+                    and p in {"file", "python", "poll", "webhook", "schedule"}
+                    and len(loc) > 1
+                    and p != loc[-1]
+                )
+            )
+            if err["type"] == "extra_forbidden":
+                f, line, col = loaded.locate((*loc, "<key>"))
+                message = "unknown key (misspelt?)"
+            else:
+                f, line, col = loaded.locate(loc)
+                message = " ".join(str(err["msg"]).removeprefix("Value error, ").split())
+                if err["type"] == "missing":
+                    message = "required field is missing"
+            issues.append(ConfigIssue(f, line, col, _dotted(loc), message))
+    issues.extend(_cross_check(data, loaded))
+    if issues:
+        raise ConfigError(issues)
+    _collect_secrets(loaded.config, loaded.secrets)
+    return loaded

@@ -1,0 +1,231 @@
+"""The configuration schema. The JSON Schema for editors (``lead2cash config schema``) and the reference
+docs are generated from these models, so they are declared once."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import jmespath
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_DOTTED = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 10s, 5m")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"expected a duration such as 500ms, 10s, 5m, 1h; got {value!r}")
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0, json_schema_extra={"examples": ["10s"]})]
+
+
+def _jmespath(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            jmespath.compile(value)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise ValueError(f"invalid JMESPath expression: {exc}") from None
+    return value
+
+
+JMESPath = Annotated[str, BeforeValidator(_jmespath), Field(description="a JMESPath expression")]
+
+
+def _key_template(value: Any) -> Any:
+    if isinstance(value, str):
+        placeholders = re.findall(r"\{([^{}]+)\}", value)
+        if not placeholders:
+            raise ValueError(
+                "expected a template with at least one {expression}, e.g. 'order:{id}:v{version}'"
+            )
+        for expr in placeholders:
+            _jmespath(expr.strip())
+    return value
+
+
+KeyTemplateStr = Annotated[str, BeforeValidator(_key_template)]
+
+
+def _dotted(value: Any) -> Any:
+    if isinstance(value, str) and not _DOTTED.match(value):
+        raise ValueError("expected 'package.module:function'")
+    return value
+
+
+DottedPath = Annotated[str, BeforeValidator(_dotted)]
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,99}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StateConfig(Strict):
+    url: str = Field(
+        "sqlite:///.state/lead2cash.db",
+        description="sqlite:///path (embedded default) or postgresql://... for several workers",
+    )
+    worker_id: str | None = Field(None, description="stable id of this worker; default host:pid")
+    lease: Duration = Field(
+        120.0, description="how long a claimed message is held before another worker may take it"
+    )
+
+
+class LoggingConfig(Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+
+class WebConfig(Strict):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    admin_token: SecretStr | None = None
+
+
+class FileSystemConfig(Strict):
+    """JSON Lines files in a directory: a source reads ``<object>.jsonl``, a target appends to it."""
+
+    type: Literal["file"]
+    directory: str
+
+
+class PythonSystemConfig(Strict):
+    """A system provided by Python code: ``factory`` returns an object with ``source(object, options)`` and
+    ``target(action, options)``."""
+
+    type: Literal["python"]
+    factory: DottedPath
+    options: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
+
+
+SystemConfig = Annotated[FileSystemConfig | PythonSystemConfig, Field(discriminator="type")]
+
+
+class PollTrigger(Strict):
+    type: Literal["poll"]
+    interval: Duration = 10.0
+
+
+class WebhookTrigger(Strict):
+    type: Literal["webhook"]
+    poll_fallback: Duration | None = Field(
+        None, description="also poll at this interval, for missed webhooks"
+    )
+
+
+class ScheduleTrigger(Strict):
+    type: Literal["schedule"]
+    cron: str = Field(description="crontab expression, UTC")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(f"invalid crontab expression: {exc}") from None
+        return value
+
+
+Trigger = Annotated[PollTrigger | WebhookTrigger | ScheduleTrigger, Field(discriminator="type")]
+
+
+class SourceConfig(Strict):
+    system: str
+    object: str
+    trigger: Trigger = Field(default_factory=lambda: PollTrigger(type="poll"))
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class MappingConfig(Strict):
+    adapter: str | None = Field(None, description="a shipped adapter, e.g. 'canonical'")
+    function: DottedPath | None = Field(None, description="custom mapping: 'package.module:function'")
+    entity: str = Field(description="canonical entity type produced, e.g. Order, Invoice")
+    fields: dict[str, JMESPath] = Field(
+        default_factory=dict, description="canonical path -> JMESPath over the source record"
+    )
+    value_maps: dict[str, str] = Field(
+        default_factory=dict, description="canonical path -> name of a table under mappings"
+    )
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> MappingConfig:
+        if (self.adapter is None) == (self.function is None):
+            raise ValueError("give exactly one of 'adapter' or 'function'")
+        return self
+
+
+class TargetConfig(Strict):
+    system: str
+    action: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RetryConfig(Strict):
+    attempts: int = Field(5, ge=1, le=100)
+    initial_backoff: Duration = 0.5
+    max_backoff: Duration = 30.0
+    jitter: Duration = 0.5
+    max_inline_wait: Duration = Field(
+        30.0, description="longer Retry-After pauses the route instead of waiting"
+    )
+
+
+class RouteConfig(Strict):
+    name: Name
+    description: str | None = None
+    enabled: bool = True
+    source: SourceConfig
+    filter: JMESPath | None = Field(None, description="records for which this is falsy are skipped")
+    mapping: MappingConfig
+    target: TargetConfig
+    idempotency_key: KeyTemplateStr = Field(
+        description="template over the canonical entity, e.g. 'order:{id}:v{version}'"
+    )
+    ordering_key: KeyTemplateStr | None = Field(
+        None, description="records with one ordering key are delivered in order"
+    )
+    retry: RetryConfig = Field(default_factory=lambda: RetryConfig())
+    on_failure: Literal["dead-letter", "halt-route"] = "dead-letter"
+    batch_size: int = Field(200, ge=1, le=5000)
+    concurrency: int = Field(16, ge=1, le=512)
+
+
+class HubConfig(Strict):
+    version: Literal[1] = 1
+    state: StateConfig = Field(default_factory=lambda: StateConfig())
+    logging: LoggingConfig = Field(default_factory=lambda: LoggingConfig())
+    web: WebConfig = Field(default_factory=lambda: WebConfig())
+    systems: dict[Name, SystemConfig] = Field(default_factory=dict)
+    mappings: dict[Name, dict[str, Any]] = Field(default_factory=dict, description="named value maps")
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = HubConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "lead2cash hub configuration"
+    return schema

@@ -1,0 +1,97 @@
+"""Logging (structlog JSON, secrets redacted) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REDACTED = "***"
+
+
+class SecretRedactor:
+    """structlog processor: replaces every configured secret value wherever it appears in an event."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is replaced whole; very short values would
+        # shred ordinary text and are not secrets worth the name.
+        merged = set(self._secrets) | {s for s in secrets if s and len(s) >= 4}
+        self._secrets = sorted(merged, key=len, reverse=True)
+
+    def redact(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self.redact(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.redact(v) for v in value)
+        if isinstance(value, BaseException):
+            return self.redact(repr(value))
+        return value
+
+    def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        for key in list(event):
+            event[key] = self.redact(event[key])
+        return event
+
+
+REDACTOR = SecretRedactor()
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None) -> None:
+    """JSON lines on stderr by default; ``console`` for people. The redactor runs last before rendering,
+    after exceptions are formatted, so a traceback cannot leak a secret either."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            REDACTOR,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.ingested = Counter(
+            "lead2cash_ingested_total", "Records written to the inbox", ["route"], registry=r
+        )
+        self.delivered = Counter("lead2cash_delivered_total", "Effects confirmed", ["route"], registry=r)
+        self.retries = Counter(
+            "lead2cash_retries_total", "Delivery retries", ["route", "error_class"], registry=r
+        )
+        self.dead_letters = Counter(
+            "lead2cash_dead_letters_total", "Dead letters", ["route", "stage"], registry=r
+        )
+        self.recovered = Counter(
+            "lead2cash_recovered_total", "Unconfirmed effects found by lookup", ["route"], registry=r
+        )
+        self.latency = Histogram(
+            "lead2cash_delivery_seconds",
+            "Target call latency",
+            ["route"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.paused = Gauge("lead2cash_route_paused", "1 while a route is paused", ["route"], registry=r)

@@ -1,0 +1,44 @@
+"""What the hub hands to a route: a source, a target and a mapper. Routes know no protocol and no
+system record shape, only canonical entities, keys and policies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """Records read from a source and the checkpoint that is safe once all of them are in the inbox."""
+
+    records: Sequence[Mapping[str, Any]]
+    checkpoint: str | None
+    more: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Source(Protocol):
+    name: str
+
+    async def read(self, checkpoint: str | None, limit: int) -> SourceBatch: ...
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A target applies one canonical entity; ``lookup`` finds an effect already applied under ``key``
+    (the crash-recovery hook: consulted before any resend of an unconfirmed attempt)."""
+
+    name: str
+
+    async def deliver(self, entity: BaseModel, key: str) -> str | None: ...
+
+    async def lookup(self, entity: BaseModel, key: str) -> str | None: ...
+
+
+Mapper = Callable[[Mapping[str, Any]], BaseModel]
+Predicate = Callable[[Mapping[str, Any]], bool]
+KeyFunction = Callable[[BaseModel], str]

@@ -1,0 +1,326 @@
+"""A route at run time: ingest from its source into the inbox, deliver from the inbox to its target.
+
+Delivery per message: reserve the key in the effect ledger, mark it sent, call the target, confirm.
+A key found "sent" (a crash or a lost response between the call and the confirmation) is first looked up
+in the target and resent only when the target has no trace of it. Retries use tenacity with exponential
+backoff and jitter, stretched to any Retry-After the target sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import BaseModel, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from lead2cash.observability import Metrics
+from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
+from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, Source, Target
+from lead2cash.routes.policy import OnFailure, RetryPolicy
+from lead2cash.store import EffectState, Message, NewDeadLetter, NewMessage, Store
+
+log = structlog.get_logger("lead2cash.route")
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, default=str, sort_keys=True)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A dead-letter reason that names the field; never the offending input values (they may be secrets)."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = ".".join(str(p) for p in err["loc"]) or "<record>"
+            parts.append(f"{loc}: {err['msg']}")
+        return f"invalid {exc.title}: " + "; ".join(parts)
+    if isinstance(exc, DeliveryError):
+        return exc.describe()
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class Outcome:
+    message: Message
+    status: str  # confirmed | dead | deferred
+    target_ref: str | None = None
+    error_class: str | None = None
+    error: str | None = None
+    delay_ms: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RouteRuntime:
+    name: str
+    store: Store
+    target: Target
+    mapper: Mapper
+    key_fn: KeyFunction
+    entity_types: Mapping[str, type[BaseModel]]
+    source: Source | None = None
+    filter: Predicate | None = None
+    ordering_fn: KeyFunction | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_failure: OnFailure = OnFailure.DEAD_LETTER
+    batch_size: int = 200
+    concurrency: int = 16
+    lease_s: float = 120.0
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.source_id = f"{self.name}:{self.source.name}" if self.source else None
+        self._paused_until = 0.0
+        self._halted: str | None = None
+        self._sem = asyncio.Semaphore(self.concurrency)
+        state = self.store.route_state_get(self.name)
+        if state is not None and state.status == "halted":
+            self._halted = state.reason or "halted"
+
+    # ------------------------------------------------------------------ state
+    @property
+    def halted(self) -> str | None:
+        return self._halted
+
+    @property
+    def paused_for(self) -> float:
+        return max(0.0, self._paused_until - time.monotonic())
+
+    def pause(self, seconds: float, reason: str) -> None:
+        until = time.monotonic() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self.metrics.paused.labels(self.name).set(1)
+            self.store.route_state_set(self.name, "paused", reason, self.store.clock() + int(seconds * 1000))
+            log.warning("route paused", route=self.name, seconds=round(seconds, 3), reason=reason)
+
+    def halt(self, reason: str) -> None:
+        self._halted = reason
+        self.store.route_state_set(self.name, "halted", reason)
+        log.error("route halted", route=self.name, reason=reason)
+
+    def resume(self) -> None:
+        self._halted = None
+        self._paused_until = 0.0
+        self.metrics.paused.labels(self.name).set(0)
+        self.store.route_state_set(self.name, "running", None)
+
+    # ------------------------------------------------------------------ ingest
+    def _to_message(self, record: Mapping[str, Any]) -> NewMessage | NewDeadLetter | None:
+        trace_id = uuid.uuid4().hex
+        try:
+            if self.filter is not None and not self.filter(record):
+                return None
+            entity = self.mapper(record)
+            key = self.key_fn(entity)
+            ordering = self.ordering_fn(entity) if self.ordering_fn else None
+            return NewMessage(
+                idempotency_key=key,
+                entity_type=type(entity).__name__,
+                payload=entity.model_dump_json(),
+                trace_id=trace_id,
+                source_payload=_json(record),
+                ordering_key=ordering,
+            )
+        except Exception as exc:  # a bad record is quarantined; the batch goes on
+            reason = describe_error(exc)
+            log.warning("record dead-lettered at mapping", route=self.name, trace_id=trace_id, reason=reason)
+            self.metrics.dead_letters.labels(self.name, "mapping").inc()
+            return NewDeadLetter(original_payload=_json(record), error_message=reason, trace_id=trace_id)
+
+    def submit(self, records: list[Mapping[str, Any]], checkpoint: str | None = None) -> int:
+        """Map records and write them to the inbox (with the checkpoint, in one transaction)."""
+        new: list[NewMessage] = []
+        dead: list[NewDeadLetter] = []
+        for record in records:
+            item = self._to_message(record)
+            if isinstance(item, NewMessage):
+                new.append(item)
+            elif item is not None:
+                dead.append(item)
+        cp = (self.source_id, checkpoint) if checkpoint is not None and self.source_id else None
+        self.store.enqueue(self.name, new, checkpoint=cp, dead=dead)
+        self.metrics.ingested.labels(self.name).inc(len(new))
+        return len(new)
+
+    async def ingest_once(self) -> int:
+        """Read the source from its checkpoint until it has nothing more; returns records enqueued."""
+        if self.source is None or self.source_id is None:
+            return 0
+        total = 0
+        checkpoint = self.store.checkpoint_get(self.source_id)
+        while True:
+            batch = await self.source.read(checkpoint, self.batch_size)
+            total += self.submit(list(batch.records), batch.checkpoint)
+            if batch.checkpoint is not None:
+                checkpoint = batch.checkpoint
+            if not batch.more:
+                return total
+
+    # ------------------------------------------------------------------ deliver
+    async def deliver_once(self, worker: str) -> int:
+        """Claim one batch and deliver it; returns the number of messages handled."""
+        if self._halted or self.paused_for > 0:
+            return 0
+        claimed = self.store.claim(self.name, worker, self.batch_size, int(self.lease_s * 1000))
+        if not claimed:
+            return 0
+        target = self.target.name
+        before = self.store.effects_reserve(target, self.name, [(m.idempotency_key, m.id) for m in claimed])
+        outcomes: list[Outcome] = []
+        to_send: list[Message] = []
+        for m in claimed:
+            prior = before.get(m.idempotency_key)
+            if prior is not None and prior.state is EffectState.CONFIRMED:
+                outcomes.append(Outcome(m, "confirmed", prior.target_ref))
+            else:
+                to_send.append(m)
+        ambiguous = {
+            m.idempotency_key
+            for m in to_send
+            if (p := before.get(m.idempotency_key)) is not None and p.state is EffectState.SENT
+        }
+        self.store.effects_mark(target, [m.idempotency_key for m in to_send], EffectState.SENT)
+        outcomes.extend(
+            await asyncio.gather(*(self._deliver(m, m.idempotency_key in ambiguous) for m in to_send))
+        )
+        self._record(outcomes)
+        return len(claimed)
+
+    async def _deliver(self, message: Message, ambiguous: bool) -> Outcome:
+        bound = log.bind(route=self.name, key=message.idempotency_key, trace_id=message.trace_id)
+        history: list[dict[str, Any]] = []
+        try:
+            entity = self.entity_types[message.entity_type].model_validate_json(message.payload)
+        except (KeyError, ValidationError) as exc:
+            return Outcome(
+                message, "dead", error_class="permanent", error=describe_error(exc), history=history
+            )
+        key = message.idempotency_key
+        policy = self.retry
+        backoff = wait_exponential_jitter(
+            initial=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.jitter_s
+        )
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            delay = float(backoff(state))
+            if isinstance(exc, DeliveryError) and exc.retry_after:
+                delay = max(delay, exc.retry_after)
+            return delay
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, DeliveryError):
+                if exc.error_class is ErrorClass.PERMANENT:
+                    return False
+                return not (exc.retry_after and exc.retry_after > policy.max_inline_wait_s)
+            return False
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            klass = exc.error_class if isinstance(exc, DeliveryError) else ErrorClass.TRANSIENT
+            self.metrics.retries.labels(self.name, klass.value).inc()
+            if isinstance(exc, DeliveryError) and exc.error_class is ErrorClass.THROTTLED:
+                self.pause(wait(state), f"throttled by {self.target.name}: {exc.message}")
+            bound.info("retrying", attempt=state.attempt_number, error=describe_error(exc) if exc else None)
+
+        async def attempt() -> str | None:
+            nonlocal ambiguous
+            async with self._sem:
+                if ambiguous:
+                    found = await self.target.lookup(entity, key)
+                    if found is not None:
+                        self.metrics.recovered.labels(self.name).inc()
+                        bound.info("effect found by lookup; not resent", target_ref=found)
+                        return found
+                started = time.perf_counter()
+                try:
+                    # Any failure after the request may have left the target leaves the key ambiguous.
+                    ambiguous = True
+                    return await self.target.deliver(entity, key)
+                except DeliveryError as exc:
+                    history.append({"at_ms": self.store.clock(), "error": describe_error(exc)})
+                    raise
+                except (TimeoutError, OSError) as exc:
+                    history.append({"at_ms": self.store.clock(), "error": describe_error(exc)})
+                    raise TransientError(describe_error(exc)) from exc
+                finally:
+                    self.metrics.latency.labels(self.name).observe(time.perf_counter() - started)
+
+        try:
+            async for try_ in AsyncRetrying(
+                stop=stop_after_attempt(max(1, policy.attempts)),
+                wait=wait,
+                retry=retry_if_exception(retryable),
+                before_sleep=before_sleep,
+                reraise=True,
+            ):
+                with try_:
+                    ref = await attempt()
+            return Outcome(message, "confirmed", ref, history=history)
+        except DeliveryError as exc:
+            if (
+                exc.error_class is not ErrorClass.PERMANENT
+                and exc.retry_after
+                and exc.retry_after > policy.max_inline_wait_s
+            ):
+                self.pause(exc.retry_after, f"throttled by {self.target.name}: {exc.message}")
+                return Outcome(
+                    message, "deferred", error=describe_error(exc), delay_ms=int(exc.retry_after * 1000)
+                )
+            klass = "permanent" if exc.error_class is ErrorClass.PERMANENT else "exhausted"
+            return Outcome(message, "dead", error_class=klass, error=describe_error(exc), history=history)
+        except Exception as exc:
+            # A target bug must not kill the route: the message is kept as a dead letter with the reason.
+            bound.exception("target raised an unclassified error")
+            history.append({"at_ms": self.store.clock(), "error": describe_error(exc)})
+            return Outcome(
+                message, "dead", error_class="permanent", error=describe_error(exc), history=history
+            )
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        confirmed = [
+            (o.message.id, o.message.idempotency_key, o.target_ref)
+            for o in outcomes
+            if o.status == "confirmed"
+        ]
+        self.store.complete(self.target.name, confirmed)
+        self.metrics.delivered.labels(self.name).inc(len(confirmed))
+        for o in outcomes:
+            if o.status == "deferred":
+                self.store.retry_later(o.message.id, o.message.attempts, o.delay_ms, o.error or "")
+            elif o.status == "dead":
+                if self.on_failure is OnFailure.HALT_ROUTE:
+                    self.store.retry_later(
+                        o.message.id, o.message.attempts + len(o.history), 0, o.error or ""
+                    )
+                    self.halt(f"message {o.message.id} ({o.message.idempotency_key}) failed: {o.error}")
+                    continue
+                self.store.dead_letter_message(
+                    o.message, o.error_class or "permanent", o.error or "", o.history
+                )
+                self.metrics.dead_letters.labels(self.name, "delivery").inc()
+                log.error(
+                    "message dead-lettered",
+                    route=self.name,
+                    key=o.message.idempotency_key,
+                    trace_id=o.message.trace_id,
+                    error_class=o.error_class,
+                    reason=o.error,
+                )
+
+    def pending(self) -> int:
+        return self.store.count_messages(self.name, "pending")

@@ -1,0 +1,27 @@
+"""State store: SQLAlchemy Core on SQLite (default) or PostgreSQL."""
+
+from lead2cash.store.store import (
+    DeadLetter,
+    Effect,
+    EffectState,
+    Message,
+    MessageStatus,
+    NewDeadLetter,
+    NewMessage,
+    RouteState,
+    Store,
+    normalise_url,
+)
+
+__all__ = [
+    "DeadLetter",
+    "Effect",
+    "EffectState",
+    "Message",
+    "MessageStatus",
+    "NewDeadLetter",
+    "NewMessage",
+    "RouteState",
+    "Store",
+    "normalise_url",
+]

@@ -1,0 +1,710 @@
+"""The state store: inbox/outbox messages, the effect ledger, checkpoints, cross-references, dead letters.
+
+One schema on SQLite (WAL, the embedded default) and PostgreSQL (several hub workers). Workers claim
+messages with a lease; on PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so two workers never hold the
+same message, and a worker that dies loses its lease when it expires.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from lead2cash.store.schema import (
+    checkpoint_history,
+    checkpoints,
+    dead_letters,
+    effects,
+    inbound_receipts,
+    messages,
+    route_state,
+    xrefs,
+)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class EffectState(StrEnum):
+    RESERVED = "reserved"
+    SENT = "sent"
+    CONFIRMED = "confirmed"
+
+
+class MessageStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    DISCARDED = "discarded"
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    idempotency_key: str
+    entity_type: str
+    payload: str
+    trace_id: str
+    source_payload: str | None = None
+    ordering_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    route: str
+    idempotency_key: str
+    ordering_key: str | None
+    entity_type: str
+    payload: str
+    source_payload: str | None
+    status: str
+    attempts: int
+    last_error: str | None
+    target_ref: str | None
+    trace_id: str
+
+
+@dataclass(frozen=True)
+class NewDeadLetter:
+    """A source record that could not become a message (it failed filtering or mapping)."""
+
+    original_payload: str
+    error_message: str
+    trace_id: str
+    error_class: str = "invalid"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    route: str
+    message_id: int | None
+    idempotency_key: str | None
+    stage: str
+    original_payload: str
+    canonical_payload: str | None
+    error_class: str
+    error_message: str
+    attempts: list[dict[str, Any]]
+    status: str
+    trace_id: str | None
+    created_at_ms: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True)
+class Effect:
+    state: EffectState
+    target_ref: str | None
+
+
+@dataclass(frozen=True)
+class RouteState:
+    route: str
+    status: str
+    paused_until_ms: int | None
+    reason: str | None
+
+
+def _message(row: Any) -> Message:
+    return Message(
+        id=row.id,
+        route=row.route,
+        idempotency_key=row.idempotency_key,
+        ordering_key=row.ordering_key,
+        entity_type=row.entity_type,
+        payload=row.payload,
+        source_payload=row.source_payload,
+        status=row.status,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        target_ref=row.target_ref,
+        trace_id=row.trace_id,
+    )
+
+
+def _dead_letter(row: Any) -> DeadLetter:
+    return DeadLetter(
+        id=row.id,
+        route=row.route,
+        message_id=row.message_id,
+        idempotency_key=row.idempotency_key,
+        stage=row.stage,
+        original_payload=row.original_payload,
+        canonical_payload=row.canonical_payload,
+        error_class=row.error_class,
+        error_message=row.error_message,
+        attempts=json.loads(row.attempts),
+        status=row.status,
+        trace_id=row.trace_id,
+        created_at_ms=row.created_at_ms,
+        updated_at_ms=row.updated_at_ms,
+    )
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``sqlite:///path`` / a bare file path / ``postgresql://`` and pick the drivers we ship."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    path = make_url(url).database
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE: a deferred BEGIN that later upgrades to a
+        # write lock fails at once with SQLITE_BUSY when another process writes.
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Store:
+    def __init__(self, url: str, *, clock: Callable[[], int] = now_ms, migrate: bool = True) -> None:
+        self.url = normalise_url(url)
+        self.clock = clock
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(self.url)
+        else:
+            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        if migrate:
+            self.migrate()
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgresql"
+
+    def migrate(self) -> None:
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # Serialise concurrent first starts of several workers on one database.
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(4202424242)")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _insert(self, table: Any) -> Any:
+        return sqlite.insert(table) if self.is_sqlite else postgresql.insert(table)
+
+    # ------------------------------------------------------------------ inbox / outbox
+    def enqueue(
+        self,
+        route: str,
+        new: Sequence[NewMessage],
+        *,
+        checkpoint: tuple[str, str] | None = None,
+        dead: Sequence[NewDeadLetter] = (),
+        reason: str = "source advanced",
+    ) -> None:
+        """Write a batch from a source and advance its checkpoint in the same transaction.
+
+        A message whose (route, idempotency key) is already known is ignored: the idempotent consumer.
+        """
+        ts = self.clock()
+        with self.engine.begin() as conn:
+            if new:
+                rows = [
+                    {
+                        "route": route,
+                        "idempotency_key": m.idempotency_key,
+                        "ordering_key": m.ordering_key,
+                        "entity_type": m.entity_type,
+                        "payload": m.payload,
+                        "source_payload": m.source_payload,
+                        "status": MessageStatus.PENDING.value,
+                        "attempts": 0,
+                        "next_attempt_at_ms": ts,
+                        "trace_id": m.trace_id,
+                        "created_at_ms": ts,
+                        "updated_at_ms": ts,
+                    }
+                    for m in new
+                ]
+                stmt = self._insert(messages).on_conflict_do_nothing(
+                    index_elements=["route", "idempotency_key"]
+                )
+                conn.execute(stmt, rows)
+            for d in dead:
+                conn.execute(
+                    insert(dead_letters).values(
+                        route=route,
+                        stage="mapping",
+                        original_payload=d.original_payload,
+                        error_class=d.error_class,
+                        error_message=d.error_message,
+                        attempts="[]",
+                        status="open",
+                        trace_id=d.trace_id,
+                        created_at_ms=ts,
+                        updated_at_ms=ts,
+                    )
+                )
+            if checkpoint is not None:
+                self._checkpoint_set(conn, checkpoint[0], checkpoint[1], reason, ts)
+
+    def claim(self, route: str, worker: str, limit: int, lease_ms: int) -> list[Message]:
+        """Lease up to ``limit`` due messages of ``route``; never one whose ordering key has an earlier
+        pending message, so per-key order holds across workers."""
+        ts = self.clock()
+        earlier = messages.alias("earlier")
+        due = (
+            select(messages.c.id)
+            .where(
+                messages.c.route == route,
+                messages.c.status == MessageStatus.PENDING.value,
+                messages.c.next_attempt_at_ms <= ts,
+                or_(messages.c.lease_expires_at_ms.is_(None), messages.c.lease_expires_at_ms < ts),
+                ~exists().where(
+                    earlier.c.route == messages.c.route,
+                    earlier.c.ordering_key == messages.c.ordering_key,
+                    earlier.c.status == MessageStatus.PENDING.value,
+                    earlier.c.id < messages.c.id,
+                ),
+            )
+            .order_by(messages.c.id)
+            .limit(limit)
+        )
+        if not self.is_sqlite:
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(messages)
+            .where(messages.c.id.in_(due.scalar_subquery()))
+            .values(lease_owner=worker, lease_expires_at_ms=ts + lease_ms, updated_at_ms=ts)
+            .returning(*messages.c)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+        return sorted((_message(r) for r in rows), key=lambda m: m.id)
+
+    def release(self, message_ids: Iterable[int], worker: str) -> None:
+        ids = list(message_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(messages)
+                .where(messages.c.id.in_(ids), messages.c.lease_owner == worker)
+                .values(lease_owner=None, lease_expires_at_ms=None)
+            )
+
+    def get_message(self, message_id: int) -> Message | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
+        return _message(row) if row else None
+
+    def messages_for(self, route: str, status: str | None = None) -> list[Message]:
+        q = select(messages).where(messages.c.route == route)
+        if status:
+            q = q.where(messages.c.status == status)
+        with self.engine.connect() as conn:
+            return [_message(r) for r in conn.execute(q.order_by(messages.c.id))]
+
+    def count_messages(self, route: str | None = None, status: str | None = None) -> int:
+        q = select(func.count()).select_from(messages)
+        if route:
+            q = q.where(messages.c.route == route)
+        if status:
+            q = q.where(messages.c.status == status)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def next_due_ms(self, route: str) -> int | None:
+        """When the earliest pending message of ``route`` is due (None when nothing is pending)."""
+        q = select(func.min(messages.c.next_attempt_at_ms)).where(
+            messages.c.route == route, messages.c.status == MessageStatus.PENDING.value
+        )
+        with self.engine.connect() as conn:
+            value = conn.execute(q).scalar_one()
+        return int(value) if value is not None else None
+
+    # ------------------------------------------------------------------ effect ledger
+    def effects_reserve(self, target: str, route: str, items: Sequence[tuple[str, int]]) -> dict[str, Effect]:
+        """Reserve (target, key) for each item; return the state each key had before (absent = new)."""
+        if not items:
+            return {}
+        ts = self.clock()
+        keys = [k for k, _ in items]
+        with self.engine.begin() as conn:
+            existing = {
+                r.idempotency_key: Effect(EffectState(r.state), r.target_ref)
+                for r in conn.execute(
+                    select(effects.c.idempotency_key, effects.c.state, effects.c.target_ref).where(
+                        effects.c.target == target, effects.c.idempotency_key.in_(keys)
+                    )
+                )
+            }
+            fresh = [
+                {
+                    "target": target,
+                    "idempotency_key": k,
+                    "state": EffectState.RESERVED.value,
+                    "route": route,
+                    "message_id": mid,
+                    "updated_at_ms": ts,
+                }
+                for k, mid in items
+                if k not in existing
+            ]
+            if fresh:
+                conn.execute(self._insert(effects).on_conflict_do_nothing(), fresh)
+        return existing
+
+    def effects_mark(self, target: str, keys: Sequence[str], state: EffectState) -> None:
+        if not keys:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(effects)
+                .where(
+                    effects.c.target == target,
+                    effects.c.idempotency_key.in_(list(keys)),
+                    effects.c.state != EffectState.CONFIRMED.value,
+                )
+                .values(state=state.value, updated_at_ms=self.clock())
+            )
+
+    def effect_get(self, target: str, key: str) -> Effect | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(effects.c.state, effects.c.target_ref).where(
+                    effects.c.target == target, effects.c.idempotency_key == key
+                )
+            ).first()
+        return Effect(EffectState(row.state), row.target_ref) if row else None
+
+    def effects_in_state(self, state: EffectState, target: str | None = None) -> int:
+        q = select(func.count()).select_from(effects).where(effects.c.state == state.value)
+        if target:
+            q = q.where(effects.c.target == target)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def complete(self, target: str, done: Sequence[tuple[int, str, str | None]]) -> None:
+        """Confirm effects and mark their messages delivered, atomically: (message_id, key, target_ref)."""
+        if not done:
+            return
+        ts = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(effects)
+                .where(
+                    effects.c.target == target,
+                    effects.c.idempotency_key == _bind("b_key"),
+                )
+                .values(state=EffectState.CONFIRMED.value, target_ref=_bind("b_ref"), updated_at_ms=ts),
+                [{"b_key": k, "b_ref": ref} for _, k, ref in done],
+            )
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == _bind("b_id"))
+                .values(
+                    status=MessageStatus.DELIVERED.value,
+                    target_ref=_bind("b_ref"),
+                    lease_owner=None,
+                    lease_expires_at_ms=None,
+                    updated_at_ms=ts,
+                ),
+                [{"b_id": mid, "b_ref": ref} for mid, _, ref in done],
+            )
+
+    def retry_later(self, message_id: int, attempts: int, delay_ms: int, error: str) -> None:
+        ts = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == message_id)
+                .values(
+                    attempts=attempts,
+                    next_attempt_at_ms=ts + delay_ms,
+                    last_error=error,
+                    lease_owner=None,
+                    lease_expires_at_ms=None,
+                    updated_at_ms=ts,
+                )
+            )
+
+    def dead_letter_message(
+        self, message: Message, error_class: str, error_message: str, history: list[dict[str, Any]]
+    ) -> int:
+        ts = self.clock()
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == message.id)
+                .values(
+                    status=MessageStatus.DEAD.value,
+                    attempts=len(history),
+                    last_error=error_message,
+                    lease_owner=None,
+                    lease_expires_at_ms=None,
+                    updated_at_ms=ts,
+                )
+            )
+            result = conn.execute(
+                insert(dead_letters).values(
+                    route=message.route,
+                    message_id=message.id,
+                    idempotency_key=message.idempotency_key,
+                    stage="delivery",
+                    original_payload=message.source_payload or message.payload,
+                    canonical_payload=message.payload,
+                    error_class=error_class,
+                    error_message=error_message,
+                    attempts=json.dumps(history),
+                    status="open",
+                    trace_id=message.trace_id,
+                    created_at_ms=ts,
+                    updated_at_ms=ts,
+                )
+            )
+            pk = result.inserted_primary_key
+            assert pk is not None
+            return int(pk[0])
+
+    # ------------------------------------------------------------------ dead letters
+    def dlq_list(
+        self, route: str | None = None, status: str | None = "open", limit: int = 100
+    ) -> list[DeadLetter]:
+        q = select(dead_letters)
+        if route:
+            q = q.where(dead_letters.c.route == route)
+        if status:
+            q = q.where(dead_letters.c.status == status)
+        with self.engine.connect() as conn:
+            return [_dead_letter(r) for r in conn.execute(q.order_by(dead_letters.c.id).limit(limit))]
+
+    def dlq_count(self, route: str | None = None, status: str | None = "open") -> int:
+        q = select(func.count()).select_from(dead_letters)
+        if route:
+            q = q.where(dead_letters.c.route == route)
+        if status:
+            q = q.where(dead_letters.c.status == status)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def dlq_get(self, dead_letter_id: int) -> DeadLetter | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(dead_letters).where(dead_letters.c.id == dead_letter_id)).first()
+        return _dead_letter(row) if row else None
+
+    def dlq_requeue(self, dead_letter_id: int) -> DeadLetter:
+        """Replay a delivery-stage dead letter: its message becomes pending again with a fresh attempt count.
+        The effect ledger still guards the target, so a replay never duplicates a confirmed effect."""
+        ts = self.clock()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(dead_letters).where(dead_letters.c.id == dead_letter_id)).first()
+            if row is None:
+                raise KeyError(f"no dead letter {dead_letter_id}")
+            if row.status != "open":
+                raise ValueError(f"dead letter {dead_letter_id} is {row.status}, not open")
+            if row.stage != "delivery" or row.message_id is None:
+                raise ValueError(
+                    f"dead letter {dead_letter_id} failed at {row.stage}; replay it through its route"
+                )
+            conn.execute(
+                update(messages)
+                .where(messages.c.id == row.message_id)
+                .values(
+                    status=MessageStatus.PENDING.value,
+                    attempts=0,
+                    next_attempt_at_ms=ts,
+                    lease_owner=None,
+                    lease_expires_at_ms=None,
+                    updated_at_ms=ts,
+                )
+            )
+            self._dlq_set_status(conn, dead_letter_id, "replayed", ts)
+        return _dead_letter(row)
+
+    def dlq_mark(self, dead_letter_id: int, status: str) -> None:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(dead_letters.c.status).where(dead_letters.c.id == dead_letter_id)
+            ).first()
+            if row is None:
+                raise KeyError(f"no dead letter {dead_letter_id}")
+            if row.status != "open":
+                raise ValueError(f"dead letter {dead_letter_id} is {row.status}, not open")
+            self._dlq_set_status(conn, dead_letter_id, status, self.clock())
+            if status == "discarded":
+                mid = conn.execute(
+                    select(dead_letters.c.message_id).where(dead_letters.c.id == dead_letter_id)
+                ).scalar_one()
+                if mid is not None:
+                    conn.execute(
+                        update(messages)
+                        .where(messages.c.id == mid)
+                        .values(status=MessageStatus.DISCARDED.value)
+                    )
+
+    @staticmethod
+    def _dlq_set_status(conn: Connection, dead_letter_id: int, status: str, ts: int) -> None:
+        conn.execute(
+            update(dead_letters)
+            .where(dead_letters.c.id == dead_letter_id)
+            .values(status=status, updated_at_ms=ts)
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_get(self, source: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(checkpoints.c.value).where(checkpoints.c.source == source)).scalar()
+        return str(value) if value is not None else None
+
+    def checkpoint_set(self, source: str, value: str, reason: str) -> None:
+        with self.engine.begin() as conn:
+            self._checkpoint_set(conn, source, value, reason, self.clock())
+
+    def _checkpoint_set(self, conn: Connection, source: str, value: str, reason: str, ts: int) -> None:
+        previous = conn.execute(select(checkpoints.c.value).where(checkpoints.c.source == source)).scalar()
+        if previous == value:
+            return
+        stmt = self._insert(checkpoints).values(source=source, value=value, updated_at_ms=ts)
+        conn.execute(
+            stmt.on_conflict_do_update(index_elements=["source"], set_={"value": value, "updated_at_ms": ts})
+        )
+        conn.execute(
+            insert(checkpoint_history).values(
+                source=source, value=value, previous=previous, reason=reason, changed_at_ms=ts
+            )
+        )
+
+    def checkpoint_history(self, source: str, limit: int = 20) -> list[dict[str, Any]]:
+        q = (
+            select(checkpoint_history)
+            .where(checkpoint_history.c.source == source)
+            .order_by(checkpoint_history.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def checkpoints_all(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return {r.source: r.value for r in conn.execute(select(checkpoints))}
+
+    # ------------------------------------------------------------------ cross-references
+    def xref_put(self, entity_type: str, canonical_id: str, system: str, system_id: str) -> None:
+        ts = self.clock()
+        stmt = self._insert(xrefs).values(
+            entity_type=entity_type,
+            canonical_id=canonical_id,
+            system=system,
+            system_id=system_id,
+            updated_at_ms=ts,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["entity_type", "canonical_id", "system"],
+                    set_={"system_id": system_id, "updated_at_ms": ts},
+                )
+            )
+
+    def xref_get(self, entity_type: str, canonical_id: str, system: str) -> str | None:
+        q = select(xrefs.c.system_id).where(
+            xrefs.c.entity_type == entity_type, xrefs.c.canonical_id == canonical_id, xrefs.c.system == system
+        )
+        with self.engine.connect() as conn:
+            value = conn.execute(q).scalar()
+        return str(value) if value is not None else None
+
+    def xref_find(self, entity_type: str, system: str, system_id: str) -> str | None:
+        q = select(xrefs.c.canonical_id).where(
+            xrefs.c.entity_type == entity_type, xrefs.c.system == system, xrefs.c.system_id == system_id
+        )
+        with self.engine.connect() as conn:
+            value = conn.execute(q).scalar()
+        return str(value) if value is not None else None
+
+    # ------------------------------------------------------------------ inbound receipts (webhook dedupe)
+    def receipt_add(self, sender: str, unique_key: str) -> bool:
+        """Remember a sender's unique delivery key; False when it was seen before (a duplicate)."""
+        stmt = (
+            self._insert(inbound_receipts)
+            .values(sender=sender, unique_key=unique_key, received_at_ms=self.clock())
+            .on_conflict_do_nothing()
+        )
+        with self.engine.begin() as conn:
+            return bool(conn.execute(stmt).rowcount)
+
+    # ------------------------------------------------------------------ route state
+    def route_state_get(self, route: str) -> RouteState | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(route_state).where(route_state.c.route == route)).first()
+        return RouteState(row.route, row.status, row.paused_until_ms, row.reason) if row else None
+
+    def route_state_set(
+        self, route: str, status: str, reason: str | None, paused_until_ms: int | None = None
+    ) -> None:
+        ts = self.clock()
+        values = {"status": status, "reason": reason, "paused_until_ms": paused_until_ms, "updated_at_ms": ts}
+        stmt = self._insert(route_state).values(route=route, **values)
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=["route"], set_=values))
+
+
+def _bind(name: str) -> Any:
+    return bindparam(name)
+
+
+__all__ = [
+    "DeadLetter",
+    "Effect",
+    "EffectState",
+    "Message",
+    "MessageStatus",
+    "NewDeadLetter",
+    "NewMessage",
+    "RouteState",
+    "Store",
+    "normalise_url",
+]
