@@ -65,9 +65,23 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=(lambda *_: _StreamLogger(stream)),
         cache_logger_on_first_use=False,
     )
+
+
+class _StreamLogger:
+    """Writes to ``stream``, or to whatever ``sys.stderr`` is at the time of writing (it may be swapped)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        out = self._stream or sys.stderr
+        out.write(message + "\n")
+        out.flush()
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
 class Metrics:

@@ -55,3 +55,48 @@ def start_sandboxes(sandbox_state_session: Path) -> Iterator[object]:
     yield start
     for cluster in clusters:
         cluster.stop()
+
+
+def _pg_base_url() -> str:
+    return os.environ.get("LEAD2CASH_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """A reachable PostgreSQL, or a skip with the reason (a failure under CI=true)."""
+    url = _pg_base_url()
+    try:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), connect_timeout=3):
+            pass
+    except Exception as exc:
+        message = f"PostgreSQL not reachable at {url}: {exc.__class__.__name__}: {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true requires PostgreSQL)")
+        pytest.skip(message + "; set LEAD2CASH_TEST_PG_URL to run these tests")
+    return url
+
+
+@pytest.fixture()
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh schema per test, so tests never see each other's rows; dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in pg_server else "?"
+    yield f"{pg_server}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on both backends of the state store."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return str(request.getfixturevalue("pg_url"))

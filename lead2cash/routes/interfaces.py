@@ -17,6 +17,8 @@ class SourceBatch:
     records: Sequence[Mapping[str, Any]]
     checkpoint: str | None
     more: bool = False
+    # Payloads the source could not even parse, with the reason: dead-lettered, never dropped.
+    rejects: Sequence[tuple[str, str]] = ()
     meta: dict[str, Any] = field(default_factory=dict)
 
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,10 +141,20 @@ class RouteRuntime:
             self.metrics.dead_letters.labels(self.name, "mapping").inc()
             return NewDeadLetter(original_payload=_json(record), error_message=reason, trace_id=trace_id)
 
-    def submit(self, records: list[Mapping[str, Any]], checkpoint: str | None = None) -> int:
+    def submit(
+        self,
+        records: list[Mapping[str, Any]],
+        checkpoint: str | None = None,
+        rejects: Sequence[tuple[str, str]] = (),
+    ) -> int:
         """Map records and write them to the inbox (with the checkpoint, in one transaction)."""
         new: list[NewMessage] = []
-        dead: list[NewDeadLetter] = []
+        dead: list[NewDeadLetter] = [
+            NewDeadLetter(original_payload=raw, error_message=reason, trace_id=uuid.uuid4().hex)
+            for raw, reason in rejects
+        ]
+        if dead:
+            self.metrics.dead_letters.labels(self.name, "mapping").inc(len(dead))
         for record in records:
             item = self._to_message(record)
             if isinstance(item, NewMessage):
@@ -164,7 +174,7 @@ class RouteRuntime:
         checkpoint = self.store.checkpoint_get(self.source_id)
         while True:
             batch = await self.source.read(checkpoint, self.batch_size)
-            total += self.submit(list(batch.records), batch.checkpoint)
+            total += self.submit(list(batch.records), batch.checkpoint, batch.rejects)
             if batch.checkpoint is not None:
                 checkpoint = batch.checkpoint
             if not batch.more:
@@ -212,7 +222,7 @@ class RouteRuntime:
         key = message.idempotency_key
         policy = self.retry
         backoff = wait_exponential_jitter(
-            initial=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.jitter_s
+            multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.jitter_s
         )
 
         def wait(state: RetryCallState) -> float:

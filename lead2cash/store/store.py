@@ -335,6 +335,14 @@ class Store:
                 .values(lease_owner=None, lease_expires_at_ms=None)
             )
 
+    def release_leases(self, worker: str | None = None) -> int:
+        """Free leases held by ``worker`` (all leases when None: a single embedded hub restarting)."""
+        stmt = update(messages).where(messages.c.lease_owner.is_not(None))
+        if worker is not None:
+            stmt = stmt.where(messages.c.lease_owner == worker)
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt.values(lease_owner=None, lease_expires_at_ms=None)).rowcount)
+
     def get_message(self, message_id: int) -> Message | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
@@ -672,9 +680,10 @@ class Store:
             self._insert(inbound_receipts)
             .values(sender=sender, unique_key=unique_key, received_at_ms=self.clock())
             .on_conflict_do_nothing()
+            .returning(inbound_receipts.c.unique_key)
         )
         with self.engine.begin() as conn:
-            return bool(conn.execute(stmt).rowcount)
+            return conn.execute(stmt).first() is not None
 
     # ------------------------------------------------------------------ route state
     def route_state_get(self, route: str) -> RouteState | None:

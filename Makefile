@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`. Everything they need is installed from here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint unit bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/lead2cash demo
+
+lint: install
+	$(BIN)/ruff check lead2cash tests bench
+	$(BIN)/ruff format --check lead2cash tests bench
+	$(BIN)/mypy lead2cash/canonical_model lead2cash/routes lead2cash/store lead2cash/config lead2cash/hub.py
+	$(BIN)/lint-imports
+
+# pytest exits 5 when it collected nothing: that is a failure here, like any other non-zero code.
+test: lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+bench: install
+	$(BIN)/python bench/router_overhead.py
+	$(BIN)/python bench/sandbox_throughput.py
+
+clean:
+	rm -rf $(VENV) .state .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Adapters: system record <-> canonical model. Pure functions, no I/O."""

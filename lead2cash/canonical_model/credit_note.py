@@ -1,0 +1,118 @@
+"""Credit notes: amounts given back against an invoice (Lago credit note; an SAP credit memo posting)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import Field, model_validator
+
+from lead2cash.canonical_model.base import (
+    CanonicalEntity,
+    CanonicalModel,
+    CurrencyCode,
+    NonEmptyStr,
+    SystemRefs,
+)
+from lead2cash.canonical_model.currency import normalize_currency
+from lead2cash.canonical_model.invoice import TaxLine, check_document_totals, check_unique_ids
+from lead2cash.canonical_model.money import Money, sum_money
+
+
+class CreditNoteStatus(StrEnum):
+    DRAFT = "draft"
+    FINALIZED = "finalized"
+    VOIDED = "voided"
+
+
+class CreditNoteReason(StrEnum):
+    """Reasons as Lago names them."""
+
+    DUPLICATED_CHARGE = "duplicated_charge"
+    PRODUCT_UNSATISFACTORY = "product_unsatisfactory"
+    ORDER_CHANGE = "order_change"
+    ORDER_CANCELLATION = "order_cancellation"
+    FRAUDULENT_CHARGE = "fraudulent_charge"
+    OTHER = "other"
+
+
+class CreditNoteLine(CanonicalModel):
+    """Credit against one invoice line. Amounts are positive: the document type carries the sign."""
+
+    id: NonEmptyStr
+    refs: SystemRefs = Field(default_factory=SystemRefs)
+    description: NonEmptyStr | None = None
+    invoice_line_id: NonEmptyStr | None = None
+    product_code: NonEmptyStr | None = None
+    product_family: NonEmptyStr | None = None
+    amount: Money
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.amount.is_negative():
+            raise ValueError(f"amount must be >= 0 (a credit note's amounts are positive), got {self.amount}")
+        return self
+
+
+class CreditNote(CanonicalEntity):
+    """Invariant as for invoices: ``total == subtotal + tax_total`` with subtotal and tax_total the sums of
+    the lines and taxes, all in ``currency``. Use :meth:`build` to have the totals computed."""
+
+    credit_note_number: NonEmptyStr
+    invoice_id: NonEmptyStr
+    """Canonical id of the credited invoice."""
+    invoice_number: NonEmptyStr | None = None
+    customer_id: NonEmptyStr
+    """Canonical id of the customer (already known to every system through the credited invoice)."""
+    currency: CurrencyCode
+    status: CreditNoteStatus
+    reason: CreditNoteReason = CreditNoteReason.OTHER
+    issue_date: date
+    lines: tuple[CreditNoteLine, ...] = Field(min_length=1)
+    taxes: tuple[TaxLine, ...] = ()
+    subtotal: Money
+    tax_total: Money
+    total: Money
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        check_unique_ids((line.id for line in self.lines), "lines")
+        check_document_totals(
+            document="credit note",
+            currency=self.currency,
+            line_amounts=[(f"lines[{i}].amount", line.amount) for i, line in enumerate(self.lines)],
+            taxes=self.taxes,
+            subtotal=self.subtotal,
+            tax_total=self.tax_total,
+            total=self.total,
+        )
+        return self
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        currency: str,
+        lines: Iterable[CreditNoteLine],
+        taxes: Iterable[TaxLine] = (),
+        **fields: Any,
+    ) -> Self:
+        """A credit note whose subtotal, tax_total and total are computed from ``lines`` and ``taxes``."""
+        code = normalize_currency(currency)
+        lines = tuple(lines)
+        taxes = tuple(taxes)
+        # Amounts in another currency are left out of the sums rather than raising here, so that the
+        # validator reports them by field name (``lines[2].net_amount: currency USD differs ...``).
+        subtotal = sum_money((x.amount for x in lines if x.amount.currency == code), code)
+        tax_total = sum_money((x.amount for x in taxes if x.amount.currency == code), code)
+        return cls(
+            currency=code,
+            lines=lines,
+            taxes=taxes,
+            subtotal=subtotal,
+            tax_total=tax_total,
+            total=subtotal + tax_total,
+            **fields,
+        )

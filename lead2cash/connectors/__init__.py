@@ -1,0 +1,1 @@
+"""Connectors: transport only (auth, sessions, pagination, rate limits, error classification)."""

@@ -1,0 +1,364 @@
+"""The Hub: the composition root. It builds the store, the systems, the routes and the router from
+config, and is the only place where connectors, adapters and routes meet."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import BaseModel
+
+from lead2cash.adapters import canonical
+from lead2cash.adapters.registry import INBOUND
+from lead2cash.canonical_model import ENTITY_TYPES
+from lead2cash.config import ConfigError, LoadedConfig, load_config
+from lead2cash.config.schema import FileSystemConfig, PythonSystemConfig, RouteConfig
+from lead2cash.connectors.file import JsonLinesFile
+from lead2cash.observability import REDACTOR, Metrics, configure_logging
+from lead2cash.routes.interfaces import Source, SourceBatch, Target
+from lead2cash.routes.mapping import KeyTemplate, build_filter, build_mapper
+from lead2cash.routes.policy import OnFailure, RetryPolicy
+from lead2cash.routes.route import RouteRuntime
+from lead2cash.store import Store
+
+log = structlog.get_logger("lead2cash.hub")
+
+
+class SystemBinding(Protocol):
+    """What the hub needs of a configured system: sources for objects, targets for actions."""
+
+    def source(self, object: str, options: Mapping[str, Any]) -> Source: ...
+
+    def target(self, action: str, options: Mapping[str, Any]) -> Target: ...
+
+
+# ---------------------------------------------------------------------------------------------- file system
+class FileSource:
+    def __init__(self, name: str, file: JsonLinesFile) -> None:
+        self.name = name
+        self.file = file
+
+    async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
+        result = self.file.read_from(int(checkpoint or 0), limit)
+        return SourceBatch(result.records, str(result.offset), more=result.more, rejects=result.rejects)
+
+
+class FileTarget:
+    def __init__(self, name: str, file: JsonLinesFile) -> None:
+        self.name = name
+        self.file = file
+
+    async def deliver(self, entity: BaseModel, key: str) -> str | None:
+        return f"line:{self.file.append(canonical.outbound(entity, key))}"
+
+    async def lookup(self, entity: BaseModel, key: str) -> str | None:
+        line = self.file.find(key)
+        return f"line:{line}" if line is not None else None
+
+
+class FileSystem:
+    def __init__(self, name: str, config: FileSystemConfig, base_dir: Path) -> None:
+        self.name = name
+        directory = Path(config.directory)
+        self.directory = directory if directory.is_absolute() else base_dir / directory
+        self._files: dict[str, JsonLinesFile] = {}
+
+    def _file(self, object: str) -> JsonLinesFile:
+        if object not in self._files:
+            self._files[object] = JsonLinesFile(self.directory / f"{object}.jsonl")
+        return self._files[object]
+
+    def source(self, object: str, options: Mapping[str, Any]) -> Source:
+        return FileSource(f"{self.name}/{object}", self._file(object))
+
+    def target(self, action: str, options: Mapping[str, Any]) -> Target:
+        if action != "append":
+            raise ValueError(f"file systems support the action 'append', not {action!r}")
+        obj = options.get("object")
+        if not isinstance(obj, str):
+            raise ValueError("options.object: name the file (without .jsonl) to append to")
+        return FileTarget(f"{self.name}/{obj}", self._file(obj))
+
+
+def _import(dotted: str) -> Any:
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# ---------------------------------------------------------------------------------------------- hub
+class Hub:
+    def __init__(
+        self, loaded: LoadedConfig, *, store: Store | None = None, configure_logs: bool = True
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        base_dir = loaded.files[0].parent if loaded.files else Path.cwd()
+        REDACTOR.add(loaded.secrets)
+        if configure_logs:
+            configure_logging(self.config.logging.level, self.config.logging.format)
+        self.worker_id = self.config.state.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.metrics = Metrics()
+        self.systems: dict[str, SystemBinding] = {}
+        self.routes: dict[str, RouteRuntime] = {}
+        self.route_configs: dict[str, RouteConfig] = {}
+        issues = []
+        for name, sys_cfg in self.config.systems.items():
+            try:
+                self.systems[name] = self._build_system(name, sys_cfg, base_dir)
+            except Exception as exc:
+                issues.append(loaded.issue(("systems", name), f"cannot build system: {exc}"))
+        if issues:
+            raise ConfigError(issues)
+        self.store = store or Store(self._state_url(base_dir))
+        for i, route_cfg in enumerate(self.config.routes):
+            if not route_cfg.enabled:
+                continue
+            try:
+                self.routes[route_cfg.name] = self._build_route(route_cfg)
+                self.route_configs[route_cfg.name] = route_cfg
+            except ConfigError as exc:
+                issues.extend(loaded.issue(("routes", i, *p), m) for p, m in exc.args[0])
+        if issues:
+            self.store.close()
+            raise ConfigError(issues)
+        self._stopping = asyncio.Event()
+        self._wake: dict[str, asyncio.Event] = {}
+        self._scheduler: AsyncIOScheduler | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def from_files(cls, paths: str | Path | Sequence[str | Path], **kwargs: Any) -> Hub:
+        return cls(load_config(paths), **kwargs)
+
+    def _state_url(self, base_dir: Path) -> str:
+        url = self.config.state.url
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            relative = url.removeprefix("sqlite:///")
+            if relative != ":memory:":
+                return f"sqlite:///{(base_dir / relative).resolve()}"
+        return url
+
+    def _build_system(self, name: str, cfg: Any, base_dir: Path) -> SystemBinding:
+        if isinstance(cfg, FileSystemConfig):
+            return FileSystem(name, cfg, base_dir)
+        if isinstance(cfg, PythonSystemConfig):
+            factory = _import(cfg.factory)
+            options = dict(cfg.options)
+            options.update({k: v.get_secret_value() for k, v in cfg.secrets.items()})
+            binding: SystemBinding = factory(name=name, options=options)
+            return binding
+        raise ValueError(f"unsupported system type {type(cfg).__name__}")
+
+    def _build_route(self, cfg: RouteConfig) -> RouteRuntime:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        entity_type = ENTITY_TYPES.get(cfg.mapping.entity)
+        if entity_type is None:
+            problems.append(
+                (("mapping", "entity"), f"unknown canonical entity; known: {', '.join(sorted(ENTITY_TYPES))}")
+            )
+        adapter_fn: Any = None
+        if cfg.mapping.adapter is not None:
+            inbound = INBOUND.get(cfg.mapping.adapter)
+            if inbound is None:
+                problems.append(
+                    (("mapping", "adapter"), f"unknown adapter; known: {', '.join(sorted(INBOUND))}")
+                )
+            else:
+                opts = dict(cfg.mapping.options)
+
+                def adapter_fn(record: Mapping[str, Any], _f: Any = inbound, _o: Any = opts) -> Any:
+                    return _f(record, _o)
+
+        elif cfg.mapping.function is not None:
+            try:
+                adapter_fn = _import(cfg.mapping.function)
+            except (ImportError, AttributeError) as exc:
+                problems.append((("mapping", "function"), f"cannot import: {exc}"))
+        source: Source | None = None
+        target: Target | None = None
+        try:
+            source = self.systems[cfg.source.system].source(cfg.source.object, cfg.source.options)
+        except Exception as exc:
+            problems.append((("source",), str(exc)))
+        try:
+            target = self.systems[cfg.target.system].target(cfg.target.action, cfg.target.options)
+        except Exception as exc:
+            problems.append((("target",), str(exc)))
+        if problems or entity_type is None or adapter_fn is None or target is None:
+            raise ConfigError(problems)  # type: ignore[arg-type]
+        mapper = build_mapper(
+            adapter_fn,
+            entity_type,
+            fields=cfg.mapping.fields,
+            value_maps=cfg.mapping.value_maps,
+            tables=self.config.mappings,
+        )
+        retry = cfg.retry
+        return RouteRuntime(
+            name=cfg.name,
+            store=self.store,
+            target=target,
+            mapper=mapper,
+            key_fn=KeyTemplate(cfg.idempotency_key).for_entities(),
+            entity_types=ENTITY_TYPES,
+            source=source,
+            filter=build_filter(cfg.filter) if cfg.filter else None,
+            ordering_fn=KeyTemplate(cfg.ordering_key).for_entities() if cfg.ordering_key else None,
+            retry=RetryPolicy(
+                attempts=retry.attempts,
+                initial_backoff_s=retry.initial_backoff,
+                max_backoff_s=retry.max_backoff,
+                jitter_s=retry.jitter,
+                max_inline_wait_s=retry.max_inline_wait,
+            ),
+            on_failure=OnFailure(cfg.on_failure),
+            batch_size=cfg.batch_size,
+            concurrency=cfg.concurrency,
+            lease_s=self.config.state.lease,
+            metrics=self.metrics,
+        )
+
+    # ------------------------------------------------------------------ running
+    def _recover_leases(self) -> None:
+        # The embedded SQLite store serves one hub process, so any lease left is from a crashed run of it.
+        released = self.store.release_leases(None if self.store.is_sqlite else self.worker_id)
+        if released:
+            log.info("released leases of a previous run", count=released, worker=self.worker_id)
+
+    def _polled(self, name: str) -> float | None:
+        trigger = self.route_configs[name].source.trigger
+        if trigger.type == "poll":
+            return trigger.interval
+        if trigger.type == "webhook":
+            return trigger.poll_fallback
+        return None
+
+    async def ingest(self, name: str) -> int:
+        route = self.routes[name]
+        try:
+            count = await route.ingest_once()
+        except Exception:
+            log.exception("source read failed; checkpoint kept", route=name)
+            return 0
+        if count:
+            self.wake(name)
+        return count
+
+    def wake(self, name: str) -> None:
+        event = self._wake.get(name)
+        if event is not None:
+            event.set()
+
+    async def _deliver_loop(self, name: str) -> None:
+        route = self.routes[name]
+        event = self._wake.setdefault(name, asyncio.Event())
+        while not self._stopping.is_set():
+            try:
+                handled = await route.deliver_once(self.worker_id)
+            except Exception:
+                log.exception("delivery loop error", route=name)
+                handled = 0
+            if handled:
+                continue
+            event.clear()
+            due = self.store.next_due_ms(name)
+            wait = 1.0 if due is None else min(1.0, max(0.0, (due - self.store.clock()) / 1000))
+            wait = max(wait, route.paused_for)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=max(wait, 0.01))
+
+    async def start(self) -> None:
+        self._recover_leases()
+        self._stopping.clear()
+        scheduler = AsyncIOScheduler(timezone="UTC")
+        for name, cfg in self.route_configs.items():
+            self._wake[name] = asyncio.Event()
+            interval = self._polled(name)
+            trigger: Any = None
+            if interval:
+                trigger = IntervalTrigger(seconds=interval)
+            elif cfg.source.trigger.type == "schedule":
+                trigger = CronTrigger.from_crontab(cfg.source.trigger.cron, timezone="UTC")
+            if trigger is not None:
+                scheduler.add_job(
+                    self.ingest,
+                    trigger,
+                    args=[name],
+                    id=f"ingest:{name}",
+                    max_instances=1,
+                    coalesce=True,
+                    next_run_time=None if cfg.source.trigger.type == "schedule" else _now(),
+                )
+            self._tasks.append(asyncio.create_task(self._deliver_loop(name), name=f"deliver:{name}"))
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info("hub started", routes=list(self.routes), worker=self.worker_id, store=self.store.backend)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for event in self._wake.values():
+            event.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        log.info("hub stopped")
+
+    async def run_until_idle(self, timeout: float | None = None, routes: Sequence[str] | None = None) -> bool:
+        """Ingest every polled source and deliver until nothing is pending; True when idle, False on timeout.
+        Used by ``lead2cash run --until-idle``, the demo and tests."""
+        self._recover_leases()
+        names = list(routes or self.routes)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ingested = 0
+            for name in names:
+                if self.routes[name].source is not None and self._polled(name) is not None:
+                    ingested += await self.ingest(name)
+            handled = 1
+            while handled:
+                handled = 0
+                for name in names:
+                    handled += await self.routes[name].deliver_once(self.worker_id)
+            pending = {n: self.store.count_messages(n, "pending") for n in names}
+            active = [n for n in names if pending[n] and not self.routes[n].halted]
+            if not active and not ingested:
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            dues = [d for n in active if (d := self.store.next_due_ms(n)) is not None]
+            pause = max((self.routes[n].paused_for for n in active), default=0.0)
+            nap = min(1.0, max(0.0, (min(dues) - self.store.clock()) / 1000)) if dues else 0.0
+            await asyncio.sleep(max(nap, min(pause, 1.0), 0.005 if active else 0.0))
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,126 @@
+"""The state store on SQLite and PostgreSQL: the same tests, both backends."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from lead2cash.store import EffectState, NewDeadLetter, NewMessage, Store
+
+
+def _msgs(n: int, ordering: str | None = None, prefix: str = "k") -> list[NewMessage]:
+    return [NewMessage(f"{prefix}{i}", "Order", "{}", f"trace{i}", ordering_key=ordering) for i in range(n)]
+
+
+def test_enqueue_is_an_idempotent_consumer_and_moves_the_checkpoint(store_url: str) -> None:
+    store = Store(store_url)
+    store.enqueue("r", _msgs(3), checkpoint=("r:src", "3"))
+    store.enqueue("r", _msgs(5), checkpoint=("r:src", "5"))
+    assert store.count_messages("r") == 5
+    assert store.checkpoint_get("r:src") == "5"
+    history = store.checkpoint_history("r:src")
+    assert [h["value"] for h in history] == ["5", "3"]
+    assert history[0]["previous"] == "3"
+    store.close()
+
+
+def test_mapping_dead_letters_are_written_with_the_batch(store_url: str) -> None:
+    store = Store(store_url)
+    store.enqueue("r", _msgs(1), dead=[NewDeadLetter('{"bad": 1}', "customer: Field required", "t")])
+    [dead] = store.dlq_list("r")
+    assert dead.stage == "mapping" and dead.original_payload == '{"bad": 1}'
+    assert "customer" in dead.error_message
+    store.close()
+
+
+def test_claim_respects_ordering_keys_and_leases(store_url: str) -> None:
+    ticks = [1_000_000]
+    store = Store(store_url, clock=lambda: ticks[0])
+    store.enqueue("r", _msgs(3, ordering="acct-1", prefix="a") + _msgs(2, prefix="b"))
+    first = store.claim("r", "w1", 10, lease_ms=5_000)
+    # Only the oldest message of ordering key acct-1, plus the unordered ones.
+    assert sorted(m.idempotency_key for m in first) == ["a0", "b0", "b1"]
+    assert store.claim("r", "w2", 10, lease_ms=5_000) == []
+    ticks[0] += 6_000  # the leases expired: another worker may take them
+    again = store.claim("r", "w2", 10, lease_ms=5_000)
+    assert sorted(m.idempotency_key for m in again) == ["a0", "b0", "b1"]
+    store.complete("T", [(m.id, m.idempotency_key, "ref") for m in again if m.idempotency_key == "a0"])
+    nxt = store.claim("r", "w3", 10, lease_ms=5_000)
+    assert [m.idempotency_key for m in nxt] == ["a1"]
+    store.close()
+
+
+def test_effect_ledger_states(store_url: str) -> None:
+    store = Store(store_url)
+    assert store.effects_reserve("T", "r", [("k1", 1)]) == {}
+    store.effects_mark("T", ["k1"], EffectState.SENT)
+    prior = store.effects_reserve("T", "r", [("k1", 1)])
+    assert prior["k1"].state is EffectState.SENT
+    store.enqueue("r", _msgs(1, prefix="k1-"))
+    store.complete("T", [(1, "k1", "doc-9")])
+    effect = store.effect_get("T", "k1")
+    assert effect is not None and effect.state is EffectState.CONFIRMED and effect.target_ref == "doc-9"
+    # A confirmed effect never goes back to sent.
+    store.effects_mark("T", ["k1"], EffectState.SENT)
+    assert store.effect_get("T", "k1").state is EffectState.CONFIRMED  # type: ignore[union-attr]
+    store.close()
+
+
+def test_xrefs_receipts_and_route_state(store_url: str) -> None:
+    store = Store(store_url)
+    store.xref_put("Customer", "c1", "salesforce", "001A")
+    store.xref_put("Customer", "c1", "lago", "L-1")
+    assert store.xref_get("Customer", "c1", "lago") == "L-1"
+    assert store.xref_find("Customer", "salesforce", "001A") == "c1"
+    assert store.receipt_add("lago", "evt-1") is True
+    assert store.receipt_add("lago", "evt-1") is False
+    store.route_state_set("r", "halted", "boom")
+    state = store.route_state_get("r")
+    assert state is not None and state.status == "halted" and state.reason == "boom"
+    store.close()
+
+
+def test_dead_letter_requeue_and_discard(store_url: str) -> None:
+    store = Store(store_url)
+    store.enqueue("r", _msgs(2))
+    claimed = store.claim("r", "w", 10, 60_000)
+    d1 = store.dead_letter_message(claimed[0], "permanent", "rejected", [{"at_ms": 1, "error": "rejected"}])
+    d2 = store.dead_letter_message(claimed[1], "exhausted", "503", [])
+    assert store.count_messages("r", "dead") == 2
+    store.dlq_requeue(d1)
+    assert store.count_messages("r", "pending") == 1
+    assert store.dlq_get(d1).status == "replayed"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="not open"):
+        store.dlq_requeue(d1)
+    store.dlq_mark(d2, "discarded")
+    assert store.count_messages("r", "discarded") == 1
+    store.close()
+
+
+@pytest.mark.postgres
+def test_two_workers_never_claim_the_same_message(pg_url: str) -> None:
+    """Concurrent claimers on one PostgreSQL (FOR UPDATE SKIP LOCKED): every message exactly once."""
+    setup = Store(pg_url)
+    setup.enqueue("r", _msgs(600))
+    seen: dict[str, list[int]] = {"w1": [], "w2": [], "w3": []}
+
+    def work(worker: str) -> None:
+        store = Store(pg_url, migrate=False)
+        while True:
+            batch = store.claim("r", worker, 7, 60_000)
+            if not batch:
+                break
+            seen[worker].extend(m.id for m in batch)
+            store.complete("T", [(m.id, m.idempotency_key, None) for m in batch])
+        store.close()
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in seen]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    all_ids = [i for ids in seen.values() for i in ids]
+    assert len(all_ids) == 600 and len(set(all_ids)) == 600
+    assert sum(1 for ids in seen.values() if ids) >= 2, "work was not shared"
+    setup.close()
