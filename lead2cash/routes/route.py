@@ -26,7 +26,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from lead2cash.observability import Metrics
+from lead2cash.observability import REDACTOR, Metrics
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, Source, Target
 from lead2cash.routes.policy import OnFailure, RetryPolicy
@@ -40,7 +40,12 @@ def _json(data: Any) -> str:
 
 
 def describe_error(exc: BaseException) -> str:
-    """A dead-letter reason that names the field; never the offending input values (they may be secrets)."""
+    """A dead-letter reason that names the field; never the offending input values, and with every
+    configured secret redacted (a target's error text may echo a token)."""
+    return str(REDACTOR.redact(_describe(exc)))
+
+
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         parts = []
         for err in exc.errors(include_input=False, include_url=False):

@@ -302,11 +302,16 @@ class Store:
                 messages.c.status == MessageStatus.PENDING.value,
                 messages.c.next_attempt_at_ms <= ts,
                 or_(messages.c.lease_expires_at_ms.is_(None), messages.c.lease_expires_at_ms < ts),
-                ~exists().where(
-                    earlier.c.route == messages.c.route,
-                    earlier.c.ordering_key == messages.c.ordering_key,
-                    earlier.c.status == MessageStatus.PENDING.value,
-                    earlier.c.id < messages.c.id,
+                # Unordered messages skip the check outright; for the others it is an index probe on
+                # ix_messages_ordering (an anti-join over NULL keys would compare every pair).
+                or_(
+                    messages.c.ordering_key.is_(None),
+                    ~exists().where(
+                        earlier.c.route == messages.c.route,
+                        earlier.c.ordering_key == messages.c.ordering_key,
+                        earlier.c.status == MessageStatus.PENDING.value,
+                        earlier.c.id < messages.c.id,
+                    ),
                 ),
             )
             .order_by(messages.c.id)
