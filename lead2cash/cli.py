@@ -237,12 +237,15 @@ def sandbox(
     salesforce_port: int = 8441,
     lago_port: int = 8442,
     sap_port: int = 8443,
+    only: Annotated[str | None, typer.Option(help="comma-separated subset, e.g. salesforce,lago")] = None,
 ) -> None:
     """Start the Salesforce, Lago and SAP sandboxes over HTTPS on localhost."""
     from lead2cash.sandbox.registry import build_systems
     from lead2cash.sandbox.server import SandboxCluster
 
-    systems = build_systems(seed=seed, seed_size=seed_size, faults_profile=faults)
+    systems = build_systems(
+        seed=seed, seed_size=seed_size, faults_profile=faults, only=only.split(",") if only else None
+    )
     ports = {"salesforce": salesforce_port, "lago": lago_port, "sap": sap_port}
     cluster = SandboxCluster(systems=systems, state_dir=state_dir, host=host, ports=ports)
     for name, running in cluster.running.items():
@@ -252,7 +255,7 @@ def sandbox(
     sys.stdout.write(json.dumps(cluster.hub_config(), indent=2, default=str) + "\n")
     sys.stdout.flush()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(cluster.serve())
+        cluster.run()
 
 
 # ---------------------------------------------------------------------------------------------- demo

@@ -136,6 +136,7 @@ class Hub:
         self._wake: dict[str, asyncio.Event] = {}
         self._scheduler: AsyncIOScheduler | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._web: Any = None
 
     @classmethod
     def from_files(cls, paths: str | Path | Sequence[str | Path], **kwargs: Any) -> Hub:
@@ -303,10 +304,32 @@ class Hub:
             self._tasks.append(asyncio.create_task(self._deliver_loop(name), name=f"deliver:{name}"))
         scheduler.start()
         self._scheduler = scheduler
+        if self.config.web.enabled:
+            self._tasks.append(asyncio.create_task(self._serve_web(), name="web"))
         log.info("hub started", routes=list(self.routes), worker=self.worker_id, store=self.store.backend)
+
+    async def _serve_web(self) -> None:
+        import uvicorn
+
+        from lead2cash.web.app import create_app
+
+        web = self.config.web
+        config = uvicorn.Config(
+            create_app(self),
+            host=web.host,
+            port=web.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        self._web = uvicorn.Server(config)
+        await self._web.serve()
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._web is not None:
+            self._web.should_exit = True
+            await asyncio.sleep(0)
         for event in self._wake.values():
             event.set()
         if self._scheduler is not None:

@@ -207,9 +207,10 @@ def _collect_secrets(value: Any, found: set[str]) -> None:
 def _cross_check(data: dict[str, Any], loaded: LoadedConfig) -> list[ConfigIssue]:
     """Checks across sections, on the raw data so they are reported together with schema errors."""
     issues: list[ConfigIssue] = []
-    systems = data.get("systems") if isinstance(data.get("systems"), dict) else {}
-    mappings = data.get("mappings") if isinstance(data.get("mappings"), dict) else {}
-    routes = data.get("routes") if isinstance(data.get("routes"), list) else []
+    raw_systems, raw_mappings, raw_routes = data.get("systems"), data.get("mappings"), data.get("routes")
+    systems: dict[str, Any] = raw_systems if isinstance(raw_systems, dict) else {}
+    mappings: dict[str, Any] = raw_mappings if isinstance(raw_mappings, dict) else {}
+    routes: list[Any] = raw_routes if isinstance(raw_routes, list) else []
     seen: dict[str, int] = {}
     for i, route in enumerate(routes):
         if not isinstance(route, dict):

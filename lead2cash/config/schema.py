@@ -129,7 +129,18 @@ class PollTrigger(Strict):
 
 
 class WebhookTrigger(Strict):
+    """``POST /webhooks/<route>`` on the hub's web app. Generic senders sign the raw body with HMAC-SHA256
+    (base64 in ``signature_header``); system-specific receivers (Lago) bring their own verification."""
+
     type: Literal["webhook"]
+    secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key; unsigned requests are rejected with 401"
+    )
+    signature_header: str = "X-Signature"
+    unique_key_header: str | None = Field(
+        "X-Unique-Key", description="sender's delivery id, for deduplication"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
     poll_fallback: Duration | None = Field(
         None, description="also poll at this interval, for missed webhooks"
     )

@@ -94,6 +94,8 @@ class SandboxCluster:
                 loop=loop_impl,
                 lifespan="off",
                 timeout_keep_alive=30,
+                # A simulator with its own clock (server-time skew tests) sends its own Date header.
+                date_header=not getattr(system, "sends_date_header", False),
                 backlog=2048,
             )
             servers.append(uvicorn.Server(config))
@@ -109,9 +111,22 @@ class SandboxCluster:
             )
         )
 
+    def run(self) -> None:
+        """Serve in this thread on uvloop (about twice the request rate of the default loop)."""
+        try:
+            import uvloop
+
+            loop = uvloop.new_event_loop()
+        except ImportError:
+            loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self.serve())
+        finally:
+            loop.close()
+
     def start_in_thread(self, timeout: float = 15.0) -> None:
         def run() -> None:
-            asyncio.run(self.serve())
+            self.run()
 
         self._thread = threading.Thread(target=run, name="lead2cash-sandboxes", daemon=True)
         self._thread.start()

@@ -1,0 +1,1 @@
+"""The hub's web face: webhook receivers, health, metrics and the admin API."""

@@ -1,0 +1,111 @@
+"""Starlette app: ``/health``, ``/metrics``, ``POST /webhooks/{route}`` and the admin API.
+
+A webhook is verified on the raw body (constant-time compare), deduplicated on the sender's unique key
+(stored, so a replay after a restart is still recognised), written to the route's inbox and answered 202.
+It is never processed inline: delivery happens in the route's loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from lead2cash.config.schema import WebhookTrigger
+
+if TYPE_CHECKING:
+    from lead2cash.hub import Hub
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """Read the body but stop at ``limit`` bytes: a 50 MB post must not be buffered whole."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def hmac_valid(secret: str, body: bytes, signature: str | None) -> bool:
+    if not signature:
+        return False
+    expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return hmac.compare_digest(expected, signature.strip())
+
+
+def create_app(hub: Hub) -> Starlette:
+    admin_token = hub.config.web.admin_token
+
+    def authorised(request: Request) -> bool:
+        if admin_token is None:
+            return False
+        header = request.headers.get("authorization", "")
+        return hmac.compare_digest(header, f"Bearer {admin_token.get_secret_value()}")
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok", "routes": sorted(hub.routes), "store": hub.store.backend})
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def webhook(request: Request) -> Response:
+        name = request.path_params["route"]
+        cfg = hub.route_configs.get(name)
+        if cfg is None or not isinstance(cfg.source.trigger, WebhookTrigger):
+            return JSONResponse({"error": "no webhook route here"}, status_code=404)
+        trigger = cfg.source.trigger
+        try:
+            body = await read_limited(request, trigger.max_body_bytes)
+        except BodyTooLarge:
+            return JSONResponse({"error": f"body exceeds {trigger.max_body_bytes} bytes"}, status_code=413)
+        if trigger.secret is None or not hmac_valid(
+            trigger.secret.get_secret_value(), body, request.headers.get(trigger.signature_header)
+        ):
+            return JSONResponse({"error": "invalid or missing signature"}, status_code=401)
+        try:
+            payload: Any = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return JSONResponse({"error": "body is not JSON"}, status_code=400)
+        records = payload if isinstance(payload, list) else [payload]
+        if not all(isinstance(r, dict) for r in records):
+            return JSONResponse({"error": "expected a JSON object or a list of objects"}, status_code=400)
+        unique = request.headers.get(trigger.unique_key_header) if trigger.unique_key_header else None
+        if unique and not hub.store.receipt_add(f"webhook:{name}", unique):
+            return JSONResponse({"status": "duplicate", "unique_key": unique}, status_code=200)
+        accepted = hub.routes[name].submit(records)
+        hub.wake(name)
+        return JSONResponse({"status": "accepted", "records": accepted}, status_code=202)
+
+    async def dead_letters(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "unauthorised"}, status_code=401)
+        route = request.query_params.get("route")
+        rows = hub.store.dlq_list(route, request.query_params.get("status", "open"), 500)
+        return JSONResponse([{k: v for k, v in d.__dict__.items() if k != "original_payload"} for d in rows])
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/metrics", metrics),
+            Route("/webhooks/{route}", webhook, methods=["POST"]),
+            Route("/admin/dead-letters", dead_letters),
+        ]
+    )
