@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -21,8 +21,10 @@ from pydantic import BaseModel
 
 from lead2cash.adapters import canonical
 from lead2cash.adapters.registry import INBOUND
+from lead2cash.bindings import BUILDERS, BindingContext, SystemBinding, builder
 from lead2cash.canonical_model import ENTITY_TYPES
-from lead2cash.config import ConfigError, LoadedConfig, load_config
+from lead2cash.config import ConfigError, ConfigIssue, LoadedConfig, load_config
+from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.schema import FileSystemConfig, PythonSystemConfig, RouteConfig
 from lead2cash.connectors.file import JsonLinesFile
 from lead2cash.observability import REDACTOR, Metrics, configure_logging
@@ -33,14 +35,6 @@ from lead2cash.routes.route import RouteRuntime
 from lead2cash.store import Store
 
 log = structlog.get_logger("lead2cash.hub")
-
-
-class SystemBinding(Protocol):
-    """What the hub needs of a configured system: sources for objects, targets for actions."""
-
-    def source(self, object: str, options: Mapping[str, Any]) -> Source: ...
-
-    def target(self, action: str, options: Mapping[str, Any]) -> Target: ...
 
 
 # ---------------------------------------------------------------------------------------------- file system
@@ -112,23 +106,27 @@ class Hub:
         self.systems: dict[str, SystemBinding] = {}
         self.routes: dict[str, RouteRuntime] = {}
         self.route_configs: dict[str, RouteConfig] = {}
-        issues = []
+        issues: list[ConfigIssue] = []
+        self.store = store or Store(self._state_url(base_dir))
+        self.context = BindingContext(self.store, self.config.mappings, base_dir, self.metrics)
         for name, sys_cfg in self.config.systems.items():
             try:
                 self.systems[name] = self._build_system(name, sys_cfg, base_dir)
+            except ConfigProblems as exc:
+                issues.extend(loaded.issue(("systems", name, *p), m) for p, m in exc.problems)
             except Exception as exc:
                 issues.append(loaded.issue(("systems", name), f"cannot build system: {exc}"))
         if issues:
+            self.store.close()
             raise ConfigError(issues)
-        self.store = store or Store(self._state_url(base_dir))
         for i, route_cfg in enumerate(self.config.routes):
             if not route_cfg.enabled:
                 continue
             try:
                 self.routes[route_cfg.name] = self._build_route(route_cfg)
                 self.route_configs[route_cfg.name] = route_cfg
-            except ConfigError as exc:
-                issues.extend(loaded.issue(("routes", i, *p), m) for p, m in exc.args[0])
+            except ConfigProblems as exc:
+                issues.extend(loaded.issue(("routes", i, *p), m) for p, m in exc.problems)
         if issues:
             self.store.close()
             raise ConfigError(issues)
@@ -159,6 +157,9 @@ class Hub:
             options.update({k: v.get_secret_value() for k, v in cfg.secrets.items()})
             binding: SystemBinding = factory(name=name, options=options)
             return binding
+        if cfg.type in BUILDERS:
+            built: SystemBinding = builder(cfg.type)(name, cfg, self.context)
+            return built
         raise ValueError(f"unsupported system type {type(cfg).__name__}")
 
     def _build_route(self, cfg: RouteConfig) -> RouteRuntime:
@@ -197,7 +198,7 @@ class Hub:
         except Exception as exc:
             problems.append((("target",), str(exc)))
         if problems or entity_type is None or adapter_fn is None or target is None:
-            raise ConfigError(problems)  # type: ignore[arg-type]
+            raise ConfigProblems(problems)
         mapper = build_mapper(
             adapter_fn,
             entity_type,

@@ -27,3 +27,12 @@ class ConfigError(Exception):
         self.issues = issues
         lines = "\n".join(f"  {issue}" for issue in issues)
         super().__init__(f"{len(issues)} configuration error(s):\n{lines}")
+
+
+class ConfigProblems(Exception):
+    """Raised while building parts from a valid schema (an unknown adapter, a plan code the target lacks):
+    problems with paths relative to the part, turned into positioned ConfigIssues by the hub."""
+
+    def __init__(self, problems: list[tuple[tuple[str | int, ...], str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p))}: {m}" for p, m in problems))

@@ -3,81 +3,15 @@ docs are generated from these models, so they are declared once."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
-import jmespath
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_DOTTED = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-
-def _duration(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 500ms, 10s, 5m")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"expected a duration such as 500ms, 10s, 5m, 1h; got {value!r}")
-        return float(match.group(1)) * _UNITS[match.group(2)]
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0, json_schema_extra={"examples": ["10s"]})]
-
-
-def _jmespath(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            jmespath.compile(value)
-        except jmespath.exceptions.JMESPathError as exc:
-            raise ValueError(f"invalid JMESPath expression: {exc}") from None
-    return value
-
-
-JMESPath = Annotated[str, BeforeValidator(_jmespath), Field(description="a JMESPath expression")]
-
-
-def _key_template(value: Any) -> Any:
-    if isinstance(value, str):
-        placeholders = re.findall(r"\{([^{}]+)\}", value)
-        if not placeholders:
-            raise ValueError(
-                "expected a template with at least one {expression}, e.g. 'order:{id}:v{version}'"
-            )
-        for expr in placeholders:
-            _jmespath(expr.strip())
-    return value
-
-
-KeyTemplateStr = Annotated[str, BeforeValidator(_key_template)]
-
-
-def _dotted(value: Any) -> Any:
-    if isinstance(value, str) and not _DOTTED.match(value):
-        raise ValueError("expected 'package.module:function'")
-    return value
-
-
-DottedPath = Annotated[str, BeforeValidator(_dotted)]
-Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,99}$")]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from lead2cash.config.base import DottedPath, Duration, JMESPath, KeyTemplateStr, Name, Strict
+from lead2cash.config.lago import LagoSystemConfig
+from lead2cash.config.salesforce import SalesforceSystemConfig
+from lead2cash.config.sap import SapSystemConfig
 
 
 class StateConfig(Strict):
@@ -120,7 +54,10 @@ class PythonSystemConfig(Strict):
     secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
 
-SystemConfig = Annotated[FileSystemConfig | PythonSystemConfig, Field(discriminator="type")]
+SystemConfig = Annotated[
+    FileSystemConfig | PythonSystemConfig | SalesforceSystemConfig | LagoSystemConfig | SapSystemConfig,
+    Field(discriminator="type"),
+]
 
 
 class PollTrigger(Strict):
