@@ -18,7 +18,9 @@ SECRET = "tok-9f8e7d6c5b4a"
 
 def test_redactor_replaces_secrets_everywhere_in_an_event() -> None:
     redact = SecretRedactor([SECRET, "pw"])  # too short to be treated as a secret
-    event = redact(None, "info", {"event": f"calling with {SECRET}", "nested": {"h": [f"Bearer {SECRET}"]}, "n": 1})
+    event = redact(
+        None, "info", {"event": f"calling with {SECRET}", "nested": {"h": [f"Bearer {SECRET}"]}, "n": 1}
+    )
     assert SECRET not in json.dumps(event)
     assert event["nested"]["h"] == ["Bearer ***"] and event["n"] == 1
 

@@ -28,17 +28,67 @@ routes:
 
 CASES = {
     "yaml syntax": ("systems:\n  files: {type: file\n", 3, "", "YAML syntax error"),
-    "unknown key": (VALID.replace("    directory: data", "    directory: data\n    direktory: x"), 5, "systems.files.direktory", "unknown key"),
-    "wrong type": (VALID.replace("object: inbox}", "object: inbox}\n    batch_size: lots"), 10, "routes[0].batch_size", "valid integer"),
-    "missing env": (VALID.replace("directory: data", "directory: ${NOT_SET_ANYWHERE}"), 4, "systems.files.directory", "NOT_SET_ANYWHERE is not set"),
-    "bad jmespath": (VALID.replace("object: inbox}", "object: inbox}\n    filter: \"a ==\""), 10, "routes[0].filter", "invalid JMESPath"),
-    "unknown system": (VALID.replace("target: {system: files", "target: {system: lago"), 11, "routes[0].target.system", "unknown system 'lago'"),
+    "unknown key": (
+        VALID.replace("    directory: data", "    directory: data\n    direktory: x"),
+        5,
+        "systems.files.direktory",
+        "unknown key",
+    ),
+    "wrong type": (
+        VALID.replace("object: inbox}", "object: inbox}\n    batch_size: lots"),
+        10,
+        "routes[0].batch_size",
+        "valid integer",
+    ),
+    "missing env": (
+        VALID.replace("directory: data", "directory: ${NOT_SET_ANYWHERE}"),
+        4,
+        "systems.files.directory",
+        "NOT_SET_ANYWHERE is not set",
+    ),
+    "bad jmespath": (
+        VALID.replace("object: inbox}", 'object: inbox}\n    filter: "a =="'),
+        10,
+        "routes[0].filter",
+        "invalid JMESPath",
+    ),
+    "unknown system": (
+        VALID.replace("target: {system: files", "target: {system: lago"),
+        11,
+        "routes[0].target.system",
+        "unknown system 'lago'",
+    ),
     "duplicate route": (VALID + VALID.split("routes:\n", 1)[1], 13, "routes[1].name", "duplicate route name"),
-    "undefined value map": (VALID.replace("status: stage_to_status", "status: nope"), 10, "routes[0].mapping.value_maps.status", "'nope' is not defined"),
-    "bad duration": (VALID.replace("object: inbox}", "object: inbox, trigger: {type: poll, interval: soon}}"), 9, "routes[0].source.trigger.interval", "duration"),
-    "bad cron": (VALID.replace("object: inbox}", "object: inbox, trigger: {type: schedule, cron: '61 * * * *'}}"), 9, "routes[0].source.trigger.cron", "crontab"),
-    "constant key": (VALID.replace('"order:{id}:v{version}"', '"order"'), 12, "routes[0].idempotency_key", "at least one"),
-    "missing field": (VALID.replace("    target: {system: files, action: append, options: {object: outbox}}\n", ""), 8, "routes[0].target", "required"),
+    "undefined value map": (
+        VALID.replace("status: stage_to_status", "status: nope"),
+        10,
+        "routes[0].mapping.value_maps.status",
+        "'nope' is not defined",
+    ),
+    "bad duration": (
+        VALID.replace("object: inbox}", "object: inbox, trigger: {type: poll, interval: soon}}"),
+        9,
+        "routes[0].source.trigger.interval",
+        "duration",
+    ),
+    "bad cron": (
+        VALID.replace("object: inbox}", "object: inbox, trigger: {type: schedule, cron: '61 * * * *'}}"),
+        9,
+        "routes[0].source.trigger.cron",
+        "crontab",
+    ),
+    "constant key": (
+        VALID.replace('"order:{id}:v{version}"', '"order"'),
+        12,
+        "routes[0].idempotency_key",
+        "at least one",
+    ),
+    "missing field": (
+        VALID.replace("    target: {system: files, action: append, options: {object: outbox}}\n", ""),
+        8,
+        "routes[0].target",
+        "required",
+    ),
 }
 
 
@@ -60,7 +110,9 @@ def test_each_broken_config_names_file_line_and_field(tmp_path: Path, case: str)
 
 def test_all_errors_are_reported_not_only_the_first(tmp_path: Path) -> None:
     text = VALID.replace("direktory", "x").replace("directory: data", "directory: data\n    colour: red")
-    text = text.replace("target: {system: files", "target: {system: ghost").replace('"order:{id}:v{version}"', "7")
+    text = text.replace("target: {system: files", "target: {system: ghost").replace(
+        '"order:{id}:v{version}"', "7"
+    )
     path = tmp_path / "many.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
@@ -96,7 +148,11 @@ def test_several_files_merge_and_errors_point_at_the_right_file(tmp_path: Path) 
 
 def test_check_command_prints_every_issue_and_fails(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(VALID.replace("directory: data", "directory: data\n    colour: red").replace("system: files, object", "system: ghost, object"))
+    path.write_text(
+        VALID.replace("directory: data", "directory: data\n    colour: red").replace(
+            "system: files, object", "system: ghost, object"
+        )
+    )
     result = CliRunner().invoke(app, ["check", str(path)])
     assert result.exit_code == 1
     assert f"{path}:5:" in result.output and "systems.files.colour" in result.output

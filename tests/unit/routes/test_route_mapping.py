@@ -10,7 +10,7 @@ from lead2cash.routes.mapping import KeyTemplate, build_filter, build_mapper
 def test_key_template_renders_jmespath_placeholders() -> None:
     key = KeyTemplate("order:{refs.salesforce}:v{version}")
     assert key.render({"refs": {"salesforce": "006A"}, "version": 3}) == "order:006A:v3"
-    with pytest.raises(MappingError, match="refs.salesforce"):
+    with pytest.raises(MappingError, match=r"refs\.salesforce"):
         key.render({"refs": {}, "version": 3})
     with pytest.raises(ValueError, match="at least one"):
         KeyTemplate("constant")

@@ -1,0 +1,393 @@
+"""The Starlette app: Lago's REST API v1 under ``/api/v1`` plus the sandbox's admin endpoints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from lead2cash.sandbox.faults import admin_routes
+from lead2cash.sandbox.lago.store import LagoError, paginate, parse_datetime
+
+if TYPE_CHECKING:
+    from lead2cash.sandbox.lago import LagoSandbox
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+UNAUTHORIZED = b'{"status":401,"error":"Unauthorized"}'
+PER_PAGE = 20
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(data), status_code=status, media_type="application/json", headers=headers)
+
+
+def error_response(exc: LagoError) -> Response:
+    return json_response(exc.body(), exc.status)
+
+
+def bad_request(message: str) -> Response:
+    return json_response({"status": 400, "error": f"BadRequest: {message}"}, 400)
+
+
+def build_app(sandbox: LagoSandbox) -> Starlette:
+    store = lambda: sandbox.store  # noqa: E731 - the store is replaced on reset
+    faults = sandbox.faults
+    expected_auth = f"Bearer {sandbox.api_key}"
+    rate = {"window": 0, "count": 0}
+
+    def rate_headers(remaining: int, reset_s: int) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(sandbox.rate_limit_per_s or 50),
+            "X-RateLimit-Remaining": str(max(remaining, 0)),
+            "X-RateLimit-Reset": str(reset_s),
+        }
+
+    def fault_error(status: int, retry_after: int) -> Response:
+        if status == 429:
+            headers = rate_headers(0, retry_after)
+            headers["Retry-After"] = str(retry_after)
+            body = {"status": 429, "error": "Too Many Requests", "code": "too_many_requests"}
+            return json_response(body, 429, headers)
+        headers = {"Retry-After": str(retry_after)} if status == 503 else None
+        body = {
+            "status": status,
+            "error": "Service Unavailable" if status == 503 else "Internal Server Error",
+        }
+        return json_response(body, status, headers)
+
+    async def expired() -> Response:
+        return Response(UNAUTHORIZED, 401, media_type="application/json")
+
+    def endpoint(operation: str, write: bool = False) -> Callable[[Handler], Handler]:
+        def wrap(handler: Handler) -> Handler:
+            async def run(request: Request) -> Response:
+                if request.headers.get("authorization") != expected_auth:
+                    return Response(UNAUTHORIZED, 401, media_type="application/json")
+                if sandbox.api_url is None:
+                    sandbox.api_url = str(request.base_url).rstrip("/")
+                limit = sandbox.rate_limit_per_s
+                if limit:
+                    window = int(monotonic())
+                    if rate["window"] != window:
+                        rate["window"], rate["count"] = window, 0
+                    rate["count"] += 1
+                    if rate["count"] > limit:
+                        return fault_error(429, 1)
+                if faults.rules:
+                    injected = await faults.apply(request, operation, fault_error, expired)
+                    if injected is not None:
+                        return injected
+                try:
+                    response = await handler(request)
+                except LagoError as exc:
+                    return error_response(exc)
+                if write and response.status_code < 300 and faults.rules:
+                    faults.drop_after_commit(request, operation)
+                if limit:
+                    response.headers.update(rate_headers(limit - rate["count"], 1))
+                return response
+
+            return run
+
+        return wrap
+
+    async def body_of(request: Request, root: str | None) -> dict[str, Any]:
+        raw = await request.body()
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            raise LagoError(400, msg="BadRequest: invalid JSON body") from None
+        if root is None:
+            return data if isinstance(data, dict) else {}
+        inner = data.get(root) if isinstance(data, dict) else None
+        if not isinstance(inner, dict):
+            raise LagoError(400, msg=f"BadRequest: param is missing or the value is empty: {root}")
+        return inner
+
+    def page_args(request: Request) -> tuple[int, int]:
+        try:
+            page = max(1, int(request.query_params.get("page", 1)))
+            per_page = max(1, int(request.query_params.get("per_page", PER_PAGE)))
+        except ValueError:
+            page, per_page = 1, PER_PAGE
+        return page, per_page
+
+    def listing(request: Request, name: str, items: list[Any], render: Callable[[Any], Any]) -> Response:
+        chunk, meta = paginate(items, *page_args(request))
+        return json_response({name: [render(i) for i in chunk], "meta": meta})
+
+    def customer_json(customer: Any) -> dict[str, Any]:
+        data = customer.base_json()
+        data["integration_customers"] = []
+        data["taxes"] = [t.json() for t in store().customer_taxes(customer)]
+        return data
+
+    # -- customers -----------------------------------------------------------------------------------
+
+    @endpoint("customers.create", write=True)
+    async def create_customer(request: Request) -> Response:
+        customer = store().upsert_customer(await body_of(request, "customer"))
+        return json_response({"customer": customer_json(customer)})
+
+    @endpoint("customers.list")
+    async def list_customers(request: Request) -> Response:
+        return listing(request, "customers", list(store().customers.values()), customer_json)
+
+    @endpoint("customers.get")
+    async def get_customer(request: Request) -> Response:
+        customer = store().customer(request.path_params["external_id"])
+        return json_response({"customer": customer_json(customer)})
+
+    # -- plans and add-ons ---------------------------------------------------------------------------
+
+    @endpoint("plans.list")
+    async def list_plans(request: Request) -> Response:
+        return listing(request, "plans", list(store().plans.values()), lambda p: p.json())
+
+    @endpoint("plans.get")
+    async def get_plan(request: Request) -> Response:
+        plan = store().plans.get(request.path_params["code"])
+        if plan is None:
+            raise LagoError(404, "plan_not_found")
+        return json_response({"plan": plan.json()})
+
+    @endpoint("add_ons.list")
+    async def list_add_ons(request: Request) -> Response:
+        return listing(request, "add_ons", list(store().add_ons.values()), lambda a: a.json())
+
+    @endpoint("add_ons.get")
+    async def get_add_on(request: Request) -> Response:
+        add_on = store().add_ons.get(request.path_params["code"])
+        if add_on is None:
+            raise LagoError(404, "add_on_not_found")
+        return json_response({"add_on": add_on.json()})
+
+    # -- subscriptions -------------------------------------------------------------------------------
+
+    @endpoint("subscriptions.create", write=True)
+    async def create_subscription(request: Request) -> Response:
+        sub, _ = store().create_subscription(await body_of(request, "subscription"))
+        return json_response({"subscription": sub.extended_json()})
+
+    @endpoint("subscriptions.list")
+    async def list_subscriptions(request: Request) -> Response:
+        q = request.query_params
+        statuses = q.getlist("status[]") or ["active"]
+        items = [s for s in store().subscriptions.values() if s.status in statuses]
+        if q.get("external_customer_id"):
+            items = [s for s in items if s.customer.external_id == q["external_customer_id"]]
+        if q.get("plan_code"):
+            items = [s for s in items if s.plan.code == q["plan_code"]]
+        return listing(request, "subscriptions", items, lambda s: s.json())
+
+    def find_subscription(request: Request) -> Any:
+        # Lago looks the external id up among subscriptions of one status, ``active`` unless told.
+        sub = store().subscription(request.path_params["external_id"])
+        if sub.status != request.query_params.get("status", "active"):
+            raise LagoError(404, "subscription_not_found")
+        return sub
+
+    @endpoint("subscriptions.get")
+    async def get_subscription(request: Request) -> Response:
+        return json_response({"subscription": find_subscription(request).extended_json()})
+
+    @endpoint("subscriptions.update", write=True)
+    async def update_subscription(request: Request) -> Response:
+        sub = find_subscription(request)
+        sub = store().update_subscription(sub, await body_of(request, "subscription"))
+        return json_response({"subscription": sub.json()})
+
+    @endpoint("subscriptions.terminate", write=True)
+    async def terminate_subscription(request: Request) -> Response:
+        sub = find_subscription(request)
+        if sub.status == "pending":
+            sub.status = "canceled"
+            sub.terminated_at = store().clock.now()
+        else:
+            store().terminate_subscription(sub)
+        return json_response({"subscription": sub.json()})
+
+    # -- invoices ------------------------------------------------------------------------------------
+
+    @endpoint("invoices.create", write=True)
+    async def create_invoice(request: Request) -> Response:
+        invoice = store().create_one_off_invoice(await body_of(request, "invoice"))
+        return json_response({"invoice": invoice.extended_json()})
+
+    @endpoint("invoices.list")
+    async def list_invoices(request: Request) -> Response:
+        items = store().list_invoices(request.query_params)
+        return listing(request, "invoices", items, lambda i: i.json())
+
+    @endpoint("invoices.get")
+    async def get_invoice(request: Request) -> Response:
+        invoice = store().invoice(request.path_params["lago_id"])
+        return json_response({"invoice": invoice.extended_json()})
+
+    @endpoint("invoices.update", write=True)
+    async def update_invoice(request: Request) -> Response:
+        invoice = store().invoice(request.path_params["lago_id"])
+        invoice = store().update_invoice(invoice, await body_of(request, "invoice"))
+        return json_response({"invoice": invoice.extended_json()})
+
+    @endpoint("invoices.finalize", write=True)
+    async def finalize_invoice(request: Request) -> Response:
+        invoice = store().finalize_invoice(request.path_params["lago_id"])
+        return json_response({"invoice": invoice.extended_json()})
+
+    @endpoint("invoices.void", write=True)
+    async def void_invoice(request: Request) -> Response:
+        invoice = store().void_invoice(request.path_params["lago_id"])
+        return json_response({"invoice": invoice.extended_json()})
+
+    # -- credit notes --------------------------------------------------------------------------------
+
+    @endpoint("credit_notes.create", write=True)
+    async def create_credit_note(request: Request) -> Response:
+        note = store().create_credit_note(await body_of(request, "credit_note"))
+        return json_response({"credit_note": note.json()})
+
+    @endpoint("credit_notes.list")
+    async def list_credit_notes(request: Request) -> Response:
+        items = list(store().credit_notes.values())
+        ext = request.query_params.get("external_customer_id")
+        if ext:
+            items = [n for n in items if n.invoice.customer.external_id == ext]
+        items.sort(key=lambda n: n.created_at, reverse=True)
+        return listing(request, "credit_notes", items, lambda n: n.json())
+
+    @endpoint("credit_notes.get")
+    async def get_credit_note(request: Request) -> Response:
+        note = store().credit_notes.get(request.path_params["lago_id"])
+        if note is None:
+            raise LagoError(404, "credit_note_not_found")
+        return json_response({"credit_note": note.json()})
+
+    # -- webhook endpoints and keys ------------------------------------------------------------------
+
+    def endpoint_json(e: Any) -> dict[str, Any]:
+        return e.json(store().organization_id)
+
+    @endpoint("webhook_endpoints.create", write=True)
+    async def create_webhook_endpoint(request: Request) -> Response:
+        e = store().create_webhook_endpoint(await body_of(request, "webhook_endpoint"))
+        return json_response({"webhook_endpoint": endpoint_json(e)})
+
+    @endpoint("webhook_endpoints.list")
+    async def list_webhook_endpoints(request: Request) -> Response:
+        return listing(request, "webhook_endpoints", list(store().webhook_endpoints.values()), endpoint_json)
+
+    @endpoint("webhook_endpoints.get")
+    async def get_webhook_endpoint(request: Request) -> Response:
+        e = store().webhook_endpoint(request.path_params["lago_id"])
+        return json_response({"webhook_endpoint": endpoint_json(e)})
+
+    @endpoint("webhook_endpoints.delete", write=True)
+    async def delete_webhook_endpoint(request: Request) -> Response:
+        e = store().webhook_endpoint(request.path_params["lago_id"])
+        del store().webhook_endpoints[e.lago_id]
+        return json_response({"webhook_endpoint": endpoint_json(e)})
+
+    @endpoint("webhooks.public_key")
+    async def public_key(_: Request) -> Response:
+        return PlainTextResponse(sandbox.signer.public_key_b64)
+
+    @endpoint("webhooks.public_key")
+    async def json_public_key(_: Request) -> Response:
+        return json_response({"webhook": {"public_key": sandbox.signer.public_key_b64}})
+
+    # -- sandbox admin -------------------------------------------------------------------------------
+
+    def clock_json() -> dict[str, Any]:
+        clock = store().clock
+        return {"now": clock.now().isoformat(), "today": clock.today().isoformat()}
+
+    async def get_clock(_: Request) -> Response:
+        return JSONResponse(clock_json())
+
+    async def advance_clock(request: Request) -> Response:
+        """``{"to": "2026-03-01"}`` (date or date-time) or ``{"days": 31}``: bills what fell due."""
+        clock = store().clock
+        try:
+            body = await body_of(request, None)
+            if "to" in body:
+                raw = body["to"]
+                target = (
+                    parse_datetime(raw, "to")
+                    if "T" in str(raw)
+                    else datetime.combine(date.fromisoformat(raw), datetime.min.time(), UTC)
+                )
+            else:
+                target = clock.now() + timedelta(days=float(body.get("days", 0)))
+            invoices = store().advance_clock(target)
+        except (ValueError, TypeError, LagoError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({**clock_json(), "invoices": [i.lago_id for i in invoices]})
+
+    async def get_webhooks(_: Request) -> Response:
+        return JSONResponse(sandbox.webhooks.snapshot())
+
+    async def put_webhooks(request: Request) -> Response:
+        try:
+            body = await body_of(request, None)
+            if "verify" in body:
+                sandbox.webhooks.set_verify(body.pop("verify"))
+            sandbox.webhooks.settings.update(body)
+        except (TypeError, ValueError, LagoError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse(sandbox.webhooks.snapshot())
+
+    async def drain_webhooks(request: Request) -> Response:
+        timeout = float(request.query_params.get("timeout_s", 10))
+        done = await sandbox.webhooks.drain(timeout)
+        return JSONResponse({"drained": done, "pending": sandbox.webhooks.pending}, 200 if done else 504)
+
+    api = "/api/v1"
+    routes = [
+        Route(f"{api}/customers", create_customer, methods=["POST"]),
+        Route(f"{api}/customers", list_customers, methods=["GET"]),
+        Route(f"{api}/customers/{{external_id}}", get_customer, methods=["GET"]),
+        Route(f"{api}/plans", list_plans, methods=["GET"]),
+        Route(f"{api}/plans/{{code}}", get_plan, methods=["GET"]),
+        Route(f"{api}/add_ons", list_add_ons, methods=["GET"]),
+        Route(f"{api}/add_ons/{{code}}", get_add_on, methods=["GET"]),
+        Route(f"{api}/subscriptions", create_subscription, methods=["POST"]),
+        Route(f"{api}/subscriptions", list_subscriptions, methods=["GET"]),
+        Route(f"{api}/subscriptions/{{external_id}}", get_subscription, methods=["GET"]),
+        Route(f"{api}/subscriptions/{{external_id}}", update_subscription, methods=["PUT"]),
+        Route(f"{api}/subscriptions/{{external_id}}", terminate_subscription, methods=["DELETE"]),
+        Route(f"{api}/invoices", create_invoice, methods=["POST"]),
+        Route(f"{api}/invoices", list_invoices, methods=["GET"]),
+        Route(f"{api}/invoices/{{lago_id}}", get_invoice, methods=["GET"]),
+        Route(f"{api}/invoices/{{lago_id}}", update_invoice, methods=["PUT"]),
+        Route(f"{api}/invoices/{{lago_id}}/finalize", finalize_invoice, methods=["PUT"]),
+        Route(f"{api}/invoices/{{lago_id}}/void", void_invoice, methods=["POST"]),
+        Route(f"{api}/credit_notes", create_credit_note, methods=["POST"]),
+        Route(f"{api}/credit_notes", list_credit_notes, methods=["GET"]),
+        Route(f"{api}/credit_notes/{{lago_id}}", get_credit_note, methods=["GET"]),
+        Route(f"{api}/webhook_endpoints", create_webhook_endpoint, methods=["POST"]),
+        Route(f"{api}/webhook_endpoints", list_webhook_endpoints, methods=["GET"]),
+        Route(f"{api}/webhook_endpoints/{{lago_id}}", get_webhook_endpoint, methods=["GET"]),
+        Route(f"{api}/webhook_endpoints/{{lago_id}}", delete_webhook_endpoint, methods=["DELETE"]),
+        Route(f"{api}/webhooks/public_key", public_key, methods=["GET"]),
+        Route(f"{api}/webhooks/json_public_key", json_public_key, methods=["GET"]),
+        Route("/__sandbox/lago/clock", get_clock, methods=["GET"]),
+        Route("/__sandbox/lago/clock", advance_clock, methods=["POST"]),
+        Route("/__sandbox/lago/webhooks", get_webhooks, methods=["GET"]),
+        Route("/__sandbox/lago/webhooks", put_webhooks, methods=["PUT"]),
+        Route("/__sandbox/lago/webhooks/drain", drain_webhooks, methods=["POST"]),
+        *admin_routes(sandbox.faults, sandbox.effects, sandbox.reset),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,1263 @@
+"""In-memory state of the Lago simulator: records, indexes, billing and the serializers of Lago's JSON.
+
+Everything runs on the server's event loop, so no locks: each request mutates the state in one go.
+"""
+
+from __future__ import annotations
+
+import calendar
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from lead2cash.sandbox.faults import EffectCounter
+from lead2cash.sandbox.lago.money import decimal_str, round_half_up, tax_amount, to_major
+
+Emit = Callable[[str, str, dict[str, Any]], None]
+
+INTERVAL_MONTHS = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
+INVOICE_STATUSES = ("draft", "finalized", "voided", "failed", "pending")
+PAYMENT_STATUSES = ("pending", "succeeded", "failed")
+CREDIT_NOTE_REASONS = (
+    "duplicated_charge",
+    "product_unsatisfactory",
+    "order_change",
+    "order_cancellation",
+    "fraudulent_charge",
+    "other",
+)
+
+
+class LagoError(Exception):
+    """An API error with Lago's body: 404 ``code``, 422 ``error_details``, 405 ``code``, 400 message."""
+
+    def __init__(
+        self, status: int, code: str = "", details: dict[str, list[str]] | None = None, msg: str = ""
+    ):
+        super().__init__(code or msg)
+        self.status = status
+        self.code = code
+        self.details = details
+        self.msg = msg
+
+    def body(self) -> dict[str, Any]:
+        if self.status == 404:
+            return {"status": 404, "error": "Not Found", "code": self.code}
+        if self.status == 422:
+            return {
+                "status": 422,
+                "error": "Unprocessable Entity",
+                "code": self.code or "validation_errors",
+                "error_details": self.details or {},
+            }
+        if self.status == 405:
+            return {"status": 405, "error": "Method Not Allowed", "code": self.code}
+        return {"status": self.status, "error": self.msg or "BadRequest"}
+
+
+def not_found(resource: str) -> LagoError:
+    return LagoError(404, f"{resource}_not_found")
+
+
+def invalid(**details: str) -> LagoError:
+    return LagoError(422, "validation_errors", {k: [v] for k, v in details.items()})
+
+
+def ts(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def parse_datetime(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise invalid(**{name: "invalid_date"})
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(**{name: "invalid_date"}) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def add_months(day: date, months: int, anchor_day: int) -> date:
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    return date(year, month, min(anchor_day, calendar.monthrange(year, month)[1]))
+
+
+class Clock:
+    """The simulator's time: a fixed start plus what the admin advanced it by."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+        self.offset = timedelta()
+
+    def now(self) -> datetime:
+        return self.start + self.offset
+
+    def today(self) -> date:
+        return self.now().date()
+
+
+@dataclass
+class Tax:
+    lago_id: str
+    code: str
+    name: str
+    rate: Decimal
+    created_at: datetime
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "lago_id": self.lago_id,
+            "name": self.name,
+            "code": self.code,
+            "description": None,
+            "rate": float(self.rate),
+            "applied_to_organization": False,
+            "created_at": ts(self.created_at),
+        }
+
+
+@dataclass
+class Plan:
+    lago_id: str
+    code: str
+    name: str
+    interval: str
+    amount_cents: int
+    currency: str
+    created_at: datetime
+    description: str = ""
+    pay_in_advance: bool = False
+    taxes: list[Tax] = field(default_factory=list)
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "lago_id": self.lago_id,
+            "name": self.name,
+            "invoice_display_name": self.name,
+            "created_at": ts(self.created_at),
+            "code": self.code,
+            "interval": self.interval,
+            "description": self.description,
+            "amount_cents": self.amount_cents,
+            "amount_currency": self.currency,
+            "trial_period": 0.0,
+            "pay_in_advance": self.pay_in_advance,
+            "bill_charges_monthly": None,
+            "charges": [],
+            "taxes": [t.json() for t in self.taxes],
+        }
+
+
+@dataclass
+class AddOn:
+    lago_id: str
+    code: str
+    name: str
+    amount_cents: int
+    currency: str
+    created_at: datetime
+    description: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "lago_id": self.lago_id,
+            "name": self.name,
+            "invoice_display_name": self.name,
+            "code": self.code,
+            "amount_cents": self.amount_cents,
+            "amount_currency": self.currency,
+            "description": self.description,
+            "created_at": ts(self.created_at),
+            "taxes": [],
+        }
+
+
+CUSTOMER_FIELDS = (
+    "address_line1",
+    "address_line2",
+    "city",
+    "country",
+    "email",
+    "legal_name",
+    "legal_number",
+    "logo_url",
+    "name",
+    "firstname",
+    "lastname",
+    "phone",
+    "state",
+    "tax_identification_number",
+    "timezone",
+    "url",
+    "zipcode",
+    "net_payment_term",
+    "customer_type",
+)
+
+
+@dataclass
+class Customer:
+    lago_id: str
+    external_id: str
+    sequential_id: int
+    slug: str
+    created_at: datetime
+    updated_at: datetime
+    fields: dict[str, Any] = field(default_factory=dict)
+    currency: str | None = None
+    account_type: str = "customer"
+    tax_codes: list[str] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    invoice_seq: int = 0
+
+    def base_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "lago_id": self.lago_id,
+            "sequential_id": self.sequential_id,
+            "slug": self.slug,
+            "external_id": self.external_id,
+            "billing_entity_code": "lead2cash",
+            "applicable_timezone": self.fields.get("timezone") or "UTC",
+            "currency": self.currency,
+            "account_type": self.account_type,
+            "created_at": ts(self.created_at),
+            "updated_at": ts(self.updated_at),
+            "finalize_zero_amount_invoice": "inherit",
+            "skip_invoice_custom_sections": False,
+            "billing_configuration": {"invoice_grace_period": 0, "document_locale": "en"},
+            "shipping_address": {
+                "address_line1": None,
+                "address_line2": None,
+                "city": None,
+                "country": None,
+                "state": None,
+                "zipcode": None,
+            },
+            "metadata": list(self.metadata),
+        }
+        for name in CUSTOMER_FIELDS:
+            data[name] = self.fields.get(name)
+        return data
+
+
+@dataclass
+class Subscription:
+    lago_id: str
+    external_id: str
+    customer: Customer
+    plan: Plan
+    name: str | None
+    billing_time: str
+    subscription_at: datetime
+    created_at: datetime
+    status: str = "pending"
+    started_at: datetime | None = None
+    terminated_at: datetime | None = None
+    ending_at: datetime | None = None
+    previous_plan_code: str | None = None
+    amount_cents: int = 0
+    # Start of the first period not billed yet, and the anniversary anchor.
+    period_start: date | None = None
+    anchor: date | None = None
+    periods_billed: int = 0
+
+    def boundary(self) -> date:
+        """Exclusive end of the current billing period."""
+        assert self.period_start is not None and self.anchor is not None
+        interval = self.plan.interval
+        if interval == "weekly":
+            if self.billing_time == "anniversary":
+                return self.anchor + timedelta(weeks=self.periods_billed + 1)
+            return self.period_start + timedelta(days=7 - self.period_start.weekday())
+        months = INTERVAL_MONTHS[interval]
+        if self.billing_time == "anniversary":
+            return add_months(self.anchor, months * (self.periods_billed + 1), self.anchor.day)
+        start = self.period_start
+        month0 = (start.month - 1) // months * months + months
+        return date(start.year + month0 // 12, month0 % 12 + 1, 1)
+
+    def full_period_start(self, boundary: date) -> date:
+        interval = self.plan.interval
+        if interval == "weekly":
+            return boundary - timedelta(weeks=1)
+        return add_months(boundary, -INTERVAL_MONTHS[interval], boundary.day)
+
+    def json(self) -> dict[str, Any]:
+        period_start = self.period_start if self.status == "active" else None
+        return {
+            "lago_id": self.lago_id,
+            "external_id": self.external_id,
+            "lago_customer_id": self.customer.lago_id,
+            "external_customer_id": self.customer.external_id,
+            "billing_entity_code": "lead2cash",
+            "billing_time": self.billing_time,
+            "name": self.name,
+            "plan_code": self.plan.code,
+            "plan_amount_cents": self.amount_cents,
+            "plan_amount_currency": self.plan.currency,
+            "status": self.status,
+            "created_at": ts(self.created_at),
+            "canceled_at": None,
+            "started_at": ts(self.started_at),
+            "ending_at": ts(self.ending_at),
+            "subscription_at": ts(self.subscription_at),
+            "terminated_at": ts(self.terminated_at),
+            "previous_plan_code": self.previous_plan_code,
+            "next_plan_code": None,
+            "downgrade_plan_date": None,
+            "trial_ended_at": None,
+            "current_billing_period_started_at": ts(midnight(period_start)) if period_start else None,
+            "current_billing_period_ending_at": (
+                ts(midnight(self.boundary()) - timedelta(seconds=1)) if period_start else None
+            ),
+            "on_termination_credit_note": "skip",  # the spec's enum has no null
+            "on_termination_invoice": "generate",
+            "consolidate_invoice": True,
+            "purchase_order_number": None,
+        }
+
+    def extended_json(self) -> dict[str, Any]:
+        data = self.json()
+        data["plan"] = self.plan.json()
+        return data
+
+    def webhook_json(self) -> dict[str, Any]:
+        data = self.extended_json()
+        data["customer"] = self.customer.base_json()
+        return data
+
+
+@dataclass
+class AppliedTax:
+    lago_id: str
+    tax: Tax
+    base_cents: int
+    amount_cents: int
+
+
+@dataclass
+class Fee:
+    lago_id: str
+    item_type: str  # add_on | subscription
+    item_code: str
+    item_name: str
+    item_id: str
+    units: Decimal
+    unit_amount_cents: int
+    amount_cents: int
+    currency: str
+    taxes: list[AppliedTax]
+    created_at: datetime
+    description: str | None = None
+    from_date: datetime | None = None
+    to_date: datetime | None = None
+    subscription: Subscription | None = None
+    credited_cents: int = 0
+
+    @property
+    def taxes_amount_cents(self) -> int:
+        return sum(t.amount_cents for t in self.taxes)
+
+    @property
+    def taxes_rate(self) -> Decimal:
+        return sum((t.tax.rate for t in self.taxes), Decimal(0))
+
+    def json(self, invoice: Invoice) -> dict[str, Any]:
+        sub = self.subscription
+        return {
+            "lago_id": self.lago_id,
+            "lago_charge_id": None,
+            "lago_charge_filter_id": None,
+            "lago_invoice_id": invoice.lago_id,
+            "lago_true_up_fee_id": None,
+            "lago_true_up_parent_fee_id": None,
+            "lago_subscription_id": sub.lago_id if sub else None,
+            "lago_customer_id": invoice.customer.lago_id,
+            "external_customer_id": invoice.customer.external_id,
+            "external_subscription_id": sub.external_id if sub else None,
+            "amount_cents": self.amount_cents,
+            "amount_currency": self.currency,
+            "taxes_amount_cents": self.taxes_amount_cents,
+            "taxes_rate": float(self.taxes_rate),
+            "units": decimal_str(self.units),
+            "precise_unit_amount": to_major(self.unit_amount_cents, self.currency),
+            "total_aggregated_units": decimal_str(self.units),
+            "total_amount_cents": self.amount_cents + self.taxes_amount_cents,
+            "total_amount_currency": self.currency,
+            "events_count": None,
+            "pay_in_advance": False,
+            "invoiceable": True,
+            "from_date": ts(self.from_date),
+            "to_date": ts(self.to_date),
+            "payment_status": invoice.payment_status,
+            "created_at": ts(self.created_at),
+            "succeeded_at": None,
+            "failed_at": None,
+            "refunded_at": None,
+            "event_transaction_id": None,
+            "description": self.description,
+            "sub_total_excluding_taxes_amount_cents": self.amount_cents,
+            "sub_total_excluding_taxes_precise_amount_cents": decimal_str(Decimal(self.amount_cents)),
+            "self_billed": False,
+            "item": {
+                "type": self.item_type,
+                "code": self.item_code,
+                "name": self.item_name,
+                "description": self.description,
+                "lago_item_id": self.item_id,
+                "item_type": "AddOn" if self.item_type == "add_on" else "Subscription",
+            },
+            "applied_taxes": [
+                {
+                    "lago_id": t.lago_id,
+                    "lago_fee_id": self.lago_id,
+                    "lago_tax_id": t.tax.lago_id,
+                    "tax_name": t.tax.name,
+                    "tax_code": t.tax.code,
+                    "tax_rate": float(t.tax.rate),
+                    "tax_description": None,
+                    "amount_cents": t.amount_cents,
+                    "amount_currency": self.currency,
+                    "created_at": ts(self.created_at),
+                }
+                for t in self.taxes
+            ],
+        }
+
+
+@dataclass
+class Invoice:
+    lago_id: str
+    customer: Customer
+    invoice_type: str  # one_off | subscription
+    currency: str
+    fees: list[Fee]
+    applied_taxes: list[AppliedTax]
+    issuing_date: date
+    created_at: datetime
+    updated_at: datetime
+    status: str = "draft"
+    payment_status: str = "pending"
+    number: str = ""
+    sequential_id: int | None = None
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    billing_periods: list[dict[str, Any]] = field(default_factory=list)
+    credit_notes_amount_cents: int = 0
+    net_payment_term: int = 0
+
+    @property
+    def fees_amount_cents(self) -> int:
+        return sum(f.amount_cents for f in self.fees)
+
+    @property
+    def taxes_amount_cents(self) -> int:
+        return sum(t.amount_cents for t in self.applied_taxes)
+
+    @property
+    def total_amount_cents(self) -> int:
+        return self.fees_amount_cents + self.taxes_amount_cents - self.credit_notes_amount_cents
+
+    def json(self) -> dict[str, Any]:
+        fees, taxes = self.fees_amount_cents, self.taxes_amount_cents
+        data = {
+            "lago_id": self.lago_id,
+            "billing_entity_code": "lead2cash",
+            "sequential_id": self.sequential_id,
+            "number": self.number,
+            "issuing_date": self.issuing_date.isoformat(),
+            "payment_due_date": (self.issuing_date + timedelta(days=self.net_payment_term)).isoformat(),
+            "payment_overdue": False,
+            "net_payment_term": self.net_payment_term,
+            "invoice_type": self.invoice_type,
+            "status": self.status,
+            "payment_status": self.payment_status,
+            "currency": self.currency,
+            "fees_amount_cents": fees,
+            "coupons_amount_cents": 0,
+            "credit_notes_amount_cents": self.credit_notes_amount_cents,
+            "sub_total_excluding_taxes_amount_cents": fees,
+            "taxes_amount_cents": taxes,
+            "sub_total_including_taxes_amount_cents": fees + taxes,
+            "prepaid_credit_amount_cents": 0,
+            "progressive_billing_credit_amount_cents": 0,
+            "total_amount_cents": self.total_amount_cents,
+            "version_number": 4,
+            "self_billed": False,
+            "created_at": ts(self.created_at),
+            "updated_at": ts(self.updated_at),
+            "customer": self.customer.base_json(),
+            "metadata": list(self.metadata),
+            "applied_taxes": [
+                {
+                    "lago_id": t.lago_id,
+                    "lago_invoice_id": self.lago_id,
+                    "lago_tax_id": t.tax.lago_id,
+                    "tax_name": t.tax.name,
+                    "tax_code": t.tax.code,
+                    "tax_rate": float(t.tax.rate),
+                    "tax_description": None,
+                    "amount_cents": t.amount_cents,
+                    "amount_currency": self.currency,
+                    "fees_amount_cents": t.base_cents,
+                    "created_at": ts(self.created_at),
+                }
+                for t in self.applied_taxes
+            ],
+        }
+        if self.sequential_id is None:
+            del data["sequential_id"]  # a draft has none yet; the schema wants an integer when present
+        return data
+
+    def extended_json(self) -> dict[str, Any]:
+        data = self.json()
+        data["billing_periods"] = list(self.billing_periods)
+        data["credits"] = []
+        data["fees"] = [f.json(self) for f in self.fees]
+        data["subscriptions"] = [s.json() for s in self.subscriptions]
+        return data
+
+
+@dataclass
+class CreditNote:
+    lago_id: str
+    sequential_id: int
+    number: str
+    invoice: Invoice
+    reason: str
+    description: str | None
+    items: list[tuple[str, Fee, int]]  # (lago_id, fee, amount_cents)
+    applied_taxes: list[AppliedTax]
+    credit_amount_cents: int
+    refund_amount_cents: int
+    created_at: datetime
+
+    @property
+    def sub_total_cents(self) -> int:
+        return sum(amount for _, _, amount in self.items)
+
+    @property
+    def taxes_amount_cents(self) -> int:
+        return sum(t.amount_cents for t in self.applied_taxes)
+
+    def json(self) -> dict[str, Any]:
+        cur = self.invoice.currency
+        total = self.sub_total_cents + self.taxes_amount_cents
+        rates = {t.tax.code: t.tax.rate for t in self.applied_taxes}
+        return {
+            "lago_id": self.lago_id,
+            "billing_entity_code": "lead2cash",
+            "sequential_id": self.sequential_id,
+            "number": self.number,
+            "lago_invoice_id": self.invoice.lago_id,
+            "invoice_number": self.invoice.number,
+            "issuing_date": self.created_at.date().isoformat(),
+            "credit_status": "available" if self.credit_amount_cents else None,
+            "refund_status": "pending" if self.refund_amount_cents else None,
+            "reason": self.reason,
+            "description": self.description,
+            "currency": cur,
+            "total_amount_cents": total,
+            "taxes_amount_cents": self.taxes_amount_cents,
+            "taxes_rate": float(sum(rates.values(), Decimal(0))),
+            "sub_total_excluding_taxes_amount_cents": self.sub_total_cents,
+            "balance_amount_cents": self.credit_amount_cents,
+            "credit_amount_cents": self.credit_amount_cents,
+            "refund_amount_cents": self.refund_amount_cents,
+            "offset_amount_cents": 0,
+            "coupons_adjustment_amount_cents": 0,
+            "created_at": ts(self.created_at),
+            "updated_at": ts(self.created_at),
+            "file_url": None,
+            "self_billed": False,
+            "customer": self.invoice.customer.base_json(),
+            "items": [
+                {
+                    "lago_id": item_id,
+                    "amount_cents": amount,
+                    "amount_currency": cur,
+                    "fee": fee.json(self.invoice),
+                }
+                for item_id, fee, amount in self.items
+            ],
+            "applied_taxes": [
+                {
+                    "lago_id": t.lago_id,
+                    "lago_credit_note_id": self.lago_id,
+                    "lago_tax_id": t.tax.lago_id,
+                    "tax_name": t.tax.name,
+                    "tax_code": t.tax.code,
+                    "tax_rate": float(t.tax.rate),
+                    "tax_description": None,
+                    "base_amount_cents": t.base_cents,
+                    "amount_cents": t.amount_cents,
+                    "amount_currency": cur,
+                    "created_at": ts(self.created_at),
+                }
+                for t in self.applied_taxes
+            ],
+        }
+
+
+@dataclass
+class WebhookEndpoint:
+    lago_id: str
+    url: str
+    signature_algo: str
+    name: str | None
+    event_types: list[str] | None
+    created_at: datetime
+
+    def json(self, organization_id: str) -> dict[str, Any]:
+        return {
+            "lago_id": self.lago_id,
+            "lago_organization_id": organization_id,
+            "webhook_url": self.url,
+            "signature_algo": self.signature_algo,
+            "name": self.name,
+            "event_types": self.event_types,
+            "created_at": ts(self.created_at),
+        }
+
+
+def paginate(items: list[Any], page: int, per_page: int) -> tuple[list[Any], dict[str, Any]]:
+    total = len(items)
+    pages = -(-total // per_page)
+    chunk = items[(page - 1) * per_page : page * per_page]
+    meta = {
+        "current_page": page,
+        "next_page": page + 1 if page < pages else None,
+        "prev_page": page - 1 if page > 1 else None,
+        "total_pages": pages,
+        "total_count": total,
+    }
+    return chunk, meta
+
+
+class LagoStore:
+    """The organization's data and the operations the API exposes on it."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        clock: Clock,
+        effects: EffectCounter,
+        emit: Emit,
+        currencies: tuple[str, ...],
+        grace_period_days: int = 0,
+        organization_name: str = "lead2cash sandbox",
+    ) -> None:
+        self._rng = random.Random(f"lago-ids:{seed}")
+        self.clock = clock
+        self.effects = effects
+        self.emit = emit
+        self.currencies = currencies
+        self.grace_period_days = grace_period_days
+        self.organization_id = self.new_id()
+        self.number_prefix = f"{organization_name[:3].upper()}-{self.organization_id[-4:].upper()}"
+        self.taxes: dict[str, Tax] = {}
+        self.tax_by_country: dict[str, str] = {}
+        self.plans: dict[str, Plan] = {}
+        self.add_ons: dict[str, AddOn] = {}
+        self.customers: dict[str, Customer] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.invoices: dict[str, Invoice] = {}
+        self.credit_notes: dict[str, CreditNote] = {}
+        self.webhook_endpoints: dict[str, WebhookEndpoint] = {}
+        self._customer_seq = 0
+
+    # -- identifiers -------------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+    # -- catalogue ---------------------------------------------------------------------------------
+
+    def add_tax(self, code: str, name: str, rate: Decimal, country: str | None = None) -> Tax:
+        tax = Tax(self.new_id(), code, name, rate, self.clock.now())
+        self.taxes[code] = tax
+        if country:
+            self.tax_by_country[country] = code
+        return tax
+
+    def add_plan(
+        self, code: str, name: str, interval: str, amount_cents: int, currency: str, **kw: Any
+    ) -> Plan:
+        plan = Plan(self.new_id(), code, name, interval, amount_cents, currency, self.clock.now(), **kw)
+        self.plans[code] = plan
+        return plan
+
+    def add_add_on(self, code: str, name: str, amount_cents: int, currency: str, **kw: Any) -> AddOn:
+        add_on = AddOn(self.new_id(), code, name, amount_cents, currency, self.clock.now(), **kw)
+        self.add_ons[code] = add_on
+        return add_on
+
+    def check_currency(self, currency: Any) -> str:
+        if currency not in self.currencies:
+            raise invalid(currency="value_is_invalid")
+        return str(currency)
+
+    # -- customers ---------------------------------------------------------------------------------
+
+    def upsert_customer(self, data: dict[str, Any]) -> Customer:
+        external_id = data.get("external_id")
+        if not isinstance(external_id, str) or not external_id:
+            raise invalid(external_id="value_is_mandatory")
+        now = self.clock.now()
+        customer = self.customers.get(external_id)
+        created = customer is None
+        if customer is None:
+            self._customer_seq += 1
+            customer = Customer(
+                self.new_id(),
+                external_id,
+                self._customer_seq,
+                f"{self.number_prefix}-{self._customer_seq:03d}",
+                now,
+                now,
+            )
+        currency = data.get("currency")
+        if currency is not None:
+            self.check_currency(currency)
+            if customer.currency and currency != customer.currency and self._customer_has_documents(customer):
+                raise invalid(currency="currencies_does_not_match")
+            customer.currency = currency
+        tax_codes = data.get("tax_codes")
+        if tax_codes is not None:
+            unknown = [c for c in tax_codes if c not in self.taxes]
+            if unknown:
+                raise not_found("tax")
+            customer.tax_codes = list(tax_codes)
+        if data.get("account_type") in ("customer", "partner"):
+            customer.account_type = data["account_type"]
+        for name in CUSTOMER_FIELDS:
+            if name in data:
+                customer.fields[name] = data[name]
+        if isinstance(data.get("metadata"), list):
+            customer.metadata = [
+                {
+                    "lago_id": m.get("id") or self.new_id(),
+                    "key": str(m.get("key", "")),
+                    "value": str(m.get("value", "")),
+                    "display_in_invoice": bool(m.get("display_in_invoice", False)),
+                    "created_at": ts(now),
+                }
+                for m in data["metadata"]
+                if isinstance(m, dict)
+            ]
+        customer.updated_at = now
+        self.customers[external_id] = customer
+        self.effects.record("customer.create" if created else "customer.update", external_id)
+        return customer
+
+    def _customer_has_documents(self, customer: Customer) -> bool:
+        return any(i.customer is customer for i in self.invoices.values()) or any(
+            s.customer is customer for s in self.subscriptions.values()
+        )
+
+    def customer(self, external_id: str) -> Customer:
+        try:
+            return self.customers[external_id]
+        except KeyError:
+            raise not_found("customer") from None
+
+    def customer_taxes(self, customer: Customer) -> list[Tax]:
+        if customer.tax_codes:
+            return [self.taxes[c] for c in customer.tax_codes]
+        code = self.tax_by_country.get(customer.fields.get("country") or "")
+        return [self.taxes[code]] if code else []
+
+    def _assign_currency(self, customer: Customer, currency: str) -> None:
+        if customer.currency is None:
+            customer.currency = currency
+        elif customer.currency != currency:
+            raise invalid(currency="currencies_does_not_match")
+
+    # -- subscriptions -----------------------------------------------------------------------------
+
+    def create_subscription(self, data: dict[str, Any]) -> tuple[Subscription, bool]:
+        missing = {k: "value_is_mandatory" for k in ("external_customer_id", "plan_code", "external_id")}
+        for key in list(missing):
+            if isinstance(data.get(key), str) and data[key]:
+                del missing[key]
+        if missing:
+            raise invalid(**missing)
+        billing_time = data.get("billing_time") or "calendar"
+        if billing_time not in ("calendar", "anniversary"):
+            raise invalid(billing_time="value_is_invalid")
+        customer = self.customer(data["external_customer_id"])
+        plan = self.plans.get(data["plan_code"])
+        if plan is None:
+            raise not_found("plan")
+        overrides = data.get("plan_overrides") or {}
+        currency = overrides.get("amount_currency") or plan.currency
+        self.check_currency(currency)
+        existing = self.subscriptions.get(data["external_id"])
+        if existing is not None and existing.status in ("active", "pending"):
+            if existing.customer is not customer:
+                raise invalid(external_id="value_already_exist")
+            if existing.plan is not plan:
+                # A plan change on the same external id: Lago upgrades in place.
+                existing.previous_plan_code = existing.plan.code
+                existing.plan = plan
+                existing.amount_cents = int(overrides.get("amount_cents", plan.amount_cents))
+            return existing, False
+        self._assign_currency(customer, currency)
+        now = self.clock.now()
+        sub_at = (
+            parse_datetime(data["subscription_at"], "subscription_at") if data.get("subscription_at") else now
+        )
+        sub = Subscription(
+            self.new_id(),
+            data["external_id"],
+            customer,
+            plan,
+            data.get("name"),
+            billing_time,
+            sub_at,
+            now,
+            amount_cents=int(overrides.get("amount_cents", plan.amount_cents)),
+            ending_at=parse_datetime(data["ending_at"], "ending_at") if data.get("ending_at") else None,
+        )
+        self.subscriptions[sub.external_id] = sub
+        self.effects.record("subscription.create", sub.external_id)
+        if sub_at <= now:
+            self._activate(sub)
+        return sub, True
+
+    def _activate(self, sub: Subscription) -> None:
+        sub.status = "active"
+        sub.started_at = sub.subscription_at
+        sub.period_start = sub.anchor = sub.subscription_at.date()
+        self.emit("subscription.started", "subscription", sub.webhook_json())
+
+    def subscription(self, external_id: str) -> Subscription:
+        try:
+            return self.subscriptions[external_id]
+        except KeyError:
+            raise not_found("subscription") from None
+
+    def update_subscription(self, sub: Subscription, data: dict[str, Any]) -> Subscription:
+        if "name" in data:
+            sub.name = data["name"]
+        if "ending_at" in data:
+            sub.ending_at = parse_datetime(data["ending_at"], "ending_at") if data["ending_at"] else None
+        if data.get("subscription_at"):
+            if sub.status != "pending":
+                raise invalid(subscription_at="cannot_be_updated")
+            sub.subscription_at = parse_datetime(data["subscription_at"], "subscription_at")
+            if sub.subscription_at <= self.clock.now():
+                self._activate(sub)
+        return sub
+
+    def terminate_subscription(self, sub: Subscription, at: datetime | None = None) -> Subscription:
+        if sub.status == "terminated":
+            raise not_found("subscription")
+        now = at or self.clock.now()
+        if sub.status == "active":
+            # Bill the periods that ended, then the used part of the current one.
+            self._bill_due(sub, now)
+            assert sub.period_start is not None
+            end = now.date() + timedelta(days=1)
+            if end > sub.period_start:
+                self._bill_period(sub, sub.period_start, min(end, sub.boundary()), "subscription_terminating")
+        sub.status = "terminated"
+        sub.terminated_at = now
+        self.effects.record("subscription.terminate", sub.external_id)
+        self.emit("subscription.terminated", "subscription", sub.webhook_json())
+        return sub
+
+    # -- billing -----------------------------------------------------------------------------------
+
+    def advance_clock(self, target: datetime) -> list[Invoice]:
+        """Move time forward and bill every period that ended on the way, in date order."""
+        if target < self.clock.now():
+            raise ValueError("the clock only moves forward")
+        before = set(self.invoices)
+        self.clock.offset = target - self.clock.start
+        for sub in list(self.subscriptions.values()):
+            if sub.status == "pending" and sub.subscription_at <= target:
+                self._activate(sub)
+            if sub.status == "active":
+                if sub.ending_at is not None and sub.ending_at <= target:
+                    self.terminate_subscription(sub, at=sub.ending_at)
+                else:
+                    self._bill_due(sub, target)
+        self.finalize_due_drafts()
+        return [self.invoices[i] for i in self.invoices if i not in before]
+
+    def _bill_due(self, sub: Subscription, until: datetime) -> None:
+        while sub.period_start is not None and midnight(sub.boundary()) <= until:
+            self._bill_period(sub, sub.period_start, sub.boundary(), "subscription_periodic")
+
+    def _bill_period(self, sub: Subscription, start: date, end: date, reason: str) -> Invoice:
+        """Invoice [start, end) in arrears; a partial period is prorated by days, as Lago does."""
+        boundary = sub.boundary()
+        full_start = sub.full_period_start(boundary)
+        full_days = (boundary - full_start).days
+        days = (end - start).days
+        amount = sub.amount_cents
+        if days != full_days:
+            amount = round_half_up(Decimal(sub.amount_cents) * days / full_days)
+        now = self.clock.now()
+        currency = sub.customer.currency or sub.plan.currency
+        from_dt, to_dt = midnight(start), midnight(end) - timedelta(seconds=1)
+        fee = self._make_fee(
+            "subscription",
+            sub.plan.code,
+            sub.plan.name,
+            sub.lago_id,
+            Decimal(1),
+            amount,
+            currency,
+            self.customer_taxes(sub.customer),
+            description=None,
+            subscription=sub,
+            from_date=from_dt,
+            to_date=to_dt,
+        )
+        invoice = self._new_invoice(sub.customer, "subscription", currency, [fee], issuing=end)
+        invoice.subscriptions = [sub]
+        invoice.billing_periods = [
+            {
+                "lago_subscription_id": sub.lago_id,
+                "external_subscription_id": sub.external_id,
+                "lago_plan_id": sub.plan.lago_id,
+                "subscription_from_datetime": ts(from_dt),
+                "subscription_to_datetime": ts(to_dt),
+                "charges_from_datetime": ts(from_dt),
+                "charges_to_datetime": ts(to_dt),
+                "invoicing_reason": reason,
+            }
+        ]
+        self.effects.record("invoice.subscription_period", f"{sub.external_id}:{start.isoformat()}")
+        if end >= boundary:
+            sub.periods_billed += 1
+        sub.period_start = end
+        invoice.created_at = invoice.updated_at = min(now, midnight(end))
+        if self.grace_period_days > 0 and reason != "subscription_terminating":
+            self.emit("invoice.drafted", "invoice", invoice.extended_json())
+        else:
+            self._finalize(invoice, invoice.issuing_date)
+            self.emit("invoice.created", "invoice", invoice.extended_json())
+        return invoice
+
+    def finalize_due_drafts(self) -> None:
+        today = self.clock.today()
+        for invoice in list(self.invoices.values()):
+            if (
+                invoice.status == "draft"
+                and invoice.invoice_type == "subscription"
+                and invoice.issuing_date + timedelta(days=self.grace_period_days) <= today
+            ):
+                self._finalize(invoice, invoice.issuing_date + timedelta(days=self.grace_period_days))
+                self.emit("invoice.created", "invoice", invoice.extended_json())
+
+    def _make_fee(
+        self,
+        item_type: str,
+        code: str,
+        name: str,
+        item_id: str,
+        units: Decimal,
+        unit_amount_cents: int,
+        currency: str,
+        taxes: list[Tax],
+        **kw: Any,
+    ) -> Fee:
+        amount = round_half_up(units * unit_amount_cents)
+        fee_id = self.new_id()
+        applied = [AppliedTax(self.new_id(), t, amount, tax_amount(amount, t.rate)) for t in taxes]
+        return Fee(
+            fee_id, item_type, code, name, item_id, units, unit_amount_cents, amount, currency, applied,
+            self.clock.now(), **kw,
+        )  # fmt: skip
+
+    def _new_invoice(
+        self, customer: Customer, invoice_type: str, currency: str, fees: list[Fee], issuing: date
+    ) -> Invoice:
+        # Invoice-level taxes are computed on the sum of the fees per tax, then rounded once.
+        bases: dict[str, tuple[Tax, int]] = {}
+        for fee in fees:
+            for applied in fee.taxes:
+                tax, base = bases.get(applied.tax.code, (applied.tax, 0))
+                bases[applied.tax.code] = (tax, base + fee.amount_cents)
+        applied_taxes = [AppliedTax(self.new_id(), t, b, tax_amount(b, t.rate)) for t, b in bases.values()]
+        now = self.clock.now()
+        invoice = Invoice(
+            self.new_id(),
+            customer,
+            invoice_type,
+            currency,
+            fees,
+            applied_taxes,
+            issuing,
+            now,
+            now,
+            number=f"{self.number_prefix}-DRAFT",
+            net_payment_term=int(customer.fields.get("net_payment_term") or 0),
+        )
+        self.invoices[invoice.lago_id] = invoice
+        return invoice
+
+    def _finalize(self, invoice: Invoice, issuing: date) -> None:
+        customer = invoice.customer
+        customer.invoice_seq += 1
+        invoice.sequential_id = customer.invoice_seq
+        invoice.number = f"{self.number_prefix}-{customer.sequential_id:03d}-{customer.invoice_seq:03d}"
+        invoice.status = "finalized"
+        invoice.issuing_date = issuing
+        invoice.updated_at = max(invoice.updated_at, min(self.clock.now(), midnight(issuing)))
+
+    # -- invoices ----------------------------------------------------------------------------------
+
+    def create_one_off_invoice(self, data: dict[str, Any]) -> Invoice:
+        external_customer_id = data.get("external_customer_id")
+        if not isinstance(external_customer_id, str) or not external_customer_id:
+            raise invalid(external_customer_id="value_is_mandatory")
+        customer = self.customer(external_customer_id)
+        currency = data.get("currency") or customer.currency
+        if not currency:
+            raise invalid(currency="value_is_mandatory")
+        self.check_currency(currency)
+        raw_fees = data.get("fees")
+        if not isinstance(raw_fees, list) or not raw_fees:
+            raise invalid(fees="no_fees")
+        fees: list[Fee] = []
+        for raw in raw_fees:
+            if not isinstance(raw, dict):
+                raise invalid(fees="invalid_fee")
+            add_on = self.add_ons.get(raw.get("add_on_code"))  # type: ignore[arg-type]
+            if add_on is None:
+                raise not_found("add_on")
+            try:
+                units = Decimal(str(raw["units"])) if raw.get("units") is not None else Decimal(1)
+            except InvalidOperation:
+                raise invalid(units="invalid_value") from None
+            unit_cents = raw.get("unit_amount_cents")
+            if unit_cents is None:
+                unit_cents = add_on.amount_cents
+            if isinstance(unit_cents, bool) or not isinstance(unit_cents, int) or unit_cents < 0:
+                raise invalid(unit_amount_cents="invalid_value")
+            tax_codes = raw.get("tax_codes")
+            if tax_codes:
+                if any(c not in self.taxes for c in tax_codes):
+                    raise not_found("tax")
+                taxes = [self.taxes[c] for c in tax_codes]
+            else:
+                taxes = self.customer_taxes(customer)
+            fees.append(
+                self._make_fee(
+                    "add_on",
+                    add_on.code,
+                    raw.get("invoice_display_name") or add_on.name,
+                    add_on.lago_id,
+                    units,
+                    unit_cents,
+                    currency,
+                    taxes,
+                    description=raw.get("description") or add_on.description,
+                )
+            )
+        self._assign_currency(customer, currency)
+        invoice = self._new_invoice(customer, "one_off", currency, fees, issuing=self.clock.today())
+        self._finalize(invoice, self.clock.today())
+        self.effects.record("invoice.create", external_customer_id)
+        self.emit("invoice.one_off_created", "invoice", invoice.extended_json())
+        return invoice
+
+    def invoice(self, lago_id: str) -> Invoice:
+        try:
+            return self.invoices[lago_id]
+        except KeyError:
+            raise not_found("invoice") from None
+
+    def update_invoice(self, invoice: Invoice, data: dict[str, Any]) -> Invoice:
+        status = data.get("payment_status")
+        if status is not None and status not in PAYMENT_STATUSES:
+            raise invalid(payment_status="value_is_invalid")
+        metadata = data.get("metadata")
+        if metadata is not None:
+            if not isinstance(metadata, list) or not all(isinstance(m, dict) for m in metadata):
+                raise invalid(metadata="invalid_value")
+            self._replace_metadata(invoice, metadata)
+        if status is not None and status != invoice.payment_status:
+            if invoice.status != "finalized":
+                raise LagoError(405, "payment_status_update_not_allowed")
+            invoice.payment_status = status
+            self.effects.record("invoice.payment_status", f"{invoice.lago_id}:{status}")
+            self.emit("invoice.payment_status_updated", "invoice", invoice.extended_json())
+        invoice.updated_at = self.clock.now()
+        return invoice
+
+    def _replace_metadata(self, invoice: Invoice, items: list[dict[str, Any]]) -> None:
+        # Lago's semantics: items with a known id are updated, others created, the rest removed.
+        existing = {m["lago_id"]: m for m in invoice.metadata}
+        before = {(m["key"], m["value"]) for m in invoice.metadata}
+        result = []
+        for item in items:
+            key, value = str(item.get("key", "")), str(item.get("value", ""))
+            if not key:
+                raise invalid(metadata="value_is_mandatory")
+            current = existing.get(item.get("id"))  # type: ignore[arg-type]
+            if current is None:
+                current = {"lago_id": self.new_id(), "created_at": ts(self.clock.now())}
+            current.update(key=key, value=value)
+            result.append(current)
+        invoice.metadata = result
+        for key, value in {(m["key"], m["value"]) for m in result} - before:
+            self.effects.record("invoice.metadata", f"{key}={value}")
+
+    def finalize_invoice(self, lago_id: str) -> Invoice:
+        invoice = self.invoices.get(lago_id)
+        if invoice is None or invoice.status != "draft":
+            raise not_found("invoice")  # Lago looks the id up among drafts only
+        self._finalize(invoice, self.clock.today())
+        self.effects.record("invoice.finalize", lago_id)
+        self.emit("invoice.created", "invoice", invoice.extended_json())
+        return invoice
+
+    def void_invoice(self, lago_id: str) -> Invoice:
+        invoice = self.invoice(lago_id)
+        if invoice.status != "finalized" or invoice.payment_status == "succeeded":
+            raise LagoError(405, "not_voidable")
+        invoice.status = "voided"
+        invoice.updated_at = self.clock.now()
+        self.effects.record("invoice.void", lago_id)
+        self.emit("invoice.voided", "invoice", invoice.extended_json())
+        return invoice
+
+    def list_invoices(self, query: Any) -> list[Invoice]:
+        items = list(self.invoices.values())
+        ext = query.get("external_customer_id")
+        if ext:
+            items = [i for i in items if i.customer.external_id == ext]
+        statuses = query.getlist("statuses[]") or ([query["status"]] if query.get("status") else [])
+        if statuses:
+            items = [i for i in items if i.status in statuses]
+        pay = query.getlist("payment_statuses[]") or (
+            [query["payment_status"]] if query.get("payment_status") else []
+        )
+        if pay:
+            items = [i for i in items if i.payment_status in pay]
+        if query.get("currency"):
+            items = [i for i in items if i.currency == query["currency"]]
+        if query.get("invoice_type"):
+            items = [i for i in items if i.invoice_type == query["invoice_type"]]
+        for bound, keep in (
+            ("issuing_date_from", lambda d, b: d >= b),
+            ("issuing_date_to", lambda d, b: d <= b),
+        ):
+            if query.get(bound):
+                try:
+                    limit = date.fromisoformat(query[bound])
+                except ValueError:
+                    continue  # Lago ignores a malformed date filter
+                items = [i for i in items if keep(i.issuing_date, limit)]
+        for name, value in query.multi_items():
+            if name.startswith("metadata[") and name.endswith("]"):
+                key = name[len("metadata[") : -1]
+                if value:
+                    items = [
+                        i for i in items if any(m["key"] == key and m["value"] == value for m in i.metadata)
+                    ]
+                else:
+                    items = [i for i in items if all(m["key"] != key for m in i.metadata)]
+        items.sort(key=lambda i: i.created_at, reverse=True)
+        return items
+
+    # -- credit notes ------------------------------------------------------------------------------
+
+    def create_credit_note(self, data: dict[str, Any]) -> CreditNote:
+        invoice = self.invoices.get(data.get("invoice_id"))  # type: ignore[arg-type]
+        if invoice is None:
+            raise not_found("invoice")
+        if invoice.status != "finalized":
+            raise LagoError(405, "invalid_invoice_status")
+        reason = data.get("reason") or "other"
+        if reason not in CREDIT_NOTE_REASONS:
+            raise invalid(reason="value_is_invalid")
+        raw_items = data.get("items")
+        if not isinstance(raw_items, list) or not raw_items:
+            raise invalid(items="must_be_an_array")
+        fees = {f.lago_id: f for f in invoice.fees}
+        items: list[tuple[str, Fee, int]] = []
+        for raw in raw_items:
+            fee = fees.get(raw.get("fee_id")) if isinstance(raw, dict) else None
+            if fee is None:
+                raise not_found("fee")
+            amount = raw.get("amount_cents")
+            if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+                raise invalid(amount_cents="invalid_value")
+            if fee.credited_cents + amount > fee.amount_cents:
+                raise invalid(amount_cents="higher_than_remaining_fee_amount")
+            items.append((self.new_id(), fee, amount))
+        bases: dict[str, tuple[Tax, int]] = {}
+        for _, fee, amount in items:
+            for applied in fee.taxes:
+                tax, base = bases.get(applied.tax.code, (applied.tax, 0))
+                bases[applied.tax.code] = (tax, base + amount)
+        applied_taxes = [AppliedTax(self.new_id(), t, b, tax_amount(b, t.rate)) for t, b in bases.values()]
+        total = sum(a for _, _, a in items) + sum(t.amount_cents for t in applied_taxes)
+        credit, refund = data.get("credit_amount_cents"), data.get("refund_amount_cents")
+        if credit is None and refund is None:
+            credit, refund = total, 0
+        credit, refund = int(credit or 0), int(refund or 0)
+        if credit + refund != total:
+            raise invalid(base="invalid_credit_and_refund_amounts")
+        for _, fee, amount in items:
+            fee.credited_cents += amount
+        seq = len(self.credit_notes) + 1
+        note = CreditNote(
+            self.new_id(),
+            seq,
+            f"{invoice.number}-CN{seq:03d}",
+            invoice,
+            reason,
+            data.get("description"),
+            items,
+            applied_taxes,
+            credit,
+            refund,
+            self.clock.now(),
+        )
+        # The credited invoice keeps its totals: Lago's credit_notes_amount_cents counts credit applied
+        # *to* an invoice (a later one), not notes issued on it.
+        self.credit_notes[note.lago_id] = note
+        self.effects.record("credit_note.create", invoice.lago_id)
+        self.emit("credit_note.created", "credit_note", note.json())
+        return note
+
+    # -- webhook endpoints -------------------------------------------------------------------------
+
+    def create_webhook_endpoint(self, data: dict[str, Any]) -> WebhookEndpoint:
+        url = data.get("webhook_url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise invalid(webhook_url="url_invalid")
+        if any(e.url == url for e in self.webhook_endpoints.values()):
+            raise invalid(webhook_url="value_already_exist")
+        if len(self.webhook_endpoints) >= 10:
+            raise invalid(webhook_endpoint="exceeded_limit")
+        algo = data.get("signature_algo") or "jwt"
+        if algo not in ("jwt", "hmac"):
+            raise invalid(signature_algo="value_is_invalid")
+        event_types = data.get("event_types")
+        endpoint = WebhookEndpoint(self.new_id(), url, algo, data.get("name"), event_types, self.clock.now())
+        self.webhook_endpoints[endpoint.lago_id] = endpoint
+        return endpoint
+
+    def webhook_endpoint(self, lago_id: str) -> WebhookEndpoint:
+        try:
+            return self.webhook_endpoints[lago_id]
+        except KeyError:
+            raise not_found("webhook_endpoint") from None
