@@ -30,6 +30,20 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class WebhookSource(Protocol):
+    """A source that also receives pushes. ``verify_webhook`` checks the raw body with the system's own
+    scheme and returns (the sender's unique delivery key, records), or None to answer 401."""
+
+    name: str
+
+    async def read(self, checkpoint: str | None, limit: int) -> SourceBatch: ...
+
+    async def verify_webhook(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> tuple[str | None, list[Mapping[str, Any]]] | None: ...
+
+
+@runtime_checkable
 class Target(Protocol):
     """A target applies one canonical entity; ``lookup`` finds an effect already applied under ``key``
     (the crash-recovery hook: consulted before any resend of an unconfirmed attempt)."""

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lead2cash.config.schema import WebhookTrigger
+from lead2cash.routes.interfaces import WebhookSource
 
 if TYPE_CHECKING:
     from lead2cash.hub import Hub
@@ -76,6 +77,18 @@ def create_app(hub: Hub) -> Starlette:
             body = await read_limited(request, trigger.max_body_bytes)
         except BodyTooLarge:
             return JSONResponse({"error": f"body exceeds {trigger.max_body_bytes} bytes"}, status_code=413)
+        source = hub.routes[name].source
+        if isinstance(source, WebhookSource):
+            # The system's own verification (e.g. Lago's signatures) and its own delivery key.
+            verified = await source.verify_webhook(request.headers, body)
+            if verified is None:
+                return JSONResponse({"error": "invalid or missing signature"}, status_code=401)
+            unique, records = verified
+            if unique and not hub.store.receipt_add(f"webhook:{name}", unique):
+                return JSONResponse({"status": "duplicate", "unique_key": unique}, status_code=200)
+            accepted = hub.routes[name].submit(records)
+            hub.wake(name)
+            return JSONResponse({"status": "accepted", "records": accepted}, status_code=202)
         if trigger.secret is None or not hmac_valid(
             trigger.secret.get_secret_value(), body, request.headers.get(trigger.signature_header)
         ):
