@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
 
 import pytest
 
@@ -98,29 +98,28 @@ def test_dead_letter_requeue_and_discard(store_url: str) -> None:
     store.close()
 
 
+def _claim_all(url: str, worker: str) -> list[int]:
+    store = Store(url, migrate=False)
+    seen: list[int] = []
+    while True:
+        batch = store.claim("r", worker, 7, 60_000)
+        if not batch:
+            break
+        seen.extend(m.id for m in batch)
+        store.complete("T", [(m.id, m.idempotency_key, None) for m in batch])
+    store.close()
+    return seen
+
+
 @pytest.mark.postgres
-def test_two_workers_never_claim_the_same_message(pg_url: str) -> None:
-    """Concurrent claimers on one PostgreSQL (FOR UPDATE SKIP LOCKED): every message exactly once."""
+def test_three_worker_processes_never_claim_the_same_message(pg_url: str) -> None:
+    """Separate processes on one PostgreSQL (FOR UPDATE SKIP LOCKED): every message exactly once."""
     setup = Store(pg_url)
-    setup.enqueue("r", _msgs(600))
-    seen: dict[str, list[int]] = {"w1": [], "w2": [], "w3": []}
-
-    def work(worker: str) -> None:
-        store = Store(pg_url, migrate=False)
-        while True:
-            batch = store.claim("r", worker, 7, 60_000)
-            if not batch:
-                break
-            seen[worker].extend(m.id for m in batch)
-            store.complete("T", [(m.id, m.idempotency_key, None) for m in batch])
-        store.close()
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in seen]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    all_ids = [i for ids in seen.values() for i in ids]
-    assert len(all_ids) == 600 and len(set(all_ids)) == 600
-    assert sum(1 for ids in seen.values() if ids) >= 2, "work was not shared"
+    setup.enqueue("r", _msgs(900))
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        results = pool.starmap(_claim_all, [(pg_url, f"w{i}") for i in range(3)])
+    all_ids = [i for ids in results for i in ids]
+    assert len(all_ids) == 900 and len(set(all_ids)) == 900
+    assert sum(1 for ids in results if ids) >= 2, "work was not shared"
+    assert setup.count_messages("r", "delivered") == 900
     setup.close()
