@@ -80,7 +80,10 @@ def run(
 
     async def main() -> int:
         if until_idle:
-            idle = await hub.run_until_idle(timeout=timeout)
+            try:
+                idle = await hub.run_until_idle(timeout=timeout)
+            finally:
+                await hub.aclose_systems()
             return 0 if idle else 2
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -167,7 +170,14 @@ def dlq_replay(
         routes.add(d.route)
         console.print(f"dead letter {dead_letter_id} requeued on route {d.route}")
     if deliver and routes:
-        asyncio.run(hub.run_until_idle(timeout=300, routes=sorted(routes)))
+
+        async def drain() -> None:
+            try:
+                await hub.run_until_idle(timeout=300, routes=sorted(routes))
+            finally:
+                await hub.aclose_systems()
+
+        asyncio.run(drain())
         console.print(f"open dead letters now: {hub.store.dlq_count()}")
     hub.close()
     raise typer.Exit(code)

@@ -377,6 +377,18 @@ class Hub:
             await self._stopping.wait()
         finally:
             await self.stop()
+            await self.aclose_systems()
+
+    async def aclose_systems(self) -> None:
+        """Close systems' sessions and pools (HTTP keep-alive connections, thread pools)."""
+        for name, system in self.systems.items():
+            closer = getattr(system, "aclose", None)
+            if closer is None:
+                continue
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing system failed", system=name)
 
     def close(self) -> None:
         self.store.close()

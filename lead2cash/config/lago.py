@@ -1,11 +1,104 @@
-"""Config of a Lago system (``type: lago``)."""
+"""Config of a Lago system (``type: lago``).
+
+```yaml
+systems:
+  lago:
+    type: lago
+    base_url: https://api.getlago.com/api/v1
+    api_key: ${LAGO_API_KEY}
+    ca_bundle: /etc/ssl/lago-ca.pem        # optional: trust this CA instead of the system store
+    timeout: 10s
+    webhook: {signature: hmac, hmac_key: ${LAGO_HMAC_KEY}}   # or {signature: jwt}
+    plan_table: lago_plans                 # mappings: product code -> plan code ({currency} allowed)
+    addon_table: lago_add_ons              # mappings: product code -> add-on code
+```
+The flat keys the Lago sandbox prints (``webhook_signature``, ``webhook_hmac_key``,
+``webhook_public_key_url``) are accepted too and folded into ``webhook``.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from lead2cash.config.base import Strict
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from lead2cash.config.base import Duration, Strict
+
+_FLAT_WEBHOOK_KEYS = {
+    "webhook_signature": "signature",
+    "webhook_hmac_key": "hmac_key",
+    "webhook_public_key_url": "public_key_url",
+}
+
+
+class LagoWebhookConfig(Strict):
+    signature: Literal["hmac", "jwt"] = Field(
+        "hmac", description="how Lago signs X-Lago-Signature: HMAC-SHA256 or an RS256 JWT"
+    )
+    hmac_key: SecretStr | None = Field(None, description="the organization's HMAC key (signature: hmac)")
+    public_key_url: str | None = Field(
+        None,
+        description="where Lago serves its webhook public key; default {base_url}/webhooks/json_public_key",
+    )
+    public_key_ttl: Duration = Field(3600.0, description="how long the fetched public key is trusted")
+    issuer: str | None = Field(
+        None, description="expected JWT 'iss' (Lago's LAGO_API_URL); unchecked if unset"
+    )
+
+    @model_validator(mode="after")
+    def _key_for_hmac(self) -> LagoWebhookConfig:
+        if self.signature == "hmac" and self.hmac_key is None:
+            raise ValueError("hmac_key is required when signature is 'hmac'")
+        return self
 
 
 class LagoSystemConfig(Strict):
     type: Literal["lago"]
+    base_url: str = Field(description="Lago's REST API root, ending in /api/v1")
+    api_key: SecretStr
+    ca_bundle: str | None = Field(None, description="PEM file of the CA to trust (default: system store)")
+    timeout: Duration = 10.0
+    max_connections: int = Field(32, ge=1, le=1024)
+    retries: int = Field(
+        4, ge=0, le=20, description="quick in-call retries of safe requests before the route's own retry"
+    )
+    max_inline_wait: Duration = Field(
+        5.0, description="a longer Retry-After is handed to the route (which pauses) instead of waited"
+    )
+    webhook: LagoWebhookConfig | None = None
+    plan_table: str | None = Field(None, description="mappings table: product code -> plan code")
+    addon_table: str | None = Field(None, description="mappings table: product code -> add-on code")
+    subscriptions: Literal["per_line", "per_plan"] = "per_line"
+    billing_time: Literal["calendar", "anniversary"] = "calendar"
+    unsupported_currencies: list[str] = Field(
+        default_factory=list,
+        description="currencies this Lago refuses; orders in them are dead-lettered before any call",
+    )
+    poll_lookback: Duration = Field(
+        90 * 86400.0, description="poll fallback: how far before the checkpoint to scan issuing dates"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_flat_webhook_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not any(k in data for k in _FLAT_WEBHOOK_KEYS):
+            return data
+        data = dict(data)
+        webhook = dict(data.get("webhook") or {})
+        for flat, nested in _FLAT_WEBHOOK_KEYS.items():
+            if flat in data:
+                webhook.setdefault(nested, data.pop(flat))
+        data["webhook"] = webhook
+        return data
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("expected an http(s) URL such as https://api.getlago.com/api/v1")
+        return value.rstrip("/")
+
+    @field_validator("unsupported_currencies")
+    @classmethod
+    def _upper(cls, value: list[str]) -> list[str]:
+        return [c.upper() for c in value]

@@ -151,8 +151,10 @@ class RouteRuntime:
         records: list[Mapping[str, Any]],
         checkpoint: str | None = None,
         rejects: Sequence[tuple[str, str]] = (),
-    ) -> int:
-        """Map records and write them to the inbox (with the checkpoint, in one transaction)."""
+        receipt: tuple[str, str] | None = None,
+    ) -> int | None:
+        """Map records and write them to the inbox (with the checkpoint, in one transaction). With a
+        ``receipt`` (sender, delivery key), a delivery seen before writes nothing and returns None."""
         new: list[NewMessage] = []
         dead: list[NewDeadLetter] = [
             NewDeadLetter(original_payload=raw, error_message=reason, trace_id=uuid.uuid4().hex)
@@ -167,7 +169,8 @@ class RouteRuntime:
             elif item is not None:
                 dead.append(item)
         cp = (self.source_id, checkpoint) if checkpoint is not None and self.source_id else None
-        self.store.enqueue(self.name, new, checkpoint=cp, dead=dead)
+        if not self.store.enqueue(self.name, new, checkpoint=cp, dead=dead, receipt=receipt):
+            return None
         self.metrics.ingested.labels(self.name).inc(len(new))
         return len(new)
 
@@ -179,7 +182,7 @@ class RouteRuntime:
         checkpoint = self.store.checkpoint_get(self.source_id)
         while True:
             batch = await self.source.read(checkpoint, self.batch_size)
-            total += self.submit(list(batch.records), batch.checkpoint, batch.rejects)
+            total += self.submit(list(batch.records), batch.checkpoint, batch.rejects) or 0
             if batch.checkpoint is not None:
                 checkpoint = batch.checkpoint
             if not batch.more:

@@ -243,13 +243,25 @@ class Store:
         checkpoint: tuple[str, str] | None = None,
         dead: Sequence[NewDeadLetter] = (),
         reason: str = "source advanced",
-    ) -> None:
+        receipt: tuple[str, str] | None = None,
+    ) -> bool:
         """Write a batch from a source and advance its checkpoint in the same transaction.
 
         A message whose (route, idempotency key) is already known is ignored: the idempotent consumer.
+        With ``receipt`` (sender, unique delivery key) the batch is written only if that delivery was never
+        seen, atomically with remembering it: False means a duplicate delivery, nothing written.
         """
         ts = self.clock()
         with self.engine.begin() as conn:
+            if receipt is not None:
+                seen = conn.execute(
+                    self._insert(inbound_receipts)
+                    .values(sender=receipt[0], unique_key=receipt[1], received_at_ms=ts)
+                    .on_conflict_do_nothing()
+                    .returning(inbound_receipts.c.unique_key)
+                ).first()
+                if seen is None:
+                    return False
             if new:
                 rows = [
                     {
@@ -289,6 +301,7 @@ class Store:
                 )
             if checkpoint is not None:
                 self._checkpoint_set(conn, checkpoint[0], checkpoint[1], reason, ts)
+        return True
 
     def claim(self, route: str, worker: str, limit: int, lease_ms: int) -> list[Message]:
         """Lease up to ``limit`` due messages of ``route``; never one whose ordering key has an earlier

@@ -67,6 +67,49 @@ def create_app(hub: Hub) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    def accept(name: str, records: list[Any], unique: str | None) -> tuple[int, dict[str, Any]]:
+        # The receipt is written in the inbox transaction: a failed write leaves the delivery unseen, so
+        # the sender's retry is not mistaken for a duplicate.
+        receipt = (f"webhook:{name}", unique) if unique else None
+        accepted = hub.routes[name].submit(records, receipt=receipt)
+        if accepted is None:
+            return 200, {"status": "duplicate", "unique_key": unique}
+        hub.wake(name)
+        return 202, {"status": "accepted", "records": accepted}
+
+    async def push_verified(
+        name: str, source: WebhookSource, request: Request, body: bytes
+    ) -> tuple[int, dict[str, Any]]:
+        # The system's own verification (e.g. Lago's signatures) and its own delivery key.
+        verified = await source.verify_webhook(request.headers, body)
+        if verified is None:
+            return 401, {"error": "invalid or missing signature"}
+        unique, records = verified
+        return accept(name, records, unique)
+
+    async def system_webhook(request: Request) -> Response:
+        """``POST /webhooks/<system type>`` (Lago's one endpoint): every webhook route whose source is a
+        system of that type gets the event through the same path; each source keeps what it accepts."""
+        kind = request.url.path.rsplit("/", 1)[-1]
+        names = [
+            n
+            for n, cfg in hub.route_configs.items()
+            if isinstance(cfg.source.trigger, WebhookTrigger)
+            and getattr(hub.config.systems.get(cfg.source.system), "type", None) == kind
+            and isinstance(hub.routes[n].source, WebhookSource)
+        ]
+        if not names:
+            return JSONResponse({"error": f"no {kind} webhook route here"}, status_code=404)
+        limit = max(hub.route_configs[n].source.trigger.max_body_bytes for n in names)  # type: ignore[union-attr]
+        try:
+            body = await read_limited(request, limit)
+        except BodyTooLarge:
+            return JSONResponse({"error": f"body exceeds {limit} bytes"}, status_code=413)
+        results = {n: await push_verified(n, hub.routes[n].source, request, body) for n in names}  # type: ignore[arg-type]
+        statuses = [status for status, _ in results.values()]
+        status = 401 if all(s == 401 for s in statuses) else 202 if 202 in statuses else 200
+        return JSONResponse({n: data for n, (_, data) in results.items()}, status_code=status)
+
     async def webhook(request: Request) -> Response:
         name = request.path_params["route"]
         cfg = hub.route_configs.get(name)
@@ -79,16 +122,8 @@ def create_app(hub: Hub) -> Starlette:
             return JSONResponse({"error": f"body exceeds {trigger.max_body_bytes} bytes"}, status_code=413)
         source = hub.routes[name].source
         if isinstance(source, WebhookSource):
-            # The system's own verification (e.g. Lago's signatures) and its own delivery key.
-            verified = await source.verify_webhook(request.headers, body)
-            if verified is None:
-                return JSONResponse({"error": "invalid or missing signature"}, status_code=401)
-            unique, records = verified
-            if unique and not hub.store.receipt_add(f"webhook:{name}", unique):
-                return JSONResponse({"status": "duplicate", "unique_key": unique}, status_code=200)
-            accepted = hub.routes[name].submit(records)
-            hub.wake(name)
-            return JSONResponse({"status": "accepted", "records": accepted}, status_code=202)
+            status, data = await push_verified(name, source, request, body)
+            return JSONResponse(data, status_code=status)
         if trigger.secret is None or not hmac_valid(
             trigger.secret.get_secret_value(), body, request.headers.get(trigger.signature_header)
         ):
@@ -101,11 +136,8 @@ def create_app(hub: Hub) -> Starlette:
         if not all(isinstance(r, dict) for r in records):
             return JSONResponse({"error": "expected a JSON object or a list of objects"}, status_code=400)
         unique = request.headers.get(trigger.unique_key_header) if trigger.unique_key_header else None
-        if unique and not hub.store.receipt_add(f"webhook:{name}", unique):
-            return JSONResponse({"status": "duplicate", "unique_key": unique}, status_code=200)
-        accepted = hub.routes[name].submit(records)
-        hub.wake(name)
-        return JSONResponse({"status": "accepted", "records": accepted}, status_code=202)
+        status, data = accept(name, records, unique)
+        return JSONResponse(data, status_code=status)
 
     async def dead_letters(request: Request) -> Response:
         if not authorised(request):
@@ -118,6 +150,7 @@ def create_app(hub: Hub) -> Starlette:
         routes=[
             Route("/health", health),
             Route("/metrics", metrics),
+            Route("/webhooks/lago", system_webhook, methods=["POST"]),
             Route("/webhooks/{route}", webhook, methods=["POST"]),
             Route("/admin/dead-letters", dead_letters),
         ]

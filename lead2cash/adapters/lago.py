@@ -1,0 +1,644 @@
+"""Translation between Lago's records and the canonical model. Pure functions: no I/O.
+
+Outbound (Order -> Lago): the customer payload, the subscriptions a won order needs (one per recurring line,
+or one per plan), and the add-on fees of the one-off invoice for its one-time lines, all in integer minor
+units computed from the canonical line amounts, so Lago bills exactly what the order says.
+
+Inbound (Lago -> canonical): ``lago.invoice`` (fees, coupons, taxes, totals -> ``Invoice``), ``lago.payment``
+(``invoice.payment_status_updated`` -> ``Payment``) and ``lago.credit_note`` (-> ``CreditNote``). A record
+is a Lago webhook body (``{"webhook_type": ..., "invoice": {...}}``) or the bare object. The entity's
+``version`` is the invoice's state rank (draft < finalized < payment failed < paid < voided), so keys of the
+form ``invoice:{id}:v{version}`` give one downstream effect per state, never one per delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from lead2cash.canonical_model import (
+    MINOR_UNITS,
+    Address,
+    ChargeKind,
+    CreditNote,
+    CreditNoteLine,
+    CreditNoteReason,
+    CreditNoteStatus,
+    Customer,
+    Invoice,
+    InvoiceLine,
+    InvoicePaymentStatus,
+    InvoiceStatus,
+    Money,
+    Order,
+    OrderLine,
+    Payment,
+    PaymentStatus,
+    TaxLine,
+)
+from lead2cash.errors import PermanentError
+
+METADATA_KEY = "lead2cash_key"
+"""Invoice metadata key holding the hub's idempotency key of the delivery that created the invoice."""
+METADATA_ORDER = "lead2cash_order"
+"""Invoice metadata key holding the canonical order id: finds an order's invoice whatever its version."""
+
+# ------------------------------------------------------------------------------------------- state rank
+RANK_DRAFT, RANK_FINALIZED, RANK_PAYMENT_FAILED, RANK_PAID, RANK_VOIDED = 1, 2, 3, 4, 5
+
+
+def invoice_rank(invoice: Mapping[str, Any]) -> int:
+    """How far an invoice has gone; Lago never moves one backwards along this order (one exception: a
+    failed payment retried goes failed -> pending, which is ranked as still failed until it succeeds)."""
+    status = invoice.get("status")
+    if status == "voided":
+        return RANK_VOIDED
+    if status != "finalized":
+        return RANK_DRAFT  # draft, and Lago's transient pending/failed (tax computation) states
+    payment = invoice.get("payment_status")
+    if payment == "succeeded":
+        return RANK_PAID
+    if payment == "failed":
+        return RANK_PAYMENT_FAILED
+    return RANK_FINALIZED
+
+
+# ------------------------------------------------------------------------------------------- outbound
+def minor_units(money: Money) -> int:
+    return money.to_minor_units()
+
+
+def table_code(
+    table: Mapping[str, Any] | None, table_name: str | None, product_code: str, currency: str, what: str
+) -> str:
+    """The Lago code a mapping table gives a product; values may use ``{product_code}`` and ``{currency}``
+    (Lago plans carry one currency: ``PLAT-BASE: "PLAT-BASE__{currency}"``); ``_default`` applies to
+    products the table does not list. No table at all means the Lago code is the product code."""
+    if table is None:
+        template: Any = product_code
+    else:
+        template = table.get(product_code, table.get("_default"))
+        if template is None:
+            raise PermanentError(
+                f"no Lago {what} mapped for product {product_code!r}",
+                details={"table": table_name or "?", "product_code": product_code},
+            )
+    try:
+        return str(template).format(product_code=product_code, currency=currency)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise PermanentError(
+            f"mapping table entry for {product_code!r} is not a valid template",
+            details={"table": table_name or "?", "error": str(exc)},
+        ) from None
+
+
+def customer_payload(customer: Customer, external_id: str, currency: str) -> dict[str, Any]:
+    """Lago's customer body: identity, billing address, currency, tax id, e-mail."""
+    body: dict[str, Any] = {
+        "external_id": external_id,
+        "name": customer.name,
+        "currency": currency,
+        "customer_type": "company",
+    }
+    optional = {
+        "legal_name": customer.legal_name,
+        "email": customer.email,
+        "phone": customer.phone,
+        "tax_identification_number": customer.tax_id,
+        "net_payment_term": customer.net_payment_term_days,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    address = customer.billing_address
+    if address is not None:
+        parts = {
+            "address_line1": address.line1,
+            "address_line2": address.line2,
+            "city": address.city,
+            "state": address.region,
+            "zipcode": address.postal_code,
+            "country": address.country,
+        }
+        body.update({k: v for k, v in parts.items() if v is not None})
+    if customer.language:
+        body["billing_configuration"] = {"document_locale": customer.language.split("-")[0].lower()}
+    return body
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    """One subscription an order needs. ``key`` is the stable external id base (the order line, or the
+    order and plan); a replacement after a price change gets ``key@v<order version>``."""
+
+    key: str
+    plan_code: str
+    amount_cents: int
+    currency: str
+    start: date
+    name: str
+    line_ids: tuple[str, ...]
+
+    def payload(self, external_customer_id: str, external_id: str, billing_time: str) -> dict[str, Any]:
+        return {
+            "external_customer_id": external_customer_id,
+            "plan_code": self.plan_code,
+            "external_id": external_id,
+            "name": self.name,
+            "billing_time": billing_time,
+            "subscription_at": f"{self.start.isoformat()}T00:00:00Z",
+            # The order's negotiated price per period (quantity and discounts included), exactly.
+            "plan_overrides": {"amount_cents": self.amount_cents, "amount_currency": self.currency},
+        }
+
+    def matches(self, subscription: Mapping[str, Any]) -> bool:
+        """Does a Lago subscription already bill what this spec asks for?"""
+        return (
+            subscription.get("plan_code") == self.plan_code
+            and subscription.get("plan_amount_cents") == self.amount_cents
+            and subscription.get("plan_amount_currency", self.currency) == self.currency
+        )
+
+
+def subscription_base(external_id: str) -> str:
+    """The spec key of a Lago subscription external id (``<key>`` or ``<key>@v<n>``)."""
+    return external_id.split("@v", 1)[0]
+
+
+@dataclass(frozen=True)
+class FeeSpec:
+    """One add-on fee of the one-off invoice. ``units * unit_amount_cents`` is exactly the line's net amount
+    in minor units: the line's quantity and unit price when their product is exact and undiscounted,
+    otherwise one unit at the net amount."""
+
+    add_on_code: str
+    units: Decimal
+    unit_amount_cents: int
+    description: str
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "add_on_code": self.add_on_code,
+            "units": format(self.units, "f"),
+            "unit_amount_cents": self.unit_amount_cents,
+            "description": self.description,
+        }
+
+    def signature(self) -> tuple[str, Decimal, int, str]:
+        return (self.add_on_code, self.units.normalize(), self.unit_amount_cents, self.description)
+
+
+def order_marker(order_id: str) -> str:
+    """Written into every fee description of an order's one-off invoice, so the invoice can be told apart
+    even before its metadata is written (create and metadata are two calls)."""
+    return f"(order {order_id})"
+
+
+def fee_spec(line: OrderLine, add_on_code: str, order_id: str) -> FeeSpec:
+    net = minor_units(line.net_amount)
+    unit = line.unit_price.to_minor_units()
+    product = line.quantity * unit
+    # Discounts leave quantity * price != net, and so does a price with sub-cent precision: then one unit.
+    if product == product.to_integral_value() and int(product) == net:
+        units, unit_cents = line.quantity, unit
+    else:
+        units, unit_cents = Decimal(1), net
+    text = line.description or line.product_name
+    return FeeSpec(add_on_code, units, unit_cents, f"{text} {order_marker(order_id)}")
+
+
+@dataclass(frozen=True)
+class BillingPlan:
+    """Everything Lago must hold for one order."""
+
+    currency: str
+    subscriptions: tuple[SubscriptionSpec, ...]
+    fees: tuple[FeeSpec, ...]
+
+    def fee_signatures(self) -> list[tuple[str, Decimal, int, str]]:
+        return sorted(f.signature() for f in self.fees)
+
+
+def billing_plan(
+    order: Order,
+    *,
+    plan_table: Mapping[str, Any] | None = None,
+    plan_table_name: str | None = None,
+    addon_table: Mapping[str, Any] | None = None,
+    addon_table_name: str | None = None,
+    grouping: str = "per_line",
+) -> BillingPlan:
+    """What a won order becomes in Lago. A non-won order (lost, reopened, cancelled) needs nothing."""
+    currency = order.currency
+    if order.status.value != "won":
+        return BillingPlan(currency, (), ())
+    specs: dict[str, SubscriptionSpec] = {}
+    for line in order.recurring_lines:
+        plan = table_code(plan_table, plan_table_name, line.product_code, currency, "plan")
+        start = line.service_start or order.order_date
+        cents = minor_units(line.net_amount)
+        if grouping == "per_plan":
+            key = f"{order.id}:{plan}"
+            prior = specs.get(key)
+            if prior is not None:
+                specs[key] = SubscriptionSpec(
+                    key,
+                    plan,
+                    prior.amount_cents + cents,
+                    currency,
+                    min(prior.start, start),
+                    prior.name,
+                    (*prior.line_ids, line.id),
+                )
+                continue
+            name = f"{line.product_name} ({order.name or order.id})"
+        else:
+            key = f"{order.id}:{line.id}"
+            name = line.description or line.product_name
+        specs[key] = SubscriptionSpec(key, plan, cents, currency, start, name, (line.id,))
+    fees = tuple(
+        fee_spec(
+            line, table_code(addon_table, addon_table_name, line.product_code, currency, "add-on"), order.id
+        )
+        for line in order.one_time_lines
+    )
+    return BillingPlan(currency, tuple(specs.values()), fees)
+
+
+def one_off_invoice_payload(external_customer_id: str, plan: BillingPlan) -> dict[str, Any]:
+    return {
+        "external_customer_id": external_customer_id,
+        "currency": plan.currency,
+        "fees": [f.payload() for f in plan.fees],
+    }
+
+
+def metadata_value(invoice: Mapping[str, Any], key: str) -> str | None:
+    for item in invoice.get("metadata") or []:
+        if isinstance(item, Mapping) and item.get("key") == key:
+            value = item.get("value")
+            return str(value) if value is not None else None
+    return None
+
+
+def invoice_fee_signatures(invoice: Mapping[str, Any]) -> list[tuple[str, Decimal, int, str]]:
+    out = []
+    for fee in invoice.get("fees") or []:
+        item = fee.get("item") or {}
+        units = _decimal(fee.get("units", "1"), "units")
+        cents = int(fee.get("amount_cents", 0))
+        unit_cents = _unit_cents(fee, units, cents)
+        out.append((str(item.get("code")), units.normalize(), unit_cents, str(fee.get("description") or "")))
+    return sorted(out)
+
+
+def _unit_cents(fee: Mapping[str, Any], units: Decimal, amount_cents: int) -> int:
+    # Lago reports the unit price in major units (precise_unit_amount); back to minor units exactly.
+    precise = fee.get("precise_unit_amount")
+    currency = str(fee.get("amount_currency") or "")
+    if precise is not None and currency in MINOR_UNITS:
+        return int(_decimal(precise, "precise_unit_amount").scaleb(MINOR_UNITS[currency]).to_integral_value())
+    return amount_cents if units == 1 else -1
+
+
+def unmarked_order_invoice(invoice: Mapping[str, Any], order_id: str) -> bool:
+    """An invoice the hub created for this order whose metadata was not written yet: one-off, no hub
+    metadata, and every fee description carries the order's marker."""
+    if invoice.get("invoice_type") != "one_off" or metadata_value(invoice, METADATA_ORDER) is not None:
+        return False
+    fees = invoice.get("fees") or []
+    marker = order_marker(order_id)
+    return bool(fees) and all(str(f.get("description") or "").endswith(marker) for f in fees)
+
+
+def metadata_update(invoice: Mapping[str, Any], pairs: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The metadata list for ``PUT /invoices/{id}``: Lago replaces the list, so existing items are kept
+    (with their ids) and ours are added or updated."""
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in invoice.get("metadata") or []:
+        key = str(item.get("key"))
+        value = pairs.get(key, item.get("value"))
+        entry: dict[str, Any] = {"key": key, "value": value}
+        if item.get("lago_id"):
+            entry["id"] = item["lago_id"]
+        items.append(entry)
+        seen.add(key)
+    items.extend({"key": k, "value": v} for k, v in pairs.items() if k not in seen)
+    return items
+
+
+# ------------------------------------------------------------------------------------------- inbound
+def _decimal(value: Any, what: str) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{what}: expected a number, got {value!r}")
+    try:
+        return Decimal(str(value))  # a float from a JSON parser that did not use parse_float=Decimal
+    except InvalidOperation:
+        raise ValueError(f"{what}: {value!r} is not a number") from None
+
+
+def _cents(obj: Mapping[str, Any], field: str, currency: str, where: str) -> Money:
+    value = obj.get(field)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where}.{field}: expected integer minor units, got {value!r}")
+    return Money.from_minor_units(value, currency)
+
+
+def _date(value: Any, what: str) -> date | None:
+    if value in (None, ""):
+        return None
+    text = str(value)
+    try:
+        if "T" in text:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{what}: {value!r} is not an ISO date") from None
+
+
+def unwrap(record: Mapping[str, Any], object_type: str) -> Mapping[str, Any]:
+    """The Lago object inside a webhook body, or the record itself when it is the bare object."""
+    inner = record.get(object_type)
+    if isinstance(inner, Mapping):
+        return inner
+    if "lago_id" in record:
+        return record
+    raise ValueError(f"{object_type}: the record holds no Lago {object_type}")
+
+
+def customer_from_lago(data: Mapping[str, Any]) -> Customer:
+    external_id = data.get("external_id")
+    if not external_id:
+        raise ValueError("customer.external_id: missing")
+    address = None
+    if data.get("country"):
+        address = Address(
+            line1=data.get("address_line1") or None,
+            line2=data.get("address_line2") or None,
+            city=data.get("city") or None,
+            region=data.get("state") or None,
+            postal_code=data.get("zipcode") or None,
+            country=data["country"],
+        )
+    refs = {"lago": str(data["lago_id"])} if data.get("lago_id") else {}
+    email = data.get("email") or None
+    if email and ("@" not in email or " " in email.strip()):
+        email = None  # Lago accepts free text here; an unusable address is not a reason to lose the invoice
+    return Customer(
+        id=str(external_id),
+        refs=refs,
+        name=data.get("name") or data.get("legal_name") or str(external_id),
+        legal_name=data.get("legal_name") or None,
+        email=email.split(",")[0].strip() if email else None,
+        phone=data.get("phone") or None,
+        tax_id=data.get("tax_identification_number") or None,
+        currency=data.get("currency") or None,
+        net_payment_term_days=data.get("net_payment_term"),
+        billing_address=address,
+    )
+
+
+def _product_code(code: str | None, currency: str, options: Mapping[str, Any]) -> str | None:
+    if not code:
+        return None
+    suffix = f"{options.get('plan_currency_separator', '__')}{currency}"
+    if options.get("strip_plan_currency", True) and code.endswith(suffix):
+        return code[: -len(suffix)]
+    return code
+
+
+_KINDS = {"add_on": ChargeKind.ONE_TIME, "subscription": ChargeKind.RECURRING, "charge": ChargeKind.RECURRING}
+
+
+def _line(fee: Mapping[str, Any], currency: str, options: Mapping[str, Any], i: int) -> InvoiceLine:
+    where = f"invoice.fees[{i}]"
+    item = fee.get("item") or {}
+    net = _cents(fee, "amount_cents", currency, where)
+    units = _decimal(fee.get("units", "1"), f"{where}.units")
+    unit_price = None
+    precise = fee.get("precise_unit_amount")
+    if precise is not None:
+        amount = _decimal(precise, f"{where}.precise_unit_amount")
+        if amount == amount.quantize(Decimal(1).scaleb(-MINOR_UNITS[currency])) and amount >= 0:
+            unit_price = Money(amount=amount, currency=currency)
+    taxes = fee.get("applied_taxes") or []
+    description = (
+        item.get("invoice_display_name") or item.get("name") or fee.get("description") or item.get("code")
+    )
+    return InvoiceLine(
+        id=str(fee["lago_id"]),
+        refs={"lago": str(fee["lago_id"])},
+        description=str(description or "fee"),
+        product_code=_product_code(item.get("code"), currency, options),
+        kind=_KINDS.get(str(item.get("type"))),
+        quantity=units if units >= 0 else None,
+        unit_price=unit_price,
+        net_amount=net,
+        tax_code=str(taxes[0]["tax_code"]) if len(taxes) == 1 else None,
+        service_start=_date(fee.get("from_date"), f"{where}.from_date"),
+        service_end=_date(fee.get("to_date"), f"{where}.to_date"),
+        subscription_id=fee.get("external_subscription_id") or None,
+    )
+
+
+def _taxes(items: Sequence[Mapping[str, Any]], currency: str, base_field: str, where: str) -> list[TaxLine]:
+    out = []
+    for i, tax in enumerate(items):
+        base = tax.get(base_field)
+        out.append(
+            TaxLine(
+                code=str(tax.get("tax_code")),
+                name=tax.get("tax_name") or None,
+                rate=_decimal(tax.get("tax_rate", 0), f"{where}[{i}].tax_rate"),
+                taxable_amount=Money.from_minor_units(base, currency) if isinstance(base, int) else None,
+                amount=_cents(tax, "amount_cents", currency, f"{where}[{i}]"),
+            )
+        )
+    return out
+
+
+def _expect(actual: Money, data: Mapping[str, Any], field: str, what: str) -> None:
+    value = data.get(field)
+    if isinstance(value, int) and not isinstance(value, bool) and actual.to_minor_units() != value:
+        raise ValueError(f"invoice.{field}: {value} does not equal {what} ({actual.to_minor_units()})")
+
+
+_STATUS = {"finalized": InvoiceStatus.FINALIZED, "voided": InvoiceStatus.VOIDED}
+
+
+def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> Invoice:
+    """A Lago invoice (with its fees) as a canonical Invoice. Lines are the fees (plus one negative line
+    for coupons), taxes are the applied taxes, and the totals are checked against Lago's own to the minor
+    unit. Prepaid credits and credit notes applied to the invoice settle it like payments, they are not
+    revenue: the canonical total is Lago's ``sub_total_including_taxes_amount_cents`` and the amount
+    left to pay (``total_amount_cents``) is what ``lago.payment`` reports."""
+    options = options or {}
+    data = unwrap(record, "invoice")
+    currency = str(data.get("currency") or "")
+    if currency not in MINOR_UNITS:
+        raise ValueError(f"invoice.currency: {currency!r} is not an ISO 4217 currency")
+    lago_id = str(data["lago_id"])
+    lines = [_line(fee, currency, options, i) for i, fee in enumerate(data.get("fees") or [])]
+    coupons = data.get("coupons_amount_cents") or 0
+    if coupons:
+        lines.append(
+            InvoiceLine(
+                id=f"{lago_id}:coupons",
+                description="Coupons",
+                net_amount=-Money.from_minor_units(int(coupons), currency),
+            )
+        )
+    taxes = _taxes(data.get("applied_taxes") or [], currency, "fees_amount_cents", "invoice.applied_taxes")
+    rank = invoice_rank(data)
+    status = _STATUS.get(str(data.get("status")), InvoiceStatus.DRAFT)
+    payment = InvoicePaymentStatus(str(data.get("payment_status") or "pending"))
+    if status is InvoiceStatus.FINALIZED and payment is InvoicePaymentStatus.SUCCEEDED:
+        status = InvoiceStatus.PAID
+    customer = customer_from_lago(data.get("customer") or {})
+    issue = _date(data.get("issuing_date"), "invoice.issuing_date")
+    if issue is None:
+        raise ValueError("invoice.issuing_date: missing")
+    due = _date(data.get("payment_due_date"), "invoice.payment_due_date")
+    invoice = Invoice.build(
+        id=lago_id,
+        refs={"lago": lago_id},
+        version=rank,
+        source_modstamp=data.get("updated_at"),
+        invoice_number=str(data.get("number") or lago_id),
+        customer=customer,
+        currency=currency,
+        status=status,
+        payment_status=payment,
+        issue_date=issue,
+        due_date=due if due is None or due >= issue else issue,
+        lines=lines,
+        taxes=taxes,
+        order_id=metadata_value(data, METADATA_ORDER),
+    )
+    _expect(invoice.subtotal, data, "sub_total_excluding_taxes_amount_cents", "the fees less coupons")
+    _expect(invoice.tax_total, data, "taxes_amount_cents", "the sum of applied_taxes")
+    _expect(invoice.total, data, "sub_total_including_taxes_amount_cents", "subtotal + taxes")
+    due_cents = data.get("total_amount_cents")
+    if isinstance(due_cents, int):
+        settled = sum(
+            int(data.get(f) or 0)
+            for f in (
+                "credit_notes_amount_cents",
+                "prepaid_credit_amount_cents",
+                "progressive_billing_credit_amount_cents",
+            )
+        )
+        if invoice.total.to_minor_units() - settled != due_cents:
+            raise ValueError(
+                f"invoice.total_amount_cents: {due_cents} does not equal the total less credits "
+                f"({invoice.total.to_minor_units() - settled})"
+            )
+    return invoice
+
+
+_PAYMENT = {
+    "pending": PaymentStatus.PENDING,
+    "succeeded": PaymentStatus.SUCCEEDED,
+    "failed": PaymentStatus.FAILED,
+}
+
+
+def payment_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> Payment:
+    """``invoice.payment_status_updated``: the payment of the amount left to pay on the invoice."""
+    data = unwrap(record, "invoice")
+    currency = str(data.get("currency") or "")
+    if currency not in MINOR_UNITS:
+        raise ValueError(f"invoice.currency: {currency!r} is not an ISO 4217 currency")
+    lago_id = str(data["lago_id"])
+    status = _PAYMENT.get(str(data.get("payment_status")))
+    if status is None:
+        raise ValueError(
+            f"invoice.payment_status: {data.get('payment_status')!r} is not a Lago payment status"
+        )
+    day = _date(data.get("updated_at"), "invoice.updated_at") or _date(
+        data.get("issuing_date"), "issuing_date"
+    )
+    if day is None:
+        raise ValueError("invoice.updated_at: missing")
+    customer = data.get("customer") or {}
+    return Payment(
+        id=f"{lago_id}:payment",
+        refs={"lago": lago_id},
+        version=invoice_rank(data),
+        source_modstamp=data.get("updated_at"),
+        customer_id=str(customer.get("external_id") or data.get("external_customer_id") or "unknown"),
+        invoice_ids=(lago_id,),
+        amount=_cents(data, "total_amount_cents", currency, "invoice"),
+        status=status,
+        payment_date=day,
+        reference=str(data.get("number")) if data.get("number") else None,
+    )
+
+
+def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> CreditNote:
+    """``credit_note.created``: the credit note with its items (one per credited fee) and taxes."""
+    options = options or {}
+    data = unwrap(record, "credit_note")
+    currency = str(data.get("currency") or "")
+    if currency not in MINOR_UNITS:
+        raise ValueError(f"credit_note.currency: {currency!r} is not an ISO 4217 currency")
+    lines = []
+    for i, item in enumerate(data.get("items") or []):
+        fee = item.get("fee") or {}
+        fee_item = fee.get("item") or {}
+        lines.append(
+            CreditNoteLine(
+                id=str(item["lago_id"]),
+                refs={"lago": str(item["lago_id"])},
+                description=fee_item.get("invoice_display_name") or fee_item.get("name") or None,
+                invoice_line_id=fee.get("lago_id") or None,
+                product_code=_product_code(fee_item.get("code"), currency, options),
+                amount=_cents(item, "amount_cents", currency, f"credit_note.items[{i}]"),
+            )
+        )
+    taxes = _taxes(
+        data.get("applied_taxes") or [], currency, "base_amount_cents", "credit_note.applied_taxes"
+    )
+    customer = data.get("customer") or {}
+    voided = data.get("credit_status") == "voided"
+    issue = _date(data.get("issuing_date"), "credit_note.issuing_date")
+    if issue is None:
+        raise ValueError("credit_note.issuing_date: missing")
+    reason = str(data.get("reason") or "other")
+    note = CreditNote.build(
+        id=str(data["lago_id"]),
+        refs={"lago": str(data["lago_id"])},
+        source_modstamp=data.get("updated_at"),
+        credit_note_number=str(data.get("number") or data["lago_id"]),
+        invoice_id=str(data.get("lago_invoice_id")),
+        invoice_number=data.get("invoice_number") or None,
+        customer_id=str(customer.get("external_id") or "unknown"),
+        currency=currency,
+        status=CreditNoteStatus.VOIDED if voided else CreditNoteStatus.FINALIZED,
+        reason=CreditNoteReason(reason)
+        if reason in CreditNoteReason.__members__.values()
+        else CreditNoteReason.OTHER,
+        issue_date=issue,
+        lines=lines,
+        taxes=taxes,
+    )
+    for field, value, what in (
+        ("sub_total_excluding_taxes_amount_cents", note.subtotal, "the items"),
+        ("taxes_amount_cents", note.tax_total, "the applied taxes"),
+        ("total_amount_cents", note.total, "subtotal + taxes"),
+    ):
+        given = data.get(field)
+        if isinstance(given, int) and value.to_minor_units() != given:
+            raise ValueError(f"credit_note.{field}: {given} does not equal {what} ({value.to_minor_units()})")
+    return note
+
+
+INBOUND = {
+    "lago.invoice": invoice_from_lago,
+    "lago.payment": payment_from_lago,
+    "lago.credit_note": credit_note_from_lago,
+}

@@ -1,0 +1,235 @@
+"""Orders -> Lago through the hub against the sandbox with injected faults: exactly one billing effect each."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import doubles
+from conftest import LagoTestEnv, make_orders, run_hub, write_config
+
+from lead2cash.canonical_model import Order
+from lead2cash.hub import Hub
+
+CI_ORDERS = int(os.environ.get("LEAD2CASH_LAGO_ORDERS", "300"))
+
+
+def _expected(orders: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Per subscription external id its amount, per order its one-off total, per customer its invoices."""
+    subs: dict[str, int] = {}
+    one_off: dict[str, int] = {}
+    per_customer: Counter[str] = Counter()
+    for raw in orders:
+        order = Order.model_validate(raw)
+        for line in order.recurring_lines:
+            subs[f"{order.id}:{line.id}"] = line.net_amount.to_minor_units()
+        if order.one_time_lines:
+            one_off[order.id] = sum(line.net_amount.to_minor_units() for line in order.one_time_lines)
+            per_customer[order.customer.id] += 1
+    return subs, one_off, dict(per_customer)
+
+
+def test_orders_bill_exactly_once_through_503_429_and_lost_invoice_responses(
+    lago: LagoTestEnv, tmp_path: Path
+) -> None:
+    orders = make_orders(CI_ORDERS, prefix="ACC", seed=11)
+    kwd = make_orders(3, prefix="KWD", seed=12, currencies=("KWD",))
+    doubles.memory_system("mem", {}).records.extend([*orders, *kwd])
+    flaky = {"error_rate": 0.3, "error_statuses": [503, 429], "retry_after_s": 0}
+    lago.faults(
+        {
+            "*": flaky,
+            "invoices.create": {**flaky, "commit_then_drop_rate": 0.3},
+            "invoices.update": {**flaky, "commit_then_drop_rate": 0.1},
+            "subscriptions.create": {**flaky, "commit_then_drop_rate": 0.1},
+        }
+    )
+    hub = Hub.from_files([write_config(tmp_path, lago.system_config())], configure_logs=False)
+    started = time.perf_counter()
+    try:
+        assert run_hub(hub, timeout=120)
+    finally:
+        injected = lago.admin.get("/faults").json()["injected"]
+        lago.faults({})
+    elapsed = time.perf_counter() - started
+    print(f"\n{CI_ORDERS} orders billed in {elapsed:.1f}s with faults {injected}")
+    assert injected.get("invoices.create:commit_then_drop", 0) > 0
+    assert injected.get("invoices.create:503", 0) + injected.get("invoices.create:429", 0) > 0
+
+    effects = lago.effects()
+    subs, one_off, per_customer = _expected(orders)
+    customers = {o["customer"]["id"] for o in orders}
+    assert {k: v for k, v in effects["customer.create"].items() if k.startswith("ACC-")} == dict.fromkeys(
+        customers, 1
+    )
+    assert {k: v for k, v in effects["subscription.create"].items() if k.startswith("ACC-")} == dict.fromkeys(
+        subs, 1
+    )
+    assert {k: v for k, v in effects["invoice.create"].items() if k.startswith("ACC-")} == per_customer
+    metadata = effects["invoice.metadata"]
+    for order_id in one_off:
+        assert metadata[f"lead2cash_key=order:{order_id}:v1"] == 1
+        assert metadata[f"lead2cash_order={order_id}"] == 1
+
+    # Exact amounts: each invoice bills the order's one-time lines, each subscription its line's price.
+    billed = {}
+    for invoice in lago.invoices(invoice_type="one_off"):
+        order_id = next((m["value"] for m in invoice["metadata"] if m["key"] == "lead2cash_order"), None)
+        if order_id and order_id.startswith("ACC-"):
+            billed[order_id] = invoice["fees_amount_cents"]
+    assert billed == one_off
+    for external_id, cents in list(subs.items())[:40]:
+        sub = lago.api.get(f"/subscriptions/{external_id}").json()["subscription"]
+        assert sub["plan_amount_cents"] == cents
+
+    # KWD is no Lago currency: a permanent failure with Lago's field errors, nothing half-billed.
+    dead = hub.store.dlq_list("bill")
+    assert {d.idempotency_key for d in dead} == {f"order:{o['id']}:v1" for o in kwd}
+    for d in dead:
+        assert d.error_class == "permanent"
+        assert "currency" in d.error_message and "value_is_invalid" in d.error_message
+    assert not any(k.startswith("KWD-") for k in effects.get("customer.create", {}))
+    assert hub.store.count_messages("bill", "delivered") == CI_ORDERS
+    hub.close()
+
+
+def test_unsupported_currency_is_refused_before_any_call(lago: LagoTestEnv, tmp_path: Path) -> None:
+    kwd = make_orders(2, prefix="UNS", seed=3, currencies=("KWD",))
+    doubles.memory_system("mem", {}).records.extend(kwd)
+    system = lago.system_config(unsupported_currencies=["kwd"])
+    hub = Hub.from_files([write_config(tmp_path, system)], configure_logs=False)
+    assert run_hub(hub, timeout=30)
+    dead = hub.store.dlq_list("bill")
+    assert len(dead) == 2
+    assert all("currency KWD is not supported by this Lago" in d.error_message for d in dead)
+    assert hub.systems["lago"].client.calls == 0  # type: ignore[attr-defined]
+    hub.close()
+
+
+def _deliver(hub: Hub) -> None:
+    assert run_hub(hub, timeout=30)
+
+
+def _subs(lago: LagoTestEnv, customer: str, status: str = "active") -> dict[str, dict[str, Any]]:
+    data = lago.api.get(
+        "/subscriptions", params={"external_customer_id": customer, "status[]": status, "per_page": 100}
+    ).json()
+    return {s["external_id"]: s for s in data["subscriptions"]}
+
+
+def test_changes_after_billing_are_reconciled_or_dead_lettered(lago: LagoTestEnv, tmp_path: Path) -> None:
+    """Quantity up replaces the subscription, a removed line terminates it, a changed one-time line or a
+    reopened deal with an issued invoice is dead-lettered with the reason (a credit note is needed)."""
+    system = doubles.memory_system("mem", {})
+    base = {
+        "id": "CHG-1",
+        "customer": {"id": "CHG-ACC", "name": "Change Corp", "billing_address": {"country": "DE"}},
+        "currency": "EUR",
+        "order_date": "2026-01-01",
+        "status": "won",
+        "lines": [
+            {"id": "CHG-1-a", "product_code": "PLAT-BASE", "product_name": "Platform", "kind": "recurring",
+             "billing_period": "monthly", "quantity": "1", "unit_price": {"amount": "459.00", "currency": "EUR"}},
+            {"id": "CHG-1-b", "product_code": "SEAT-ADD", "product_name": "Seats", "kind": "recurring",
+             "billing_period": "monthly", "quantity": "10", "unit_price": {"amount": "27.50", "currency": "EUR"}},
+        ],
+    }  # fmt: skip
+    no_invoice = {**base}
+    path = write_config(tmp_path, lago.system_config())
+    hub = Hub.from_files([path], configure_logs=False)
+    system.records.append(no_invoice)
+    _deliver(hub)
+    assert set(_subs(lago, "CHG-ACC")) == {"CHG-1:CHG-1-a", "CHG-1:CHG-1-b"}
+    assert _subs(lago, "CHG-ACC")["CHG-1:CHG-1-b"]["plan_amount_cents"] == 27500
+
+    # v2: 12 seats instead of 10 -> the seat subscription is replaced at the new price.
+    v2 = {**base, "version": 2, "lines": [base["lines"][0], {**base["lines"][1], "quantity": "12"}]}
+    system.records.append(v2)
+    _deliver(hub)
+    active = _subs(lago, "CHG-ACC")
+    assert set(active) == {"CHG-1:CHG-1-a", "CHG-1:CHG-1-b@v2"}
+    assert active["CHG-1:CHG-1-b@v2"]["plan_amount_cents"] == 33000
+    assert "CHG-1:CHG-1-b" in _subs(lago, "CHG-ACC", "terminated")
+
+    # v3: the seat line is removed -> its subscription is terminated; a one-time line is added -> invoiced.
+    onboarding = {"id": "CHG-1-c", "product_code": "ONB-STD", "product_name": "Onboarding",
+                  "kind": "one_time", "quantity": "1", "unit_price": {"amount": "2300.00", "currency": "EUR"}}  # fmt: skip
+    v3 = {**base, "version": 3, "lines": [base["lines"][0], onboarding]}
+    system.records.append(v3)
+    _deliver(hub)
+    assert set(_subs(lago, "CHG-ACC")) == {"CHG-1:CHG-1-a"}
+    [invoice] = lago.invoices(external_customer_id="CHG-ACC", invoice_type="one_off")
+    assert invoice["fees_amount_cents"] == 230000
+    assert hub.store.dlq_count("bill") == 0
+
+    # v4: the one-time line's quantity changes after its invoice was finalized -> dead letter, no guess.
+    v4 = {**base, "version": 4, "lines": [base["lines"][0], {**onboarding, "quantity": "2"}]}
+    system.records.append(v4)
+    _deliver(hub)
+    [dead] = hub.store.dlq_list("bill")
+    assert dead.idempotency_key == "order:CHG-1:v4"
+    assert "credit note" in dead.error_message and invoice["number"] in dead.error_message
+    assert len(lago.invoices(external_customer_id="CHG-ACC", invoice_type="one_off")) == 1
+
+    # v5: the deal is reopened -> the invoice exists, so it is dead-lettered; subscriptions stay as they were.
+    v5 = {**v3, "version": 5, "status": "open"}
+    system.records.append(v5)
+    _deliver(hub)
+    reopened = [d for d in hub.store.dlq_list("bill") if d.idempotency_key == "order:CHG-1:v5"]
+    assert len(reopened) == 1 and "is open" in reopened[0].error_message
+    assert set(_subs(lago, "CHG-ACC")) == {"CHG-1:CHG-1-a"}
+    hub.close()
+
+
+def test_reopened_order_without_invoice_terminates_its_subscriptions(
+    lago: LagoTestEnv, tmp_path: Path
+) -> None:
+    system = doubles.memory_system("mem", {})
+    [order] = make_orders(1, prefix="REO", seed=4)
+    order["lines"] = [
+        {"id": "REO-a", "product_code": "SUPP-PREM", "product_name": "Support", "kind": "recurring",
+         "billing_period": "quarterly", "quantity": "1", "unit_price": {"amount": "1500.00", "currency": "USD"},
+         "service_start": "2026-03-01"},
+    ]  # fmt: skip
+    order["currency"] = "USD"
+    order["customer"]["currency"] = "USD"
+    order["customer"]["billing_address"]["country"] = "US"
+    hub = Hub.from_files([write_config(tmp_path, lago.system_config())], configure_logs=False)
+    system.records.append(order)
+    _deliver(hub)
+    customer = order["customer"]["id"]
+    pending = _subs(lago, customer, "pending")
+    assert set(pending) == {f"{order['id']}:REO-a"}  # starts on its service date, in the future
+    assert pending[f"{order['id']}:REO-a"]["subscription_at"] == "2026-03-01T00:00:00Z"
+    system.records.append({**order, "version": 2, "status": "lost"})
+    _deliver(hub)
+    assert _subs(lago, customer, "pending") == {} and _subs(lago, customer) == {}
+    assert hub.store.dlq_count("bill") == 0
+    hub.close()
+
+
+def test_per_plan_grouping_sums_lines_of_one_plan(lago: LagoTestEnv, tmp_path: Path) -> None:
+    system = doubles.memory_system("mem", {})
+    line = {"product_code": "SEAT-ADD", "product_name": "Seats", "kind": "recurring", "billing_period": "monthly",
+            "unit_price": {"amount": "23.90", "currency": "GBP"}}  # fmt: skip
+    order = {
+        "id": "GRP-1",
+        "customer": {"id": "GRP-ACC", "name": "Group Ltd", "billing_address": {"country": "GB"}},
+        "currency": "GBP",
+        "order_date": "2026-01-01",
+        "lines": [{**line, "id": "GRP-1-a", "quantity": "3"}, {**line, "id": "GRP-1-b", "quantity": "2",
+                  "discount_percent": "10"}],
+    }  # fmt: skip
+    system.records.append(order)
+    path = write_config(tmp_path, lago.system_config(), target_options={"subscriptions": "per_plan"})
+    hub = Hub.from_files([path], configure_logs=False)
+    _deliver(hub)
+    subs = _subs(lago, "GRP-ACC")
+    assert list(subs) == ["GRP-1:SEAT-ADD__GBP"]
+    assert subs["GRP-1:SEAT-ADD__GBP"]["plan_amount_cents"] == 7170 + 4302  # 3 x 23.90 + 2 x 23.90 less 10 %
+    assert Decimal(subs["GRP-1:SEAT-ADD__GBP"]["plan_amount_cents"]) == Decimal("11472")
+    hub.close()
