@@ -391,6 +391,14 @@ class Hub:
                 log.exception("closing system failed", system=name)
 
     def close(self) -> None:
+        for name, system in self.systems.items():
+            closer = getattr(system, "close", None)
+            if closer is None:
+                continue
+            try:
+                closer()
+            except Exception:
+                log.exception("closing system failed", system=name)
         self.store.close()
 
 

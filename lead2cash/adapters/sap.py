@@ -1,0 +1,585 @@
+"""SAP S/4HANA adapter: canonical invoices and credit notes -> balanced journal entries, and journal entries
+and customers -> the shapes SAP's services take (SOAP JournalEntry, BAPI tables, API_BUSINESS_PARTNER deep
+insert). Pure functions: no I/O; the binding resolves the business partner and calls the connector.
+
+Account determination (:class:`PostingRules`): the receivable (reconciliation account) is debited on the
+customer for the gross total; revenue is credited per product code, else per product family, else the
+table's ``_default`` (a table value may split a line over several accounts by weight, e.g.
+``{"41000000": 70, "41100000": 30}``; the split uses the largest-remainder method, so rounding is allocated
+deterministically and nothing is dropped); each tax is credited under its SAP tax code (``tax_codes`` maps the
+billing system's codes). Lines with the same account, tax code, profit and cost centre are summed into one
+item. A credit note (or an invoice with a negative total) posts the reverse entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from lead2cash.canonical_model import (
+    CreditNote,
+    Customer,
+    DebitCredit,
+    Invoice,
+    JournalEntry,
+    JournalEntryItem,
+    JournalItemKind,
+    Money,
+    sum_money,
+)
+from lead2cash.canonical_model.invoice import TaxLine
+
+DEFAULT_KEY = "_default"
+MAX_REFERENCE = 16  # DocumentReferenceID (XBLNR)
+MAX_HEADER_TEXT = 25
+MAX_ITEM_TEXT = 50
+MAX_ASSIGNMENT = 18
+
+INBOUND: dict[str, Any] = {}
+"""No SAP records are read into the canonical model by the shipped routes (SAP is a target)."""
+
+
+class PostingRuleError(ValueError):
+    """The configured rules cannot post this document (no account, no tax code...): names what is missing."""
+
+
+@dataclass(frozen=True)
+class PostingRules:
+    """GL account determination and document settings, from the system config and its mapping tables."""
+
+    receivables_account: str
+    revenue_accounts: Mapping[str, Any]
+    tax_codes: Mapping[str, str]
+    tax_account: str = "22000000"
+    company_code: str | None = None
+    company_code_by_currency: Mapping[str, str] = field(default_factory=dict)
+    document_type: str = "DR"
+    credit_document_type: str = "DG"
+    profit_centers: Mapping[str, str] = field(default_factory=dict)
+    cost_centers: Mapping[str, str] = field(default_factory=dict)
+    header_prefix: str = "Invoice"
+    credit_header_prefix: str = "Credit"
+
+    def company_code_for(self, currency: str) -> str:
+        code = self.company_code_by_currency.get(currency) or self.company_code
+        if not code:
+            raise PostingRuleError(
+                f"company_code_by_currency: no company code for currency {currency} (and no company_code)"
+            )
+        return code
+
+    def sap_tax_code(self, code: str) -> str:
+        mapped = self.tax_codes.get(code) or self.tax_codes.get(DEFAULT_KEY)
+        if not mapped:
+            raise PostingRuleError(f"tax_codes: no SAP tax code for tax code {code!r}")
+        return str(mapped)
+
+
+# ---------------------------------------------------------------------------------------------- lookups
+def _lookup(table: Mapping[str, Any], product_code: str | None, family: str | None) -> Any:
+    for key in (product_code, family, DEFAULT_KEY):
+        if key is not None and key in table:
+            return table[key]
+    return None
+
+
+def _revenue_split(value: Any, product_code: str | None, family: str | None) -> list[tuple[str, Decimal]]:
+    if value is None:
+        raise PostingRuleError(
+            "revenue_accounts: no account for "
+            f"product {product_code or '-'} / family {family or '-'} and no {DEFAULT_KEY!r} entry"
+        )
+    if isinstance(value, str | int):
+        return [(str(value), Decimal(1))]
+    if isinstance(value, Mapping) and value:
+        split = [(str(account), Decimal(str(weight))) for account, weight in value.items()]
+        if any(w < 0 for _, w in split) or sum(w for _, w in split) <= 0:
+            raise PostingRuleError(
+                f"revenue_accounts: weights of {family or product_code} must be >= 0, sum > 0"
+            )
+        return split
+    raise PostingRuleError(f"revenue_accounts: expected an account or {{account: weight}}, got {value!r}")
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    value = " ".join(value.split())
+    return value[:limit] or None
+
+
+def check_reference(number: str) -> str:
+    if len(number) > MAX_REFERENCE:
+        raise PostingRuleError(
+            f"invoice_number: {number!r} is longer than SAP's DocumentReferenceID ({MAX_REFERENCE} characters)"
+        )
+    return number
+
+
+# ---------------------------------------------------------------------------------------------- entries
+@dataclass
+class _Group:
+    account: str
+    tax_code: str | None
+    profit_center: str | None
+    cost_center: str | None
+    label: str | None
+    amount: Money  # credit-positive
+
+
+def _revenue_groups(
+    lines: Sequence[tuple[str | None, str | None, str | None, Money]],
+    rules: PostingRules,
+    line_tax: Sequence[str | None],
+    currency: str,
+) -> list[_Group]:
+    """``lines``: (product_code, family, description, credit-positive amount) with each line's SAP tax code."""
+    groups: dict[tuple[str, str | None, str | None, str | None], _Group] = {}
+    for (code, family, description, amount), tax_code in zip(lines, line_tax, strict=True):
+        split = _revenue_split(_lookup(rules.revenue_accounts, code, family), code, family)
+        shares = amount.allocate([w for _, w in split]) if len(split) > 1 else [amount]
+        profit = _lookup(rules.profit_centers, code, family)
+        cost = _lookup(rules.cost_centers, code, family)
+        for (account, _), share in zip(split, shares, strict=True):
+            key = (account, tax_code, profit, cost)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = _Group(account, tax_code, profit, cost, family or code or description, share)
+            else:
+                group.amount = group.amount + share
+    return [g for g in groups.values() if not g.amount.is_zero()]
+
+
+def _item(side_positive_is: DebitCredit, amount: Money, **fields: Any) -> JournalEntryItem:
+    """An item from a signed amount: positive means ``side_positive_is``, negative the other side."""
+    other = DebitCredit.CREDIT if side_positive_is is DebitCredit.DEBIT else DebitCredit.DEBIT
+    side = side_positive_is if amount.is_positive() else other
+    return JournalEntryItem(side=side, amount=abs(amount), **fields)
+
+
+def _tax_bases(
+    taxes: Sequence[TaxLine], lines: Sequence[tuple[str | None, Money]], subtotal: Money
+) -> list[Money]:
+    """Each tax's base: as the source reported it, else the lines tied to its code, else the subtotal."""
+    bases = []
+    for tax in taxes:
+        if tax.taxable_amount is not None:
+            bases.append(tax.taxable_amount)
+            continue
+        tied = [amount for code, amount in lines if code == tax.code]
+        bases.append(sum_money(tied, subtotal.currency) if tied else subtotal)
+    return bases
+
+
+def _entry(
+    *,
+    entity_id: str,
+    version: int,
+    refs: Mapping[str, str],
+    number: str,
+    customer_id: str,
+    currency: str,
+    issue_date: date,
+    posting_date: date | None,
+    total: Money,
+    subtotal: Money,
+    lines: Sequence[tuple[str | None, str | None, str | None, str | None, Money]],
+    taxes: Sequence[TaxLine],
+    rules: PostingRules,
+    sign: int,
+    header_prefix: str,
+    document_type: str,
+) -> JournalEntry:
+    check_reference(number)
+    # Tax code per line: its own, else the document's only tax code (a single-rate invoice).
+    distinct = sorted({t.code for t in taxes})
+    line_codes = [
+        code if code is not None else (distinct[0] if len(distinct) == 1 else None) for *_x, code, _a in lines
+    ]
+    sap_codes = [rules.sap_tax_code(c) if c is not None else None for c in line_codes]
+    revenue = _revenue_groups(
+        [(pc, fam, desc, amount * sign) for pc, fam, desc, _c, amount in lines], rules, sap_codes, currency
+    )
+    items: list[JournalEntryItem] = []
+    assignment = _text(number, MAX_ASSIGNMENT)
+    gross = total * sign
+    if not gross.is_zero():
+        items.append(
+            _item(
+                DebitCredit.DEBIT,
+                gross,
+                kind=JournalItemKind.RECEIVABLE,
+                gl_account=rules.receivables_account,
+                customer_id=customer_id,
+                assignment=assignment,
+                text=_text(f"{header_prefix} {number}", MAX_ITEM_TEXT),
+            )
+        )
+    for g in revenue:
+        items.append(
+            _item(
+                DebitCredit.CREDIT,
+                g.amount,
+                kind=JournalItemKind.GL,
+                gl_account=g.account,
+                tax_code=g.tax_code,
+                profit_center=g.profit_center,
+                cost_center=g.cost_center,
+                assignment=assignment,
+                text=_text(g.label, MAX_ITEM_TEXT),
+            )
+        )
+    bases = _tax_bases(
+        taxes,
+        [(code, amount) for code, amount in zip(line_codes, (x[-1] for x in lines), strict=True)],
+        subtotal,
+    )
+    for tax, base in zip(taxes, bases, strict=True):
+        amount = tax.amount * sign
+        if amount.is_zero():
+            continue  # a 0 % tax has no ledger effect; its code still travels on the revenue items
+        # Kept unsigned here; the SAP shapes give the base the tax item's sign.
+        base_for_item = abs(base)
+        items.append(
+            _item(
+                DebitCredit.CREDIT,
+                amount,
+                kind=JournalItemKind.TAX,
+                gl_account=rules.tax_account,
+                tax_code=rules.sap_tax_code(tax.code),
+                tax_base_amount=base_for_item if not base_for_item.is_zero() else None,
+                text=_text(tax.name or tax.code, MAX_ITEM_TEXT),
+            )
+        )
+    if len(items) < 2:
+        raise PostingRuleError(f"{number}: nothing to post (the document totals zero)")
+    company_code = rules.company_code_for(currency)
+    return JournalEntry(
+        id=f"{entity_id}:je",
+        refs=dict(refs),
+        version=version,
+        company_code=company_code,
+        document_type=document_type,
+        document_date=issue_date,
+        posting_date=posting_date or issue_date,
+        reference_id=number,
+        header_text=_text(f"{header_prefix} {number}", MAX_HEADER_TEXT),
+        source_document_id=entity_id,
+        items=tuple(items),
+    )
+
+
+def invoice_to_journal_entry(
+    invoice: Invoice, rules: PostingRules, *, posting_date: date | None = None
+) -> JournalEntry:
+    """The ledger posting of a finalized invoice (the reverse posting when its total is negative)."""
+    reverse = invoice.total.is_negative()
+    return _entry(
+        entity_id=invoice.id,
+        version=invoice.version,
+        refs=invoice.refs,
+        number=invoice.invoice_number,
+        customer_id=invoice.customer.id,
+        currency=invoice.currency,
+        issue_date=invoice.issue_date,
+        posting_date=posting_date,
+        total=invoice.total,
+        subtotal=invoice.subtotal,
+        lines=[
+            (ln.product_code, ln.product_family, ln.description, ln.tax_code, ln.net_amount)
+            for ln in invoice.lines
+        ],
+        taxes=invoice.taxes,
+        rules=rules,
+        sign=1,  # amounts carry their own signs; a negative total credits the receivable
+        header_prefix=rules.header_prefix,
+        document_type=rules.credit_document_type if reverse else rules.document_type,
+    )
+
+
+def credit_note_to_journal_entry(
+    note: CreditNote, rules: PostingRules, *, posting_date: date | None = None
+) -> JournalEntry:
+    """The reverse posting for a credit note: receivable credited, revenue and tax debited."""
+    return _entry(
+        entity_id=note.id,
+        version=note.version,
+        refs=note.refs,
+        number=note.credit_note_number,
+        customer_id=note.customer_id,
+        currency=note.currency,
+        issue_date=note.issue_date,
+        posting_date=posting_date,
+        total=note.total,
+        subtotal=note.subtotal,
+        lines=[(ln.product_code, ln.product_family, ln.description, None, ln.amount) for ln in note.lines],
+        taxes=note.taxes,
+        rules=rules,
+        sign=-1,  # credit note amounts are positive: the document reverses them
+        header_prefix=rules.credit_header_prefix,
+        document_type=rules.credit_document_type,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- SAP shapes
+def _signed(item: JournalEntryItem) -> Decimal:
+    return item.signed_amount.amount
+
+
+def _amount(value: Decimal, currency: str) -> dict[str, Any]:
+    return {"_value_1": value, "currencyCode": currency}
+
+
+def _dc(value: Decimal) -> str:
+    return "S" if value > 0 else "H"
+
+
+@dataclass(frozen=True)
+class SoapHeader:
+    created_by: str = "LEAD2CASH"
+    logical_system: str | None = None
+    original_reference_type: str = "BKPFF"
+    business_transaction_type: str = "RFBU"
+
+
+def journal_entry_to_soap(
+    entry: JournalEntry, debtors: Mapping[str, str], header: SoapHeader
+) -> dict[str, Any]:
+    """The ``JournalEntry`` element of JournalEntryCreateRequest (zeep's dict form). Amounts are signed
+    (debit positive) with a matching DebitCreditCode; ``debtors`` maps canonical customer ids to SAP
+    business partner (customer) numbers."""
+    gl: list[dict[str, Any]] = []
+    debtor_items: list[dict[str, Any]] = []
+    tax_items: list[dict[str, Any]] = []
+    for n, item in enumerate(entry.items, start=1):
+        signed = _signed(item)
+        currency = item.amount.currency
+        if item.kind is JournalItemKind.RECEIVABLE:
+            customer = item.customer_id or ""
+            if customer not in debtors:
+                raise PostingRuleError(f"items[{n - 1}]: no SAP business partner for customer {customer}")
+            debtor_items.append(
+                _compact(
+                    {
+                        "ReferenceDocumentItem": str(n),
+                        "Debtor": debtors[customer],
+                        "AmountInTransactionCurrency": _amount(signed, currency),
+                        "DebitCreditCode": _dc(signed),
+                        "DocumentItemText": item.text,
+                        "AssignmentReference": item.assignment,
+                    }
+                )
+            )
+        elif item.kind is JournalItemKind.TAX:
+            base = item.tax_base_amount.amount if item.tax_base_amount is not None else Decimal(0)
+            tax_items.append(
+                _compact(
+                    {
+                        "ReferenceDocumentItem": str(n),
+                        "TaxCode": {"_value_1": item.tax_code},
+                        "AmountInTransactionCurrency": _amount(signed, currency),
+                        "DebitCreditCode": _dc(signed),
+                        "TaxBaseAmountInTransCrcy": _amount(base if signed > 0 else -base, currency),
+                    }
+                )
+            )
+        else:
+            assignment = _compact({"ProfitCenter": item.profit_center, "CostCenter": item.cost_center})
+            gl.append(
+                _compact(
+                    {
+                        "ReferenceDocumentItem": str(n),
+                        "GLAccount": {"_value_1": item.gl_account},
+                        "AmountInTransactionCurrency": _amount(signed, currency),
+                        "DebitCreditCode": _dc(signed),
+                        "DocumentItemText": item.text,
+                        "AssignmentReference": item.assignment,
+                        "Tax": {"TaxCode": {"_value_1": item.tax_code}} if item.tax_code else None,
+                        "AccountAssignment": assignment or None,
+                    }
+                )
+            )
+    return _compact(
+        {
+            "OriginalReferenceDocumentType": header.original_reference_type,
+            "OriginalReferenceDocument": entry.reference_id,
+            "OriginalReferenceDocumentLogicalSystem": header.logical_system,
+            "BusinessTransactionType": header.business_transaction_type,
+            "AccountingDocumentType": entry.document_type,
+            "DocumentReferenceID": entry.reference_id,
+            "DocumentHeaderText": entry.header_text,
+            "CreatedByUser": header.created_by[:12],
+            "CompanyCode": entry.company_code,
+            "DocumentDate": entry.document_date,
+            "PostingDate": entry.posting_date,
+            "Item": gl,
+            "DebtorItem": debtor_items,
+            "ProductTaxItem": tax_items,
+        }
+    )
+
+
+def journal_entry_to_bapi(entry: JournalEntry, debtors: Mapping[str, str], username: str) -> dict[str, Any]:
+    """Parameters of ``BAPI_ACC_DOCUMENT_POST`` / ``_CHECK``: DOCUMENTHEADER and the ACCOUNTGL,
+    ACCOUNTRECEIVABLE, ACCOUNTTAX and CURRENCYAMOUNT tables, joined by ITEMNO_ACC."""
+    gl: list[dict[str, Any]] = []
+    receivable: list[dict[str, Any]] = []
+    tax: list[dict[str, Any]] = []
+    amounts: list[dict[str, Any]] = []
+    for n, item in enumerate(entry.items, start=1):
+        itemno = f"{n:010d}"
+        signed = _signed(item)
+        amount_row: dict[str, Any] = {
+            "ITEMNO_ACC": itemno,
+            "CURRENCY": item.amount.currency,
+            "AMT_DOCCUR": signed,
+        }
+        if item.kind is JournalItemKind.RECEIVABLE:
+            customer = item.customer_id or ""
+            if customer not in debtors:
+                raise PostingRuleError(f"items[{n - 1}]: no SAP business partner for customer {customer}")
+            receivable.append(
+                _compact(
+                    {
+                        "ITEMNO_ACC": itemno,
+                        "CUSTOMER": debtors[customer],
+                        "ITEM_TEXT": item.text,
+                        "ALLOC_NMBR": item.assignment,
+                    }
+                )
+            )
+        elif item.kind is JournalItemKind.TAX:
+            tax.append({"ITEMNO_ACC": itemno, "GL_ACCOUNT": item.gl_account, "TAX_CODE": item.tax_code})
+            base = item.tax_base_amount.amount if item.tax_base_amount is not None else Decimal(0)
+            amount_row["AMT_BASE"] = base if signed > 0 else -base
+        else:
+            gl.append(
+                _compact(
+                    {
+                        "ITEMNO_ACC": itemno,
+                        "GL_ACCOUNT": item.gl_account,
+                        "ITEM_TEXT": item.text,
+                        "ALLOC_NMBR": item.assignment,
+                        "TAX_CODE": item.tax_code,
+                        "PROFIT_CTR": item.profit_center,
+                        "COSTCENTER": item.cost_center,
+                    }
+                )
+            )
+        amounts.append(amount_row)
+    header = _compact(
+        {
+            "BUS_ACT": "RFBU",
+            "USERNAME": username[:12],
+            "HEADER_TXT": entry.header_text,
+            "COMP_CODE": entry.company_code,
+            "DOC_DATE": entry.document_date,
+            "PSTNG_DATE": entry.posting_date,
+            "DOC_TYPE": entry.document_type,
+            "REF_DOC_NO": entry.reference_id,
+        }
+    )
+    return {
+        "DOCUMENTHEADER": header,
+        "ACCOUNTGL": gl,
+        "ACCOUNTRECEIVABLE": receivable,
+        "ACCOUNTTAX": tax,
+        "CURRENCYAMOUNT": amounts,
+    }
+
+
+def _compact(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None and v != [] and v != {}}
+
+
+# ---------------------------------------------------------------------------------------------- partners
+@dataclass(frozen=True)
+class PartnerRules:
+    search_field: str = "SearchTerm1"
+    category: str = "2"
+    grouping: str | None = None
+    roles: tuple[str, ...] = ("FLCU00", "FLCU01")
+    payment_terms: str | None = None
+    language: str | None = None
+
+
+SEARCH_TERM_LENGTH = 20
+
+
+def search_value(raw: str) -> str:
+    """The search key as SAP stores it (upper case, at most 20 characters)."""
+    value = raw.strip().upper()
+    if not value or len(value) > SEARCH_TERM_LENGTH:
+        raise PostingRuleError(
+            f"business_partner.search_value: {raw!r} must be 1..{SEARCH_TERM_LENGTH} characters"
+        )
+    return value
+
+
+def _region(region: str | None, country: str) -> str | None:
+    if not region:
+        return None
+    code = region.upper().removeprefix(f"{country}-")
+    return code if 1 <= len(code) <= 3 and code.isalnum() else None
+
+
+def business_partner_payload(
+    customer: Customer,
+    key: str,
+    rules: PartnerRules,
+    *,
+    company_code: str,
+    reconciliation_account: str,
+) -> dict[str, Any]:
+    """Deep insert for ``A_BusinessPartner``: an organization with the customer roles, its billing address
+    and the customer's company code data (role FLCU00 plus a reconciliation account, as S/4HANA requires)."""
+    name = " ".join((customer.legal_name or customer.name).split())
+    payload: dict[str, Any] = {
+        "BusinessPartnerCategory": rules.category,
+        rules.search_field: search_value(key),
+        "to_BusinessPartnerRole": [{"BusinessPartnerRole": role} for role in rules.roles],
+    }
+    if rules.category == "1":
+        payload["LastName"] = name[:40]
+    else:
+        payload["OrganizationBPName1"] = name[:40]
+        if len(name) > 40:
+            payload["OrganizationBPName2"] = name[40:80]
+    if rules.grouping:
+        payload["BusinessPartnerGrouping"] = rules.grouping
+    language = (rules.language or customer.language or "")[:2].upper()
+    if language:
+        payload["Language"] = language
+    address = customer.billing_address
+    if address is not None:
+        payload["to_BusinessPartnerAddress"] = [
+            _compact(
+                {
+                    "Country": address.country,
+                    "CityName": _text(address.city, 40),
+                    "StreetName": _text(address.line1, 60),
+                    "PostalCode": _text(address.postal_code, 10),
+                    "Region": _region(address.region, address.country),
+                    "Language": language or None,
+                }
+            )
+        ]
+    payload["to_Customer"] = {
+        "to_CustomerCompany": [customer_company_payload(company_code, reconciliation_account, rules)]
+    }
+    return payload
+
+
+def customer_company_payload(
+    company_code: str, reconciliation_account: str, rules: PartnerRules
+) -> dict[str, Any]:
+    return _compact(
+        {
+            "CompanyCode": company_code,
+            "ReconciliationAccount": reconciliation_account,
+            "PaymentTerms": rules.payment_terms,
+        }
+    )

@@ -1,0 +1,491 @@
+"""SAP S/4HANA binding: the OData, SOAP and RFC connectors paired with the SAP adapter.
+
+Target actions
+    ``journal_entry.post``      Invoice, CreditNote (or a ready JournalEntry): ensure the business partner,
+                                post the balanced entry, return ``<document>/<company code>/<fiscal year>``
+                                and store it as the entity's ``sap`` cross-reference.
+    ``business_partner.ensure`` Customer: find the partner by its search key or create it.
+
+Exactly once: a posting's reference is the document number (DocumentReferenceID and
+OriginalReferenceDocument); ``lookup`` finds an entry posted under it (cross-reference first, then the G/L
+line items by ReferenceDocument and company code) before the router resends an unconfirmed attempt.
+Partners are looked up by search key before any create, under a per-key lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+import jmespath
+import structlog
+from pydantic import BaseModel
+
+from lead2cash.adapters import sap as adapter
+from lead2cash.bindings import BindingContext
+from lead2cash.canonical_model import CreditNote, Customer, Invoice, JournalEntry
+from lead2cash.config.errors import ConfigProblems
+from lead2cash.config.sap import SapBasicAuth, SapSystemConfig
+from lead2cash.connectors.sap.odata import (
+    BasicCredentials,
+    Credentials,
+    OAuthClientCredentials,
+    ODataClient,
+    and_,
+    eq,
+)
+from lead2cash.connectors.sap.rfc import RfcJournalPoster, pyrfc_connection_factory, split_obj_key
+from lead2cash.connectors.sap.soap import JournalEntrySoapClient, PostingConfirmation, PostingRejected
+from lead2cash.errors import DeliveryError, PermanentError
+from lead2cash.routes.interfaces import Source, Target
+
+log = structlog.get_logger("lead2cash.bindings.sap")
+
+SYSTEM = "sap"
+CLOSED_PERIOD_MESSAGES = ("201(F5)",)  # "Posting period ... is not open"
+ACTIONS = ("journal_entry.post", "business_partner.ensure")
+
+
+def _table(
+    value: str | Mapping[str, Any] | None,
+    tables: Mapping[str, Mapping[str, Any]],
+    path: str,
+    problems: list[Any],
+) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        if value not in tables:
+            known = ", ".join(sorted(tables)) or "none"
+            problems.append(((path,), f"no table {value!r} under mappings: (known: {known})"))
+            return {}
+        return tables[value]
+    return value
+
+
+def _credentials(cfg: SapSystemConfig) -> Credentials:
+    if isinstance(cfg.auth, SapBasicAuth):
+        return BasicCredentials(cfg.auth.username, cfg.auth.password.get_secret_value())
+    return OAuthClientCredentials(
+        cfg.auth.token_url, cfg.auth.client_id, cfg.auth.client_secret.get_secret_value(), cfg.auth.scope
+    )
+
+
+def _import(dotted: str) -> Any:
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+class SapSystem:
+    def __init__(self, name: str, cfg: SapSystemConfig, context: BindingContext) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.store = context.store
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        tables = context.tables
+        self.rules = adapter.PostingRules(
+            receivables_account=cfg.receivables_account,
+            revenue_accounts=_table(cfg.revenue_accounts, tables, "revenue_accounts", problems),
+            tax_codes={
+                str(k): str(v) for k, v in _table(cfg.tax_codes, tables, "tax_codes", problems).items()
+            },
+            tax_account=cfg.tax_account,
+            company_code=cfg.company_code,
+            company_code_by_currency=dict(cfg.company_code_by_currency),
+            document_type=cfg.document_type,
+            credit_document_type=cfg.credit_document_type,
+            profit_centers=_table(cfg.profit_centers, tables, "profit_centers", problems),
+            cost_centers=_table(cfg.cost_centers, tables, "cost_centers", problems),
+        )
+        bp = cfg.business_partner
+        self.partner_rules = adapter.PartnerRules(
+            search_field=bp.search_field,
+            category=bp.category,
+            grouping=bp.grouping,
+            roles=tuple(bp.roles),
+            payment_terms=bp.payment_terms,
+            language=bp.language,
+        )
+        if "FLCU00" not in bp.roles:
+            problems.append(
+                (("business_partner", "roles"), "role FLCU00 is needed to give partners company code data")
+            )
+        self.search_expr = jmespath.compile(bp.search_value)
+        credentials = _credentials(cfg)
+        base_dir = context.base_dir
+        ca_bundle = None
+        if cfg.ca_bundle:
+            path = base_dir / cfg.ca_bundle if not cfg.ca_bundle.startswith("/") else None
+            ca_bundle = str(path) if path is not None else cfg.ca_bundle
+        self.odata = ODataClient(
+            cfg.base_url,
+            credentials,
+            sap_client=cfg.client,
+            ca_bundle=ca_bundle,
+            timeout=cfg.timeout,
+            page_size=cfg.odata.page_size,
+        )
+        self.soap: JournalEntrySoapClient | None = None
+        self.rfc: RfcJournalPoster | None = None
+        if cfg.transport == "soap":
+            wsdl = cfg.soap.wsdl
+            if wsdl and not wsdl.startswith(("http://", "https://", "/")):
+                wsdl = str(base_dir / wsdl)
+            self.soap = JournalEntrySoapClient(
+                self.odata.url(cfg.soap.journal_entry_post),
+                credentials,
+                wsdl=wsdl,
+                soap_version=cfg.soap.soap_version,
+                ca_bundle=ca_bundle,
+                timeout=cfg.soap.timeout,
+                max_workers=cfg.soap.workers,
+            )
+        else:
+            rfc = cfg.rfc
+            assert rfc is not None  # the schema requires it with transport: rfc
+            params = {**rfc.params, **{k: v.get_secret_value() for k, v in rfc.secrets.items()}}
+            connect: Callable[[], Any]
+            try:
+                if rfc.connection_factory:
+                    factory = _import(rfc.connection_factory)
+
+                    def connect() -> Any:
+                        return factory(**params)
+
+                else:
+                    connect = pyrfc_connection_factory(params)
+                self.rfc = RfcJournalPoster(connect, max_workers=cfg.soap.workers)
+            except (ImportError, AttributeError) as exc:
+                problems.append((("transport",), str(exc)))
+        if problems:
+            raise ConfigProblems(problems)
+        self.soap_header = adapter.SoapHeader(
+            created_by=cfg.soap.created_by_user
+            or (cfg.auth.username if isinstance(cfg.auth, SapBasicAuth) else "LEAD2CASH"),
+            logical_system=cfg.soap.logical_system,
+        )
+        self.partners = PartnerDirectory(self)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: AsyncIterator[None] | None = None
+
+    # --- SystemBinding --------------------------------------------------------------------------------
+    def source(self, object: str, options: Mapping[str, Any]) -> Source:
+        raise ValueError(f"SAP system {self.name!r} is a target only; it has no source object {object!r}")
+
+    def target(self, action: str, options: Mapping[str, Any]) -> Target:
+        if action == "journal_entry.post":
+            return JournalEntryTarget(self)
+        if action == "business_partner.ensure":
+            return PartnerTarget(self)
+        raise ValueError(f"unknown SAP action {action!r}; known: {', '.join(ACTIONS)}")
+
+    async def _lifetime(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            # Runs in the loop's shutdown_asyncgens (asyncio.run does it): the aiohttp session is closed
+            # in the loop that made it, and pooled SOAP connections are released.
+            await self.odata.aclose()
+            if self.soap is not None:
+                self.soap.release()
+
+    async def bind_loop(self) -> None:
+        """Tie the HTTP clients' lifetime to the running event loop (called on every target call)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        self._loop = loop
+        guard = self._lifetime()
+        await guard.__anext__()
+        self._guard = guard
+
+    def close(self) -> None:
+        """Release everything held outside an event loop (thread pools, SOAP sessions)."""
+        if self.soap is not None:
+            self.soap.close()
+        if self.rfc is not None:
+            self.rfc.close()
+
+    def xref_put(self, entity_type: str, canonical_id: str, ref: str) -> None:
+        if self.store is not None:
+            self.store.xref_put(entity_type, canonical_id, SYSTEM, ref)
+
+    def xref_get(self, entity_type: str, canonical_id: str) -> str | None:
+        return self.store.xref_get(entity_type, canonical_id, SYSTEM) if self.store is not None else None
+
+
+class PartnerDirectory:
+    """Business partners by canonical customer: cross-reference, then search key, then deep insert."""
+
+    def __init__(self, system: SapSystem) -> None:
+        self.system = system
+        self.odata = system.odata
+        self.service = system.cfg.odata.business_partner
+        self._companies: set[tuple[str, str]] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def search_key(self, customer: Customer) -> str:
+        raw = self.system.search_expr.search(customer.model_dump(mode="json"))
+        if not isinstance(raw, str | int) or raw == "":
+            raise PermanentError(
+                "business_partner.search_value found no key on the customer",
+                details={
+                    "customer": customer.id,
+                    "expression": self.system.cfg.business_partner.search_value,
+                },
+            )
+        try:
+            return adapter.search_value(str(raw))
+        except adapter.PostingRuleError as exc:
+            raise PermanentError(str(exc), details={"customer": customer.id}) from exc
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._locks.clear()
+            self._loop = loop
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def find(self, key: str) -> str | None:
+        field = self.system.partner_rules.search_field
+        rows = await self.odata.query(
+            self.service, "A_BusinessPartner", filter=eq(field, key), select=["BusinessPartner"], limit=5
+        )
+        numbers = sorted(str(r["BusinessPartner"]) for r in rows if r.get("BusinessPartner"))
+        if len(numbers) > 1:
+            log.warning(
+                "several business partners share a search key; using the lowest", key=key, found=numbers
+            )
+        return numbers[0] if numbers else None
+
+    async def ensure(self, customer: Customer, company_code: str) -> str:
+        key = self.search_key(customer)
+        async with self._lock(key):
+            number = self.system.xref_get("Customer", customer.id)
+            if number is None:
+                number = await self.find(key)
+                if number is None:
+                    if not self.system.cfg.business_partner.create:
+                        raise PermanentError(
+                            "no SAP business partner for the customer (creation is off)",
+                            details={"customer": customer.id, "search_key": key},
+                        )
+                    payload = adapter.business_partner_payload(
+                        customer,
+                        key,
+                        self.system.partner_rules,
+                        company_code=company_code,
+                        reconciliation_account=self.system.rules.receivables_account,
+                    )
+                    created = await self.odata.create(self.service, "A_BusinessPartner", payload)
+                    number = str(created["BusinessPartner"])
+                    self._companies.add((number, company_code))
+                    log.info("business partner created", customer=customer.id, partner=number)
+                self.system.xref_put("Customer", customer.id, number)
+            await self._ensure_company(number, company_code)
+            return number
+
+    async def _ensure_company(self, number: str, company_code: str) -> None:
+        if (number, company_code) in self._companies:
+            return
+        row = await self.odata.get_entity(
+            self.service, "A_CustomerCompany", {"Customer": number, "CompanyCode": company_code}
+        )
+        if row is None:
+            payload = adapter.customer_company_payload(
+                company_code, self.system.rules.receivables_account, self.system.partner_rules
+            )
+            await self.odata.create(self.service, "A_CustomerCompany", {"Customer": number, **payload})
+        self._companies.add((number, company_code))
+
+
+class PartnerTarget:
+    def __init__(self, system: SapSystem) -> None:
+        self.system = system
+        self.name = f"{system.name}/business_partner"
+
+    def _company_code(self, customer: Customer) -> str:
+        try:
+            return self.system.rules.company_code_for(customer.currency or "")
+        except adapter.PostingRuleError as exc:
+            raise PermanentError(str(exc), details={"customer": customer.id}) from exc
+
+    async def deliver(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        if not isinstance(entity, Customer):
+            raise PermanentError(
+                f"business_partner.ensure takes Customer entities, not {type(entity).__name__}"
+            )
+        return await self.system.partners.ensure(entity, self._company_code(entity))
+
+    async def lookup(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        if not isinstance(entity, Customer):
+            return None
+        known = self.system.xref_get("Customer", entity.id)
+        if known is not None:
+            return known
+        found = await self.system.partners.find(self.system.partners.search_key(entity))
+        if found is not None:
+            # A create whose response was lost: the partner exists, but its company code data may not.
+            await self.system.partners._ensure_company(found, self._company_code(entity))
+            self.system.xref_put("Customer", entity.id, found)
+        return found
+
+
+class JournalEntryTarget:
+    def __init__(self, system: SapSystem) -> None:
+        self.system = system
+        self.name = f"{system.name}/journal_entry"
+
+    # --- mapping ----------------------------------------------------------------------------------------
+    def _entry(self, entity: BaseModel, posting_date: date | None = None) -> JournalEntry:
+        rules = self.system.rules
+        try:
+            if isinstance(entity, Invoice):
+                return adapter.invoice_to_journal_entry(entity, rules, posting_date=posting_date)
+            if isinstance(entity, CreditNote):
+                return adapter.credit_note_to_journal_entry(entity, rules, posting_date=posting_date)
+            if isinstance(entity, JournalEntry):
+                return (
+                    entity
+                    if posting_date is None
+                    else entity.model_copy(update={"posting_date": posting_date})
+                )
+        except adapter.PostingRuleError as exc:
+            raise PermanentError(
+                f"cannot map to a journal entry: {exc}", details={"entity": entity_id(entity)}
+            ) from exc
+        except ValueError as exc:  # the canonical JournalEntry's own invariants
+            raise PermanentError(
+                f"journal entry is invalid: {exc}", details={"entity": entity_id(entity)}
+            ) from exc
+        raise PermanentError(
+            f"journal_entry.post takes Invoice, CreditNote or JournalEntry entities, not {type(entity).__name__}"
+        )
+
+    async def _debtors(self, entity: BaseModel, entry: JournalEntry) -> dict[str, str]:
+        ids = {i.customer_id for i in entry.items if i.customer_id}
+        debtors: dict[str, str] = {}
+        for customer_id in ids:
+            if isinstance(entity, Invoice) and entity.customer.id == customer_id:
+                debtors[customer_id] = await self.system.partners.ensure(entity.customer, entry.company_code)
+                continue
+            number = self.system.xref_get("Customer", customer_id)
+            if number is None:
+                raise PermanentError(
+                    "no SAP business partner known for the customer; post one of its invoices first",
+                    details={"customer": customer_id},
+                )
+            await self.system.partners._ensure_company(number, entry.company_code)
+            debtors[customer_id] = number
+        return debtors
+
+    # --- Target -----------------------------------------------------------------------------------------
+    async def deliver(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        entry = self._entry(entity)
+        debtors = await self._debtors(entity, entry)
+        try:
+            ref = await self._post(entry, debtors)
+        except PermanentError as exc:
+            if not (self.system.cfg.posting_date == "today_if_closed" and _closed_period(exc)):
+                raise
+            today = _today()
+            if entry.posting_date >= today:
+                raise
+            log.info("posting period closed; posting today", reference=entry.reference_id, today=str(today))
+            ref = await self._post(self._entry(entity, posting_date=today), debtors)
+        self.system.xref_put(type(entity).__name__, entity_id(entity), ref)
+        return ref
+
+    async def _post(self, entry: JournalEntry, debtors: Mapping[str, str]) -> str:
+        if self.system.soap is not None:
+            body = adapter.journal_entry_to_soap(entry, debtors, self.system.soap_header)
+            soap = self.system.soap
+            confirmations = await soap.post(soap.bulk_request([body]))
+            confirmation: PostingConfirmation = confirmations[0]
+            if not confirmation.posted:
+                raise PostingRejected(confirmation, entry.reference_id)
+            return (
+                f"{confirmation.accounting_document}/{confirmation.company_code}/{confirmation.fiscal_year}"
+            )
+        assert self.system.rfc is not None
+        params = adapter.journal_entry_to_bapi(entry, debtors, self.system.soap_header.created_by)
+        document, company_code, year = split_obj_key(await self.system.rfc.post(params, entry.reference_id))
+        return f"{document}/{company_code}/{year}"
+
+    async def lookup(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        known = self.system.xref_get(type(entity).__name__, entity_id(entity))
+        if known is not None:
+            return known
+        entry = self._entry(entity)
+        found = await self.find(entry.company_code, entry.reference_id)
+        if found is not None:
+            self.system.xref_put(type(entity).__name__, entity_id(entity), found)
+        return found
+
+    async def find(self, company_code: str, reference: str) -> str | None:
+        """``<document>/<company code>/<year>`` of an entry posted under ``reference``, if any."""
+        if self.system.rfc is not None:
+            key = await self.system.rfc.find(company_code, reference)
+            if key is None:
+                return None
+            document, cc, year = split_obj_key(key)
+            return f"{document}/{cc}/{year}"
+        lk = self.system.cfg.lookup
+        service = getattr(self.system.cfg.odata, lk.service)
+        clauses = [eq(lk.reference_field, reference), eq(lk.company_code_field, company_code)]
+        rows = await self.system.odata.query(
+            service,
+            lk.entity_set,
+            filter=and_(*clauses),
+            select=[lk.document_field, lk.company_code_field, lk.fiscal_year_field],
+            limit=50,
+        )
+        docs = sorted(
+            {
+                (
+                    str(r.get(lk.document_field)),
+                    str(r.get(lk.company_code_field)),
+                    str(r.get(lk.fiscal_year_field)),
+                )
+                for r in rows
+                if r.get(lk.document_field)
+            }
+        )
+        if not docs:
+            return None
+        if len(docs) > 1:
+            log.warning("several documents carry one reference", reference=reference, documents=docs)
+        document, cc, year = docs[0]
+        return f"{document}/{cc}/{year}"
+
+
+def entity_id(entity: BaseModel) -> str:
+    return str(getattr(entity, "id", ""))
+
+
+def _closed_period(exc: DeliveryError) -> bool:
+    confirmation = getattr(exc, "confirmation", None)
+    if confirmation is not None:
+        return any(
+            (i.type_id or "") in CLOSED_PERIOD_MESSAGES or "is not open" in i.note for i in confirmation.log
+        )
+    return "is not open" in exc.message or "201(F5)" in str(exc.details.get("sap_messages", ""))
+
+
+def build(name: str, config: SapSystemConfig, context: BindingContext) -> SapSystem:
+    return SapSystem(name, config, context)
+
+
+__all__ = ["JournalEntryTarget", "PartnerTarget", "SapSystem", "build"]

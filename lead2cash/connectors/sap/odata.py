@@ -1,0 +1,555 @@
+"""SAP OData V2 over httpx: Basic or OAuth 2.0 client-credentials logon, the CSRF token handshake, escaped
+``$filter`` literals, paging and SAP Gateway error bodies classified into the hub's error classes.
+
+CSRF: SAP Gateway binds the token to the session cookie. The client fetches it with ``GET <service>/`` and
+``x-csrf-token: Fetch``, keeps the cookie in its jar, and on ``403 CSRF token validation failed`` fetches a
+fresh token and retries the write once (sessions expire, and SAP answers that way when they do).
+
+``$batch`` is not used: the hub's writes are one deep insert per new business partner and one SOAP call per
+journal entry, so batching would save no round trip on the paths that matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import ssl
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import structlog
+
+from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
+
+log = structlog.get_logger("lead2cash.connectors.sap.odata")
+
+JSON = "application/json"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}(/[A-Za-z_][A-Za-z0-9_]{0,127})*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_ERROR_TEXT = 500
+
+
+# ---------------------------------------------------------------------------------------------- literals
+class ODataLiteralError(ValueError):
+    """A value that cannot be written as an OData V2 literal (the query is never sent)."""
+
+
+def odata_literal(value: Any) -> str:
+    """``value`` as an OData V2 URI literal: strings quoted with ``'`` doubled, typed prefixes for datetime
+    and guid, ``M`` for decimals. The only way data gets into a ``$filter`` in this package."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}L" if abs(value) > 2**31 - 1 else str(value)
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ODataLiteralError(f"cannot write {value} as an OData decimal")
+        return f"{format(value, 'f')}M"
+    if isinstance(value, float):
+        raise ODataLiteralError("floats are not accepted in filters; use Decimal")
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            return f"datetimeoffset'{value.isoformat()}'"
+        return f"datetime'{value.strftime('%Y-%m-%dT%H:%M:%S')}'"
+    if isinstance(value, date):
+        return f"datetime'{value.isoformat()}T00:00:00'"
+    if isinstance(value, uuid.UUID):
+        return f"guid'{value}'"
+    if isinstance(value, str):
+        # Control characters have no place in a key and some gateways cut the URL at them.
+        if _CONTROL.search(value):
+            raise ODataLiteralError("string literal contains control characters")
+        return "'" + value.replace("'", "''") + "'"
+    raise ODataLiteralError(f"unsupported literal type {type(value).__name__}")
+
+
+def odata_property(name: str) -> str:
+    """A property path checked to be an identifier (``A/B`` for navigation paths)."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ODataLiteralError(f"not an OData property name: {name!r}")
+    return name
+
+
+def eq(name: str, value: Any) -> str:
+    return f"{odata_property(name)} eq {odata_literal(value)}"
+
+
+def and_(*clauses: str) -> str:
+    parts = [c for c in clauses if c]
+    return " and ".join(f"({c})" if " or " in c else c for c in parts)
+
+
+def key_predicate(keys: Mapping[str, Any]) -> str:
+    """``('1000001')`` or ``(Customer='1',CompanyCode='1010')`` with escaped literals."""
+    if len(keys) == 1:
+        return f"({odata_literal(next(iter(keys.values())))})"
+    return "(" + ",".join(f"{odata_property(k)}={odata_literal(v)}" for k, v in keys.items()) + ")"
+
+
+# ---------------------------------------------------------------------------------------------- errors
+@dataclass(frozen=True)
+class SapError:
+    status: int
+    code: str | None
+    message: str
+    details: tuple[tuple[str, str, str], ...] = ()  # (code, message, target)
+
+
+def parse_error(response: httpx.Response) -> SapError:
+    """SAP Gateway's JSON (or XML, or plain text) error body as code, message and inner details."""
+    code: str | None = None
+    message = ""
+    details: list[tuple[str, str, str]] = []
+    try:
+        body = json.loads(response.content or b"null")
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        code = str(error.get("code") or "") or None
+        msg = error.get("message")
+        message = str(msg.get("value", "")) if isinstance(msg, dict) else str(msg or "")
+        inner = error.get("innererror")
+        if isinstance(inner, dict):
+            for d in inner.get("errordetails") or []:
+                if isinstance(d, dict):
+                    details.append(
+                        (str(d.get("code") or ""), str(d.get("message") or ""), str(d.get("target") or ""))
+                    )
+    else:
+        text = response.text if response.content else ""
+        match = re.search(r"<message[^>]*>(.*?)</message>", text, re.S)
+        if match:
+            message = match.group(1).strip()
+            code_match = re.search(r"<code>(.*?)</code>", text, re.S)
+            code = code_match.group(1).strip() if code_match else None
+        else:
+            message = re.sub(r"<[^>]+>", " ", text)
+            message = " ".join(message.split())
+    message = message[:MAX_ERROR_TEXT] or response.reason_phrase or f"HTTP {response.status_code}"
+    return SapError(response.status_code, code, message, tuple(details))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def classify(response: httpx.Response, what: str) -> DeliveryError:
+    """The hub's error class for a failed OData response, with SAP's message and details."""
+    error = parse_error(response)
+    details: dict[str, Any] = {"status": error.status}
+    if error.code:
+        details["sap_code"] = error.code
+    inner = [f"{c}: {m}" + (f" [{t}]" if t else "") for c, m, t in error.details if m and m != error.message]
+    if inner:
+        details["sap_details"] = " | ".join(inner)[:MAX_ERROR_TEXT]
+    targets = sorted({t for _, _, t in error.details if t})
+    if targets:
+        details["fields"] = ",".join(targets)
+    text = f"SAP {what} failed: {error.message}"
+    status = error.status
+    if status == 429:
+        return ThrottledError(text, retry_after=_retry_after(response), details=details)
+    if status in (408, 425) or status >= 500:
+        return TransientError(text, retry_after=_retry_after(response), details=details)
+    return PermanentError(text, details=details)
+
+
+def _csrf_failed(response: httpx.Response) -> bool:
+    return response.status_code == 403 and (
+        response.headers.get("x-csrf-token", "").lower() == "required"
+        or b"CSRF token validation failed" in response.content[:1000]
+    )
+
+
+# ---------------------------------------------------------------------------------------------- auth
+@dataclass(frozen=True)
+class BasicCredentials:
+    username: str
+    password: str
+
+    def header(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True)
+class OAuthClientCredentials:
+    token_url: str
+    client_id: str
+    client_secret: str
+    scope: str | None = None
+
+
+Credentials = BasicCredentials | OAuthClientCredentials
+
+
+class TokenSource:
+    """OAuth 2.0 client-credentials tokens, cached until shortly before they expire."""
+
+    def __init__(self, creds: OAuthClientCredentials) -> None:
+        self.creds = creds
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    def new_loop(self) -> None:
+        self._lock = asyncio.Lock()  # a lock must not outlive the event loop it was used in
+
+    def invalidate(self, token: str | None) -> None:
+        if token is None or token == self._token:
+            self._token = None
+
+    async def token(self, client: httpx.AsyncClient) -> str:
+        async with self._lock:
+            if self._token is not None and time.monotonic() < self._expires:
+                return self._token
+            data = {"grant_type": "client_credentials"}
+            if self.creds.scope:
+                data["scope"] = self.creds.scope
+            basic = BasicCredentials(self.creds.client_id, self.creds.client_secret).header()
+            try:
+                response = await client.post(
+                    self.creds.token_url, data=data, headers={"authorization": basic, "accept": JSON}
+                )
+            except httpx.TransportError as exc:
+                raise TransientError(f"SAP OAuth token request failed: {type(exc).__name__}") from exc
+            if response.status_code != 200:
+                if response.status_code in (400, 401, 403):
+                    raise PermanentError(
+                        "SAP OAuth token request was refused",
+                        details={"status": response.status_code, "error": _oauth_error(response)},
+                    )
+                raise classify(response, "OAuth token request")
+            body = response.json()
+            token = body.get("access_token")
+            if not isinstance(token, str) or not token:
+                raise TransientError("SAP OAuth token response carried no access_token")
+            lifetime = float(body.get("expires_in") or 300)
+            self._token = token
+            self._expires = time.monotonic() + max(10.0, lifetime - 30.0)
+            return token
+
+
+def _oauth_error(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """TLS verification against the configured CA bundle (or the system store); never disabled."""
+    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+
+
+# ---------------------------------------------------------------------------------------------- client
+class ODataClient:
+    """An async OData V2 client for one SAP system (several services under one logon and session)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials,
+        *,
+        sap_client: str | None = None,
+        ca_bundle: str | None = None,
+        timeout: float = 30.0,
+        page_size: int = 500,
+        use_aiohttp: bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
+        self.sap_client = sap_client
+        self.ca_bundle = ca_bundle
+        self.timeout = timeout
+        self.page_size = page_size
+        self._use_aiohttp = use_aiohttp
+        self._transport = transport
+        self._tokens = TokenSource(credentials) if isinstance(credentials, OAuthClientCredentials) else None
+        self._csrf: str | None = None
+        self._csrf_lock: asyncio.Lock | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0
+
+    # --- plumbing ---------------------------------------------------------------------------------------
+    def url(self, service: str, path: str = "") -> str:
+        """``service`` is a full URL or a path under ``base_url``."""
+        root = (
+            service
+            if service.startswith(("http://", "https://"))
+            else self.base_url + "/" + service.lstrip("/")
+        )
+        return root.rstrip("/") + ("/" + path.lstrip("/") if path else "")
+
+    def _http(self) -> httpx.AsyncClient:
+        # One client per event loop: an aiohttp session cannot outlive the loop it was made in, and the
+        # CLI and tests run the hub under several consecutive loops.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            transport = self._transport
+            if transport is None and self._use_aiohttp:
+                from httpx_aiohttp import AiohttpTransport
+
+                transport = AiohttpTransport(verify=ssl_context(self.ca_bundle), trust_env=False)
+            self._client = httpx.AsyncClient(
+                verify=ssl_context(self.ca_bundle),
+                transport=transport,
+                timeout=self.timeout,
+                trust_env=False,
+                follow_redirects=False,
+            )
+            self._loop = loop
+            self._csrf = None
+            self._csrf_lock = asyncio.Lock()
+            if self._tokens is not None:
+                self._tokens.new_loop()
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        loop, self._loop = self._loop, None
+        if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
+    async def _auth_header(self) -> str:
+        if isinstance(self.credentials, BasicCredentials):
+            return self.credentials.header()
+        http = self._http()
+        assert self._tokens is not None
+        return "Bearer " + await self._tokens.token(http)
+
+    def _params(self, params: Mapping[str, Any] | None) -> dict[str, str]:
+        out = {k: str(v) for k, v in (params or {}).items()}
+        if self.sap_client and "sap-client" not in out:
+            out["sap-client"] = self.sap_client
+        return out
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        client = self._http()
+        all_headers = {"accept": JSON, "authorization": await self._auth_header(), **(headers or {})}
+        content = None
+        if body is not None:
+            content = json.dumps(body, default=_json_default, ensure_ascii=False).encode()
+            all_headers["content-type"] = JSON
+        self.calls += 1
+        try:
+            # Params from a __next link are already in the URL; don't override them.
+            return await client.request(
+                method,
+                url,
+                params=self._params(params) if params is not None else None,
+                content=content,
+                headers=all_headers,
+            )
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"SAP OData {method} timed out", details={"url": _path(url)}) from exc
+        except httpx.TransportError as exc:
+            raise TransientError(
+                f"SAP OData {method} failed: {type(exc).__name__}", details={"url": _path(url)}
+            ) from exc
+
+    async def request(
+        self,
+        method: str,
+        service: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        what: str = "request",
+        accept_404: bool = False,
+    ) -> httpx.Response | None:
+        """One OData call with the CSRF handshake on writes and a single token refresh on 401/403."""
+        url = self.url(service, path)
+        modifying = method not in ("GET", "HEAD")
+        refreshed_csrf = refreshed_token = False
+        while True:
+            headers: dict[str, str] = {}
+            if modifying:
+                headers["x-csrf-token"] = await self._csrf_token(service)
+            auth = await self._auth_header()
+            response = await self._send(method, url, params=params or {}, body=body, headers=headers)
+            if modifying and _csrf_failed(response) and not refreshed_csrf:
+                refreshed_csrf = True
+                self._invalidate_csrf(headers["x-csrf-token"])
+                log.info("CSRF token rejected; fetching a fresh one", service=_path(url))
+                continue
+            if response.status_code == 401 and self._tokens is not None and not refreshed_token:
+                refreshed_token = True
+                self._tokens.invalidate(auth.removeprefix("Bearer "))
+                continue
+            if response.status_code == 404 and accept_404:
+                return None
+            if response.status_code == 401 and self._tokens is not None:
+                # The token endpoint accepted our credentials, so a rejected token was revoked or expired
+                # in between: retry with backoff (a wrong Basic password, in contrast, stays permanent).
+                self._tokens.invalidate(auth.removeprefix("Bearer "))
+                raise TransientError(f"SAP {what} failed: bearer token rejected", details={"status": 401})
+            if response.status_code >= 400:
+                raise classify(response, what)
+            return response
+
+    def _invalidate_csrf(self, token: str) -> None:
+        if self._csrf == token:
+            self._csrf = None
+
+    async def _csrf_token(self, service: str) -> str:
+        self._http()
+        assert self._csrf_lock is not None
+        async with self._csrf_lock:
+            if self._csrf is not None:
+                return self._csrf
+            response = await self._send(
+                "GET", self.url(service) + "/", params={}, headers={"x-csrf-token": "Fetch"}
+            )
+            if response.status_code == 401 and self._tokens is not None:
+                self._tokens.invalidate(None)
+                response = await self._send(
+                    "GET", self.url(service) + "/", params={}, headers={"x-csrf-token": "Fetch"}
+                )
+            if response.status_code >= 400:
+                raise classify(response, "CSRF token fetch")
+            token = response.headers.get("x-csrf-token")
+            if not token or token.lower() == "required":
+                raise TransientError(
+                    "SAP did not return a CSRF token", details={"status": response.status_code}
+                )
+            self._csrf = str(token)
+            return self._csrf
+
+    # --- reads ------------------------------------------------------------------------------------------
+    async def get_entity(
+        self, service: str, entity_set: str, keys: Mapping[str, Any], params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        path = odata_property(entity_set) + key_predicate(keys)
+        response = await self.request(
+            "GET",
+            service,
+            path,
+            params={"$format": "json", **(params or {})},
+            what=f"read {entity_set}",
+            accept_404=True,
+        )
+        if response is None:
+            return None
+        return _d(response)
+
+    async def query(
+        self,
+        service: str,
+        entity_set: str,
+        *,
+        filter: str | None = None,
+        select: Iterable[str] | None = None,
+        orderby: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """All entities matching ``filter`` (built with :func:`eq` / :func:`and_`), following server-driven
+        paging (``__next``) and otherwise paging with ``$skip``/``$top``."""
+        params: dict[str, Any] = {"$format": "json"}
+        if filter:
+            params["$filter"] = filter
+        if select:
+            params["$select"] = ",".join(odata_property(s) for s in select)
+        if orderby:
+            params["$orderby"] = orderby
+        results: list[dict[str, Any]] = []
+        skip = 0
+        while True:
+            remaining = None if limit is None else limit - len(results)
+            if remaining is not None and remaining <= 0:
+                return results[:limit]
+            page = self.page_size if remaining is None else min(self.page_size, remaining)
+            response = await self.request(
+                "GET",
+                service,
+                odata_property(entity_set),
+                params={**params, "$top": page, "$skip": skip},
+                what=f"query {entity_set}",
+            )
+            assert response is not None
+            got = 0
+            while True:  # the server may page inside our $top (__next with $skiptoken)
+                d = _d(response)
+                rows = d.get("results", [])
+                results.extend(rows)
+                got += len(rows)
+                next_link = d.get("__next")
+                if not next_link:
+                    break
+                response = await self._follow(str(next_link), entity_set)
+            if got < page or got == 0:
+                return results if limit is None else results[:limit]
+            skip += got
+
+    async def _follow(self, next_url: str, entity_set: str) -> httpx.Response:
+        for _ in range(2):
+            response = await self._send("GET", next_url, headers={})
+            if response.status_code == 401 and self._tokens is not None:
+                self._tokens.invalidate(None)
+                continue
+            break
+        if response.status_code >= 400:
+            raise classify(response, f"query {entity_set}")
+        return response
+
+    # --- writes -----------------------------------------------------------------------------------------
+    async def create(self, service: str, entity_set: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        response = await self.request(
+            "POST", service, odata_property(entity_set), body=payload, what=f"create {entity_set}"
+        )
+        assert response is not None
+        return _d(response)
+
+
+def _d(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = json.loads(response.content, parse_float=Decimal)
+    except ValueError as exc:
+        raise TransientError(
+            "SAP OData answered with a body that is not JSON", details={"status": response.status_code}
+        ) from exc
+    d = body.get("d") if isinstance(body, dict) else None
+    if not isinstance(d, dict):
+        raise TransientError("SAP OData answer has no 'd' object", details={"status": response.status_code})
+    return d
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")  # Edm.Decimal travels as a string in OData V2 JSON
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def _path(url: str) -> str:
+    return httpx.URL(url).path
