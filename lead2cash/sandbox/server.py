@@ -80,7 +80,11 @@ class SandboxCluster:
         return self.running[name].base_url
 
     def hub_config(self) -> dict[str, Any]:
-        return {name: r.system.hub_config(r.base_url) for name, r in self.running.items()}
+        """The hub's ``systems:`` entries for these sandboxes, trusting this cluster's CA."""
+        return {
+            name: {**r.system.hub_config(r.base_url), "ca_bundle": str(self.ca_bundle)}
+            for name, r in self.running.items()
+        }
 
     def _make_servers(self, loop_impl: str) -> list[uvicorn.Server]:
         assert self.tls is not None

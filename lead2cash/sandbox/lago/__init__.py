@@ -132,5 +132,4 @@ class LagoSandbox:
             "webhook_signature": self.webhook_signature,
             "webhook_hmac_key": self.signer.hmac_key,
             "webhook_public_key_url": f"{base_url}/api/v1/webhooks/json_public_key",
-            "ca_note": "served over HTTPS by the sandbox CA; trust the cluster's ca_bundle",
         }

@@ -135,11 +135,6 @@ class SapSandbox:
             "base_url": base_url,
             "client": self.client,
             "auth": {"type": "basic", "username": self.username, "password": self.password},
-            "oauth": {
-                "token_url": f"{base_url}/sap/bc/sec/oauth2/token",
-                "client_id": self.client_id,
-                "client_secret": self.client_secret,
-            },
             "odata": {
                 "business_partner": f"{odata}/API_BUSINESS_PARTNER",
                 "journal_entry_item_basic": f"{odata}/API_JOURNALENTRYITEMBASIC_SRV",
@@ -153,7 +148,15 @@ class SapSandbox:
             "receivables_account": config.RECEIVABLES_ACCOUNT,
             "revenue_account_by_family": dict(config.REVENUE_ACCOUNT_BY_FAMILY),
             "tax_code_by_catalog_code": dict(config.SAP_TAX_CODE_BY_CATALOG),
-            "tls": "the sandbox certificate is issued by the sandbox CA (SandboxCluster.ca_bundle)",
+        }
+
+    def oauth_config(self, base_url: str) -> dict[str, Any]:
+        """The ``auth:`` block for OAuth 2.0 client credentials instead of basic auth."""
+        return {
+            "type": "oauth",
+            "token_url": f"{base_url}/sap/bc/sec/oauth2/token",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
         }
 
     def reset(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import doubles
-from conftest import LagoTestEnv, make_orders, run_hub, write_config
+from lago_connector_env import LagoTestEnv, make_orders, run_hub, write_config
 
 from lead2cash.canonical_model import Order
 from lead2cash.hub import Hub

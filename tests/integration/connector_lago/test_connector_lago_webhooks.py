@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import LagoTestEnv, run_hub
+from lago_connector_env import LagoTestEnv, run_hub
 
 from lead2cash.adapters.lago import invoice_from_lago
 from lead2cash.hub import Hub

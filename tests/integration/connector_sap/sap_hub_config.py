@@ -21,19 +21,16 @@ ROUTE = {
 
 
 def sap_system(cluster: Any, **overrides: Any) -> dict[str, Any]:
-    """The sandbox's own ``hub_config()`` with the CA bundle; its informational keys dropped."""
+    """The sandbox's own ``hub_config()``, as the hub takes it."""
     cfg = dict(cluster.hub_config()["sap"])
-    cfg.pop("oauth", None)
-    cfg.pop("tls", None)
-    cfg["ca_bundle"] = str(cluster.ca_bundle)
     cfg["tax_code_by_catalog_code"] = {**cfg["tax_code_by_catalog_code"], "ZERO_RATED": "A0"}
     cfg.update(overrides)
     return cfg
 
 
 def oauth_auth(cluster: Any) -> dict[str, Any]:
-    o = cluster.hub_config()["sap"]["oauth"]
-    return {"type": "oauth", **o}
+    running = cluster.running["sap"]
+    return dict(running.system.oauth_config(running.base_url))
 
 
 def write_config(tmp_path: Path, system: dict[str, Any], route: dict[str, Any] | None = None) -> Path:
