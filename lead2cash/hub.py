@@ -27,6 +27,7 @@ from lead2cash.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.schema import FileSystemConfig, PythonSystemConfig, RouteConfig
 from lead2cash.connectors.file import JsonLinesFile
+from lead2cash.errors import DeliveryError, ErrorClass
 from lead2cash.observability import REDACTOR, Metrics, configure_logging
 from lead2cash.routes.interfaces import Source, SourceBatch, Target
 from lead2cash.routes.mapping import KeyTemplate, build_filter, build_mapper
@@ -135,6 +136,7 @@ class Hub:
         self._scheduler: AsyncIOScheduler | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._web: Any = None
+        self._source_paused: dict[str, float] = {}
 
     @classmethod
     def from_files(cls, paths: str | Path | Sequence[str | Path], **kwargs: Any) -> Hub:
@@ -248,8 +250,17 @@ class Hub:
 
     async def ingest(self, name: str) -> int:
         route = self.routes[name]
+        if time.monotonic() < self._source_paused.get(name, 0.0):
+            return 0
         try:
             count = await route.ingest_once()
+        except DeliveryError as exc:
+            # The source's system said no for now (throttled, unavailable): the checkpoint is kept, and a
+            # throttled source is not asked again before its Retry-After (deliveries go on).
+            if exc.error_class is ErrorClass.THROTTLED and exc.retry_after:
+                self._source_paused[name] = time.monotonic() + exc.retry_after
+            log.warning("source read failed; checkpoint kept", route=name, error=exc.describe())
+            return 0
         except Exception:
             log.exception("source read failed; checkpoint kept", route=name)
             return 0

@@ -100,6 +100,8 @@ class SandboxCluster:
                 loop=loop_impl,
                 lifespan="off",
                 timeout_keep_alive=30,
+                # A client that keeps an idle keep-alive connection must not hold up stopping the sandbox.
+                timeout_graceful_shutdown=1,
                 # A simulator with its own clock (server-time skew tests) sends its own Date header.
                 date_header=not getattr(system, "sends_date_header", False),
                 backlog=2048,

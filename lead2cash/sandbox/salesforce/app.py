@@ -135,7 +135,6 @@ class SalesforceSandbox:
                 "username": self.username,
                 "password": self.password + self.security_token,
             },
-            "ca_note": "served by the sandbox CA; trust the cluster's ca_bundle",
         }
 
     def instance_url(self, call_or_request: Any) -> str:

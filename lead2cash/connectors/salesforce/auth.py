@@ -1,0 +1,141 @@
+"""OAuth 2.0 token requests against the configured token URL.
+
+simple-salesforce's own login helpers target ``*.salesforce.com``; a hub must also reach My Domain URLs,
+sandboxes and private endpoints behind a proxy, so the token is fetched here and handed to it as a session.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import jwt
+
+from lead2cash.errors import ThrottledError, TransientError
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+GRANT_TYPES = ("client_credentials", "password", "jwt_bearer")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    grant_type: str
+    client_id: str
+    client_secret: str | None = None
+    username: str | None = None
+    password: str | None = None
+    private_key_file: Path | None = None
+    audience: str | None = None  # JWT ``aud``: the login host, e.g. https://login.salesforce.com
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"Credentials(grant_type={self.grant_type!r}, client_id={self.client_id!r})"
+
+
+@dataclass(frozen=True)
+class Token:
+    access_token: str
+    instance_url: str | None
+
+    def __repr__(self) -> str:
+        return f"Token(instance_url={self.instance_url!r})"
+
+
+def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+
+
+class TokenProvider:
+    """Fetches a token for the configured grant. Failures are classified so a route pauses rather than
+    dead-lettering its work: a rejected grant is a configuration problem an operator fixes, after which the
+    same messages must still go through."""
+
+    def __init__(
+        self,
+        token_url: str,
+        credentials: Credentials,
+        *,
+        ca_bundle: str | None = None,
+        proxies: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        auth_retry_after: float = 60.0,
+    ) -> None:
+        self.token_url = token_url
+        self.credentials = credentials
+        self.auth_retry_after = auth_retry_after
+        verify = ssl_context(ca_bundle)
+        mounts = {
+            f"{scheme}://": httpx.HTTPTransport(proxy=url, verify=verify)
+            for scheme, url in (proxies or {}).items()
+            if scheme in ("http", "https")
+        }
+        self._http = httpx.Client(verify=verify, timeout=timeout, trust_env=False, mounts=mounts or None)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _form(self) -> dict[str, str]:
+        c = self.credentials
+        if c.grant_type == "client_credentials":
+            return {
+                "grant_type": "client_credentials",
+                "client_id": c.client_id,
+                "client_secret": c.client_secret or "",
+            }
+        if c.grant_type == "password":
+            return {
+                "grant_type": "password",
+                "client_id": c.client_id,
+                "client_secret": c.client_secret or "",
+                "username": c.username or "",
+                "password": c.password or "",
+            }
+        if c.grant_type == "jwt_bearer":
+            if c.private_key_file is None:
+                raise ValueError("auth.private_key_file is required for the jwt_bearer grant")
+            key = Path(c.private_key_file).read_text()
+            claims = {
+                "iss": c.client_id,
+                "sub": c.username,
+                "aud": c.audience or self.token_url.split("/services/")[0],
+                "exp": int(time.time()) + 180,  # token request lifetime only; never a watermark
+            }
+            return {"grant_type": JWT_BEARER, "assertion": jwt.encode(claims, key, algorithm="RS256")}
+        raise ValueError(f"unsupported grant_type {c.grant_type!r}; use one of {', '.join(GRANT_TYPES)}")
+
+    def fetch(self) -> Token:
+        try:
+            response = self._http.post(self.token_url, data=self._form())
+        except httpx.HTTPError as exc:
+            raise TransientError(f"Salesforce token request failed: {type(exc).__name__}") from None
+        if response.status_code >= 500 or response.status_code == 429:
+            retry = _retry_after(response.headers.get("retry-after"))
+            raise TransientError(
+                f"Salesforce token endpoint answered {response.status_code}", retry_after=retry
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code != 200 or not body.get("access_token"):
+            # Only the OAuth error code and description: they never echo the secret.
+            raise ThrottledError(
+                "Salesforce rejected the token request; check the auth settings",
+                retry_after=self.auth_retry_after,
+                details={
+                    "status": response.status_code,
+                    "error": str(body.get("error", "")),
+                    "error_description": str(body.get("error_description", ""))[:200],
+                    "grant_type": self.credentials.grant_type,
+                },
+            )
+        return Token(str(body["access_token"]), body.get("instance_url") or None)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
