@@ -16,7 +16,12 @@ from lead2cash.adapters import canonical
 
 InboundAdapter = Callable[[Mapping[str, Any], Mapping[str, Any]], BaseModel | Mapping[str, Any]]
 
-_SYSTEM_MODULES = ("lead2cash.adapters.salesforce", "lead2cash.adapters.lago", "lead2cash.adapters.sap")
+_SYSTEM_MODULES = (
+    "lead2cash.adapters.salesforce",
+    "lead2cash.adapters.lago",
+    "lead2cash.adapters.sap",
+    "lead2cash.adapters.hub",
+)
 
 
 def _collect() -> dict[str, InboundAdapter]:

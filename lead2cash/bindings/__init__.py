@@ -38,6 +38,7 @@ BUILDERS: dict[str, str] = {
     "salesforce": "lead2cash.bindings.salesforce:build",
     "lago": "lead2cash.bindings.lago:build",
     "sap": "lead2cash.bindings.sap:build",
+    "hub": "lead2cash.bindings.hub:build",
 }
 
 

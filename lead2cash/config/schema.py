@@ -9,6 +9,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from lead2cash.config.base import DottedPath, Duration, JMESPath, KeyTemplateStr, Name, Strict
+from lead2cash.config.hub import HubSystemConfig
 from lead2cash.config.lago import LagoSystemConfig
 from lead2cash.config.salesforce import SalesforceSystemConfig
 from lead2cash.config.sap import SapSystemConfig
@@ -55,7 +56,12 @@ class PythonSystemConfig(Strict):
 
 
 SystemConfig = Annotated[
-    FileSystemConfig | PythonSystemConfig | SalesforceSystemConfig | LagoSystemConfig | SapSystemConfig,
+    FileSystemConfig
+    | PythonSystemConfig
+    | SalesforceSystemConfig
+    | LagoSystemConfig
+    | SapSystemConfig
+    | HubSystemConfig,
     Field(discriminator="type"),
 ]
 

@@ -373,6 +373,28 @@ class Store:
         with self.engine.connect() as conn:
             return [_message(r) for r in conn.execute(q.order_by(messages.c.id))]
 
+    def delivered_since(self, route: str, after_id: int, limit: int) -> list[Message]:
+        """Delivered messages of ``route`` with id > ``after_id``, never past an earlier one still pending,
+        so a reader that checkpoints on the last id returned cannot skip a message delivered later."""
+        first_pending = (
+            select(func.min(messages.c.id))
+            .where(messages.c.route == route, messages.c.status == MessageStatus.PENDING.value)
+            .scalar_subquery()
+        )
+        q = (
+            select(messages)
+            .where(
+                messages.c.route == route,
+                messages.c.id > after_id,
+                messages.c.status == MessageStatus.DELIVERED.value,
+                or_(first_pending.is_(None), messages.c.id < first_pending),
+            )
+            .order_by(messages.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [_message(r) for r in conn.execute(q)]
+
     def count_messages(self, route: str | None = None, status: str | None = None) -> int:
         q = select(func.count()).select_from(messages)
         if route:

@@ -1,0 +1,53 @@
+"""The hub as a system: a source over another route's confirmed deliveries (Camel's wire tap, durable)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from lead2cash.bindings import BindingContext
+from lead2cash.config.errors import ConfigProblems
+from lead2cash.routes.interfaces import Source, SourceBatch, Target
+from lead2cash.store import Store
+
+
+class ConfirmationsSource:
+    def __init__(self, name: str, store: Store, route: str) -> None:
+        self.name = name
+        self.store = store
+        self.route = route
+
+    async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
+        rows = self.store.delivered_since(self.route, int(checkpoint or 0), limit)
+        records = [
+            {
+                "route": m.route,
+                "key": m.idempotency_key,
+                "entity_type": m.entity_type,
+                "entity": json.loads(m.payload),
+                "target_ref": m.target_ref,
+                "trace_id": m.trace_id,
+            }
+            for m in rows
+        ]
+        last = str(rows[-1].id) if rows else checkpoint
+        return SourceBatch(records, last, more=len(rows) == limit)
+
+
+class HubSystem:
+    def __init__(self, name: str, context: BindingContext) -> None:
+        if context.store is None:
+            raise ConfigProblems([((), "the hub system needs the state store")])
+        self.name = name
+        self.store = context.store
+
+    def source(self, object: str, options: Mapping[str, Any]) -> Source:
+        return ConfirmationsSource(f"{self.name}/{object}", self.store, object)
+
+    def target(self, action: str, options: Mapping[str, Any]) -> Target:
+        raise ValueError("the hub system is a source only")
+
+
+def build(name: str, config: Any, context: BindingContext) -> HubSystem:
+    return HubSystem(name, context)
