@@ -259,6 +259,7 @@ class SalesforceBinding:
             safety_lag=_float(options, "safety_lag", cfg.safety_lag) or 0.0,
             page_size=int(options.get("page_size", cfg.page_size)),
             sweep_interval=_float(options, "sweep_interval", cfg.sweep_interval),
+            clock=self.client.server_clock,
         )
         share = _float(options, "api_share", cfg.api_budget.daily_share) or 1.0
         default_currency = None if cfg.multi_currency else cfg.default_currency

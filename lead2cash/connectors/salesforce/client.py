@@ -24,6 +24,7 @@ from simple_salesforce.exceptions import (
 from lead2cash.connectors.salesforce.auth import Credentials, TokenProvider
 from lead2cash.connectors.salesforce.errors import classify, codes_of, daily_limit_spent
 from lead2cash.connectors.salesforce.governor import ApiGovernor, RouteBudget, parse_limit_info
+from lead2cash.connectors.salesforce.reader import ServerClock
 from lead2cash.errors import DeliveryError, TransientError
 
 T = TypeVar("T")
@@ -81,6 +82,7 @@ class SalesforceClient:
         self._generation = 0
         self._calls_lock = threading.Lock()
         self.calls = 0  # API calls made by this client (responses from the instance)
+        self.server_clock = ServerClock()
         self.logins = 0
 
     # ------------------------------------------------------------------ plumbing
@@ -91,6 +93,7 @@ class SalesforceClient:
         if budget is not None:
             budget.count()
         self._local.retry_after = response.headers.get("Retry-After")
+        self.server_clock.observe_date(response.headers.get("Date"))
         info = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
         if info is not None:
             self.governor.observe(*info)

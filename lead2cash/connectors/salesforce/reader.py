@@ -2,9 +2,9 @@
 
 * Keyset cursor on ``(SystemModstamp, Id)``: ties on SystemModstamp (bulk loads stamp hundreds of records
   alike) are broken by Id, so a page boundary inside a tie neither skips nor repeats a record.
-* The cursor stays ``safety_lag`` behind the **server's** clock, read from the ``latestDateCovered`` of
-  ``/sobjects/{type}/updated`` (whole minutes, so the effective lag is between ``safety_lag`` and
-  ``safety_lag`` + 1 minute). A transaction that commits late stamps its rows with its start time; as long
+* The cursor stays ``safety_lag`` behind the **server's** clock: the HTTP ``Date`` header of the org's
+  responses (whole seconds, read as the second that started, so never ahead of the org), or, when no
+  response carried one, the ``latestDateCovered`` of ``/sobjects/{type}/updated`` (whole minutes). A transaction that commits late stamps its rows with its start time; as long
   as it commits within the lag its rows still lie ahead of the cursor. The local clock only chooses the
   window of that probe, never the watermark.
 * ``queryAll`` returns deleted rows (``IsDeleted = true``, SystemModstamp moved at deletion) in the same
@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -39,22 +41,56 @@ from lead2cash.connectors.salesforce.soql import (
 class ServerClock:
     """The org's clock, as the org reports it. ``estimate`` only positions the probe's window."""
 
+    # A Date header older than this is refreshed by a probe rather than extrapolated.
+    FRESH_S = 20.0
+
     def __init__(self) -> None:
         self._seen: dt.datetime | None = None
         self._seen_at = 0.0
+        self._date: dt.datetime | None = None
+        self._date_at = 0.0
+        self._lock = threading.Lock()
+
+    def observe_date(self, header: str | None) -> None:
+        """Called for every response from the org (a requests response hook)."""
+        if not header:
+            return
+        try:
+            value = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        with self._lock:
+            self._date, self._date_at = value, time.monotonic()
+
+    def _from_date(self) -> dt.datetime | None:
+        with self._lock:
+            if self._date is None or time.monotonic() - self._date_at > self.FRESH_S:
+                return None
+            return self._date + dt.timedelta(seconds=time.monotonic() - self._date_at)
 
     def estimate(self) -> dt.datetime:
+        dated = self._from_date()
+        if dated is not None:
+            return dated
         if self._seen is None:
             return dt.datetime.now(dt.UTC)
         return self._seen + dt.timedelta(seconds=time.monotonic() - self._seen_at)
 
     def read(self, sf: Salesforce, obj: str) -> dt.datetime:
+        dated = self._from_date()
+        if dated is not None:
+            return dated
         guess = self.estimate()
         params = {
             "start": format_datetime(guess - dt.timedelta(minutes=10)),
             "end": format_datetime(guess + dt.timedelta(days=1)),
         }
         body = sf.restful(f"sobjects/{obj}/updated/", params=params) or {}
+        dated = self._from_date()  # the probe's own response carried a Date header
+        if dated is not None:
+            return dated
         covered = parse_datetime(str(body["latestDateCovered"]))
         # latestDateCovered is whole minutes; the org is at least there, maybe up to a minute ahead.
         self._seen, self._seen_at = covered, time.monotonic()

@@ -14,7 +14,7 @@ external id value for every applied upsert. Seed data and admin calls are not co
 Server time: the org clock (wall clock plus the offset set through the admin API) stamps CreatedDate,
 LastModifiedDate and SystemModstamp with millisecond precision; a client reads it from the stamps a write
 returns (``SELECT SystemModstamp ... ORDER BY SystemModstamp DESC LIMIT 1``) or from ``latestDateCovered``
-of ``/sobjects/{type}/updated``. The HTTP ``Date`` header comes from the web server and ignores the offset.
+of ``/sobjects/{type}/updated``, and every response's HTTP ``Date`` header carries it (whole seconds).
 
 Admin API (no auth) under ``/__sandbox/``: ``faults``, ``effects``, ``reset`` (shared) and
 ``salesforce/expire-sessions`` (POST), ``salesforce/limits`` (GET, PUT ``{"used", "max"}``),
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.utils
 import hashlib
 import hmac
 import secrets
@@ -80,6 +81,7 @@ def sf_json(status: int, body: Any, headers: dict[str, str] | None = None) -> Re
 
 class SalesforceSandbox:
     name = "salesforce"
+    sends_date_header = True  # the org clock, see _OrgDate
 
     def __init__(
         self,
@@ -417,8 +419,31 @@ class SalesforceSandbox:
                 Route(f"{admin}/silent-update", self.admin_silent_update, methods=["POST"]),
                 *admin_routes(self.faults, self.effects, on_reset=self.reset_state),
             ]
-            self._app = Starlette(routes=routes)
+            self._app = _OrgDate(Starlette(routes=routes), self)
         return self._app
+
+
+class _OrgDate:
+    """Stamps every response with the org's clock in the ``Date`` header, as Salesforce's servers do, so a
+    client reading server time sees the org's (possibly offset) clock, not this machine's."""
+
+    def __init__(self, app: Any, org: SalesforceSandbox) -> None:
+        self.app = app
+        self.org = org  # its clock is replaced on reset: read it per response
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def dated(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                stamp = email.utils.format_datetime(self.org.clock.now(), usegmt=True).encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                message = {**message, "headers": [*headers, (b"date", stamp)]}
+            await send(message)
+
+        await self.app(scope, receive, dated)
 
 
 __all__ = ["STAGES", "SalesforceSandbox"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from lead2cash.hub import Hub
 
-LAG = 30  # seconds; the org clock is advanced past lag + one minute (probe granularity) to release changes
+LAG = 30  # seconds; the org clock is advanced well past the lag to release changes
 RELEASE = LAG + 65
 
 
