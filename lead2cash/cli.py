@@ -34,7 +34,7 @@ ConfigOpt = Annotated[list[Path], typer.Option("--config", "-c", help="config fi
 def _fail_config(exc: ConfigError) -> None:
     err.print(f"[red]{len(exc.issues)} configuration error(s)[/red]")
     for issue in exc.issues:
-        err.print(f"  {issue}", markup=False, highlight=False)
+        err.print(f"  {issue}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -55,6 +55,17 @@ def check(paths: ConfigPaths) -> None:
     except ConfigError as exc:
         _fail_config(exc)
         return
+    from lead2cash.hub import Hub
+    from lead2cash.store import Store
+
+    # Build everything once, offline, on a throwaway store: unknown adapters, actions, tables and plugins
+    # are found here, not at the first record.
+    try:
+        hub = Hub(loaded, store=Store("sqlite:///:memory:"), configure_logs=False)
+    except ConfigError as exc:
+        _fail_config(exc)
+        return
+    hub.close()
     cfg = loaded.config
     console.print(f"[green]ok[/green]: {len(cfg.systems)} system(s), {len(cfg.routes)} route(s)")
 

@@ -414,6 +414,17 @@ def _product_code(code: str | None, currency: str, options: Mapping[str, Any]) -
 _KINDS = {"add_on": ChargeKind.ONE_TIME, "subscription": ChargeKind.RECURRING, "charge": ChargeKind.RECURRING}
 
 
+def _order_of_subscriptions(lines: list[InvoiceLine]) -> str | None:
+    """A subscription invoice names no order, but its subscriptions do: the hub creates them with external
+    ids ``<order id>:<line or plan>[@v<n>]``. One order for every subscription line, or None."""
+    orders = {
+        line.subscription_id.split(":", 1)[0]
+        for line in lines
+        if line.subscription_id and ":" in line.subscription_id
+    }
+    return orders.pop() if len(orders) == 1 else None
+
+
 def _line(fee: Mapping[str, Any], currency: str, options: Mapping[str, Any], i: int) -> InvoiceLine:
     where = f"invoice.fees[{i}]"
     item = fee.get("item") or {}
@@ -517,7 +528,7 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         due_date=due if due is None or due >= issue else issue,
         lines=lines,
         taxes=taxes,
-        order_id=metadata_value(data, METADATA_ORDER),
+        order_id=metadata_value(data, METADATA_ORDER) or _order_of_subscriptions(lines),
     )
     _expect(invoice.subtotal, data, "sub_total_excluding_taxes_amount_cents", "the fees less coupons")
     _expect(invoice.tax_total, data, "taxes_amount_cents", "the sum of applied_taxes")

@@ -38,6 +38,7 @@ from lead2cash.connectors.salesforce import (
 )
 from lead2cash.errors import PermanentError
 from lead2cash.routes.interfaces import Source, SourceBatch, Target
+from lead2cash.store import Store
 
 ACCOUNT_FIELDS = (
     "Id", "Name", "BillingStreet", "BillingCity", "BillingState", "BillingPostalCode", "BillingCountry",
@@ -119,15 +120,31 @@ class WritebackTarget:
     Exactly once: the update sets absolute values, and ``lookup`` reads the Opportunity back and reports
     the effect applied when it already holds them (the sync time aside)."""
 
-    def __init__(self, name: str, writer: BatchWriter, config: SalesforceSystemConfig) -> None:
+    def __init__(
+        self,
+        name: str,
+        writer: BatchWriter,
+        config: SalesforceSystemConfig,
+        store: Store | None = None,
+        ledger_system: str | None = "sap",
+    ) -> None:
         self.name = name
         self.writer = writer
         self.fields = config.writeback_fields.model_dump()
         self.statuses: dict[str, str] = {}
+        self.store = store
+        self.ledger_system = ledger_system
 
     def _values(self, entity: BaseModel, synced_at: dt.datetime | None) -> tuple[str, dict[str, Any]]:
         if not isinstance(entity, Invoice):
             raise PermanentError(f"writeback takes an Invoice, not {type(entity).__name__}")
+        ledger = self.ledger_system
+        if ledger and ledger not in entity.refs and self.store is not None:
+            # A status change written after the invoice was posted carries its accounting document too, so
+            # the Opportunity never shows one invoice's number with another's document.
+            document = self.store.xref_get("Invoice", entity.id, ledger)
+            if document:
+                entity = entity.model_copy(update={"refs": entity.refs.with_ref(ledger, document)})
         try:
             return invoice_writeback(entity, self.fields, self.statuses, synced_at)
         except SalesforceMappingError as exc:
@@ -183,6 +200,7 @@ class SalesforceBinding:
     def __init__(self, name: str, config: SalesforceSystemConfig, context: BindingContext) -> None:
         self.name = name
         self.config = config
+        self.context = context
         auth = config.auth
         key_file = auth.private_key_file
         if key_file and not Path(key_file).is_absolute():
@@ -280,7 +298,14 @@ class SalesforceBinding:
         if action == "writeback":
             wb_obj = str(options.get("object", "Opportunity"))
             name = f"{self.name}/{wb_obj}.writeback"
-            target = WritebackTarget(name, self._writer(wb_obj, "Id", options, name), self.config)
+            ledger = options.get("ledger_system", "sap")
+            target = WritebackTarget(
+                name,
+                self._writer(wb_obj, "Id", options, name),
+                self.config,
+                self.context.store,
+                str(ledger) if ledger else None,
+            )
             statuses = options.get("payment_status_values", {})
             if not isinstance(statuses, Mapping):
                 raise ConfigProblems([(("options", "payment_status_values"), "expected a mapping")])

@@ -42,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from lead2cash.sandbox.catalog import CURRENCIES
 from lead2cash.sandbox.faults import EffectCounter, Faults, admin_routes
 from lead2cash.sandbox.salesforce.api import JSON_TYPE, Call, Reply, RestApi, dumps
 from lead2cash.sandbox.salesforce.bulk import BulkApi
@@ -96,8 +97,10 @@ class SalesforceSandbox:
         security_token: str = "",
         jwt_public_key: str | None = None,
         session_ttl_s: float = 7200.0,
+        currencies: tuple[str, ...] | None = None,
     ) -> None:
         self.seed, self.seed_size = seed, seed_size
+        self.currencies = tuple(currencies) if currencies else CURRENCIES
         self.initial_api_limit = daily_api_limit
         self.client_id, self.client_secret = client_id, client_secret
         self.username, self.password, self.security_token = username, password, security_token
@@ -115,7 +118,7 @@ class SalesforceSandbox:
         self.clock = Clock()
         self.minter = IdMinter()
         self.store = Store(self.clock, self.minter)
-        seed_store(self.store, self.seed, self.seed_size)
+        seed_store(self.store, self.seed, self.seed_size, self.currencies)
         self.started_at = self.clock.now()
         self.sessions: dict[str, float] = {}
         self.api_used = 0

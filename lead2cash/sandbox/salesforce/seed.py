@@ -42,8 +42,11 @@ DISCOUNTS = (None, None, None, Decimal("5"), Decimal("10"), Decimal("15"))
 
 
 class Seeder:
-    def __init__(self, store: Store, seed: int, anchor: dt.datetime) -> None:
+    def __init__(
+        self, store: Store, seed: int, anchor: dt.datetime, currencies: tuple[str, ...] = CURRENCIES
+    ) -> None:
         self.store = store
+        self.currencies = currencies
         self.rng = random.Random(seed)
         self.fakers: dict[str, Faker] = {}
         for i, (country, locale) in enumerate(sorted(LOCALES.items())):
@@ -109,7 +112,7 @@ class Seeder:
         counter = 0
         accounts: list[Record] = []
         for i in range(n_accounts):
-            currency = CURRENCIES[i % len(CURRENCIES)]
+            currency = self.currencies[i % len(self.currencies)]
             country = COUNTRY_BY_CURRENCY[currency]
             fake = self.fakers[country]
             if country == "KW":
@@ -215,6 +218,11 @@ class Seeder:
             opp["Amount"] = total
 
 
-def seed_store(store: Store, seed: int, seed_size: int) -> None:
+def seed_store(store: Store, seed: int, seed_size: int, currencies: tuple[str, ...] = CURRENCIES) -> None:
+    """``currencies``: the accounts' (and so the deals') currencies, in turn; price book entries exist for
+    every catalogue currency regardless."""
+    unknown = set(currencies) - set(CURRENCIES)
+    if unknown or not currencies:
+        raise ValueError(f"currencies must be a non-empty subset of {CURRENCIES}, got {currencies}")
     anchor = dt.datetime.combine(store.clock.today(), dt.time(), UTC)
-    Seeder(store, seed, anchor).run(seed_size)
+    Seeder(store, seed, anchor, tuple(currencies)).run(seed_size)
