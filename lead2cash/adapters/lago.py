@@ -13,6 +13,7 @@ form ``invoice:{id}:v{version}`` give one downstream effect per state, never one
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -187,6 +188,9 @@ class FeeSpec:
 
     def signature(self) -> tuple[str, Decimal, int, str]:
         return (self.add_on_code, self.units.normalize(), self.unit_amount_cents, self.description)
+
+
+_MARKER = re.compile(r"\(order ([^()\s]+)\)\s*$")
 
 
 def order_marker(order_id: str) -> str:
@@ -414,6 +418,18 @@ def _product_code(code: str | None, currency: str, options: Mapping[str, Any]) -
 _KINDS = {"add_on": ChargeKind.ONE_TIME, "subscription": ChargeKind.RECURRING, "charge": ChargeKind.RECURRING}
 
 
+def _order_of_markers(fees: list[Any]) -> str | None:
+    """A one-off invoice's webhook can arrive before its metadata is written; its fee descriptions already
+    carry the order marker the hub wrote at creation. One order for every marked fee, or None."""
+    orders = set()
+    for fee in fees:
+        text = str(fee.get("description") or (fee.get("item") or {}).get("invoice_display_name") or "")
+        match = _MARKER.search(text) if isinstance(fee, Mapping) else None
+        if match:
+            orders.add(match.group(1))
+    return orders.pop() if len(orders) == 1 else None
+
+
 def _order_of_subscriptions(lines: list[InvoiceLine]) -> str | None:
     """A subscription invoice names no order, but its subscriptions do: the hub creates them with external
     ids ``<order id>:<line or plan>[@v<n>]``. One order for every subscription line, or None."""
@@ -528,7 +544,9 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         due_date=due if due is None or due >= issue else issue,
         lines=lines,
         taxes=taxes,
-        order_id=metadata_value(data, METADATA_ORDER) or _order_of_subscriptions(lines),
+        order_id=metadata_value(data, METADATA_ORDER)
+        or _order_of_markers(data.get("fees") or [])
+        or _order_of_subscriptions(lines),
     )
     _expect(invoice.subtotal, data, "sub_total_excluding_taxes_amount_cents", "the fees less coupons")
     _expect(invoice.tax_total, data, "taxes_amount_cents", "the sum of applied_taxes")

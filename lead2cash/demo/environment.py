@@ -1,0 +1,416 @@
+"""The whole lead-to-cash flow on one machine: the three sandboxes, the hub on the shipped routes, and the
+checks that the three systems agree. ``make demo``, the end-to-end tests and ``bench/lead_to_cash.py`` all
+run on this.
+
+The hub is configured exactly as a deployment is: a systems file (written here from what the sandboxes
+print), plus the shipped ``config/mappings.yaml`` and ``config/lead-to-cash.yaml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lead2cash.canonical_model import MINOR_UNITS
+from lead2cash.hub import Hub
+from lead2cash.sandbox.lago import LagoSandbox
+from lead2cash.sandbox.salesforce import SalesforceSandbox
+from lead2cash.sandbox.sap import SapSandbox
+from lead2cash.sandbox.server import SandboxCluster
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+ROUTE_FILES = ("mappings.yaml", "lead-to-cash.yaml")
+# The billing engine takes these; a deal in another currency would be dead-lettered, by design.
+DEMO_CURRENCIES = ("USD", "EUR", "GBP", "JPY")
+ROUTES = (
+    "won-opportunity-to-billing",
+    "posted-invoice-to-ledger",
+    "billing-status-to-opportunity",
+    "ledger-document-to-opportunity",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Progress:
+    won: int = 0
+    billed: int = 0
+    invoices: int = 0
+    posted: int = 0
+    written_back: int = 0
+    pending: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+
+
+@dataclass
+class Agreement:
+    """Amounts per currency in each system and every disagreement found (empty = they agree)."""
+
+    won: dict[str, Decimal] = field(default_factory=dict)
+    invoiced: dict[str, Decimal] = field(default_factory=dict)
+    posted: dict[str, Decimal] = field(default_factory=dict)
+    deals: int = 0
+    invoices: int = 0
+    journal_entries: int = 0
+    awaiting_invoice: int = 0  # won deals whose first invoice is not due yet
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def agree(self) -> bool:
+        return not self.problems
+
+
+_MARKER = re.compile(r"\(order ([^()\s]+)\)\s*$")
+
+
+def order_of(invoice: dict[str, Any]) -> str | None:
+    """The deal a Lago invoice bills, read from Lago's own fields: the metadata the hub writes, the order
+    marker in one-off fee descriptions, or the subscriptions' external ids (``<order>:<line>``)."""
+    for item in invoice.get("metadata") or []:
+        if item.get("key") == "lead2cash_order":
+            return str(item["value"])
+    for fee in invoice.get("fees") or []:
+        match = _MARKER.search(str(fee.get("description") or ""))
+        if match:
+            return match.group(1)
+    for sub in invoice.get("subscriptions") or []:
+        external = str(sub.get("external_id") or "")
+        if ":" in external:
+            return external.split(":", 1)[0]
+    return None
+
+
+class LeadToCash:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        seed: int = 42,
+        seed_size: int = 60,
+        store_url: str | None = None,
+        config_dir: Path = CONFIG_DIR,
+        safety_lag: str = "1s",
+        log_level: str = "WARNING",
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.salesforce = SalesforceSandbox(
+            seed=seed, seed_size=seed_size, daily_api_limit=10_000_000, currencies=DEMO_CURRENCIES
+        )
+        # The billing clock starts where the deals are: today.
+        self.lago = LagoSandbox(seed=seed, seed_size=0, clock_start=datetime.now(UTC))
+        self.sap = SapSandbox(seed=seed, seed_size=0)
+        self.cluster = SandboxCluster(
+            systems=[self.salesforce, self.lago, self.sap], state_dir=self.workdir / "sandbox"
+        )
+        self.cluster.start_in_thread()
+        self.web_port = free_port()
+        self.store_url = store_url or f"sqlite:///{self.workdir / 'state.db'}"
+        self.systems_file = self.workdir / "systems.yaml"
+        self.systems_file.write_text(json.dumps(self.systems_config(safety_lag, log_level), indent=2))
+        self.config_files = [self.systems_file, *(config_dir / name for name in ROUTE_FILES)]
+        self.hub = Hub.from_files(self.config_files)
+        ca = str(self.cluster.ca_bundle)
+        self.http = {
+            name: httpx.Client(base_url=self.cluster.base_url(name), verify=ca, timeout=30, trust_env=False)
+            for name in ("salesforce", "lago", "sap")
+        }
+        self._sf_token: str | None = None
+
+    # ------------------------------------------------------------------ configuration
+    def systems_config(self, safety_lag: str, log_level: str) -> dict[str, Any]:
+        """What a deployment writes by hand, from what the sandboxes print (``lead2cash sandbox``)."""
+        printed = self.cluster.hub_config()
+        sap = dict(printed["sap"])
+        # The shipped routes keep account determination in mappings.yaml, not inline.
+        sap.pop("revenue_account_by_family", None)
+        sap.pop("tax_code_by_catalog_code", None)
+        sap.update(revenue_accounts="sap_revenue_accounts", tax_codes="sap_tax_codes")
+        return {
+            "state": {"url": self.store_url, "worker_id": "lead-to-cash-demo"},
+            "logging": {"level": log_level},
+            "web": {"enabled": True, "host": "127.0.0.1", "port": self.web_port},
+            "systems": {
+                "salesforce": {**printed["salesforce"], "safety_lag": safety_lag, "sweep_interval": None},
+                "lago": {**printed["lago"], "plan_table": "lago_plans", "addon_table": "lago_add_ons"},
+                "sap": sap,
+                "hub": {"type": "hub"},
+            },
+        }
+
+    # ------------------------------------------------------------------ the systems, as a person would use them
+    def _sf(self, method: str, path: str, **kw: Any) -> Any:
+        if self._sf_token is None:
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": self.salesforce.client_id,
+                "client_secret": self.salesforce.client_secret,
+            }
+            r = self.http["salesforce"].post("/services/oauth2/token", data=form)
+            r.raise_for_status()
+            self._sf_token = str(r.json()["access_token"])
+        r = self.http["salesforce"].request(
+            method,
+            f"/services/data/v62.0/{path}",
+            headers={"Authorization": f"Bearer {self._sf_token}"},
+            **kw,
+        )
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def soql(self, query: str) -> list[dict[str, Any]]:
+        result = self._sf("GET", "query", params={"q": query})
+        records = list(result["records"])
+        while not result.get("done", True):
+            result = (
+                self.http["salesforce"]
+                .get(result["nextRecordsUrl"], headers={"Authorization": f"Bearer {self._sf_token}"})
+                .json()
+            )
+            records.extend(result["records"])
+        return records
+
+    def close_won(self, count: int) -> list[str]:
+        """Close ``count`` open opportunities as won, as sales would."""
+        r = self.http["salesforce"].post("/__sandbox/salesforce/close-won", json={"count": count})
+        r.raise_for_status()
+        return list(r.json()["ids"])
+
+    def advance_billing(self, days: int) -> int:
+        """Move the billing engine's clock: subscriptions whose period ended are invoiced (and finalized)."""
+        r = self.http["lago"].post("/__sandbox/lago/clock", json={"days": days}, timeout=300)
+        r.raise_for_status()
+        return len(r.json().get("invoices", []))
+
+    def set_faults(self, rules: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """``{system: {operation or "*": FaultRule fields}}`` on the sandboxes; ``{}`` clears them all."""
+        for name, client in self.http.items():
+            client.put("/__sandbox/faults", json={"rules": rules.get(name, {})}).raise_for_status()
+
+    def effects(self, system: str) -> dict[str, dict[str, int]]:
+        return dict(self.http[system].get("/__sandbox/effects").json())
+
+    def lago_invoices(self, detailed: bool = False) -> list[dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {self.lago.api_key}"}
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            r = self.http["lago"].get(
+                "/api/v1/invoices", params={"page": page, "per_page": 100}, headers=headers
+            )
+            r.raise_for_status()
+            data = r.json()
+            out.extend(data["invoices"])
+            if not data["meta"].get("next_page"):
+                break
+            page = int(data["meta"]["next_page"])
+        if not detailed:
+            return out
+        # The list leaves out fees; one GET per invoice, as an auditor reading Lago would.
+        return [
+            self.http["lago"].get(f"/api/v1/invoices/{i['lago_id']}", headers=headers).json()["invoice"]
+            for i in out
+        ]
+
+    def sap_documents(self) -> list[dict[str, Any]]:
+        return list(self.http["sap"].get("/__sandbox/sap/ledger/documents").json()["documents"])
+
+    def drain_webhooks(self) -> None:
+        self.http["lago"].post("/__sandbox/lago/webhooks/drain", timeout=120)
+
+    # ------------------------------------------------------------------ running
+    async def start(self) -> None:
+        # The webhook endpoint is registered first: events published while the hub is still starting are
+        # retried by the billing engine, not lost to the poll fallback's interval.
+        headers = {"Authorization": f"Bearer {self.lago.api_key}"}
+        endpoint = {
+            "webhook_url": f"http://127.0.0.1:{self.web_port}/webhooks/lago",
+            "signature_algo": "hmac",
+        }
+        r = self.http["lago"].post(
+            "/api/v1/webhook_endpoints", json={"webhook_endpoint": endpoint}, headers=headers
+        )
+        r.raise_for_status()
+        await self.hub.start()
+        async with httpx.AsyncClient(timeout=5) as client:
+            for _ in range(200):
+                try:
+                    if (await client.get(f"http://127.0.0.1:{self.web_port}/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    await asyncio.sleep(0.05)
+        raise RuntimeError(f"the hub's web app did not come up on port {self.web_port}")
+
+    async def poll_now(self, route: str = "won-opportunity-to-billing") -> None:
+        """An operator's "poll now": read the route's source without waiting for its interval."""
+        await self.hub.ingest(route)
+
+    def progress(self) -> Progress:
+        store = self.hub.store
+        delivered = {r: store.count_messages(r, "delivered") for r in ROUTES}
+        retries = sum(
+            int(sample.value)
+            for metric in self.hub.metrics.retries.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+        return Progress(
+            won=len(self._won_ids()),
+            billed=len(self._delivered_entities("won-opportunity-to-billing")),
+            invoices=store.count_messages("billing-status-to-opportunity"),
+            posted=delivered["posted-invoice-to-ledger"],
+            written_back=delivered["ledger-document-to-opportunity"],
+            pending=sum(store.count_messages(r, "pending") for r in ROUTES),
+            retries=retries,
+            dead_letters=store.dlq_count(),
+        )
+
+    def _won_ids(self) -> set[str]:
+        return {r["Id"] for r in self.soql("SELECT Id FROM Opportunity WHERE IsWon = true")}
+
+    def _delivered_entities(self, route: str) -> set[str]:
+        return {json.loads(m.payload)["id"] for m in self.hub.store.messages_for(route, "delivered")}
+
+    def settled(self) -> bool:
+        """Every won deal billed, every finalized invoice posted and its document written back, nothing
+        pending anywhere, and the billing engine has no webhook left to send."""
+        store = self.hub.store
+        if any(store.count_messages(r, "pending") for r in ROUTES):
+            return False
+        if self.lago.webhooks.pending:
+            return False
+        billed = self._delivered_entities("won-opportunity-to-billing")
+        dead_orders = {
+            json.loads(d.canonical_payload or "{}").get("id")
+            for d in store.dlq_list("won-opportunity-to-billing")
+        }
+        if not self._won_ids() <= billed | dead_orders:
+            return False
+        finalized = {i["number"] for i in self.lago_invoices() if i["status"] == "finalized"}
+        posted = {
+            json.loads(m.payload)["invoice_number"] for m in store.messages_for("posted-invoice-to-ledger")
+        }
+        if not finalized <= posted:
+            return False
+        return store.count_messages("ledger-document-to-opportunity", "delivered") >= store.count_messages(
+            "posted-invoice-to-ledger", "delivered"
+        )
+
+    async def wait_settled(self, timeout: float, on_tick: Callable[[Progress], None] | None = None) -> bool:
+        deadline = time.monotonic() + timeout
+        stable = 0
+        while time.monotonic() < deadline:
+            if on_tick is not None:
+                on_tick(self.progress())
+            stable = stable + 1 if await asyncio.to_thread(self.settled) else 0
+            if stable >= 2:
+                return True
+            await self.poll_now()
+            await asyncio.sleep(0.5)
+        return False
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.hub.aclose_systems()
+
+    def close(self) -> None:
+        self.hub.close()
+        for client in self.http.values():
+            client.close()
+        self.cluster.stop()
+
+    # ------------------------------------------------------------------ do the three systems agree?
+    def agreement(self) -> Agreement:
+        """Salesforce, Lago and SAP compared record by record and per currency, to the minor unit."""
+        result = Agreement()
+        opps = self.soql(
+            "SELECT Id, Amount, CurrencyIsoCode, AccountId, Billing_Invoice_Number__c, "
+            "Billing_Invoiced_Amount__c, Billing_Payment_Status__c, SAP_Accounting_Document__c "
+            "FROM Opportunity WHERE IsWon = true"
+        )
+        result.deals = len(opps)
+        won: dict[str, Decimal] = defaultdict(Decimal)
+        for o in opps:
+            won[o["CurrencyIsoCode"]] += Decimal(str(o["Amount"] or 0))
+        result.won = dict(won)
+
+        invoices = [i for i in self.lago_invoices(detailed=True) if i["status"] == "finalized"]
+        result.invoices = len(invoices)
+        by_number = {i["number"]: i for i in invoices}
+        invoiced: dict[str, Decimal] = defaultdict(Decimal)
+        for inv in invoices:
+            invoiced[inv["currency"]] += Decimal(int(inv["total_amount_cents"])).scaleb(
+                -MINOR_UNITS[inv["currency"]]
+            )
+        result.invoiced = dict(invoiced)
+
+        documents = self.sap_documents()
+        result.journal_entries = len(documents)
+        refs = Counter(d["DocumentReferenceID"] for d in documents)
+        doc_of = {d["DocumentReferenceID"]: str(d["AccountingDocument"]) for d in documents}
+        posted: dict[str, Decimal] = defaultdict(Decimal)
+        ledger = self.http["sap"].get("/__sandbox/sap/ledger").json()
+        receivables = self.sap_receivables()
+        for company in ledger["company_codes"].values():
+            for ccy, bucket in company["transaction_currency"].items():
+                posted[ccy] += Decimal(bucket["accounts"].get(receivables, "0"))
+        result.posted = dict(posted)
+
+        for number, count in refs.items():
+            if count > 1:
+                result.problems.append(f"invoice {number} posted {count} times in SAP")
+        for number in by_number:
+            if number not in refs:
+                result.problems.append(f"invoice {number} is finalized in Lago but not posted in SAP")
+        for ccy in sorted(set(invoiced) | set(posted)):
+            if invoiced.get(ccy, Decimal(0)) != posted.get(ccy, Decimal(0)):
+                result.problems.append(
+                    f"{ccy}: Lago invoiced {invoiced.get(ccy, 0)} but SAP receivables show {posted.get(ccy, 0)}"
+                )
+        invoiced_orders = {order_of(inv) for inv in invoices}
+        result.awaiting_invoice = sum(1 for o in opps if o["Id"] not in invoiced_orders)
+        for o in opps:
+            number = o.get("Billing_Invoice_Number__c")
+            if o["Id"] not in invoiced_orders:
+                continue  # nothing billed yet (recurring lines only, period not over): nothing to show
+            if not number:
+                result.problems.append(f"opportunity {o['Id']} shows no invoice")
+                continue
+            found = by_number.get(number)
+            if found is None or order_of(found) != o["Id"]:
+                result.problems.append(
+                    f"opportunity {o['Id']} shows {number}, not one of its finalized invoices"
+                )
+                continue
+            total = Decimal(int(found["total_amount_cents"])).scaleb(-MINOR_UNITS[found["currency"]])
+            if Decimal(str(o.get("Billing_Invoiced_Amount__c"))) != total:
+                result.problems.append(
+                    f"opportunity {o['Id']}: amount {o.get('Billing_Invoiced_Amount__c')} != {total}"
+                )
+            document = str(o.get("SAP_Accounting_Document__c") or "")
+            if doc_of.get(number) is None or not document.startswith(doc_of[number]):
+                result.problems.append(
+                    f"opportunity {o['Id']}: SAP document {document or '-'} is not {doc_of.get(number)} of {number}"
+                )
+        return result
+
+    def sap_receivables(self) -> str:
+        return str(self.hub.config.systems["sap"].receivables_account)  # type: ignore[union-attr]
