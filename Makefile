@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/lead2cash demo
+	$(BIN)/lead2cash demo $(DEMO_ARGS)
 
 lint: install
 	$(BIN)/ruff check lead2cash tests bench

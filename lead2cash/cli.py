@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,9 +20,11 @@ app = typer.Typer(help="lead2cash: the lead-to-cash integration hub.", no_args_i
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: list, show, replay, discard.", no_args_is_help=True)
 checkpoint_app = typer.Typer(help="Source checkpoints: show and set.", no_args_is_help=True)
+route_app = typer.Typer(help="Routes: state, and resuming a halted route.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(checkpoint_app, name="checkpoint")
+app.add_typer(route_app, name="route")
 
 console = Console()
 err = Console(stderr=True)
@@ -48,7 +50,18 @@ def _hub(paths: list[Path]):  # type: ignore[no-untyped-def]
 
 
 @app.command()
-def check(paths: ConfigPaths) -> None:
+def check(
+    paths: ConfigPaths,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            "--metadata",
+            help="also check mappings against the reachable systems' metadata "
+            "(Salesforce describe, SAP $metadata, Lago plans and add-ons)",
+        ),
+    ] = False,
+) -> None:
     """Validate config file(s); print every problem with file, line, column and field."""
     try:
         loaded = load_config(paths)
@@ -65,15 +78,81 @@ def check(paths: ConfigPaths) -> None:
     except ConfigError as exc:
         _fail_config(exc)
         return
-    hub.close()
     cfg = loaded.config
+    if live:
+        from lead2cash.testing.metadata import check_live
+
+        try:
+            issues = check_live(hub, console)
+        finally:
+            hub.close()
+        if issues:
+            _fail_config(ConfigError(issues))
+    else:
+        hub.close()
     console.print(f"[green]ok[/green]: {len(cfg.systems)} system(s), {len(cfg.routes)} route(s)")
+
+
+@app.command("test")
+def test_config(
+    paths: ConfigPaths,
+    tests: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--tests", "-t", help="test file(s) or folder(s); default: tests/ beside the last config file"
+        ),
+    ] = None,
+    sandbox: Annotated[
+        bool, typer.Option(help="run the delivery tests (sandbox: true) on in-process sandboxes")
+    ] = True,
+    select: Annotated[
+        str | None, typer.Option("-k", help="only tests whose name or route contains this")
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option(help="hub log level while testing (logs go to stderr)")
+    ] = "critical",
+) -> None:
+    """Run config tests: each gives an input record, the route, and the expected canonical record, key,
+    target payload or outcome (delivered once, dead-lettered), optionally under sandbox faults."""
+    from lead2cash.observability import configure_logging
+    from lead2cash.testing import ConfigTestRunner
+
+    try:
+        loaded = load_config(paths)
+    except ConfigError as exc:
+        _fail_config(exc)
+        return
+    configure_logging(log_level, "console")
+    found = tests or ([paths[-1].parent / "tests"] if paths else [])
+    try:
+        summary = ConfigTestRunner(loaded, console, sandbox=sandbox, select=select).run(found)
+    except ConfigError as exc:
+        _fail_config(exc)
+        return
+    raise typer.Exit(0 if summary.ok else 1)
 
 
 @config_app.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of the config (for editors)."""
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+
+
+@config_app.command("docs")
+def config_docs(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="write here instead of printing")
+    ] = None,
+) -> None:
+    """Print the configuration reference (Markdown), generated from the schema: docs/configuration.md."""
+    from lead2cash.config.reference import render
+
+    text = render()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}")
 
 
 @app.command()
@@ -247,6 +326,39 @@ def checkpoint_set(
     hub.close()
 
 
+# ---------------------------------------------------------------------------------------------- routes
+@route_app.command("list")
+def route_list(config: ConfigOpt) -> None:
+    """Routes with their state, pending messages and open dead letters."""
+    hub = _hub(config)
+    table = Table("route", "state", "reason", "pending", "delivered", "dead letters")
+    for name in hub.routes:
+        state = hub.store.route_state_get(name)
+        table.add_row(
+            name,
+            state.status if state else "running",
+            (state.reason or "")[:80] if state else "",
+            str(hub.store.count_messages(name, "pending")),
+            str(hub.store.count_messages(name, "delivered")),
+            str(hub.store.dlq_count(name)),
+        )
+    console.print(table)
+    hub.close()
+
+
+@route_app.command("resume")
+def route_resume(config: ConfigOpt, name: str) -> None:
+    """Resume a halted (or paused) route; a running hub notices within seconds."""
+    hub = _hub(config)
+    if name not in hub.routes:
+        err.print(f"unknown route {name!r}; known: {', '.join(hub.routes)}")
+        hub.close()
+        raise typer.Exit(1)
+    hub.routes[name].resume()
+    console.print(f"{name}: running")
+    hub.close()
+
+
 # ---------------------------------------------------------------------------------------------- sandbox
 @app.command()
 def sandbox(
@@ -259,14 +371,31 @@ def sandbox(
     lago_port: int = 8442,
     sap_port: int = 8443,
     only: Annotated[str | None, typer.Option(help="comma-separated subset, e.g. salesforce,lago")] = None,
+    lead_to_cash: Annotated[
+        bool,
+        typer.Option(
+            "--lead-to-cash",
+            help="as `make demo` runs them: --seed-size open deals in the billing engine's currencies, "
+            "Lago and SAP empty, the billing clock at today (for `lead2cash run` on the shipped routes)",
+        ),
+    ] = False,
 ) -> None:
     """Start the Salesforce, Lago and SAP sandboxes over HTTPS on localhost."""
     from lead2cash.sandbox.registry import build_systems
     from lead2cash.sandbox.server import SandboxCluster
 
-    systems = build_systems(
-        seed=seed, seed_size=seed_size, faults_profile=faults, only=only.split(",") if only else None
-    )
+    if lead_to_cash:
+        from lead2cash.demo.environment import demo_sandboxes
+
+        systems: list[Any] = list(demo_sandboxes(seed, seed_size))
+        for system in systems:
+            system.faults.set_profile(faults)
+        if only:
+            systems = [s for s in systems if s.name in only.split(",")]
+    else:
+        systems = build_systems(
+            seed=seed, seed_size=seed_size, faults_profile=faults, only=only.split(",") if only else None
+        )
     ports = {"salesforce": salesforce_port, "lago": lago_port, "sap": sap_port}
     cluster = SandboxCluster(systems=systems, state_dir=state_dir, host=host, ports=ports)
     for name, running in cluster.running.items():
@@ -282,13 +411,38 @@ def sandbox(
 # ---------------------------------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="where the demo writes its files")] = Path(".state/demo"),
-    records: int = 500,
+    workdir: Annotated[Path, typer.Option(help="where the demo keeps its state")] = Path(".state/demo"),
+    deals: Annotated[int, typer.Option(help="deals to close as won")] = 25,
+    seed: Annotated[int, typer.Option(help="seed of the sandboxes' data")] = 42,
+    advance_days: Annotated[int, typer.Option(help="days the billing clock moves on")] = 35,
+    faults: Annotated[
+        str, typer.Option(help="none | flaky (20% errors and lost responses on all systems)")
+    ] = "none",
+    keep_running: Annotated[bool, typer.Option(help="leave hub and sandboxes up afterwards")] = False,
+    minimal: Annotated[
+        bool, typer.Option(help="the smallest route instead: JSON Lines in, JSON Lines out")
+    ] = False,
+    records: Annotated[int, typer.Option(help="with --minimal: orders to route")] = 500,
 ) -> None:
-    """Run the smallest real route: orders from a JSON Lines inbox through the router to an outbox."""
-    from lead2cash.demo import run_minimal_demo
+    """Lead to cash on the sandboxes: deals won in Salesforce, billed in Lago, posted in SAP, written back;
+    ends with the three systems reconciled. Exit 0 when they agree."""
+    if minimal:
+        from lead2cash.demo import run_minimal_demo
 
-    raise typer.Exit(run_minimal_demo(workdir, records, console))
+        raise typer.Exit(run_minimal_demo(workdir, records, console))
+    from lead2cash.demo.lead_to_cash import run_lead_to_cash_demo
+
+    raise typer.Exit(
+        run_lead_to_cash_demo(
+            workdir,
+            console,
+            deals=deals,
+            seed=seed,
+            advance_days=advance_days,
+            faults=faults,
+            keep_running=keep_running,
+        )
+    )
 
 
 def main() -> None:

@@ -108,6 +108,7 @@ class Hub:
         self.routes: dict[str, RouteRuntime] = {}
         self.route_configs: dict[str, RouteConfig] = {}
         issues: list[ConfigIssue] = []
+        created = self._new_sqlite_files(self._state_url(base_dir)) if store is None else []
         self.store = store or Store(self._state_url(base_dir))
         self.context = BindingContext(self.store, self.config.mappings, base_dir, self.metrics)
         for name, sys_cfg in self.config.systems.items():
@@ -118,7 +119,7 @@ class Hub:
             except Exception as exc:
                 issues.append(loaded.issue(("systems", name), f"cannot build system: {exc}"))
         if issues:
-            self.store.close()
+            self._abandon(created, owned=store is None)
             raise ConfigError(issues)
         for i, route_cfg in enumerate(self.config.routes):
             if not route_cfg.enabled:
@@ -129,7 +130,7 @@ class Hub:
             except ConfigProblems as exc:
                 issues.extend(loaded.issue(("routes", i, *p), m) for p, m in exc.problems)
         if issues:
-            self.store.close()
+            self._abandon(created, owned=store is None)
             raise ConfigError(issues)
         self._stopping = asyncio.Event()
         self._wake: dict[str, asyncio.Event] = {}
@@ -137,6 +138,29 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._web: Any = None
         self._source_paused: dict[str, float] = {}
+
+    @staticmethod
+    def _new_sqlite_files(url: str) -> list[Path]:
+        """The SQLite files opening ``url`` would create (none if the database exists already)."""
+        if not url.startswith("sqlite:///") or url.endswith(":memory:"):
+            return []
+        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+        if path.exists():
+            return []
+        return [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+
+    def _abandon(self, created: list[Path], owned: bool) -> None:
+        """A config that cannot be built leaves nothing behind: not even a fresh, empty state file."""
+        for system in self.systems.values():
+            closer = getattr(system, "close", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    closer()
+        if owned:
+            self.store.close()
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
     @classmethod
     def from_files(cls, paths: str | Path | Sequence[str | Path], **kwargs: Any) -> Hub:
@@ -230,6 +254,7 @@ class Hub:
             batch_size=cfg.batch_size,
             concurrency=cfg.concurrency,
             lease_s=self.config.state.lease,
+            rate_limit=cfg.rate_limit,
             metrics=self.metrics,
         )
 
@@ -341,7 +366,13 @@ class Hub:
         self._stopping.set()
         if self._web is not None:
             self._web.should_exit = True
-            await asyncio.sleep(0)
+            # Let uvicorn close its listening socket: a cancelled server keeps the port bound, so a hub
+            # restarted in the same process could not listen again.
+            web_task = next((t for t in self._tasks if t.get_name() == "web"), None)
+            if web_task is not None:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(web_task), timeout=5)
+            self._web = None
         for event in self._wake.values():
             event.set()
         if self._scheduler is not None:

@@ -226,6 +226,32 @@ class OrderTarget:
         """The effect of ``key`` is complete when Lago already holds everything the order asks for."""
         return await self._reconcile(_entity(entity, Order), key, apply=False)
 
+    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
+        """What a first delivery of ``key`` sends to Lago, without I/O (``lead2cash test``): the customer
+        upsert, one subscription per recurring line and the one-off invoice with its metadata."""
+        order: Order = _entity(entity, Order)
+        self.binding.check_currency(order.currency, f"order {order.id}")
+        plan = adapter.billing_plan(
+            order,
+            plan_table=self.plan_table,
+            plan_table_name=self.plan_table_name,
+            addon_table=self.addon_table,
+            addon_table_name=self.addon_table_name,
+            grouping=self.grouping,
+        )
+        external_id = self.binding.customer_external_id(order.customer)
+        won = order.status.value == "won"
+        return {
+            "customer": adapter.customer_payload(order.customer, external_id, order.currency)
+            if won
+            else None,
+            "subscriptions": [s.payload(external_id, s.key, self.billing_time) for s in plan.subscriptions],
+            "one_off_invoice": adapter.one_off_invoice_payload(external_id, plan) if plan.fees else None,
+            "invoice_metadata": (
+                {adapter.METADATA_KEY: key, adapter.METADATA_ORDER: order.id} if plan.fees else None
+            ),
+        }
+
     async def _reconcile(self, order: Order, key: str, *, apply: bool) -> str | None:
         self.binding.check_currency(order.currency, f"order {order.id}")
         plan = adapter.billing_plan(

@@ -154,6 +154,11 @@ class WritebackTarget:
         opp_id, values = self._values(entity, dt.datetime.now(dt.UTC))
         return await self.writer.write({"Id": opp_id, **values})
 
+    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
+        """The update a delivery sends, without I/O (``lead2cash test``); the sync time is left out."""
+        opp_id, values = self._values(entity, None)
+        return {"sobject": self.writer.obj, "Id": opp_id, **values}
+
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
         opp_id, values = self._values(entity, None)
         found = await self.writer.fetch([opp_id], list(values))

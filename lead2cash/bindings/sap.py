@@ -423,6 +423,16 @@ class JournalEntryTarget:
         document, company_code, year = split_obj_key(await self.system.rfc.post(params, entry.reference_id))
         return f"{document}/{company_code}/{year}"
 
+    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
+        """The balanced journal entry a delivery posts and the business partner search it starts with,
+        without I/O (``lead2cash test``); the partner's number is only known to SAP."""
+        entry = self._entry(entity)
+        out: dict[str, Any] = {"journal_entry": entry.model_dump(mode="json")}
+        if isinstance(entity, Invoice):
+            field = self.system.partner_rules.search_field
+            out["business_partner_search"] = {field: self.system.partners.search_key(entity.customer)}
+        return out
+
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
         await self.system.bind_loop()
         known = self.system.xref_get(type(entity).__name__, entity_id(entity))

@@ -249,6 +249,34 @@ def _cross_check(data: dict[str, Any], loaded: LoadedConfig) -> list[ConfigIssue
     return issues
 
 
+def _without_union_tags(
+    loc: tuple[str | int, ...], data: Any, *, keep_last: bool
+) -> tuple[str | int, ...]:
+    """Discriminated unions put the tag in the loc (``systems.lago.lago.api_key``): drop every element that
+    is not a key of the data at that point but is the value of one of its fields (the discriminator), so the
+    path is the one in the file and the position found is the field's own."""
+    out: list[str | int] = []
+    node: Any = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if (
+            isinstance(part, str)
+            and isinstance(node, Mapping)
+            and part not in node
+            and any(v == part for v in node.values() if isinstance(v, str))
+            and not (last and keep_last)
+        ):
+            continue
+        out.append(part)
+        if isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
 def load_config(
     paths: str | Path | Sequence[str | Path], environ: Mapping[str, str] | None = None
 ) -> LoadedConfig:
@@ -263,18 +291,7 @@ def load_config(
         loaded.config = HubConfig.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors(include_input=False, include_url=False):
-            loc = tuple(err["loc"])
-            # Discriminated unions put the tag in the loc ('systems', 'x', 'file', 'directory'): drop it.
-            loc = tuple(
-                p
-                for p in loc
-                if not (
-                    isinstance(p, str)
-                    and p in {"file", "python", "poll", "webhook", "schedule"}
-                    and len(loc) > 1
-                    and p != loc[-1]
-                )
-            )
+            loc = _without_union_tags(tuple(err["loc"]), data, keep_last=err["type"] == "missing")
             if err["type"] == "extra_forbidden":
                 f, line, col = loaded.locate((*loc, "<key>"))
                 message = "unknown key (misspelt?)"

@@ -166,6 +166,9 @@ class RouteConfig(Strict):
     on_failure: Literal["dead-letter", "halt-route"] = "dead-letter"
     batch_size: int = Field(200, ge=1, le=5000)
     concurrency: int = Field(16, ge=1, le=512)
+    rate_limit: float | None = Field(
+        None, gt=0, le=100_000, description="ceiling on target calls per second (delivers and lookups)"
+    )
 
 
 class HubConfig(Strict):

@@ -98,6 +98,63 @@ def order_of(invoice: dict[str, Any]) -> str | None:
     return None
 
 
+def demo_sandboxes(seed: int, seed_size: int) -> tuple[SalesforceSandbox, LagoSandbox, SapSandbox]:
+    """The three sandboxes as the lead-to-cash demo runs them (``lead2cash sandbox --lead-to-cash`` too):
+    ``seed_size`` open deals in the billing engine's currencies with an API allowance no run exhausts, and
+    a billing engine and ledger that start empty, the billing clock at today."""
+    salesforce = SalesforceSandbox(
+        seed=seed, seed_size=seed_size, daily_api_limit=10_000_000, currencies=DEMO_CURRENCIES
+    )
+    lago = LagoSandbox(seed=seed, seed_size=0, clock_start=datetime.now(UTC))
+    sap = SapSandbox(seed=seed, seed_size=0)
+    return salesforce, lago, sap
+
+
+def hub_systems_config(
+    printed: dict[str, Any],
+    *,
+    store_url: str,
+    web_port: int,
+    safety_lag: str = "1s",
+    log_level: str = "WARNING",
+    worker_id: str = "lead-to-cash-demo",
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The hub's systems file for the sandboxes, from the ``systems:`` JSON they print (``printed``):
+    state store, web app (the Lago webhook receiver) and the four systems the shipped routes name.
+    ``overrides`` are merged (deeply) into a system's entry, e.g. shorter client timeouts."""
+    sap = dict(printed["sap"])
+    # The shipped routes keep account determination in mappings.yaml, not inline.
+    sap.pop("revenue_account_by_family", None)
+    sap.pop("tax_code_by_catalog_code", None)
+    sap.update(revenue_accounts="sap_revenue_accounts", tax_codes="sap_tax_codes")
+    systems: dict[str, dict[str, Any]] = {
+        "salesforce": {**printed["salesforce"], "safety_lag": safety_lag, "sweep_interval": None},
+        "lago": {**printed["lago"], "plan_table": "lago_plans", "addon_table": "lago_add_ons"},
+        "sap": sap,
+        "hub": {"type": "hub"},
+    }
+    for name, extra in (overrides or {}).items():
+        systems[name] = _merged(systems[name], extra)
+    return {
+        "state": {"url": store_url, "worker_id": worker_id},
+        "logging": {"level": log_level},
+        "web": {"enabled": True, "host": "127.0.0.1", "port": web_port},
+        "systems": systems,
+    }
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class _Retry(Exception):
+    pass
+
+
 class LeadToCash:
     def __init__(
         self,
@@ -110,14 +167,9 @@ class LeadToCash:
         safety_lag: str = "1s",
         log_level: str = "WARNING",
     ) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.salesforce = SalesforceSandbox(
-            seed=seed, seed_size=seed_size, daily_api_limit=10_000_000, currencies=DEMO_CURRENCIES
-        )
-        # The billing clock starts where the deals are: today.
-        self.lago = LagoSandbox(seed=seed, seed_size=0, clock_start=datetime.now(UTC))
-        self.sap = SapSandbox(seed=seed, seed_size=0)
+        self.salesforce, self.lago, self.sap = demo_sandboxes(seed, seed_size)
         self.cluster = SandboxCluster(
             systems=[self.salesforce, self.lago, self.sap], state_dir=self.workdir / "sandbox"
         )
@@ -138,25 +190,34 @@ class LeadToCash:
     # ------------------------------------------------------------------ configuration
     def systems_config(self, safety_lag: str, log_level: str) -> dict[str, Any]:
         """What a deployment writes by hand, from what the sandboxes print (``lead2cash sandbox``)."""
-        printed = self.cluster.hub_config()
-        sap = dict(printed["sap"])
-        # The shipped routes keep account determination in mappings.yaml, not inline.
-        sap.pop("revenue_account_by_family", None)
-        sap.pop("tax_code_by_catalog_code", None)
-        sap.update(revenue_accounts="sap_revenue_accounts", tax_codes="sap_tax_codes")
-        return {
-            "state": {"url": self.store_url, "worker_id": "lead-to-cash-demo"},
-            "logging": {"level": log_level},
-            "web": {"enabled": True, "host": "127.0.0.1", "port": self.web_port},
-            "systems": {
-                "salesforce": {**printed["salesforce"], "safety_lag": safety_lag, "sweep_interval": None},
-                "lago": {**printed["lago"], "plan_table": "lago_plans", "addon_table": "lago_add_ons"},
-                "sap": sap,
-                "hub": {"type": "hub"},
-            },
-        }
+        return hub_systems_config(
+            self.cluster.hub_config(),
+            store_url=self.store_url,
+            web_port=self.web_port,
+            safety_lag=safety_lag,
+            log_level=log_level,
+        )
 
     # ------------------------------------------------------------------ the systems, as a person would use them
+    def request(self, system: str, method: str, url: str, **kw: Any) -> httpx.Response:
+        """The harness's own calls go through the same injected faults as the hub's: retry them (they are
+        reads, or admin calls) until the system answers."""
+        for attempt in range(60):
+            try:
+                r = self.http[system].request(method, url, **kw)
+            except httpx.TransportError:
+                time.sleep(min(0.05 * (attempt + 1), 1.0))
+                continue
+            if r.status_code in (401, 403) and system == "salesforce" and "/services/data" in url:
+                self._sf_token = None  # an expired session
+                raise _Retry
+            if r.status_code == 429 or r.status_code >= 500:
+                time.sleep(min(0.05 * (attempt + 1), 1.0))
+                continue
+            r.raise_for_status()
+            return r
+        raise RuntimeError(f"{system} kept failing {method} {url}")
+
     def _sf(self, method: str, path: str, **kw: Any) -> Any:
         if self._sf_token is None:
             form = {
@@ -164,27 +225,32 @@ class LeadToCash:
                 "client_id": self.salesforce.client_id,
                 "client_secret": self.salesforce.client_secret,
             }
-            r = self.http["salesforce"].post("/services/oauth2/token", data=form)
-            r.raise_for_status()
+            r = self.request("salesforce", "POST", "/services/oauth2/token", data=form)
             self._sf_token = str(r.json()["access_token"])
-        r = self.http["salesforce"].request(
-            method,
-            f"/services/data/v62.0/{path}",
-            headers={"Authorization": f"Bearer {self._sf_token}"},
-            **kw,
-        )
-        r.raise_for_status()
-        return r.json() if r.content else None
+        try:
+            r = self.request(
+                "salesforce",
+                method,
+                f"/services/data/v62.0/{path}",
+                headers={"Authorization": f"Bearer {self._sf_token}"},
+                **kw,
+            )
+        except _Retry:
+            return self._sf(method, path, **kw)
+        # Amounts arrive as JSON numbers: read them as Decimal, never float.
+        return json.loads(r.text, parse_float=Decimal) if r.content else None
 
     def soql(self, query: str) -> list[dict[str, Any]]:
         result = self._sf("GET", "query", params={"q": query})
         records = list(result["records"])
         while not result.get("done", True):
-            result = (
-                self.http["salesforce"]
-                .get(result["nextRecordsUrl"], headers={"Authorization": f"Bearer {self._sf_token}"})
-                .json()
+            page = self.request(
+                "salesforce",
+                "GET",
+                result["nextRecordsUrl"],
+                headers={"Authorization": f"Bearer {self._sf_token}"},
             )
+            result = json.loads(page.text, parse_float=Decimal)
             records.extend(result["records"])
         return records
 
@@ -213,10 +279,9 @@ class LeadToCash:
         out: list[dict[str, Any]] = []
         page = 1
         while True:
-            r = self.http["lago"].get(
-                "/api/v1/invoices", params={"page": page, "per_page": 100}, headers=headers
+            r = self.request(
+                "lago", "GET", "/api/v1/invoices", params={"page": page, "per_page": 100}, headers=headers
             )
-            r.raise_for_status()
             data = r.json()
             out.extend(data["invoices"])
             if not data["meta"].get("next_page"):
@@ -226,7 +291,7 @@ class LeadToCash:
             return out
         # The list leaves out fees; one GET per invoice, as an auditor reading Lago would.
         return [
-            self.http["lago"].get(f"/api/v1/invoices/{i['lago_id']}", headers=headers).json()["invoice"]
+            self.request("lago", "GET", f"/api/v1/invoices/{i['lago_id']}", headers=headers).json()["invoice"]
             for i in out
         ]
 
@@ -349,8 +414,8 @@ class LeadToCash:
         result.deals = len(opps)
         won: dict[str, Decimal] = defaultdict(Decimal)
         for o in opps:
-            won[o["CurrencyIsoCode"]] += Decimal(str(o["Amount"] or 0))
-        result.won = dict(won)
+            won[o["CurrencyIsoCode"]] += Decimal(o["Amount"] or 0)
+        result.won = {c: v.quantize(Decimal(1).scaleb(-MINOR_UNITS[c])) for c, v in won.items()}
 
         invoices = [i for i in self.lago_invoices(detailed=True) if i["status"] == "finalized"]
         result.invoices = len(invoices)
@@ -401,7 +466,7 @@ class LeadToCash:
                 )
                 continue
             total = Decimal(int(found["total_amount_cents"])).scaleb(-MINOR_UNITS[found["currency"]])
-            if Decimal(str(o.get("Billing_Invoiced_Amount__c"))) != total:
+            if Decimal(o.get("Billing_Invoiced_Amount__c") or 0) != total:
                 result.problems.append(
                     f"opportunity {o['Id']}: amount {o.get('Billing_Invoiced_Amount__c')} != {total}"
                 )

@@ -57,6 +57,23 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class RateLimiter:
+    """Spaces calls at least ``1 / rate`` seconds apart (no bursts): a route's ceiling on its target."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            wait = self._next - now
+            self._next = max(now, self._next) + self.interval
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
 @dataclass
 class Outcome:
     message: Message
@@ -84,13 +101,16 @@ class RouteRuntime:
     batch_size: int = 200
     concurrency: int = 16
     lease_s: float = 120.0
+    rate_limit: float | None = None  # target calls (deliver or lookup) per second, at most
     metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.source_id = f"{self.name}:{self.source.name}" if self.source else None
         self._paused_until = 0.0
         self._halted: str | None = None
+        self._halt_checked = 0.0
         self._sem = asyncio.Semaphore(self.concurrency)
+        self._bucket = RateLimiter(self.rate_limit) if self.rate_limit else None
         state = self.store.route_state_get(self.name)
         if state is not None and state.status == "halted":
             self._halted = state.reason or "halted"
@@ -191,6 +211,13 @@ class RouteRuntime:
     # ------------------------------------------------------------------ deliver
     async def deliver_once(self, worker: str) -> int:
         """Claim one batch and deliver it; returns the number of messages handled."""
+        if self._halted and time.monotonic() >= self._halt_checked + 5.0:
+            # An operator may have resumed the route from another process (lead2cash route resume).
+            self._halt_checked = time.monotonic()
+            state = self.store.route_state_get(self.name)
+            if state is None or state.status != "halted":
+                self._halted = None
+                log.info("route resumed", route=self.name)
         if self._halted or self.paused_for > 0:
             return 0
         claimed = self.store.claim(self.name, worker, self.batch_size, int(self.lease_s * 1000))
@@ -259,11 +286,15 @@ class RouteRuntime:
             nonlocal ambiguous
             async with self._sem:
                 if ambiguous:
+                    if self._bucket is not None:
+                        await self._bucket.acquire()
                     found = await self.target.lookup(entity, key)
                     if found is not None:
                         self.metrics.recovered.labels(self.name).inc()
                         bound.info("effect found by lookup; not resent", target_ref=found)
                         return found
+                if self._bucket is not None:
+                    await self._bucket.acquire()
                 started = time.perf_counter()
                 try:
                     # Any failure after the request may have left the target leaves the key ambiguous.

@@ -3,14 +3,24 @@
 Faults are set per operation (``"*"`` for all) at start or at runtime through ``/__sandbox/faults``.
 Each simulator names its operations (``query``, ``sobject.upsert``, ``invoices.create``, ...) and builds
 its own error bodies, because a 429 from Salesforce does not look like one from Lago.
+
+Two logs let a checker judge the caller from the server's side (``tests/reliability``, ``bench/chaos.py``):
+``GET /__sandbox/effects/log`` lists every counted effect with its wall-clock time (per-second effect
+rates against a route's ``rate_limit``), and ``GET /__sandbox/requests`` lists every request that went
+through fault injection and either was a write or met a fault: time, operation, method, path, a digest of
+method + path + query + body (a resend of the same write has the same digest), the outcome (``ok``,
+``429``, ``503``, ``reset``, ``timeout``, ``expired_session``) and the Retry-After sent. Both are bounded
+(the newest ``LOG_SIZE`` entries) and cleared by ``/__sandbox/reset``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import threading
-from collections import Counter, defaultdict
+import time
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -20,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 DROP_FLAG = "lead2cash.sandbox.drop"
+LOG_SIZE = 500_000  # entries kept in each of the effect and request logs
 
 
 @dataclass
@@ -79,10 +90,17 @@ class EffectCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: dict[str, Counter[str]] = defaultdict(Counter)
+        self._log: deque[tuple[float, str, str]] = deque(maxlen=LOG_SIZE)
 
     def record(self, kind: str, key: str) -> None:
         with self._lock:
             self._counts[kind][key] += 1
+            self._log.append((time.time(), kind, key))
+
+    def log(self, since: float = 0.0) -> list[tuple[float, str, str]]:
+        """Every counted effect as (wall-clock time, kind, key), oldest first."""
+        with self._lock:
+            return [e for e in self._log if e[0] >= since]
 
     def count(self, kind: str, key: str) -> int:
         with self._lock:
@@ -95,6 +113,7 @@ class EffectCounter:
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
+            self._log.clear()
 
 
 @dataclass
@@ -103,9 +122,29 @@ class Faults:
     seed: int = 0
     rules: dict[str, FaultRule] = field(default_factory=dict)
     injected: Counter[str] = field(default_factory=Counter)
+    requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_SIZE))
 
     def __post_init__(self) -> None:
         self._rng = random.Random(f"{self.system}:{self.seed}")
+
+    async def _log_request(self, request: Request, operation: str, outcome: str, retry_after: int) -> None:
+        write = request.method not in ("GET", "HEAD")
+        if not write and outcome == "ok":
+            return
+        digest = hashlib.sha256(f"{request.method} {request.url.path}?{request.url.query}\n".encode())
+        if write:
+            digest.update(await request.body())  # cached by Starlette: the handler reads it again
+        self.requests.append(
+            {
+                "t": time.time(),
+                "op": operation,
+                "method": request.method,
+                "path": request.url.path,
+                "sig": digest.hexdigest()[:24],
+                "outcome": outcome,
+                "retry_after": retry_after,
+            }
+        )
 
     def set_profile(self, profile: str) -> None:
         try:
@@ -155,19 +194,24 @@ class Faults:
             await asyncio.sleep(d.latency_s)
         if d.expire_session and expire_session is not None:
             self.injected[f"{operation}:expired_session"] += 1
+            await self._log_request(request, operation, "expired_session", 0)
             return await expire_session()
         if d.reset:
             self.injected[f"{operation}:reset"] += 1
+            await self._log_request(request, operation, "reset", 0)
             request.scope[DROP_FLAG] = True
             return Response(status_code=500)
         if d.timeout_s is not None:
             self.injected[f"{operation}:timeout"] += 1
+            await self._log_request(request, operation, "timeout", 0)
             await asyncio.sleep(d.timeout_s)
             request.scope[DROP_FLAG] = True
             return Response(status_code=504)
         if d.error_status is not None:
             self.injected[f"{operation}:{d.error_status}"] += 1
+            await self._log_request(request, operation, str(d.error_status), d.retry_after_s)
             return error_response(d.error_status, d.retry_after_s)
+        await self._log_request(request, operation, "ok", 0)
         return None
 
 
@@ -200,7 +244,8 @@ class DropConnections:
 def admin_routes(
     faults: Faults, effects: EffectCounter, on_reset: Callable[[], None] | None = None
 ) -> list[Route]:
-    """``/__sandbox/faults`` (GET, PUT), ``/__sandbox/effects`` (GET), ``/__sandbox/reset`` (POST)."""
+    """``/__sandbox/faults`` (GET, PUT), ``/__sandbox/effects`` and ``/__sandbox/effects/log`` (GET),
+    ``/__sandbox/requests`` (GET), ``/__sandbox/reset`` (POST)."""
 
     async def get_faults(_: Request) -> Response:
         return JSONResponse(
@@ -225,9 +270,18 @@ def admin_routes(
     async def get_effects(_: Request) -> Response:
         return JSONResponse(effects.snapshot())
 
+    async def get_effects_log(request: Request) -> Response:
+        since = float(request.query_params.get("since", 0))
+        return JSONResponse({"effects": effects.log(since)})
+
+    async def get_requests(request: Request) -> Response:
+        since = float(request.query_params.get("since", 0))
+        return JSONResponse({"requests": [r for r in list(faults.requests) if r["t"] >= since]})
+
     async def reset(_: Request) -> Response:
         faults.rules = {}
         faults.injected.clear()
+        faults.requests.clear()
         effects.reset()
         if on_reset:
             on_reset()
@@ -237,5 +291,7 @@ def admin_routes(
         Route("/__sandbox/faults", get_faults, methods=["GET"]),
         Route("/__sandbox/faults", put_faults, methods=["PUT"]),
         Route("/__sandbox/effects", get_effects, methods=["GET"]),
+        Route("/__sandbox/effects/log", get_effects_log, methods=["GET"]),
+        Route("/__sandbox/requests", get_requests, methods=["GET"]),
         Route("/__sandbox/reset", reset, methods=["POST"]),
     ]

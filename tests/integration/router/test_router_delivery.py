@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import doubles
@@ -130,6 +131,17 @@ def test_halt_route_policy_stops_at_the_first_permanent_failure(tmp_path: Path, 
     assert state is not None and state.status == "halted"
     hub.close()
 
+    # The target is fixed; the operator resumes the route from the CLI and nothing was lost.
+    system.behaviour.permanent_keys = set()
+    path = tmp_path / "route.yaml"
+    listed = CliRunner().invoke(app, ["route", "list", "-c", str(path)])
+    assert "halted" in listed.output
+    assert CliRunner().invoke(app, ["route", "resume", "-c", str(path), "orders"]).exit_code == 0
+    hub = Hub.from_files([path], configure_logs=False)
+    assert asyncio.run(hub.run_until_idle(timeout=30))
+    assert len(system.targets["bill"].effects) == 5
+    hub.close()
+
 
 def test_per_customer_order_is_kept(tmp_path: Path, store_url: str) -> None:
     _, hub = _hub(tmp_path, store_url)
@@ -150,4 +162,28 @@ def test_per_customer_order_is_kept(tmp_path: Path, store_url: str) -> None:
     target.deliver = recording  # type: ignore[method-assign]
     assert asyncio.run(hub.run_until_idle(timeout=60))
     assert calls == sorted(calls) == list(range(1, 8))
+    hub.close()
+
+
+def test_rate_limit_is_a_ceiling_on_target_calls(tmp_path: Path) -> None:
+    path = tmp_path / "rate.yaml"
+    text = CONFIG.format(url=f"sqlite:///{tmp_path / 's.db'}", on_failure="dead-letter", max_inline="30s")
+    path.write_text(text.replace("    batch_size: 100\n", "    batch_size: 100\n    rate_limit: 50\n"))
+    hub = Hub.from_files([path], configure_logs=False)
+    system = doubles.REGISTRY["mem"]
+    system.records.extend(sample_orders(40, seed=13))
+    target = system.target("bill", {})
+    stamps: list[float] = []
+    original = target.deliver
+
+    async def stamped(entity, key):  # type: ignore[no-untyped-def]
+        stamps.append(time.monotonic())
+        return await original(entity, key)
+
+    target.deliver = stamped  # type: ignore[method-assign]
+    assert asyncio.run(hub.run_until_idle(timeout=30))
+    assert len(target.effects) == 40
+    # 40 calls at 50/s take at least 39 intervals of 20 ms; in any 1 s window, at most 50 calls.
+    assert stamps[-1] - stamps[0] >= 39 * 0.02 * 0.95
+    assert max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps) <= 50
     hub.close()

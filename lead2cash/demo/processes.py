@@ -1,0 +1,765 @@
+"""The lead-to-cash flow as separate real processes, and a Jepsen-style checker of what it did.
+
+The sandboxes run in their own process (``lead2cash sandbox --lead-to-cash``), the hub in another
+(``lead2cash run <systems file> config/mappings.yaml config/lead-to-cash.yaml``), the state store is SQLite
+on disk or an external PostgreSQL. Everything here talks to them as an operator would: over HTTP (the
+Salesforce sandbox's admin API closes deals, Lago's moves the billing clock, the sandboxes' effect
+counters and request logs tell what reached each system), by signals (SIGKILL, SIGTERM) and by reading the
+state store. ``tests/reliability`` and ``bench/chaos.py`` run on this.
+
+The checker (``check``) compares what the three systems counted per key with what the sources imply:
+
+- from the won deals in Salesforce: one Lago customer per account, one subscription per recurring line, one
+  one-off invoice (and one metadata write naming the deal) per deal with one-time lines;
+- from Lago's finalized invoices: one SAP journal entry each, one business partner per customer, and the
+  invoice's number and SAP document written back onto its deal;
+
+and reports per key ``lost`` (expected, never applied), ``duplicated`` (applied more than once) and
+``unexpected`` (applied, but no source asked for it), plus the store's own checks: no effect left
+``sent`` or ``reserved``, every polled source's checkpoint at the head of its source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lead2cash.demo.environment import CONFIG_DIR, ROUTES, free_port, hub_systems_config, order_of
+from lead2cash.store import EffectState, Store
+
+SALESFORCE_SOURCE = "won-opportunity-to-billing"
+HUB_SOURCE = "ledger-document-to-opportunity"
+LEDGER_ROUTE = "posted-invoice-to-ledger"
+# The effect kinds each route's target counts once per call: the per-second rate of these, as the sandboxes
+# recorded them, is what a route's ``rate_limit`` bounds (``rate_check``).
+RATE_EFFECTS = {
+    "won-opportunity-to-billing": ("lago", ("customer.create", "customer.update")),
+    "posted-invoice-to-ledger": ("sap", ("journal_entry.post",)),
+    "billing-status-to-opportunity": ("salesforce", ("Opportunity.update",)),
+    "ledger-document-to-opportunity": ("salesforce", ("Opportunity.update",)),
+}
+
+
+class HarnessError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- processes
+def _wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise HarnessError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _lead2cash_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lead2cash.cli", *args]
+
+
+@dataclass
+class SandboxesProcess:
+    """``lead2cash sandbox --lead-to-cash`` in its own process; what it printed, parsed."""
+
+    proc: subprocess.Popen[bytes]
+    urls: dict[str, str]
+    ca_bundle: Path
+    printed: dict[str, Any]
+
+    @classmethod
+    def start(cls, workdir: Path, *, seed: int, seed_size: int, timeout: float = 60) -> SandboxesProcess:
+        workdir.mkdir(parents=True, exist_ok=True)
+        out = workdir / "sandboxes.out"
+        cmd = _lead2cash_cmd(
+            "sandbox",
+            "--lead-to-cash",
+            "--seed",
+            str(seed),
+            "--seed-size",
+            str(seed_size),
+            "--state-dir",
+            str(workdir / "sandbox-state"),
+            "--salesforce-port",
+            "0",
+            "--lago-port",
+            "0",
+            "--sap-port",
+            "0",
+        )
+        with out.open("wb") as stdout, (workdir / "sandboxes.err").open("wb") as stderr:
+            proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, cwd=workdir)
+
+        def printed() -> tuple[dict[str, str], Path, dict[str, Any]] | None:
+            if proc.poll() is not None:
+                raise HarnessError(
+                    f"the sandboxes exited ({proc.returncode}): {(workdir / 'sandboxes.err').read_text()[-2000:]}"
+                )
+            text = out.read_text(errors="replace")
+            head, sep, rest = text.partition("hub config (systems:):\n")
+            if not sep or not rest.rstrip().endswith("}"):
+                return None
+            try:
+                systems = json.loads(rest)
+            except json.JSONDecodeError:
+                return None
+            urls, ca = {}, None
+            for line in head.splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0] in ("salesforce", "lago", "sap"):
+                    urls[parts[0]] = parts[1]
+                elif line.startswith("CA bundle"):
+                    ca = Path(line.split(None, 2)[2].strip())
+            return (urls, ca, systems) if ca is not None else None
+
+        try:
+            urls, ca, systems = _wait_for(printed, timeout, "the sandboxes to print their config")
+        except BaseException:
+            proc.kill()
+            raise
+        sandboxes = cls(proc, urls, ca, systems)
+        # Listening is not serving yet: wait until each answers its admin API.
+        with httpx.Client(verify=str(ca), timeout=5, trust_env=False) as client:
+
+            def up() -> bool:
+                try:
+                    return all(client.get(f"{u}/__sandbox/faults").status_code == 200 for u in urls.values())
+                except httpx.TransportError:
+                    return False
+
+            _wait_for(up, timeout, "the sandboxes to answer")
+        return sandboxes
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class HubProcess:
+    """``lead2cash run`` in its own process: start, SIGKILL, SIGTERM, restart; peak RSS sampled with psutil
+    over every run."""
+
+    def __init__(self, config_files: list[Path], workdir: Path, web_port: int) -> None:
+        self.cmd = _lead2cash_cmd("run", *(str(p) for p in config_files))
+        self.workdir = workdir
+        self.web_port = web_port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self.kills = 0
+        self.max_rss = 0
+        self._sampler: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/health"
+
+    def start(self, wait_healthy: bool = True, timeout: float = 60) -> None:
+        if self.alive:
+            raise HarnessError("the hub is already running")
+        self.starts += 1
+        log = self.workdir / f"hub-{self.starts:03d}.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, env=dict(os.environ)
+            )
+        self._sampler = threading.Thread(target=self._sample, args=(self.proc,), daemon=True)
+        self._sampler.start()
+        if wait_healthy:
+            self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        def healthy() -> bool:
+            if not self.alive:
+                raise HarnessError(f"the hub exited: {self.last_log()[-3000:]}")
+            try:
+                return httpx.get(self.health_url, timeout=2, trust_env=False).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        _wait_for(healthy, timeout, "the hub's /health", interval=0.1)
+
+    def _sample(self, proc: subprocess.Popen[bytes]) -> None:
+        import psutil
+
+        try:
+            p = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                self.max_rss = max(self.max_rss, p.memory_info().rss)
+                time.sleep(0.1)
+        except psutil.Error:
+            pass
+
+    def kill(self) -> bool:
+        """SIGKILL, as the OOM killer or a pulled plug would. True when it was still running."""
+        if not self.alive:
+            return False
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.kills += 1
+        return True
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM (graceful), SIGKILL after ``timeout``."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def last_log(self) -> str:
+        log = self.workdir / f"hub-{self.starts:03d}.log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+
+# ---------------------------------------------------------------------------------------------- systems
+class Systems:
+    """The three sandboxes over HTTP: the APIs a person would use (retried through injected faults) and the
+    sandboxes' admin API."""
+
+    def __init__(self, sandboxes: SandboxesProcess) -> None:
+        self.printed = sandboxes.printed
+        self.urls = sandboxes.urls
+        ca = str(sandboxes.ca_bundle)
+        self.http = {
+            name: httpx.Client(base_url=url, verify=ca, timeout=30, trust_env=False)
+            for name, url in self.urls.items()
+        }
+        self._sf_token: str | None = None
+
+    def close(self) -> None:
+        for client in self.http.values():
+            client.close()
+
+    def request(self, system: str, method: str, url: str, **kw: Any) -> httpx.Response:
+        for attempt in range(100):
+            try:
+                r = self.http[system].request(method, url, **kw)
+            except httpx.TransportError:
+                time.sleep(min(0.05 * (attempt + 1), 1.0))
+                continue
+            if r.status_code == 401 and system == "salesforce" and "/services/data" in url:
+                self._sf_token = None  # an expired session
+                headers = dict(kw.pop("headers", {}) or {})
+                headers["Authorization"] = f"Bearer {self._token()}"
+                kw["headers"] = headers
+                continue
+            if r.status_code in (401, 403) and system == "sap":
+                time.sleep(0.05)
+                continue
+            if r.status_code == 429 or r.status_code >= 500:
+                time.sleep(min(0.05 * (attempt + 1), 1.0))
+                continue
+            r.raise_for_status()
+            return r
+        raise HarnessError(f"{system} kept failing {method} {url}")
+
+    # -- Salesforce
+    def _token(self) -> str:
+        if self._sf_token is None:
+            auth = self.printed["salesforce"]["auth"]
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": auth["client_id"],
+                "client_secret": auth["client_secret"],
+            }
+            r = self.request("salesforce", "POST", "/services/oauth2/token", data=form)
+            self._sf_token = str(r.json()["access_token"])
+        return self._sf_token
+
+    def soql(self, query: str) -> list[dict[str, Any]]:
+        api = f"/services/data/v{self.printed['salesforce']['api_version']}"
+        url: str | None = f"{api}/query"
+        params: dict[str, str] | None = {"q": query}
+        records: list[dict[str, Any]] = []
+        while url:
+            r = self.request(
+                "salesforce", "GET", url, params=params, headers={"Authorization": f"Bearer {self._token()}"}
+            )
+            page = json.loads(r.text, parse_float=Decimal)
+            records.extend(page["records"])
+            url = None if page.get("done", True) else page["nextRecordsUrl"]
+            params = None
+        return records
+
+    def close_won(self, count: int) -> list[str]:
+        r = self.http["salesforce"].post("/__sandbox/salesforce/close-won", json={"count": count})
+        r.raise_for_status()
+        return list(r.json()["ids"])
+
+    def won_deals(self) -> dict[str, dict[str, Any]]:
+        """Won opportunities with their account, stamp and line items (recurring or not, as the shipped
+        mapping reads it: ``PricebookEntry.Product2.Billing_Type__c``)."""
+        opps = self.soql(
+            "SELECT Id, AccountId, SystemModstamp, Billing_Invoice_Number__c, SAP_Accounting_Document__c, "
+            "(SELECT Id, PricebookEntry.Product2.Billing_Type__c FROM OpportunityLineItems) "
+            "FROM Opportunity WHERE IsWon = true"
+        )
+        out = {}
+        for o in opps:
+            lines = (o.get("OpportunityLineItems") or {}).get("records") or []
+            recurring, one_time = [], []
+            for line in lines:
+                product = ((line.get("PricebookEntry") or {}).get("Product2")) or {}
+                (recurring if product.get("Billing_Type__c") == "Recurring" else one_time).append(line["Id"])
+            out[o["Id"]] = {**o, "recurring_lines": recurring, "one_time_lines": one_time}
+        return out
+
+    # -- Lago
+    def advance_billing(self, days: int) -> int:
+        r = self.http["lago"].post("/__sandbox/lago/clock", json={"days": days}, timeout=600)
+        r.raise_for_status()
+        return len(r.json().get("invoices", []))
+
+    def register_webhook(self, url: str) -> None:
+        headers = {"Authorization": f"Bearer {self.printed['lago']['api_key']}"}
+        endpoint = {"webhook_url": url, "signature_algo": "hmac"}
+        self.request(
+            "lago", "POST", "/api/v1/webhook_endpoints", json={"webhook_endpoint": endpoint}, headers=headers
+        )
+
+    def webhooks_pending(self) -> int:
+        return int(self.http["lago"].get("/__sandbox/lago/webhooks").json()["pending"])
+
+    def lago_invoices(self, detailed: bool = False) -> list[dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {self.printed['lago']['api_key']}"}
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            r = self.request(
+                "lago", "GET", "/api/v1/invoices", params={"page": page, "per_page": 100}, headers=headers
+            )
+            data = r.json()
+            out.extend(data["invoices"])
+            if not data["meta"].get("next_page"):
+                break
+            page = int(data["meta"]["next_page"])
+        if not detailed:
+            return out
+        return [
+            self.request("lago", "GET", f"/api/v1/invoices/{i['lago_id']}", headers=headers).json()["invoice"]
+            if "fees" not in i
+            else i
+            for i in out
+        ]
+
+    # -- SAP
+    def sap_documents(self) -> list[dict[str, Any]]:
+        return list(self.http["sap"].get("/__sandbox/sap/ledger/documents").json()["documents"])
+
+    # -- every sandbox's admin API
+    def set_faults(self, rules: dict[str, dict[str, dict[str, Any]]]) -> None:
+        for name, client in self.http.items():
+            client.put("/__sandbox/faults", json={"rules": rules.get(name, {})}).raise_for_status()
+
+    def faults_injected(self) -> dict[str, dict[str, int]]:
+        return {name: dict(c.get("/__sandbox/faults").json()["injected"]) for name, c in self.http.items()}
+
+    def effects(self, system: str) -> dict[str, dict[str, int]]:
+        return dict(self.http[system].get("/__sandbox/effects").json())
+
+    def effects_log(self, system: str) -> list[tuple[float, str, str]]:
+        return [tuple(e) for e in self.http[system].get("/__sandbox/effects/log", timeout=120).json()["effects"]]
+
+    def requests_log(self, system: str) -> list[dict[str, Any]]:
+        return list(self.http[system].get("/__sandbox/requests", timeout=120).json()["requests"])
+
+
+# ---------------------------------------------------------------------------------------------- the checker
+@dataclass
+class Verdict:
+    deals: int = 0
+    invoices: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+    sent_left: int = 0
+    reserved_left: int = 0
+    dead_letters: int = 0
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # one line per lost/duplicated/unexpected key
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _tally(
+    verdict: Verdict, what: str, expected: Iterable[str], counts: Counter[str] | dict[str, int]
+) -> None:
+    """Jepsen's queue checker, per key: lost = expected but never applied, duplicated = applied more than
+    once, unexpected = applied but never asked for."""
+    wanted = set(expected)
+    for key in sorted(wanted):
+        n = counts.get(key, 0)
+        if n == 0:
+            verdict.lost += 1
+            verdict.problems.append(f"lost {what} {key}")
+        elif n > 1:
+            verdict.duplicated += 1
+            verdict.problems.append(f"duplicated {what} {key} x{n}")
+    for key in sorted(set(counts) - wanted):
+        if counts[key]:
+            verdict.unexpected += 1
+            verdict.problems.append(f"unexpected {what} {key} x{counts[key]}")
+
+
+def _ts(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def salesforce_head(won: dict[str, dict[str, Any]]) -> tuple[dt.datetime, str] | None:
+    stamps = [(_ts(str(o["SystemModstamp"])), o["Id"]) for o in won.values()]
+    return max(stamps) if stamps else None
+
+
+def checkpoint_at_head(store: Store, won: dict[str, dict[str, Any]]) -> list[str]:
+    """Problems with the polled sources' checkpoints: the Salesforce cursor must have reached the newest won
+    deal's (SystemModstamp, Id); the hub source the newest delivered message of the ledger route."""
+    problems: list[str] = []
+    checkpoints = store.checkpoints_all()
+    sf = next((v for k, v in checkpoints.items() if k.startswith(f"{SALESFORCE_SOURCE}:")), None)
+    head = salesforce_head(won)
+    if head is not None:
+        if not sf:
+            problems.append("no Salesforce checkpoint")
+        else:
+            cursor = json.loads(sf)
+            at = (_ts(cursor["ts"]), cursor["id"]) if cursor.get("ts") else None
+            if at is None or at < head:
+                problems.append(f"Salesforce checkpoint {at} is behind the newest won deal {head}")
+    delivered = store.messages_for(LEDGER_ROUTE, "delivered")
+    if delivered:
+        last = max(m.id for m in delivered)
+        hub_cp = next((v for k, v in checkpoints.items() if k.startswith(f"{HUB_SOURCE}:")), None)
+        if hub_cp is None or int(hub_cp) != last:
+            problems.append(f"hub source checkpoint {hub_cp} is not the last delivered message {last}")
+    return problems
+
+
+def check(systems: Systems, store: Store) -> Verdict:
+    """Everything the three systems counted, against what the won deals and Lago's invoices ask for."""
+    verdict = Verdict()
+    won = systems.won_deals()
+    verdict.deals = len(won)
+    lago = systems.effects("lago")
+    sap = systems.effects("sap")
+    salesforce = systems.effects("salesforce")
+
+    # Won deal -> billing.
+    _tally(verdict, "Lago customer", {o["AccountId"] for o in won.values()}, lago.get("customer.create", {}))
+    _tally(
+        verdict,
+        "Lago subscription",
+        {f"{oid}:{line}" for oid, o in won.items() for line in o["recurring_lines"]},
+        lago.get("subscription.create", {}),
+    )
+    invoices = systems.lago_invoices(detailed=True)
+    one_off_orders = {oid for oid, o in won.items() if o["one_time_lines"]}
+    one_off = Counter(order_of(i) or f"unknown:{i['lago_id']}" for i in invoices if i.get("invoice_type") == "one_off")
+    _tally(verdict, "Lago one-off invoice for deal", one_off_orders, one_off)
+    metadata = {
+        k.split("=", 1)[1]: n
+        for k, n in lago.get("invoice.metadata", {}).items()
+        if k.startswith("lead2cash_order=")
+    }
+    _tally(verdict, "Lago invoice metadata for deal", one_off_orders, metadata)
+
+    # Posted invoice -> ledger: one journal entry per finalized invoice, one partner per customer.
+    finalized = [i for i in invoices if i["status"] == "finalized"]
+    verdict.invoices = len(finalized)
+    posted = Counter()
+    for key, n in sap.get("journal_entry.post", {}).items():
+        posted[key.split(":", 1)[1]] += n
+    _tally(verdict, "SAP journal entry for invoice", {i["number"] for i in finalized}, posted)
+    partners = sap.get("business_partner.create", {})
+    customers = {str(i["customer"]["external_id"]).upper() for i in finalized}
+    _tally(verdict, "SAP business partner", customers, partners)
+
+    # Status back to the deal: only won deals are written to, and each billed deal shows one of its own
+    # finalized invoices with that invoice's SAP document.
+    for oid, n in salesforce.get("Opportunity.update", {}).items():
+        if oid not in won and n:
+            verdict.unexpected += 1
+            verdict.problems.append(f"unexpected Salesforce update of opportunity {oid} x{n}")
+    docs = {d["DocumentReferenceID"]: str(d["AccountingDocument"]) for d in systems.sap_documents()}
+    by_number = {i["number"]: i for i in finalized}
+    billed = {order_of(i) for i in finalized}
+    for oid, o in won.items():
+        if oid not in billed:
+            continue
+        number = o.get("Billing_Invoice_Number__c")
+        shown = by_number.get(number or "")
+        document = str(o.get("SAP_Accounting_Document__c") or "")
+        if shown is None or order_of(shown) != oid or not document.startswith(docs.get(number or "", "?")):
+            verdict.lost += 1
+            verdict.problems.append(
+                f"lost write-back on opportunity {oid}: shows invoice {number!r}, document {document!r}"
+            )
+
+    # The store: nothing left between "sent" and "confirmed", checkpoints at the head.
+    verdict.sent_left = store.effects_in_state(EffectState.SENT)
+    verdict.reserved_left = store.effects_in_state(EffectState.RESERVED)
+    if verdict.sent_left or verdict.reserved_left:
+        verdict.problems.append(
+            f"effect ledger: {verdict.sent_left} sent and {verdict.reserved_left} reserved, never confirmed"
+        )
+    verdict.dead_letters = store.dlq_count()
+    verdict.checkpoints = store.checkpoints_all()
+    verdict.problems.extend(checkpoint_at_head(store, won))
+    return verdict
+
+
+def retry_after_violations(log: list[dict[str, Any]], slack_s: float = 0.02) -> tuple[int, list[str]]:
+    """From a sandbox's request log: every write answered with a Retry-After of N seconds must not come
+    again (the same method, path and body) sooner than N seconds later. Returns (pairs checked,
+    violations)."""
+    by_sig: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in log:
+        if entry["method"] not in ("GET", "HEAD"):
+            by_sig[entry["sig"]].append(entry)
+    checked, bad = 0, []
+    for entries in by_sig.values():
+        entries.sort(key=lambda e: e["t"])
+        for before, after in zip(entries, entries[1:], strict=False):
+            if before["retry_after"] > 0:
+                checked += 1
+                gap = after["t"] - before["t"]
+                if gap + slack_s < before["retry_after"]:
+                    bad.append(
+                        f"{before['op']} {before['method']} {before['path']}: resent {gap:.3f}s after a "
+                        f"{before['outcome']} with Retry-After {before['retry_after']}"
+                    )
+    return checked, bad
+
+
+def peak_rate(times: list[float], window_s: float) -> int:
+    """The most events in any window of ``window_s`` seconds (sliding, over the events' own times)."""
+    times = sorted(times)
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window_s:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+# ---------------------------------------------------------------------------------------------- the harness
+@dataclass
+class Figures:
+    scenario: str
+    backend: str
+    records: int = 0
+    invoices: int = 0
+    kills: int = 0
+    faults_injected: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+    max_rss_mb: float = 0.0
+    elapsed_s: float = 0.0
+
+
+class ProcessLeadToCash:
+    """Sandboxes, hub and store as separate processes, run on the shipped routes (or ``routes_file``)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        seed: int = 42,
+        seed_size: int = 200,
+        store_url: str | None = None,
+        routes_file: Path | None = None,
+        system_overrides: dict[str, dict[str, Any]] | None = None,
+        log_level: str = "WARNING",
+        safety_lag: str = "1s",
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.store_url = store_url or f"sqlite:///{self.workdir / 'state.db'}"
+        self.sandboxes = SandboxesProcess.start(self.workdir, seed=seed, seed_size=seed_size)
+        self.systems = Systems(self.sandboxes)
+        self.web_port = free_port()
+        config = hub_systems_config(
+            self.sandboxes.printed,
+            store_url=self.store_url,
+            web_port=self.web_port,
+            safety_lag=safety_lag,
+            log_level=log_level,
+            worker_id="lead-to-cash-processes",
+            overrides=system_overrides,
+        )
+        self.systems_file = self.workdir / "systems.yaml"
+        self.systems_file.write_text(json.dumps(config, indent=2))
+        routes = routes_file or CONFIG_DIR / "lead-to-cash.yaml"
+        self.config_files = [self.systems_file, CONFIG_DIR / "mappings.yaml", routes]
+        self.hub = HubProcess(self.config_files, self.workdir, self.web_port)
+        # Events published while the hub is down are retried by the billing engine, then polled.
+        self.systems.register_webhook(f"http://127.0.0.1:{self.web_port}/webhooks/lago")
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        """The hub's state store, opened read-side by the harness (the hub process migrates it)."""
+        if self._store is None:
+            self._store = Store(self.store_url, migrate=False)
+        return self._store
+
+    def settled(self) -> bool:
+        """Nothing pending, no webhook in flight, every won deal billed, every finalized invoice posted and
+        written back, the polled sources' checkpoints at their heads."""
+        if not self.hub.alive:
+            return False
+        store = self.store
+        if any(store.count_messages(r, "pending") for r in ROUTES):
+            return False
+        if self.systems.webhooks_pending():
+            return False
+        won = self.systems.won_deals()
+        billed = {json.loads(m.payload)["id"] for m in store.messages_for(SALESFORCE_SOURCE, "delivered")}
+        dead = {
+            json.loads(d.canonical_payload or "{}").get("id") for d in store.dlq_list(SALESFORCE_SOURCE)
+        }
+        if not set(won) <= billed | dead:
+            return False
+        finalized = {i["number"] for i in self.systems.lago_invoices() if i["status"] == "finalized"}
+        posted = {json.loads(m.payload)["invoice_number"] for m in store.messages_for(LEDGER_ROUTE)}
+        if not finalized <= posted:
+            return False
+        if store.count_messages(HUB_SOURCE, "delivered") < store.count_messages(LEDGER_ROUTE, "delivered"):
+            return False
+        return not checkpoint_at_head(store, won)
+
+    def wait_settled(self, timeout: float, interval: float = 1.0) -> bool:
+        deadline = time.monotonic() + timeout
+        stable = 0
+        while time.monotonic() < deadline:
+            stable = stable + 1 if self.settled() else 0
+            if stable >= 2:
+                return True
+            time.sleep(interval)
+        return False
+
+    def check(self) -> Verdict:
+        return check(self.systems, self.store)
+
+    def faults_injected(self) -> int:
+        return sum(sum(v.values()) for v in self.systems.faults_injected().values())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.hub.stop(timeout=10)
+        if self._store is not None:
+            self._store.close()
+        self.systems.close()
+        self.sandboxes.stop()
+
+
+@contextlib.contextmanager
+def running(workdir: Path, **kw: Any) -> Iterator[ProcessLeadToCash]:
+    env = ProcessLeadToCash(workdir, **kw)
+    try:
+        yield env
+    finally:
+        env.close()
+
+
+def rate_limited_routes(workdir: Path, rates: dict[str, float], source: Path | None = None) -> Path:
+    """A copy of the shipped routes file with ``rate_limit`` set per route (scenario 2's only change)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    data = yaml.load((source or CONFIG_DIR / "lead-to-cash.yaml").read_text())
+    for route in data["routes"]:
+        if route["name"] in rates:
+            route["rate_limit"] = rates[route["name"]]
+    path = Path(workdir) / "lead-to-cash.rate-limited.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        yaml.dump(data, fh)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- scenarios
+def run_crash_scenario(
+    workdir: Path,
+    *,
+    store_url: str | None,
+    deals: int,
+    kills: int,
+    seed: int = 7,
+    delay_s: tuple[float, float] = (1.0, 4.0),
+    advance_every: int = 3,
+    settle_timeout: float = 300,
+) -> tuple[Verdict, Figures]:
+    """Scenario 1: SIGKILL the hub ``kills`` times at seeded random moments while ``deals`` deals are won,
+    billed, invoiced (the billing clock moves on during the run), posted and written back; restart it each
+    time; then run it until settled and check."""
+    import random
+
+    rng = random.Random(seed)
+    started = time.monotonic()
+    with running(workdir, seed=seed, seed_size=deals + 20, store_url=store_url) as env:
+        per_wave = [deals // kills + (1 if i < deals % kills else 0) for i in range(kills)]
+        for i, wave in enumerate(per_wave):
+            env.hub.start(wait_healthy=False)
+            life = rng.uniform(*delay_s)
+            act_at = rng.uniform(0, life)
+            time.sleep(act_at)
+            if wave:
+                env.systems.close_won(wave)
+            if (i + 1) % advance_every == 0:
+                env.systems.advance_billing(12)
+            time.sleep(max(0.0, life - act_at))
+            if not env.hub.kill():
+                raise HarnessError(f"the hub exited on its own: {env.hub.last_log()[-3000:]}")
+        env.hub.start()
+        env.systems.advance_billing(12)
+        if not env.wait_settled(settle_timeout):
+            raise HarnessError(f"not settled after {settle_timeout}s: {env.check().problems[:10]}")
+        env.hub.stop()
+        verdict = env.check()
+        figures = Figures(
+            "crash",
+            "postgresql" if store_url and store_url.startswith("postgresql") else "sqlite",
+            records=verdict.deals,
+            invoices=verdict.invoices,
+            kills=env.hub.kills,
+            lost=verdict.lost,
+            duplicated=verdict.duplicated,
+            unexpected=verdict.unexpected,
+            max_rss_mb=round(env.hub.max_rss / 2**20, 1),
+            elapsed_s=round(time.monotonic() - started, 1),
+        )
+    return verdict, figures
