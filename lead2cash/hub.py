@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -86,9 +87,23 @@ class FileSystem:
         return FileTarget(f"{self.name}/{obj}", self._file(obj))
 
 
-def _import(dotted: str) -> Any:
+def _import(dotted: str, search: Sequence[Path] = ()) -> Any:
+    """``package.module:attr``; a module that is not installed is looked for next to the config files, so a
+    mapping function can live beside the route that names it."""
     module, _, attr = dotted.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as exc:
+        top = module.split(".")[0]
+        if exc.name != top or not search:
+            raise
+    added = [str(d) for d in search if str(d) not in sys.path]
+    sys.path[:0] = added
+    try:
+        return getattr(importlib.import_module(module), attr)
+    finally:
+        for d in added:
+            sys.path.remove(d)
 
 
 # ---------------------------------------------------------------------------------------------- hub
@@ -99,6 +114,7 @@ class Hub:
         self.loaded = loaded
         self.config = loaded.config
         base_dir = loaded.files[0].parent if loaded.files else Path.cwd()
+        self._config_dirs = list(dict.fromkeys(f.resolve().parent for f in loaded.files))
         REDACTOR.add(loaded.secrets)
         if configure_logs:
             configure_logging(self.config.logging.level, self.config.logging.format)
@@ -178,7 +194,7 @@ class Hub:
         if isinstance(cfg, FileSystemConfig):
             return FileSystem(name, cfg, base_dir)
         if isinstance(cfg, PythonSystemConfig):
-            factory = _import(cfg.factory)
+            factory = _import(cfg.factory, self._config_dirs)
             options = dict(cfg.options)
             options.update({k: v.get_secret_value() for k, v in cfg.secrets.items()})
             binding: SystemBinding = factory(name=name, options=options)
@@ -210,7 +226,7 @@ class Hub:
 
         elif cfg.mapping.function is not None:
             try:
-                adapter_fn = _import(cfg.mapping.function)
+                adapter_fn = _import(cfg.mapping.function, self._config_dirs)
             except (ImportError, AttributeError) as exc:
                 problems.append((("mapping", "function"), f"cannot import: {exc}"))
         source: Source | None = None
