@@ -34,6 +34,8 @@ unit: install
 bench: install
 	$(BIN)/python bench/router_overhead.py
 	$(BIN)/python bench/sandbox_throughput.py
+	$(BIN)/python bench/salesforce_api_calls.py
+	$(BIN)/python bench/lead_to_cash.py --size small
 
 clean:
 	rm -rf $(VENV) .state .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,320 @@
+"""Support for ``bench/lead_to_cash.py``: the three sandboxes in a process of their own, and the lead-to-cash
+environment on top of them.
+
+``LeadToCash`` (lead2cash/demo/environment.py) serves the sandboxes from a thread of the hub's own process:
+on this 2-core machine the hub and three simulators then share one GIL, which understates the hub. Here the
+sandboxes are built exactly as ``LeadToCash`` builds them (same seed, currencies, API limit, billing clock)
+but served by a child process (``python bench/_l2c_support.py serve ...``) that prints the hub's ``systems:``
+entries as one JSON line; ``RemoteLeadToCash`` is ``LeadToCash`` with its sandboxes there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lead2cash.demo.environment import CONFIG_DIR, DEMO_CURRENCIES, ROUTE_FILES, LeadToCash, free_port
+from lead2cash.hub import Hub
+
+# Of the seeded opportunities, 80 % are open and 10 % already won (sandbox/salesforce/seed.py, STAGES).
+OPEN_SHARE = 0.8
+WON_SHARE = 0.1
+
+
+def seed_size_for(won: int) -> int:
+    """A seed size whose already-won plus open opportunities cover ``won`` (with a margin)."""
+    return max(20, math.ceil(won / (OPEN_SHARE + WON_SHARE) * 1.06))
+
+
+# ---------------------------------------------------------------------------------------------- child process
+def serve(seed: int, seed_size: int, state_dir: Path, only: list[str]) -> None:
+    """Build the sandboxes as ``LeadToCash`` does and serve them on uvloop; print the hub config first."""
+    from datetime import UTC, datetime
+
+    from lead2cash.sandbox.lago import LagoSandbox
+    from lead2cash.sandbox.salesforce import SalesforceSandbox
+    from lead2cash.sandbox.sap import SapSandbox
+    from lead2cash.sandbox.server import SandboxCluster
+
+    systems: list[Any] = []
+    if "salesforce" in only:
+        systems.append(
+            SalesforceSandbox(
+                seed=seed, seed_size=seed_size, daily_api_limit=10_000_000, currencies=DEMO_CURRENCIES
+            )
+        )
+    if "lago" in only:
+        systems.append(LagoSandbox(seed=seed, seed_size=0, clock_start=datetime.now(UTC)))
+    if "sap" in only:
+        systems.append(SapSandbox(seed=seed, seed_size=0))
+    cluster = SandboxCluster(systems=systems, state_dir=state_dir)
+    info = {
+        "hub_config": cluster.hub_config(),
+        "base_urls": {name: cluster.base_url(name) for name in cluster.running},
+        "ca_bundle": str(cluster.ca_bundle),
+        "pid": os.getpid(),
+    }
+    sys.stdout.write(json.dumps(info, default=str) + "\n")
+    sys.stdout.flush()
+    cluster.run()
+
+
+class SandboxProcess:
+    """The three sandboxes in a child process; the same face as ``SandboxCluster`` for the environment."""
+
+    def __init__(self, state_dir: Path, *, seed: int = 42, seed_size: int = 60, timeout: float = 120) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "serve",
+            "--seed",
+            str(seed),
+            "--seed-size",
+            str(seed_size),
+            "--state-dir",
+            str(state_dir),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1")
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the sandbox process exited ({self.proc.wait(timeout)})")
+        info = json.loads(line)
+        self._hub_config: dict[str, Any] = info["hub_config"]
+        self.base_urls: dict[str, str] = info["base_urls"]
+        self.ca_bundle = Path(info["ca_bundle"])
+        deadline = time.monotonic() + timeout
+        with httpx.Client(verify=str(self.ca_bundle), timeout=2, trust_env=False) as client:
+            while True:  # listening sockets exist before uvicorn serves: wait for an answer
+                try:
+                    client.get(f"{self.base_urls['lago']}/__sandbox/faults")
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        self.stop()
+                        raise RuntimeError("the sandbox process did not come up") from None
+                    time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def hub_config(self) -> dict[str, Any]:
+        copy: dict[str, Any] = json.loads(json.dumps(self._hub_config))  # a copy the caller may change
+        return copy
+
+    def base_url(self, name: str) -> str:
+        return self.base_urls[name]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+class SandboxThread:
+    """The same sandboxes served from a thread of this process (as ``LeadToCash`` does), same face."""
+
+    def __init__(self, state_dir: Path, *, seed: int = 42, seed_size: int = 60) -> None:
+        from datetime import UTC, datetime
+
+        from lead2cash.sandbox.lago import LagoSandbox
+        from lead2cash.sandbox.salesforce import SalesforceSandbox
+        from lead2cash.sandbox.sap import SapSandbox
+        from lead2cash.sandbox.server import SandboxCluster
+
+        systems: list[Any] = [
+            SalesforceSandbox(
+                seed=seed, seed_size=seed_size, daily_api_limit=10_000_000, currencies=DEMO_CURRENCIES
+            ),
+            LagoSandbox(seed=seed, seed_size=0, clock_start=datetime.now(UTC)),
+            SapSandbox(seed=seed, seed_size=0),
+        ]
+        self.cluster = SandboxCluster(systems=systems, state_dir=state_dir)
+        self.cluster.start_in_thread()
+        self.ca_bundle = self.cluster.ca_bundle
+
+    def hub_config(self) -> dict[str, Any]:
+        return self.cluster.hub_config()
+
+    def base_url(self, name: str) -> str:
+        return self.cluster.base_url(name)
+
+    def stop(self) -> None:
+        self.cluster.stop()
+
+
+class Org:
+    """Salesforce as sales uses it, over the sandbox's REST API: count won deals, close more as won."""
+
+    def __init__(self, sandboxes: SandboxProcess | SandboxThread) -> None:
+        sf = sandboxes.hub_config()["salesforce"]
+        self.client = httpx.Client(
+            base_url=sandboxes.base_url("salesforce"),
+            verify=str(sandboxes.ca_bundle),
+            timeout=60,
+            trust_env=False,
+        )
+        form = {k: sf["auth"][k] for k in ("client_id", "client_secret")}
+        r = self.client.post("/services/oauth2/token", data={"grant_type": "client_credentials", **form})
+        r.raise_for_status()
+        self.headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    def soql(self, query: str) -> list[dict[str, Any]]:
+        r = self.client.get("/services/data/v62.0/query", params={"q": query}, headers=self.headers)
+        r.raise_for_status()
+        page = r.json()
+        records = list(page["records"])
+        while not page.get("done", True):
+            r = self.client.get(page["nextRecordsUrl"], headers=self.headers)
+            r.raise_for_status()
+            page = r.json()
+            records.extend(page["records"])
+        return records
+
+    def close_won(self, count: int = 0, ids: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"ids": ids} if ids is not None else {"count": count}
+        r = self.client.post("/__sandbox/salesforce/close-won", json=body)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def close_won_total(sandboxes: SandboxProcess | SandboxThread, total: int) -> int:
+    """Close open deals as won until ``total`` are won (the seed already holds some); returns the count."""
+    org = Org(sandboxes)
+    try:
+        already = len(org.soql("SELECT Id FROM Opportunity WHERE IsWon = true"))
+        if total > already:
+            org.close_won(total - already)
+        return len(org.soql("SELECT Id FROM Opportunity WHERE IsWon = true"))
+    finally:
+        org.close()
+
+
+class _RemoteWebhooks:
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
+
+    @property
+    def pending(self) -> int:
+        # drain with no wait answers at once with the count of deliveries still queued or retrying.
+        r = self._client.post("/__sandbox/lago/webhooks/drain", params={"timeout_s": 0})
+        return int(r.json()["pending"])
+
+
+class _RemoteSalesforce:
+    def __init__(self, auth: dict[str, Any]) -> None:
+        self.client_id = str(auth["client_id"])
+        self.client_secret = str(auth["client_secret"])
+
+
+class _RemoteLago:
+    def __init__(self, api_key: str, client: httpx.Client) -> None:
+        self.api_key = api_key
+        self.webhooks = _RemoteWebhooks(client)
+
+
+class RemoteLeadToCash(LeadToCash):
+    """``LeadToCash`` whose sandboxes run in a child process (what ``LeadToCash.__init__`` does, minus the
+    in-process cluster); every other method is the environment's own."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        seed: int = 42,
+        seed_size: int = 60,
+        safety_lag: str = "1s",
+        log_level: str = "WARNING",
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.cluster = SandboxProcess(self.workdir / "sandbox", seed=seed, seed_size=seed_size)  # type: ignore[assignment]
+        self.web_port = free_port()
+        self.store_url = f"sqlite:///{self.workdir / 'state.db'}"
+        self.systems_file = self.workdir / "systems.yaml"
+        self.systems_file.write_text(json.dumps(self.systems_config(safety_lag, log_level), indent=2))
+        self.config_files = [self.systems_file, *(CONFIG_DIR / name for name in ROUTE_FILES)]
+        self.hub = Hub.from_files(self.config_files)
+        ca = str(self.cluster.ca_bundle)
+        self.http = {
+            name: httpx.Client(base_url=self.cluster.base_url(name), verify=ca, timeout=60, trust_env=False)
+            for name in ("salesforce", "lago", "sap")
+        }
+        self._sf_token = None
+        printed = self.cluster.hub_config()
+        self.salesforce = _RemoteSalesforce(printed["salesforce"]["auth"])  # type: ignore[assignment]
+        self.lago = _RemoteLago(str(printed["lago"]["api_key"]), self.http["lago"])  # type: ignore[assignment]
+
+
+def spy_summary(raw: Path, top: int = 25) -> str:
+    """Own and inclusive time per function, per process, from ``py-spy record --format raw`` output
+    (``py-spy record --subprocesses --format raw -o FILE -- .venv/bin/python bench/lead_to_cash.py ...``)."""
+    import re
+    from collections import Counter, defaultdict
+
+    total: Counter[str] = Counter()
+    own: dict[str, Counter[str]] = defaultdict(Counter)
+    incl: dict[str, Counter[str]] = defaultdict(Counter)
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        # A child process's stacks hang under the parent's; the last "process ..." frame names the owner.
+        at = max(i for i, f in enumerate(frames) if f.startswith("process "))
+        proc = "sandboxes" if "_l2c_support.py serve" in frames[at] else "hub/bench"
+        names = [re.sub(r" \((.*?):\d+\)", r" (\1)", f) for f in frames[at + 1 :]]
+        n = int(count)
+        total[proc] += n
+        if names:
+            own[proc][names[-1]] += n
+        for name in set(names):
+            incl[proc][name] += n
+    out = []
+    for proc, n in total.items():
+        out.append(f"{proc}: {n} samples (busy threads only)")
+        out.append("  own time:")
+        out += [f"    {c:6d} {100 * c / n:5.1f}%  {f[:120]}" for f, c in own[proc].most_common(top)]
+        out.append("  inclusive:")
+        out += [f"    {c:6d} {100 * c / n:5.1f}%  {f[:120]}" for f, c in incl[proc].most_common(top * 2)]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("spy-summary", help="summarise a py-spy raw profile per process")
+    p.add_argument("raw", type=Path)
+    p.add_argument("--top", type=int, default=25)
+    s = sub.add_parser("serve", help="serve the three sandboxes (as LeadToCash builds them)")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--seed-size", type=int, default=60)
+    s.add_argument("--state-dir", type=Path, required=True)
+    s.add_argument("--only", default="salesforce,lago,sap")
+    args = parser.parse_args()
+    if args.command == "spy-summary":
+        print(spy_summary(args.raw, args.top))
+        return
+    serve(args.seed, args.seed_size, args.state_dir, args.only.split(","))
+
+
+if __name__ == "__main__":
+    main()
