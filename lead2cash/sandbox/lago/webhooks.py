@@ -79,6 +79,7 @@ class DispatchSettings:
     max_attempts: int = 3
     timeout_s: float = 10.0
     paused: bool = False  # hold deliveries (queued) until unpaused
+    workers: int = 8  # deliveries in flight at once (Lago's webhook jobs run on parallel workers)
 
     def update(self, data: dict[str, Any]) -> None:
         known = {f.name for f in fields(self)}
@@ -88,7 +89,7 @@ class DispatchSettings:
         for name, value in data.items():
             if name == "retry_schedule_s":
                 value = tuple(float(v) for v in value)
-            elif name in ("duplicate", "max_attempts"):
+            elif name in ("duplicate", "max_attempts", "workers"):
                 value = int(value)
                 if value < 1:
                     raise ValueError(f"{name} must be >= 1")
@@ -183,7 +184,19 @@ class WebhookDispatcher:
         # ``publish`` starts a new one.
         assert self._queue is not None
         queue = self._queue
-        while not queue.empty():
+        slots = asyncio.Semaphore(max(1, self.settings.workers))
+        running: set[asyncio.Task[None]] = set()
+
+        async def deliver(delivery: Delivery) -> None:
+            try:
+                await self._attempt(delivery)
+            finally:
+                slots.release()
+
+        while not queue.empty() or running:
+            if queue.empty():
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                continue
             batch = [queue.get_nowait()]
             while self.settings.paused:
                 await asyncio.sleep(0.01)
@@ -193,7 +206,10 @@ class WebhookDispatcher:
                     batch.append(queue.get_nowait())
                 batch.reverse()
             for delivery in batch:
-                await self._attempt(delivery)
+                await slots.acquire()
+                task = asyncio.get_running_loop().create_task(deliver(delivery))
+                running.add(task)
+                task.add_done_callback(running.discard)
 
     async def _attempt(self, delivery: Delivery) -> None:
         delivery.attempts += 1
