@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: install demo test lint unit bench clean
 
 $(STAMP): pyproject.toml
+	@# libfaketime runs the hub under a skewed clock in the reliability tests (Debian package faketime).
+	@command -v faketime >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get update -qq && apt-get install -y -qq faketime >/dev/null) || \
+		echo "faketime not installed: the clock-skew test will be skipped"; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

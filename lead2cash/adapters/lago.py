@@ -497,6 +497,58 @@ def _expect(actual: Money, data: Mapping[str, Any], field: str, what: str) -> No
 _STATUS = {"finalized": InvoiceStatus.FINALIZED, "voided": InvoiceStatus.VOIDED}
 
 
+_INVOICE_CENTS = (
+    "fees_amount_cents",
+    "coupons_amount_cents",
+    "credit_notes_amount_cents",
+    "sub_total_excluding_taxes_amount_cents",
+    "taxes_amount_cents",
+    "sub_total_including_taxes_amount_cents",
+    "prepaid_credit_amount_cents",
+    "total_amount_cents",
+)
+
+
+def _check_invoice_shape(data: Mapping[str, Any]) -> None:
+    """Wrong-typed fields are refused with the field's path before any mapping (a list where an id is
+    expected, a string where cents are), never turned into text or skipped."""
+    if not isinstance(data.get("lago_id"), str) or not data["lago_id"]:
+        raise ValueError("invoice.lago_id: expected a non-empty string")
+    if data.get("number") is not None and not isinstance(data["number"], str):
+        raise ValueError("invoice.number: expected a string")
+    for field in _INVOICE_CENTS:
+        value = data.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"invoice.{field}: expected integer minor units, got {type(value).__name__}")
+    payment = data.get("payment_status")
+    if payment is not None and (
+        not isinstance(payment, str) or payment not in {s.value for s in InvoicePaymentStatus}
+    ):
+        raise ValueError(f"invoice.payment_status: unknown value {str(payment)[:40]!r}")
+    for field in ("fees", "applied_taxes"):
+        items = data.get(field)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            raise ValueError(f"invoice.{field}: expected a list, got {type(items).__name__}")
+        for i, item in enumerate(items):
+            if not isinstance(item, Mapping):
+                raise ValueError(f"invoice.{field}[{i}]: expected an object, got {type(item).__name__}")
+            taxes = item.get("applied_taxes")
+            if taxes is not None and (
+                not isinstance(taxes, list) or not all(isinstance(t, Mapping) for t in taxes)
+            ):
+                raise ValueError(f"invoice.{field}[{i}].applied_taxes: expected a list of objects")
+            if item.get("item") is not None and not isinstance(item["item"], Mapping):
+                raise ValueError(f"invoice.{field}[{i}].item: expected an object")
+    customer = data.get("customer")
+    if customer is not None:
+        if not isinstance(customer, Mapping):
+            raise ValueError(f"invoice.customer: expected an object, got {type(customer).__name__}")
+        if customer.get("external_id") is not None and not isinstance(customer["external_id"], str):
+            raise ValueError("customer.external_id: expected a string")
+
+
 def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> Invoice:
     """A Lago invoice (with its fees) as a canonical Invoice. Lines are the fees (plus one negative line
     for coupons), taxes are the applied taxes, and the totals are checked against Lago's own to the minor
@@ -505,9 +557,10 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
     left to pay (``total_amount_cents``) is what ``lago.payment`` reports."""
     options = options or {}
     data = unwrap(record, "invoice")
+    _check_invoice_shape(data)
     currency = str(data.get("currency") or "")
     if currency not in MINOR_UNITS:
-        raise ValueError(f"invoice.currency: {currency!r} is not an ISO 4217 currency")
+        raise ValueError(f"invoice.currency: {currency[:10]!r} is not an ISO 4217 currency")
     lago_id = str(data["lago_id"])
     lines = [_line(fee, currency, options, i) for i, fee in enumerate(data.get("fees") or [])]
     coupons = data.get("coupons_amount_cents") or 0
@@ -581,7 +634,7 @@ def payment_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
     data = unwrap(record, "invoice")
     currency = str(data.get("currency") or "")
     if currency not in MINOR_UNITS:
-        raise ValueError(f"invoice.currency: {currency!r} is not an ISO 4217 currency")
+        raise ValueError(f"invoice.currency: {currency[:10]!r} is not an ISO 4217 currency")
     lago_id = str(data["lago_id"])
     status = _PAYMENT.get(str(data.get("payment_status")))
     if status is None:
@@ -614,7 +667,7 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
     data = unwrap(record, "credit_note")
     currency = str(data.get("currency") or "")
     if currency not in MINOR_UNITS:
-        raise ValueError(f"credit_note.currency: {currency!r} is not an ISO 4217 currency")
+        raise ValueError(f"credit_note.currency: {currency[:10]!r} is not an ISO 4217 currency")
     lines = []
     for i, item in enumerate(data.get("items") or []):
         fee = item.get("fee") or {}

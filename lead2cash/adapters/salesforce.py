@@ -109,11 +109,22 @@ def get_path(record: Mapping[str, Any] | None, path: str) -> Any:
     return node
 
 
-def _text(value: Any) -> str | None:
+def _text(value: Any, field: str = "<text>") -> str | None:
     if value is None:
         return None
+    if isinstance(value, Mapping | list | tuple | set | bool):
+        raise SalesforceMappingError(field, f"expected text, got {type(value).__name__}")
     text = str(value).strip()
     return text or None
+
+
+def _flag(record: Mapping[str, Any], field: str) -> bool:
+    value = record.get(field)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise SalesforceMappingError(field, f"expected a boolean, got {type(value).__name__}")
+    return value
 
 
 def _decimal(value: Any, field: str) -> Decimal | None:
@@ -143,9 +154,9 @@ def _date(value: Any, field: str) -> dt.date | None:
 
 
 def _currency(value: Any, field: str) -> str:
-    code = (_text(value) or "").upper()
+    code = (_text(value, field) or "").upper()
     if code not in MINOR_UNITS:
-        raise SalesforceMappingError(field, f"unknown currency {code or '<empty>'!r}")
+        raise SalesforceMappingError(field, f"unknown currency {code[:10] or '<empty>'!r}")
     return code
 
 
@@ -170,22 +181,25 @@ def fingerprint(data: Mapping[str, Any]) -> int:
 def _customer(account: Mapping[str, Any] | None, account_id: Any, o: dict[str, Any], prefix: str) -> Customer:
     if not isinstance(account, Mapping) or not (account.get("Id") or account_id):
         raise SalesforceMappingError(prefix or "Account", "the opportunity has no account")
-    name = _text(account.get("Name"))
+    name = _text(account.get("Name"), f"{prefix}Name")
     if name is None:
         raise SalesforceMappingError(f"{prefix}Name", "the account has no name")
     address = None
-    country_raw = _text(account.get("BillingCountryCode")) or _text(account.get("BillingCountry"))
+    country_raw = _text(account.get("BillingCountryCode"), f"{prefix}BillingCountryCode") or _text(
+        account.get("BillingCountry"), f"{prefix}BillingCountry"
+    )
     if country_raw is not None:
         address = Address(
-            line1=_text(account.get("BillingStreet")),
-            city=_text(account.get("BillingCity")),
-            region=_text(account.get("BillingStateCode")) or _text(account.get("BillingState")),
-            postal_code=_text(account.get("BillingPostalCode")),
+            line1=_text(account.get("BillingStreet"), f"{prefix}BillingStreet"),
+            city=_text(account.get("BillingCity"), f"{prefix}BillingCity"),
+            region=_text(account.get("BillingStateCode"), f"{prefix}BillingStateCode")
+            or _text(account.get("BillingState"), f"{prefix}BillingState"),
+            postal_code=_text(account.get("BillingPostalCode"), f"{prefix}BillingPostalCode"),
             country=_country(country_raw, f"{prefix}BillingCountry", o["country_names"]),
         )
     currency = account.get("CurrencyIsoCode")
     email = _text(get_path(account, o["email_field"])) if o.get("email_field") else None
-    account_id = str(account.get("Id") or account_id)
+    account_id = _text(account.get("Id") or account_id, f"{prefix}Id") or ""
     return Customer(
         id=account_id,
         refs={"salesforce": account_id},
@@ -198,14 +212,24 @@ def _customer(account: Mapping[str, Any] | None, account_id: Any, o: dict[str, A
 
 def _line(line: Mapping[str, Any], i: int, currency: str, o: dict[str, Any]) -> OrderLine:
     at = f"OpportunityLineItems[{i}]"
-    line_id = _text(line.get("Id"))
+    if not isinstance(line, Mapping):
+        raise SalesforceMappingError(at, f"expected a line item record, got {type(line).__name__}")
+    line_id = _text(line.get("Id"), f"{at}.Id")
     if line_id is None:
         raise SalesforceMappingError(f"{at}.Id", "line has no Id")
     product = get_path(line, "PricebookEntry.Product2") or {}
-    code = _text(product.get("ProductCode")) or _text(line.get("ProductCode"))
+    if not isinstance(product, Mapping):
+        raise SalesforceMappingError(f"{at}.PricebookEntry.Product2", "expected a product record")
+    code = _text(product.get("ProductCode"), f"{at}.PricebookEntry.Product2.ProductCode") or _text(
+        line.get("ProductCode"), f"{at}.ProductCode"
+    )
     if code is None:
         raise SalesforceMappingError(f"{at}.ProductCode", "line has no product code")
-    name = _text(product.get("Name")) or _text(get_path(line, "PricebookEntry.Name")) or code
+    name = (
+        _text(product.get("Name"), f"{at}.PricebookEntry.Product2.Name")
+        or _text(get_path(line, "PricebookEntry.Name"), f"{at}.PricebookEntry.Name")
+        or code
+    )
     quantity = _decimal(line.get("Quantity"), f"{at}.Quantity")
     if quantity is None or quantity <= 0:
         raise SalesforceMappingError(f"{at}.Quantity", f"quantity must be positive, got {quantity}")
@@ -217,11 +241,19 @@ def _line(line: Mapping[str, Any], i: int, currency: str, o: dict[str, Any]) -> 
     line_currency = line.get("CurrencyIsoCode")
     if line_currency and _currency(line_currency, f"{at}.CurrencyIsoCode") != currency:
         raise SalesforceMappingError(f"{at}.CurrencyIsoCode", f"{line_currency} differs from {currency}")
-    indicator = _text(get_path(line, o["recurring_field"])) if o.get("recurring_field") else None
+    indicator = (
+        _text(get_path(line, o["recurring_field"]), f"{at}.{o['recurring_field']}")
+        if o.get("recurring_field")
+        else None
+    )
     recurring = indicator is not None and indicator in set(o["recurring_values"])
     period = None
     if recurring:
-        raw_period = _text(get_path(line, o["period_field"])) if o.get("period_field") else None
+        raw_period = (
+            _text(get_path(line, o["period_field"]), f"{at}.{o['period_field']}")
+            if o.get("period_field")
+            else None
+        )
         mapped = o["period_values"].get(raw_period) if raw_period else None
         if mapped is None:
             raise SalesforceMappingError(
@@ -241,7 +273,7 @@ def _line(line: Mapping[str, Any], i: int, currency: str, o: dict[str, Any]) -> 
         refs={"salesforce": line_id},
         product_code=code,
         product_name=name,
-        product_family=_text(product.get("Family")),
+        product_family=_text(product.get("Family"), f"{at}.PricebookEntry.Product2.Family"),
         kind=ChargeKind.RECURRING if recurring else ChargeKind.ONE_TIME,
         billing_period=period,
         quantity=quantity,
@@ -255,7 +287,9 @@ def _line(line: Mapping[str, Any], i: int, currency: str, o: dict[str, Any]) -> 
 def opportunity(record: Mapping[str, Any], options: Mapping[str, Any]) -> Order:
     """An Opportunity (with Account and line items) as an ``Order``."""
     o = _opts(options)
-    opp_id = _text(record.get("Id"))
+    if record.get("Id") is not None and not isinstance(record.get("Id"), str):
+        raise SalesforceMappingError("Id", f"expected an Id string, got {type(record.get('Id')).__name__}")
+    opp_id = _text(record.get("Id"), "Id")
     if opp_id is None:
         raise SalesforceMappingError("Id", "record has no Id")
     raw_currency = record.get("CurrencyIsoCode") or o.get("default_currency")
@@ -267,24 +301,26 @@ def opportunity(record: Mapping[str, Any], options: Mapping[str, Any]) -> Order:
     customer = _customer(record.get("Account"), record.get("AccountId"), o, "Account.")
     children = record.get("OpportunityLineItems")
     rows = children.get("records", []) if isinstance(children, Mapping) else (children or [])
+    if not isinstance(rows, list):
+        raise SalesforceMappingError("OpportunityLineItems", f"expected records, got {type(rows).__name__}")
     if not rows:
         raise SalesforceMappingError("OpportunityLineItems", "the opportunity has no line items")
     lines = tuple(_line(line, i, currency, o) for i, line in enumerate(rows))
     close_date = _date(record.get("CloseDate"), "CloseDate")
     if close_date is None:
         raise SalesforceMappingError("CloseDate", "the opportunity has no close date")
-    if record.get("IsDeleted"):
+    if _flag(record, "IsDeleted"):
         status = OrderStatus.CANCELLED
-    elif record.get("IsWon"):
+    elif _flag(record, "IsWon"):
         status = OrderStatus.WON
-    elif record.get("IsClosed"):
+    elif _flag(record, "IsClosed"):
         status = OrderStatus.LOST
     else:
         status = OrderStatus.OPEN
     data = {
         "id": opp_id,
         "refs": {"salesforce": opp_id},
-        "name": _text(record.get("Name")),
+        "name": _text(record.get("Name"), "Name"),
         "status": status,
         "customer": customer,
         "currency": currency,

@@ -462,7 +462,7 @@ class LagoEventSource:
         unique = headers.get("x-lago-unique-key") or headers.get("X-Lago-Unique-Key")
         try:
             payload = loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than any event is
             log.warning("signed Lago webhook is not JSON; acknowledged and ignored", unique_key=unique)
             return unique, []
         if not isinstance(payload, dict) or payload.get("webhook_type") not in self.events:

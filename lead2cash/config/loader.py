@@ -249,9 +249,7 @@ def _cross_check(data: dict[str, Any], loaded: LoadedConfig) -> list[ConfigIssue
     return issues
 
 
-def _without_union_tags(
-    loc: tuple[str | int, ...], data: Any, *, keep_last: bool
-) -> tuple[str | int, ...]:
+def _without_union_tags(loc: tuple[str | int, ...], data: Any, *, keep_last: bool) -> tuple[str | int, ...]:
     """Discriminated unions put the tag in the loc (``systems.lago.lago.api_key``): drop every element that
     is not a key of the data at that point but is the value of one of its fields (the discriminator), so the
     path is the one in the file and the position found is the field's own."""

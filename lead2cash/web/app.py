@@ -130,7 +130,7 @@ def create_app(hub: Hub) -> Starlette:
             return JSONResponse({"error": "invalid or missing signature"}, status_code=401)
         try:
             payload: Any = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return JSONResponse({"error": "body is not JSON"}, status_code=400)
         records = payload if isinstance(payload, list) else [payload]
         if not all(isinstance(r, dict) for r in records):

@@ -65,6 +65,8 @@ class TokenProvider:
         self.token_url = token_url
         self.credentials = credentials
         self.auth_retry_after = auth_retry_after
+        # After a 429/503 with Retry-After, no caller asks the token endpoint again before this moment.
+        self._not_before = 0.0
         verify = ssl_context(ca_bundle)
         mounts = {
             f"{scheme}://": httpx.HTTPTransport(proxy=url, verify=verify)
@@ -106,12 +108,19 @@ class TokenProvider:
         raise ValueError(f"unsupported grant_type {c.grant_type!r}; use one of {', '.join(GRANT_TYPES)}")
 
     def fetch(self) -> Token:
+        wait = self._not_before - time.monotonic()
+        if wait > 0:
+            # The endpoint asked for a pause (Retry-After): every caller honours it, not just the one that
+            # was told, so a second route's login does not hit it again a moment later.
+            raise TransientError("Salesforce token endpoint asked to wait (Retry-After)", retry_after=wait)
         try:
             response = self._http.post(self.token_url, data=self._form())
         except httpx.HTTPError as exc:
             raise TransientError(f"Salesforce token request failed: {type(exc).__name__}") from None
         if response.status_code >= 500 or response.status_code == 429:
             retry = _retry_after(response.headers.get("retry-after"))
+            if retry:
+                self._not_before = max(self._not_before, time.monotonic() + retry)
             raise TransientError(
                 f"Salesforce token endpoint answered {response.status_code}", retry_after=retry
             )

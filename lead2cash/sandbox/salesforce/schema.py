@@ -379,6 +379,7 @@ def _build() -> dict[str, SObject]:
                     *_system_fields("Opportunity"),
                     _ref("AccountId", "Account ID", "Account", "Account"),
                     Field("Name", "string", "Name", length=120, nillable=False, required=True),
+                    Field("Description", "textarea", "Description", length=32000),  # Long Text Area
                     Field(
                         "StageName",
                         "picklist",

@@ -92,7 +92,8 @@ def test_csrf_failure_twice_is_not_retried_forever() -> None:
             403, text="CSRF token validation failed", headers={"x-csrf-token": "Required"}
         )
     )
-    with pytest.raises(PermanentError, match="CSRF token validation failed"):
+    # Twice in a row: the session went away in between; transient, so the route retries with backoff.
+    with pytest.raises(TransientError, match="CSRF token validation failed"):
         run(_client().create(BP, "A_BusinessPartner", {}))
     assert post.call_count == 2
 

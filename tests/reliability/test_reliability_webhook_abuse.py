@@ -1,0 +1,195 @@
+"""Scenario 3, webhook abuse, on the whole hub: the shipped routes on the three sandboxes, Lago's dispatcher
+sending every event three times at once and newest first, then forged and replayed requests by hand.
+
+Pass criteria: one SAP journal entry per finalized invoice (the sandbox counts effects per key), 401 for
+every forged request, and no forged request leaves a trace in the inbox (messages, receipts and dead
+letters counted in the store before and after); an old delivery replayed after a hub restart is
+recognised (200 duplicate) and adds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from reliability_support import hmac_b64, inbox_census, report, size, wait_until
+
+from lead2cash.demo.environment import LeadToCash
+from lead2cash.hub import Hub
+from lead2cash.store import EffectState
+
+DEALS = size(8, 200)
+
+
+def _forge(body: bytes) -> bytes:
+    """The same event for another invoice: had it been accepted, it would be a new inbox message."""
+    payload = json.loads(body)
+    invoice = payload["invoice"]
+    invoice["lago_id"] = str(uuid.uuid4())
+    invoice["number"] = f"FORGED-{uuid.uuid4().hex[:8]}"
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+async def _restart(env: LeadToCash) -> None:
+    """Stop the hub and start a new one on the same config and state store (as a redeploy would)."""
+    await env.stop()
+    env.hub.close()
+    env.hub = Hub.from_files(env.config_files, configure_logs=False)
+    await env.hub.start()
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+
+        async def up() -> bool:
+            try:
+                return (await client.get(f"http://127.0.0.1:{env.web_port}/health")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        for _ in range(200):
+            if await up():
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("the restarted hub did not come up")
+
+
+def test_duplicated_reordered_forged_and_replayed_webhooks(tmp_path: Path, store_url: str) -> None:
+    env = LeadToCash(tmp_path / "l2c", seed=8, seed_size=DEALS + 20, store_url=store_url)
+    hook = f"http://127.0.0.1:{env.web_port}/webhooks/lago"
+    hmac_key = env.lago.signer.hmac_key
+    figures: dict[str, Any] = {}
+
+    async def post(client: httpx.AsyncClient, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        return await client.post(hook, content=body, headers=headers)
+
+    async def scenario() -> dict[str, int]:
+        statuses: dict[str, int] = {}
+        settings = {"duplicate": 3, "reorder": True, "reorder_window_s": 0.2}
+        env.http["lago"].put("/__sandbox/lago/webhooks", json=settings).raise_for_status()
+        await env.start()
+        env.close_won(DEALS)
+        assert await env.wait_settled(timeout=150), env.progress()
+        env.advance_billing(35)  # subscription invoices: more events, sent three times each, reordered
+        env.drain_webhooks()
+        assert await env.wait_settled(timeout=150), env.progress()
+
+        store = env.hub.store
+        invoice_events = [d for d in env.lago.webhooks.deliveries if d.webhook_type == "invoice.created"]
+        assert invoice_events, "the billing engine sent no invoice.created"
+        genuine = invoice_events[0]
+        before = inbox_census(store)
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            forged = _forge(genuine.body)
+            fresh = {"Content-Type": "application/json", "X-Lago-Signature-Algorithm": "hmac"}
+            attempts = {
+                "unsigned": (forged, {**fresh, "X-Lago-Unique-Key": "forged-1"}),
+                "tampered": (forged, {**genuine.headers, "X-Lago-Unique-Key": "forged-2"}),
+                "tampered_same_key": (forged, dict(genuine.headers)),
+                "wrong_key": (
+                    forged,
+                    {**fresh, "X-Lago-Signature": hmac_b64("not-the-key", forged), "X-Lago-Unique-Key": "f3"},
+                ),
+                "empty_signature": (forged, {**fresh, "X-Lago-Signature": "", "X-Lago-Unique-Key": "f4"}),
+                "jwt_garbage": (
+                    forged,
+                    {
+                        **fresh,
+                        "X-Lago-Signature-Algorithm": "jwt",
+                        "X-Lago-Signature": "eyJhbGciOiJub25lIn0.eyJkYXRhIjoie30ifQ.",
+                        "X-Lago-Unique-Key": "f5",
+                    },
+                ),
+                "hmac_of_other_body": (
+                    forged,
+                    {
+                        **fresh,
+                        "X-Lago-Signature": hmac_b64(hmac_key, genuine.body),
+                        "X-Lago-Unique-Key": "f6",
+                    },
+                ),
+            }
+            for name, (body, headers) in attempts.items():
+                statuses[name] = (await post(client, body, headers)).status_code
+            # Every forged kind again, three times at once (as a flood would come).
+            burst = await asyncio.gather(
+                *(post(client, b, h) for _ in range(3) for (b, h) in attempts.values())
+            )
+            statuses["burst_all_401"] = int(all(r.status_code == 401 for r in burst))
+            await asyncio.sleep(0.3)
+            after_forgery = inbox_census(store)
+            figures["forged_requests"] = len(attempts) + len(burst)
+
+            # A replay of an old, genuine delivery after a restart: recognised, nothing added.
+            await _restart(env)
+            store = env.hub.store
+            oldest = env.lago.webhooks.deliveries[0]
+            replays = await asyncio.gather(*(post(client, oldest.body, oldest.headers) for _ in range(3)))
+            statuses["replay_after_restart"] = max(r.status_code for r in replays)
+            statuses["replay_said_duplicate"] = int(
+                all(
+                    all(v.get("status") == "duplicate" for v in r.json().values())
+                    for r in replays
+                    if r.status_code == 200
+                )
+            )
+            await asyncio.sleep(0.3)
+            after_replay = inbox_census(store)
+        statuses["census_unchanged_by_forgery"] = int(before == after_forgery)
+        statuses["census_unchanged_by_replay"] = int(after_forgery == after_replay)
+        figures["census"] = after_replay
+        await wait_until(lambda: env.settled(), timeout=60)
+        await env.stop()
+        return statuses
+
+    try:
+        statuses = asyncio.run(scenario())
+        assert statuses == {
+            "unsigned": 401,
+            "tampered": 401,
+            "tampered_same_key": 401,
+            "wrong_key": 401,
+            "empty_signature": 401,
+            "jwt_garbage": 401,
+            "hmac_of_other_body": 401,
+            "burst_all_401": 1,
+            "replay_after_restart": 200,
+            "replay_said_duplicate": 1,
+            "census_unchanged_by_forgery": 1,
+            "census_unchanged_by_replay": 1,
+        }, statuses
+
+        # The dispatcher really sent each event three times (concurrently) to the hub.
+        sent = Counter(d.unique_key for d in env.lago.webhooks.deliveries)
+        log = env.http["lago"].get("/__sandbox/lago/webhooks").json()["deliveries"]
+        copies = Counter(entry["unique_key"] for entry in log if entry["endpoint"].endswith("/webhooks/lago"))
+        assert sent and min(copies[k] for k in sent) >= 3, "each event was sent at least three times"
+
+        # One effect per event: one journal entry per finalized invoice, nothing unconfirmed.
+        agreement = env.agreement()
+        assert agreement.agree, agreement.problems[:10]
+        posted = env.effects("sap")["journal_entry.post"]
+        assert max(posted.values()) == 1, {k: v for k, v in posted.items() if v > 1}
+        assert len(posted) == agreement.invoices > 0
+        assert env.hub.store.effects_in_state(EffectState.SENT) == 0
+        assert env.hub.store.dlq_count() == 0, [d.error_message for d in env.hub.store.dlq_list()]
+        forged_in_store = [
+            m for m in env.hub.store.messages_for("posted-invoice-to-ledger") if "FORGED-" in m.payload
+        ]
+        assert not forged_in_store
+        report(
+            "3-webhook-abuse",
+            store=env.hub.store.backend,
+            deals=DEALS,
+            events=len(sent),
+            deliveries_received=sum(copies.values()),
+            invoices=agreement.invoices,
+            journal_entries=len(posted),
+            duplicated=sum(v - 1 for v in posted.values()),
+            lost=agreement.invoices - len(posted),
+            **figures,
+        )
+    finally:
+        env.close()
