@@ -412,7 +412,9 @@ class ODataClient:
                 # A second rejection right after a fresh token means the session was dropped in between
                 # (expired, another node): retry with backoff; a route's retries end the loop.
                 self._invalidate_csrf(headers["x-csrf-token"])
-                raise TransientError(f"SAP {what} failed: CSRF token validation failed", details={"status": 403})
+                raise TransientError(
+                    f"SAP {what} failed: CSRF token validation failed", details={"status": 403}
+                )
             if response.status_code == 401 and self._tokens is not None:
                 # The token endpoint accepted our credentials, so a rejected token was revoked or expired
                 # in between: retry with backoff (a wrong Basic password, in contrast, stays permanent).
