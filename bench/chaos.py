@@ -107,6 +107,12 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs and state here")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=900,
+        help="seconds to wait for a run to settle before checking",
+    )
+    parser.add_argument(
         "--lago-revoked-keys",
         action="store_true",
         help="faulty: expire Lago's API key too (each pauses route 1 for a minute)",
@@ -130,9 +136,15 @@ def main() -> int:
                 try:
                     if scenario == "crash":
                         crash: CrashReport = run_crash_scenario(
-                            workdir, store_url=store_url, seed=args.seed, settle_timeout=3600, **size["crash"]
+                            workdir,
+                            store_url=store_url,
+                            seed=args.seed,
+                            settle_timeout=args.settle_timeout,
+                            **size["crash"],
                         )
                         verdict, figures = crash.verdict, crash.figures
+                        if not crash.settled:
+                            failures.append(f"crash/{backend}: not settled; checked what there was")
                         details.append(
                             f"crash/{backend}: effects in doubt (sent, unconfirmed) right after each kill: "
                             f"{crash.in_doubt_at_kills}"
@@ -142,11 +154,13 @@ def main() -> int:
                             workdir,
                             store_url=store_url,
                             seed=args.seed,
-                            settle_timeout=3600,
+                            settle_timeout=args.settle_timeout,
                             lago_revoked_keys=args.lago_revoked_keys,
                             **size["faulty"],
                         )
                         verdict, figures = faulty.verdict, faulty.figures
+                        if not faulty.settled:
+                            failures.append(f"faulty/{backend}: not settled; checked what there was")
                         details.append(f"faulty/{backend}: faults injected by kind {faulty.injected}")
                         details.append(
                             f"faulty/{backend}: resends after a Retry-After checked {faulty.retry_after_checked}, "

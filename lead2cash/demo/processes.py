@@ -769,6 +769,7 @@ class CrashReport:
     figures: Figures
     in_doubt_at_kills: list[int] = field(default_factory=list)  # effects left "sent" by each kill
     delivered_at_kills: list[int] = field(default_factory=list)  # messages delivered, after each kill
+    settled: bool = True  # False: the check ran on what there was after ``settle_timeout``
 
 
 def _backend(store_url: str | None) -> str:
@@ -815,8 +816,7 @@ def run_crash_scenario(
                 delivered.append(sum(env.store.count_messages(r, "delivered") for r in ROUTES))
         env.hub.start()
         env.systems.advance_billing(12)
-        if not env.wait_settled(settle_timeout):
-            raise HarnessError(f"not settled after {settle_timeout}s: {env.check().problems[:10]}")
+        settled = env.wait_settled(settle_timeout)
         env.hub.stop()
         verdict = env.check()
         figures = Figures(
@@ -831,7 +831,7 @@ def run_crash_scenario(
             max_rss_mb=round(env.hub.max_rss / 2**20, 1),
             elapsed_s=round(time.monotonic() - started, 1),
         )
-    return CrashReport(verdict, figures, in_doubt, delivered)
+    return CrashReport(verdict, figures, in_doubt, delivered, settled)
 
 
 # Scenario 2's faults, on every operation of all three systems at once: 30% answered 429 or 503 with
@@ -905,6 +905,7 @@ class FaultyReport:
     rates: dict[str, RateFigure] = field(default_factory=dict)
     dead_letters: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: billed, settled
+    settled: bool = True  # False: the check ran on what there was after ``settle_timeout``
 
 
 def call_starts(requests: list[dict[str, Any]], window_s: float = RESEND_WINDOW_S) -> list[float]:
@@ -982,11 +983,12 @@ def run_faulty_scenario(
         phases = {}
         # The clock moves once every won deal is billed (its subscriptions exist), while its invoices are
         # still being posted and written back.
-        _wait_for(lambda: won <= env.billed(), settle_timeout, "every won deal billed", interval=1.0)
+        deadline = time.monotonic() + settle_timeout
+        while not won <= env.billed() and time.monotonic() < deadline:
+            time.sleep(1.0)
         phases["billed"] = round(time.monotonic() - started, 1)
         env.systems.advance_billing(35)
-        if not env.wait_settled(settle_timeout):
-            raise HarnessError(f"not settled after {settle_timeout}s: {env.check().problems[:10]}")
+        settled = env.wait_settled(max(0.0, deadline - time.monotonic()) + settle_timeout / 2)
         phases["settled"] = round(time.monotonic() - started, 1)
         env.systems.set_faults({})
         env.hub.stop()
@@ -1022,6 +1024,7 @@ def run_faulty_scenario(
             rates=rate_figures(env.systems, rates),
             dead_letters=[f"{d.route}: {d.error_class}: {d.error_message}" for d in env.store.dlq_list()],
             phases=phases,
+            settled=settled,
         )
     report.figures.elapsed_s = round(time.monotonic() - started, 1)
     return report

@@ -26,6 +26,7 @@ def test_sigkill_the_hub_during_a_lead_to_cash_run_loses_and_repeats_nothing(
 ) -> None:
     report = run_crash_scenario(tmp_path / "crash", store_url=store_url, deals=DEALS, kills=KILLS, seed=7)
     verdict, figures = report.verdict, report.figures
+    assert report.settled, report.verdict.problems[:20]
 
     assert figures.kills == KILLS, "every kill landed on a running hub"
     # The kills hit work in flight: the run was not over at the first kill, and it moved on between kills.

@@ -26,6 +26,7 @@ KINDS = ("429", "503", "timeout", "reset", "commit_then_drop", "expired_session"
 def test_faulty_systems_exact_effects_retry_after_and_rate_ceilings(tmp_path: Path) -> None:
     report = run_faulty_scenario(tmp_path / "faulty", store_url=None, deals=DEALS, seed=11)
     verdict = report.verdict
+    assert report.settled, report.verdict.problems[:20]
 
     for kind in KINDS:
         assert report.injected.get(kind, 0) > 0, f"no {kind} fault was injected: {report.injected}"
