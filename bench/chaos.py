@@ -169,8 +169,8 @@ def main() -> int:
                         for name, rate in faulty.rates.items():
                             details.append(
                                 f"faulty/{backend}: {name}: ceiling {rate.ceiling}/s, calls peak {rate.peak_1s} "
-                                f"in 1 s and {rate.peak_5s} in 5 s, requests peak {rate.requests_peak_1s} in "
-                                f"1 s ({'within' if rate.within else 'ABOVE'})"
+                                f"in 1 s and {rate.peak_5s} in 5 s, raw peak {rate.raw_peak_1s} in 1 s "
+                                f"({'within' if rate.within else 'ABOVE'})"
                             )
                             if not rate.within:
                                 failures.append(f"faulty/{backend}: {name} above its ceiling: {rate}")

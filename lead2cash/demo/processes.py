@@ -47,15 +47,16 @@ from lead2cash.store import EffectState, Store
 SALESFORCE_SOURCE = "won-opportunity-to-billing"
 HUB_SOURCE = "ledger-document-to-opportunity"
 LEDGER_ROUTE = "posted-invoice-to-ledger"
-# How the sandboxes see each route's target calls, which a route's ``rate_limit`` bounds (``rate_figures``):
-# a call of route 1 upserts its Lago customer once, a call of route 2 posts one SAP journal entry (requests,
-# whatever their answer, from the request log); the write-back routes update one Opportunity per call
-# (effects, from the effect log: their requests are coalesced collections).
-RATE_CALLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "won-opportunity-to-billing": ("lago", "requests", ("customers.create",)),
-    "posted-invoice-to-ledger": ("sap", "requests", ("journal_entry.post",)),
-    "billing-status-to-opportunity": ("salesforce", "effects", ("Opportunity.update",)),
-    "ledger-document-to-opportunity": ("salesforce", "effects", ("Opportunity.update",)),
+# How the sandboxes see each route's target calls, which a route's ``rate_limit`` bounds (``rate_figures``),
+# from their request logs (every request, whatever its answer): a call of route 1 upserts its Lago customer
+# once, a call of route 2 posts one SAP journal entry, and the write-back routes' calls reach Salesforce as
+# collection requests (several calls may share one). The last element names effects whose raw per-second
+# peak is reported beside it (Opportunity updates: records, not requests).
+RATE_CALLS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "won-opportunity-to-billing": ("lago", ("customers.create",), ()),
+    "posted-invoice-to-ledger": ("sap", ("journal_entry.post",), ()),
+    "billing-status-to-opportunity": ("salesforce", ("collections.update",), ("Opportunity.update",)),
+    "ledger-document-to-opportunity": ("salesforce", ("collections.update",), ("Opportunity.update",)),
 }
 RESEND_WINDOW_S = 10.0
 
@@ -885,7 +886,7 @@ class RateFigure:
     ceiling: float
     peak_1s: int  # calls started in any one second
     peak_5s: int  # ... in any five seconds
-    requests_peak_1s: int  # requests in any one second, resends within a call included
+    raw_peak_1s: int  # requests in any one second, resends within a call included (or the named effects)
     events: int
 
     @property
@@ -924,17 +925,17 @@ def call_starts(requests: list[dict[str, Any]], window_s: float = RESEND_WINDOW_
 def rate_figures(systems: Systems, rates: dict[str, float]) -> dict[str, RateFigure]:
     """Peak call rates per route as the sandboxes timed them. Routes whose calls look alike on the target
     (both write-back routes update Opportunities) share the sum of their ceilings."""
-    groups: dict[tuple[str, str, tuple[str, ...]], float] = defaultdict(float)
+    groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], float] = defaultdict(float)
     for route, rate in rates.items():
         groups[RATE_CALLS[route]] += rate
     out = {}
-    for (system, source, ops), ceiling in groups.items():
-        if source == "requests":
-            requests = [r for r in systems.requests_log(system) if r["op"] in ops]
-            raw = [r["t"] for r in requests]
-            times = call_starts(requests)
+    for (system, ops, raw_effects), ceiling in groups.items():
+        requests = [r for r in systems.requests_log(system) if r["op"] in ops]
+        times = call_starts(requests)
+        if raw_effects:
+            raw = [t for t, kind, _ in systems.effects_log(system) if kind in raw_effects]
         else:
-            raw = times = [t for t, kind, _ in systems.effects_log(system) if kind in ops]
+            raw = [r["t"] for r in requests]
         name = f"{system}:{'+'.join(ops)}"
         out[name] = RateFigure(
             name, ceiling, peak_rate(times, 1.0), peak_rate(times, 5.0), peak_rate(raw, 1.0), len(times)
