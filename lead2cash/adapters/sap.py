@@ -62,6 +62,9 @@ class PostingRules:
     cost_centers: Mapping[str, str] = field(default_factory=dict)
     header_prefix: str = "Invoice"
     credit_header_prefix: str = "Credit"
+    # A document number longer than DocumentReferenceID: "reject" (permanent error) or "tail" (its longest
+    # tail of whole "-" segments that fits, the same on every read so the crash-recovery lookup finds it).
+    long_references: str = "reject"
 
     def company_code_for(self, currency: str) -> str:
         code = self.company_code_by_currency.get(currency) or self.company_code
@@ -111,12 +114,26 @@ def _text(value: str | None, limit: int) -> str | None:
     return value[:limit] or None
 
 
-def check_reference(number: str) -> str:
-    if len(number) > MAX_REFERENCE:
+def check_reference(number: str, long_references: str = "reject") -> str:
+    """The DocumentReferenceID for a document number. Lago's numbers grow past 16 characters (a
+    four-digit customer sequence, a credit note suffix); their leading segment is the organization's
+    prefix, the same on every document, so the tail stays unique."""
+    if len(number) <= MAX_REFERENCE:
+        return number
+    if long_references == "tail":
+        parts = number.split("-")
+        for start in range(1, len(parts)):
+            tail = "-".join(parts[start:])
+            if len(tail) <= MAX_REFERENCE:
+                return tail
         raise PostingRuleError(
-            f"invoice_number: {number!r} is longer than SAP's DocumentReferenceID ({MAX_REFERENCE} characters)"
+            f"invoice_number: {number!r} has no tail of whole '-' segments within SAP's "
+            f"DocumentReferenceID ({MAX_REFERENCE} characters)"
         )
-    return number
+    raise PostingRuleError(
+        f"invoice_number: {number!r} is longer than SAP's DocumentReferenceID ({MAX_REFERENCE} characters); "
+        "the target option long_references: tail posts it under its tail"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- entries
@@ -193,7 +210,7 @@ def _entry(
     header_prefix: str,
     document_type: str,
 ) -> JournalEntry:
-    check_reference(number)
+    reference = check_reference(number, rules.long_references)
     # Tax code per line: its own, else the document's only tax code (a single-rate invoice).
     distinct = sorted({t.code for t in taxes})
     line_codes = [
@@ -265,7 +282,7 @@ def _entry(
         document_type=document_type,
         document_date=issue_date,
         posting_date=posting_date or issue_date,
-        reference_id=number,
+        reference_id=reference,
         header_text=_text(f"{header_prefix} {number}", MAX_HEADER_TEXT),
         source_document_id=entity_id,
         items=tuple(items),

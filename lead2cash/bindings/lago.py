@@ -435,6 +435,24 @@ class LagoEventSource:
         value = store.xref_get(self._gate_type, lago_id, XREF_SYSTEM)
         return int(value.rsplit(":", 1)[1]) if value else 0
 
+    def _seen_ranks(self, lago_ids: list[str]) -> dict[str, int]:
+        store = self.binding.store
+        if store is None:
+            return {}
+        found = store.xref_get_many(self._gate_type, XREF_SYSTEM, lago_ids)
+        return {k: int(v.rsplit(":", 1)[1]) for k, v in found.items()}
+
+    def _unpassed(self, items: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Listed objects whose state is newer than what this consumer passed on, oldest update first.
+
+        No updated_at watermark: an object whose webhook never arrived may carry an update time before
+        the last one read (parallel writers commit out of order, backdated billing runs), and a
+        watermark would skip it for ever. The state gate is what keeps a re-read from passing twice."""
+        seen = self._seen_ranks([str(i["lago_id"]) for i in items])
+        fresh = [i for i in items if self.rank(i) > seen.get(str(i["lago_id"]), 0)]
+        fresh.sort(key=lambda i: (str(i.get("updated_at")), str(i["lago_id"])))
+        return fresh
+
     def _pass(self, lago_id: str, rank: int, *, strictly_newer: bool) -> bool:
         # No await between the check and the caller's inbox write: atomic on the hub's event loop.
         seen = self._seen_rank(lago_id)
@@ -497,20 +515,13 @@ class InvoiceSource(LagoEventSource):
         return "invoice.one_off_created" if invoice.get("invoice_type") == "one_off" else "invoice.created"
 
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
-        """Poll fallback: invoices updated at or after the checkpoint whose state this consumer has not
-        passed on yet (re-read with GET, so the record is Lago's current state)."""
+        """Poll fallback: invoices issued since the checkpoint's date minus the lookback whose state this
+        consumer has not passed on yet (re-read with GET, so the record is Lago's current state)."""
         params: dict[str, Any] = {}
         if checkpoint:
             since = date.fromisoformat(checkpoint[:10]) - timedelta(seconds=self.binding.config.poll_lookback)
             params["issuing_date_from"] = since.isoformat()
-        candidates = []
-        async for item in self.client.invoices(params):
-            updated = str(item.get("updated_at") or "")
-            if checkpoint and updated < checkpoint:
-                continue
-            if adapter.invoice_rank(item) > self._seen_rank(str(item["lago_id"])):
-                candidates.append(item)
-        candidates.sort(key=lambda i: (str(i.get("updated_at")), str(i["lago_id"])))
+        candidates = self._unpassed([item async for item in self.client.invoices(params)])
         records: list[Mapping[str, Any]] = []
         for item in candidates[:limit]:
             invoice = await self.client.get_invoice(str(item["lago_id"]))
@@ -518,9 +529,7 @@ class InvoiceSource(LagoEventSource):
                 records.append(
                     {"webhook_type": self.event_type(invoice), "object_type": "invoice", "invoice": invoice}
                 )
-        taken = candidates[:limit]
-        new_checkpoint = str(taken[-1].get("updated_at")) if taken else checkpoint
-        return SourceBatch(records, new_checkpoint, more=len(candidates) > limit)
+        return SourceBatch(records, _latest(checkpoint, candidates[:limit]), more=len(candidates) > limit)
 
 
 class CreditNoteSource(LagoEventSource):
@@ -530,19 +539,17 @@ class CreditNoteSource(LagoEventSource):
         return 2 if obj.get("credit_status") == "voided" else 1
 
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
-        candidates = []
-        async for item in self.client.credit_notes():
-            if checkpoint and str(item.get("updated_at") or "") < checkpoint:
-                continue
-            if self.rank(item) > self._seen_rank(str(item["lago_id"])):
-                candidates.append(item)
-        candidates.sort(key=lambda i: (str(i.get("updated_at")), str(i["lago_id"])))
+        candidates = self._unpassed([item async for item in self.client.credit_notes()])
         records: list[Mapping[str, Any]] = []
         for item in candidates[:limit]:
             if self._pass(str(item["lago_id"]), self.rank(item), strictly_newer=True):
                 records.append(
                     {"webhook_type": "credit_note.created", "object_type": "credit_note", "credit_note": item}
                 )
-        taken = candidates[:limit]
-        new_checkpoint = str(taken[-1].get("updated_at")) if taken else checkpoint
-        return SourceBatch(records, new_checkpoint, more=len(candidates) > limit)
+        return SourceBatch(records, _latest(checkpoint, candidates[:limit]), more=len(candidates) > limit)
+
+
+def _latest(checkpoint: str | None, taken: list[Mapping[str, Any]]) -> str | None:
+    # The checkpoint only narrows the issuing-date window, so it never moves backwards.
+    stamps = [str(i.get("updated_at")) for i in taken if i.get("updated_at")]
+    return max([checkpoint or "", *stamps]) or None

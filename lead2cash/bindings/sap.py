@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -181,7 +182,13 @@ class SapSystem:
 
     def target(self, action: str, options: Mapping[str, Any]) -> Target:
         if action == "journal_entry.post":
-            return JournalEntryTarget(self)
+            unknown = sorted(set(options) - {"long_references"})
+            if unknown:
+                raise ConfigProblems([(("options", unknown[0]), "unknown option; known: long_references")])
+            long_references = options.get("long_references", "reject")
+            if long_references not in ("reject", "tail"):
+                raise ConfigProblems([(("options", "long_references"), "expected reject or tail")])
+            return JournalEntryTarget(self, long_references)
         if action == "business_partner.ensure":
             return PartnerTarget(self)
         raise ValueError(f"unknown SAP action {action!r}; known: {', '.join(ACTIONS)}")
@@ -342,13 +349,14 @@ class PartnerTarget:
 
 
 class JournalEntryTarget:
-    def __init__(self, system: SapSystem) -> None:
+    def __init__(self, system: SapSystem, long_references: str = "reject") -> None:
         self.system = system
         self.name = f"{system.name}/journal_entry"
+        self.rules = replace(system.rules, long_references=long_references)
 
     # --- mapping ----------------------------------------------------------------------------------------
     def _entry(self, entity: BaseModel, posting_date: date | None = None) -> JournalEntry:
-        rules = self.system.rules
+        rules = self.rules
         try:
             if isinstance(entity, Invoice):
                 return adapter.invoice_to_journal_entry(entity, rules, posting_date=posting_date)

@@ -705,6 +705,20 @@ class Store:
             value = conn.execute(q).scalar()
         return str(value) if value is not None else None
 
+    def xref_get_many(self, entity_type: str, system: str, canonical_ids: Sequence[str]) -> dict[str, str]:
+        """The system ids of many canonical ids at once (absent ones are left out)."""
+        found: dict[str, str] = {}
+        ids = list(dict.fromkeys(canonical_ids))
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):  # under SQLite's bound-parameter ceiling
+                q = select(xrefs.c.canonical_id, xrefs.c.system_id).where(
+                    xrefs.c.entity_type == entity_type,
+                    xrefs.c.system == system,
+                    xrefs.c.canonical_id.in_(ids[start : start + 500]),
+                )
+                found.update({str(c): str(v) for c, v in conn.execute(q)})
+        return found
+
     def xref_find(self, entity_type: str, system: str, system_id: str) -> str | None:
         q = select(xrefs.c.canonical_id).where(
             xrefs.c.entity_type == entity_type, xrefs.c.system == system, xrefs.c.system_id == system_id

@@ -944,7 +944,9 @@ class LagoStore:
         if end >= boundary:
             sub.periods_billed += 1
         sub.period_start = end
-        invoice.created_at = invoice.updated_at = min(now, midnight(end))
+        # The billing run for a period happens at its end, but never before the subscription existed
+        # (a backdated subscription's past periods are billed when the next run sees them, as in Lago).
+        invoice.created_at = invoice.updated_at = max(sub.created_at, min(now, midnight(end)))
         if self.grace_period_days > 0 and reason != "subscription_terminating":
             self.emit("invoice.drafted", "invoice", invoice.extended_json())
         else:

@@ -237,4 +237,18 @@ def test_poll_fallback_reads_invoices_changed_since_the_checkpoint(lago: LagoTes
     assert [p["entity"]["invoice_ids"] for p in payments if p["entity"]["status"] == "succeeded"][-1] == [
         created["lago_id"]
     ]
+
+    # An invoice stamped before the checkpoint (its writer committed after a later one was read, or a
+    # backdated billing run) is still read: the state gate, not an update-time watermark, decides.
+    route = hub.routes["invoices"]
+    assert route.source_id is not None
+    head = hub.store.checkpoint_get(route.source_id)
+    assert head is not None
+    hub.store.checkpoint_set(route.source_id, head[:10] + "T23:59:59Z", "test: a later update was read first")
+    late = lago.api.post("/invoices", json={"invoice": {"external_customer_id": customer["external_id"],
+                         "currency": "USD", "fees": [fee]}}).json()["invoice"]  # fmt: skip
+    assert late["updated_at"] < head[:10] + "T23:59:59Z"
+    assert run_hub(hub, timeout=60)
+    final = _outbox(tmp_path, "invoices")
+    assert [i["entity"]["id"] for i in final[len(after) :]] == [late["lago_id"]]
     hub.close()

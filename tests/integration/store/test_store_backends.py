@@ -73,6 +73,11 @@ def test_xrefs_receipts_and_route_state(store_url: str) -> None:
     store.xref_put("Customer", "c1", "lago", "L-1")
     assert store.xref_get("Customer", "c1", "lago") == "L-1"
     assert store.xref_find("Customer", "salesforce", "001A") == "c1"
+    for i in range(1200):  # more than one chunk of bound parameters
+        store.xref_put("Gate", f"g{i}", "lago", f"g{i}:{i % 3}")
+    wanted = [f"g{i}" for i in range(0, 1300, 7)]
+    many = store.xref_get_many("Gate", "lago", wanted)
+    assert many == {f"g{i}": f"g{i}:{i % 3}" for i in range(0, 1200, 7)}
     assert store.receipt_add("lago", "evt-1") is True
     assert store.receipt_add("lago", "evt-1") is False
     store.route_state_set("r", "halted", "boom")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -265,3 +266,19 @@ def test_kind_of_items() -> None:
         JournalItemKind.GL,
         JournalItemKind.TAX,
     }
+
+
+def test_long_numbers_post_under_their_tail_when_the_rule_says_so() -> None:
+    tail = replace(RULES, long_references="tail")
+    entry = sap.invoice_to_journal_entry(_invoice(invoice_number="LEA-1C12-1000-001"), tail)
+    # The reference is the tail of whole segments; the full number stays on the header text.
+    assert entry.reference_id == "1C12-1000-001"
+    assert entry.header_text == "Invoice LEA-1C12-1000-001"
+    again = sap.invoice_to_journal_entry(_invoice(invoice_number="LEA-1C12-1000-001"), tail)
+    assert again.reference_id == entry.reference_id, "the same on every read: the lookup relies on it"
+    fits = sap.invoice_to_journal_entry(_invoice(invoice_number="LEA-1C12-999-001"), tail)
+    assert fits.reference_id == "LEA-1C12-999-001"
+    with pytest.raises(sap.PostingRuleError, match="no tail of whole '-' segments"):
+        sap.invoice_to_journal_entry(_invoice(invoice_number="INV2024000000000017"), tail)
+    with pytest.raises(sap.PostingRuleError, match="long_references: tail"):
+        sap.invoice_to_journal_entry(_invoice(invoice_number="LEA-1C12-1000-001"), RULES)
