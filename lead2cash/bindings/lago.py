@@ -26,8 +26,8 @@ from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.lago import LagoSystemConfig
 from lead2cash.connectors.lago import LagoClient, WebhookVerifier, loads
 from lead2cash.errors import PermanentError
-from lead2cash.routes.interfaces import SourceBatch
-from lead2cash.store import Store
+from lead2cash.routes.interfaces import SourceBatch, WebhookDelivery
+from lead2cash.store import Store, XrefWrite
 
 log = structlog.get_logger("lead2cash.bindings.lago")
 
@@ -148,14 +148,16 @@ class LagoBinding:
         """Lago's external_id of a customer: the one already on the cross-reference map, else the
         Salesforce Account id, else the canonical id."""
         if self.store is not None:
-            known = self.store.xref_get("Customer", customer.id, XREF_SYSTEM)
+            known = self.store.xref_get("Customer", customer.id, XREF_SYSTEM, stable=True)
             if known:
                 return known
         return customer.refs.get("salesforce") or customer.id
 
     def remember(self, entity_type: str, canonical_id: str, system_id: str) -> None:
         if self.store is not None:
-            self.store.xref_put(entity_type, canonical_id, XREF_SYSTEM, system_id)
+            # A subscription's Lago id moves to "<key>@v<n>" when it is replaced; the rest never change.
+            stable = entity_type != "Subscription"
+            self.store.xref_put(entity_type, canonical_id, XREF_SYSTEM, system_id, stable=stable)
 
     def check_currency(self, currency: str, what: str) -> None:
         if currency in self.config.unsupported_currencies:
@@ -319,7 +321,10 @@ class OrderTarget:
         """A subscription under this key existed before (now terminated): its replacement gets a new
         external_id, so Lago's history keeps both."""
         store = self.binding.store
-        return store is not None and store.xref_get("Subscription", spec_key, XREF_SYSTEM) is not None
+        return (
+            store is not None
+            and store.xref_get("Subscription", spec_key, XREF_SYSTEM, stable=True) is not None
+        )
 
     async def _customer_matches(self, body: Mapping[str, Any]) -> bool:
         from lead2cash.connectors.lago import LagoNotFound
@@ -428,13 +433,6 @@ class LagoEventSource:
         self._warned = False
 
     # -- the state gate
-    def _seen_rank(self, lago_id: str) -> int:
-        store = self.binding.store
-        if store is None:
-            return 0
-        value = store.xref_get(self._gate_type, lago_id, XREF_SYSTEM)
-        return int(value.rsplit(":", 1)[1]) if value else 0
-
     def _seen_ranks(self, lago_ids: list[str]) -> dict[str, int]:
         store = self.binding.store
         if store is None:
@@ -453,22 +451,31 @@ class LagoEventSource:
         fresh.sort(key=lambda i: (str(i.get("updated_at")), str(i["lago_id"])))
         return fresh
 
-    def _pass(self, lago_id: str, rank: int, *, strictly_newer: bool) -> bool:
-        # No await between the check and the caller's inbox write: atomic on the hub's event loop.
-        seen = self._seen_rank(lago_id)
-        if rank < seen or (strictly_newer and rank == seen):
-            return False
-        if rank > seen and self.binding.store is not None:
-            self.binding.store.xref_put(self._gate_type, lago_id, XREF_SYSTEM, f"{lago_id}:{rank}")
-        return True
+    def _admit(
+        self, objects: list[Mapping[str, Any]], *, strictly_newer: bool
+    ) -> tuple[list[Mapping[str, Any]], list[XrefWrite]]:
+        """The objects whose state this consumer may pass on, and the gate writes that go into the same
+        inbox transaction. The caller must not await between this and that write: the check and the write
+        are then atomic on the hub's event loop, and a crash in between loses neither."""
+        seen = self._seen_ranks([str(o["lago_id"]) for o in objects])
+        admitted: list[Mapping[str, Any]] = []
+        writes: list[XrefWrite] = []
+        for obj in objects:
+            lago_id, rank = str(obj["lago_id"]), self.rank(obj)
+            known = seen.get(lago_id, 0)
+            if rank < known or (strictly_newer and rank == known):
+                continue
+            admitted.append(obj)
+            if rank > known:
+                seen[lago_id] = rank
+                writes.append(XrefWrite(self._gate_type, lago_id, XREF_SYSTEM, f"{lago_id}:{rank}"))
+        return admitted, writes if self.binding.store is not None else []
 
     def rank(self, obj: Mapping[str, Any]) -> int:
         return 1
 
     # -- webhooks
-    async def verify_webhook(
-        self, headers: Mapping[str, str], body: bytes
-    ) -> tuple[str | None, list[Mapping[str, Any]]] | None:
+    async def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery | None:
         verifier = self.binding.verifier
         if verifier is None:
             if not self._warned:
@@ -482,18 +489,19 @@ class LagoEventSource:
             payload = loads(body)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than any event is
             log.warning("signed Lago webhook is not JSON; acknowledged and ignored", unique_key=unique)
-            return unique, []
+            return WebhookDelivery(unique, [])
         if not isinstance(payload, dict) or payload.get("webhook_type") not in self.events:
-            return unique, []
+            return WebhookDelivery(unique, [])
         obj = payload.get(self.object_type)
         if not isinstance(obj, dict) or not obj.get("lago_id"):
-            return unique, []
-        if not self._pass(str(obj["lago_id"]), self.rank(obj), strictly_newer=False):
+            return WebhookDelivery(unique, [])
+        admitted, writes = self._admit([obj], strictly_newer=False)
+        if not admitted:
             log.debug(
                 "stale Lago event ignored", webhook_type=payload["webhook_type"], lago_id=obj["lago_id"]
             )
-            return unique, []
-        return unique, [payload]
+            return WebhookDelivery(unique, [])
+        return WebhookDelivery(unique, [payload], writes)
 
 
 class InvoiceSource(LagoEventSource):
@@ -522,14 +530,15 @@ class InvoiceSource(LagoEventSource):
             since = date.fromisoformat(checkpoint[:10]) - timedelta(seconds=self.binding.config.poll_lookback)
             params["issuing_date_from"] = since.isoformat()
         candidates = self._unpassed([item async for item in self.client.invoices(params)])
-        records: list[Mapping[str, Any]] = []
-        for item in candidates[:limit]:
-            invoice = await self.client.get_invoice(str(item["lago_id"]))
-            if self._pass(str(invoice["lago_id"]), adapter.invoice_rank(invoice), strictly_newer=True):
-                records.append(
-                    {"webhook_type": self.event_type(invoice), "object_type": "invoice", "invoice": invoice}
-                )
-        return SourceBatch(records, _latest(checkpoint, candidates[:limit]), more=len(candidates) > limit)
+        current = [await self.client.get_invoice(str(item["lago_id"])) for item in candidates[:limit]]
+        # After the last await: the gate is checked against what webhooks passed meanwhile.
+        admitted, writes = self._admit(current, strictly_newer=True)
+        records = [
+            {"webhook_type": self.event_type(i), "object_type": "invoice", "invoice": i} for i in admitted
+        ]
+        return SourceBatch(
+            records, _latest(checkpoint, candidates[:limit]), more=len(candidates) > limit, xrefs=writes
+        )
 
 
 class CreditNoteSource(LagoEventSource):
@@ -540,13 +549,14 @@ class CreditNoteSource(LagoEventSource):
 
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
         candidates = self._unpassed([item async for item in self.client.credit_notes()])
-        records: list[Mapping[str, Any]] = []
-        for item in candidates[:limit]:
-            if self._pass(str(item["lago_id"]), self.rank(item), strictly_newer=True):
-                records.append(
-                    {"webhook_type": "credit_note.created", "object_type": "credit_note", "credit_note": item}
-                )
-        return SourceBatch(records, _latest(checkpoint, candidates[:limit]), more=len(candidates) > limit)
+        admitted, writes = self._admit(candidates[:limit], strictly_newer=True)
+        records = [
+            {"webhook_type": "credit_note.created", "object_type": "credit_note", "credit_note": item}
+            for item in admitted
+        ]
+        return SourceBatch(
+            records, _latest(checkpoint, candidates[:limit]), more=len(candidates) > limit, xrefs=writes
+        )
 
 
 def _latest(checkpoint: str | None, taken: list[Mapping[str, Any]]) -> str | None:

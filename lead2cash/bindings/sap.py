@@ -222,10 +222,14 @@ class SapSystem:
 
     def xref_put(self, entity_type: str, canonical_id: str, ref: str) -> None:
         if self.store is not None:
-            self.store.xref_put(entity_type, canonical_id, SYSTEM, ref)
+            self.store.xref_put(entity_type, canonical_id, SYSTEM, ref, stable=True)
 
     def xref_get(self, entity_type: str, canonical_id: str) -> str | None:
-        return self.store.xref_get(entity_type, canonical_id, SYSTEM) if self.store is not None else None
+        return (
+            self.store.xref_get(entity_type, canonical_id, SYSTEM, stable=True)
+            if self.store is not None
+            else None
+        )
 
 
 class PartnerDirectory:

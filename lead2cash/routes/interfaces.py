@@ -9,6 +9,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from lead2cash.store import XrefWrite
+
 
 @dataclass(frozen=True)
 class SourceBatch:
@@ -20,6 +22,18 @@ class SourceBatch:
     # Payloads the source could not even parse, with the reason: dead-lettered, never dropped.
     rejects: Sequence[tuple[str, str]] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    # The source's own state (what it has passed on), written in the inbox transaction with the records.
+    xrefs: Sequence[XrefWrite] = ()
+
+
+@dataclass
+class WebhookDelivery:
+    """A verified push: the sender's unique delivery key (None if it has none), the records, and the
+    source's own state to write with them, all in one inbox transaction."""
+
+    unique_key: str | None
+    records: list[Mapping[str, Any]]
+    xrefs: Sequence[XrefWrite] = ()
 
 
 @runtime_checkable
@@ -32,15 +46,13 @@ class Source(Protocol):
 @runtime_checkable
 class WebhookSource(Protocol):
     """A source that also receives pushes. ``verify_webhook`` checks the raw body with the system's own
-    scheme and returns (the sender's unique delivery key, records), or None to answer 401."""
+    scheme and returns the delivery, or None to answer 401."""
 
     name: str
 
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch: ...
 
-    async def verify_webhook(
-        self, headers: Mapping[str, str], body: bytes
-    ) -> tuple[str | None, list[Mapping[str, Any]]] | None: ...
+    async def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery | None: ...
 
 
 @runtime_checkable

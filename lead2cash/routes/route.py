@@ -30,7 +30,7 @@ from lead2cash.observability import REDACTOR, Metrics
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, Source, Target
 from lead2cash.routes.policy import OnFailure, RetryPolicy
-from lead2cash.store import EffectState, Message, NewDeadLetter, NewMessage, Store
+from lead2cash.store import EffectState, Message, NewDeadLetter, NewMessage, Store, XrefWrite
 
 log = structlog.get_logger("lead2cash.route")
 
@@ -172,6 +172,7 @@ class RouteRuntime:
         checkpoint: str | None = None,
         rejects: Sequence[tuple[str, str]] = (),
         receipt: tuple[str, str] | None = None,
+        xrefs: Sequence[XrefWrite] = (),
     ) -> int | None:
         """Map records and write them to the inbox (with the checkpoint, in one transaction). With a
         ``receipt`` (sender, delivery key), a delivery seen before writes nothing and returns None."""
@@ -189,7 +190,9 @@ class RouteRuntime:
             elif item is not None:
                 dead.append(item)
         cp = (self.source_id, checkpoint) if checkpoint is not None and self.source_id else None
-        if not self.store.enqueue(self.name, new, checkpoint=cp, dead=dead, receipt=receipt):
+        if not self.store.enqueue(
+            self.name, new, checkpoint=cp, dead=dead, receipt=receipt, xrefs_written=xrefs
+        ):
             return None
         self.metrics.ingested.labels(self.name).inc(len(new))
         return len(new)
@@ -202,7 +205,7 @@ class RouteRuntime:
         checkpoint = self.store.checkpoint_get(self.source_id)
         while True:
             batch = await self.source.read(checkpoint, self.batch_size)
-            total += self.submit(list(batch.records), batch.checkpoint, batch.rejects) or 0
+            total += self.submit(list(batch.records), batch.checkpoint, batch.rejects, xrefs=batch.xrefs) or 0
             if batch.checkpoint is not None:
                 checkpoint = batch.checkpoint
             if not batch.more:

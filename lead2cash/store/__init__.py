@@ -10,6 +10,7 @@ from lead2cash.store.store import (
     NewMessage,
     RouteState,
     Store,
+    XrefWrite,
     normalise_url,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "NewMessage",
     "RouteState",
     "Store",
+    "XrefWrite",
     "normalise_url",
 ]

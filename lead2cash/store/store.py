@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -45,6 +45,16 @@ from lead2cash.store.schema import (
 )
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+XREF_CACHE_SIZE = 100_000  # stable cross-references remembered per process
+
+
+class XrefWrite(NamedTuple):
+    """A cross-reference a source writes in the same transaction as the records it passes on."""
+
+    entity_type: str
+    canonical_id: str
+    system: str
+    system_id: str
 
 
 def now_ms() -> int:
@@ -197,7 +207,11 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Reads take no write lock: in WAL mode a deferred transaction reads one snapshot and never
+        # waits for (or blocks) a writer.
+        conn.exec_driver_sql(
+            "BEGIN" if conn.get_execution_options().get("lead2cash_read") else "BEGIN IMMEDIATE"
+        )
 
     return engine
 
@@ -207,6 +221,7 @@ class Store:
         self.url = normalise_url(url)
         self.clock = clock
         self.is_sqlite = self.url.startswith("sqlite")
+        self._xrefs: dict[tuple[str, str, str], str] = {}
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url)
         else:
@@ -231,6 +246,9 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def _read(self) -> Connection:
+        return self.engine.connect().execution_options(lead2cash_read=True)
+
     def _insert(self, table: Any) -> Any:
         return sqlite.insert(table) if self.is_sqlite else postgresql.insert(table)
 
@@ -244,12 +262,14 @@ class Store:
         dead: Sequence[NewDeadLetter] = (),
         reason: str = "source advanced",
         receipt: tuple[str, str] | None = None,
+        xrefs_written: Sequence[XrefWrite] = (),
     ) -> bool:
         """Write a batch from a source and advance its checkpoint in the same transaction.
 
         A message whose (route, idempotency key) is already known is ignored: the idempotent consumer.
         With ``receipt`` (sender, unique delivery key) the batch is written only if that delivery was never
         seen, atomically with remembering it: False means a duplicate delivery, nothing written.
+        ``xrefs_written`` (a source's own state, e.g. what it has passed on) commit with the batch.
         """
         ts = self.clock()
         with self.engine.begin() as conn:
@@ -299,6 +319,8 @@ class Store:
                         updated_at_ms=ts,
                     )
                 )
+            for x in xrefs_written:
+                self._xref_upsert(conn, x.entity_type, x.canonical_id, x.system, x.system_id, ts)
             if checkpoint is not None:
                 self._checkpoint_set(conn, checkpoint[0], checkpoint[1], reason, ts)
         return True
@@ -362,7 +384,7 @@ class Store:
             return int(conn.execute(stmt.values(lease_owner=None, lease_expires_at_ms=None)).rowcount)
 
     def get_message(self, message_id: int) -> Message | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
         return _message(row) if row else None
 
@@ -370,7 +392,7 @@ class Store:
         q = select(messages).where(messages.c.route == route)
         if status:
             q = q.where(messages.c.status == status)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [_message(r) for r in conn.execute(q.order_by(messages.c.id))]
 
     def delivered_since(self, route: str, after_id: int, limit: int) -> list[Message]:
@@ -392,7 +414,7 @@ class Store:
             .order_by(messages.c.id)
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [_message(r) for r in conn.execute(q)]
 
     def count_messages(self, route: str | None = None, status: str | None = None) -> int:
@@ -401,7 +423,7 @@ class Store:
             q = q.where(messages.c.route == route)
         if status:
             q = q.where(messages.c.status == status)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(q).scalar_one())
 
     def next_due_ms(self, route: str) -> int | None:
@@ -409,7 +431,7 @@ class Store:
         q = select(func.min(messages.c.next_attempt_at_ms)).where(
             messages.c.route == route, messages.c.status == MessageStatus.PENDING.value
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             value = conn.execute(q).scalar_one()
         return int(value) if value is not None else None
 
@@ -460,7 +482,7 @@ class Store:
             )
 
     def effect_get(self, target: str, key: str) -> Effect | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(
                 select(effects.c.state, effects.c.target_ref).where(
                     effects.c.target == target, effects.c.idempotency_key == key
@@ -472,7 +494,7 @@ class Store:
         q = select(func.count()).select_from(effects).where(effects.c.state == state.value)
         if target:
             q = q.where(effects.c.target == target)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(q).scalar_one())
 
     def complete(self, target: str, done: Sequence[tuple[int, str, str | None]]) -> None:
@@ -566,7 +588,7 @@ class Store:
             q = q.where(dead_letters.c.route == route)
         if status:
             q = q.where(dead_letters.c.status == status)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [_dead_letter(r) for r in conn.execute(q.order_by(dead_letters.c.id).limit(limit))]
 
     def dlq_count(self, route: str | None = None, status: str | None = "open") -> int:
@@ -575,11 +597,11 @@ class Store:
             q = q.where(dead_letters.c.route == route)
         if status:
             q = q.where(dead_letters.c.status == status)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(conn.execute(q).scalar_one())
 
     def dlq_get(self, dead_letter_id: int) -> DeadLetter | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(dead_letters).where(dead_letters.c.id == dead_letter_id)).first()
         return _dead_letter(row) if row else None
 
@@ -643,7 +665,7 @@ class Store:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_get(self, source: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             value = conn.execute(select(checkpoints.c.value).where(checkpoints.c.source == source)).scalar()
         return str(value) if value is not None else None
 
@@ -672,16 +694,33 @@ class Store:
             .order_by(checkpoint_history.c.id.desc())
             .limit(limit)
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
     def checkpoints_all(self) -> dict[str, str]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {r.source: r.value for r in conn.execute(select(checkpoints))}
 
     # ------------------------------------------------------------------ cross-references
-    def xref_put(self, entity_type: str, canonical_id: str, system: str, system_id: str) -> None:
-        ts = self.clock()
+    def xref_put(
+        self, entity_type: str, canonical_id: str, system: str, system_id: str, *, stable: bool = False
+    ) -> None:
+        """Map a canonical id to a system's id. ``stable``: a mapping that never changes once made (a
+        customer's partner number, an invoice's document), remembered in this process so a repeated put
+        of the same value writes nothing and a get is answered from memory."""
+        cache_key = (entity_type, canonical_id, system)
+        if stable and self._xrefs.get(cache_key) == system_id:
+            return
+        with self.engine.begin() as conn:
+            self._xref_upsert(conn, entity_type, canonical_id, system, system_id, self.clock())
+        if stable:
+            self._remember_xref(cache_key, system_id)
+        else:
+            self._xrefs.pop(cache_key, None)
+
+    def _xref_upsert(
+        self, conn: Connection, entity_type: str, canonical_id: str, system: str, system_id: str, ts: int
+    ) -> None:
         stmt = self._insert(xrefs).values(
             entity_type=entity_type,
             canonical_id=canonical_id,
@@ -689,27 +728,40 @@ class Store:
             system_id=system_id,
             updated_at_ms=ts,
         )
-        with self.engine.begin() as conn:
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["entity_type", "canonical_id", "system"],
-                    set_={"system_id": system_id, "updated_at_ms": ts},
-                )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["entity_type", "canonical_id", "system"],
+                set_={"system_id": system_id, "updated_at_ms": ts},
             )
+        )
 
-    def xref_get(self, entity_type: str, canonical_id: str, system: str) -> str | None:
+    def xref_get(
+        self, entity_type: str, canonical_id: str, system: str, *, stable: bool = False
+    ) -> str | None:
+        cache_key = (entity_type, canonical_id, system)
+        if stable and (known := self._xrefs.get(cache_key)) is not None:
+            return known
         q = select(xrefs.c.system_id).where(
             xrefs.c.entity_type == entity_type, xrefs.c.canonical_id == canonical_id, xrefs.c.system == system
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             value = conn.execute(q).scalar()
-        return str(value) if value is not None else None
+        if value is None:
+            return None  # never cached: another worker may map it any moment
+        if stable:
+            self._remember_xref(cache_key, str(value))
+        return str(value)
+
+    def _remember_xref(self, cache_key: tuple[str, str, str], value: str) -> None:
+        if len(self._xrefs) >= XREF_CACHE_SIZE:
+            self._xrefs.clear()
+        self._xrefs[cache_key] = value
 
     def xref_get_many(self, entity_type: str, system: str, canonical_ids: Sequence[str]) -> dict[str, str]:
         """The system ids of many canonical ids at once (absent ones are left out)."""
         found: dict[str, str] = {}
         ids = list(dict.fromkeys(canonical_ids))
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             for start in range(0, len(ids), 500):  # under SQLite's bound-parameter ceiling
                 q = select(xrefs.c.canonical_id, xrefs.c.system_id).where(
                     xrefs.c.entity_type == entity_type,
@@ -723,7 +775,7 @@ class Store:
         q = select(xrefs.c.canonical_id).where(
             xrefs.c.entity_type == entity_type, xrefs.c.system == system, xrefs.c.system_id == system_id
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             value = conn.execute(q).scalar()
         return str(value) if value is not None else None
 
@@ -741,7 +793,7 @@ class Store:
 
     # ------------------------------------------------------------------ route state
     def route_state_get(self, route: str) -> RouteState | None:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             row = conn.execute(select(route_state).where(route_state.c.route == route)).first()
         return RouteState(row.route, row.status, row.paused_until_ms, row.reason) if row else None
 

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +22,7 @@ from starlette.routing import Route
 
 from lead2cash.config.schema import WebhookTrigger
 from lead2cash.routes.interfaces import WebhookSource
+from lead2cash.store import XrefWrite
 
 if TYPE_CHECKING:
     from lead2cash.hub import Hub
@@ -67,11 +69,13 @@ def create_app(hub: Hub) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    def accept(name: str, records: list[Any], unique: str | None) -> tuple[int, dict[str, Any]]:
+    def accept(
+        name: str, records: list[Any], unique: str | None, xrefs: Sequence[XrefWrite] = ()
+    ) -> tuple[int, dict[str, Any]]:
         # The receipt is written in the inbox transaction: a failed write leaves the delivery unseen, so
         # the sender's retry is not mistaken for a duplicate.
         receipt = (f"webhook:{name}", unique) if unique else None
-        accepted = hub.routes[name].submit(records, receipt=receipt)
+        accepted = hub.routes[name].submit(records, receipt=receipt, xrefs=xrefs)
         if accepted is None:
             return 200, {"status": "duplicate", "unique_key": unique}
         hub.wake(name)
@@ -84,8 +88,8 @@ def create_app(hub: Hub) -> Starlette:
         verified = await source.verify_webhook(request.headers, body)
         if verified is None:
             return 401, {"error": "invalid or missing signature"}
-        unique, records = verified
-        return accept(name, records, unique)
+        # No await from here to the inbox write: the source's state check and its write are atomic.
+        return accept(name, verified.records, verified.unique_key, verified.xrefs)
 
     async def system_webhook(request: Request) -> Response:
         """``POST /webhooks/<system type>`` (Lago's one endpoint): every webhook route whose source is a
