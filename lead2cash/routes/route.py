@@ -74,6 +74,9 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
+RECORD_WINDOW_S = 0.005
+
+
 @dataclass
 class Outcome:
     message: Message
@@ -213,7 +216,11 @@ class RouteRuntime:
 
     # ------------------------------------------------------------------ deliver
     async def deliver_once(self, worker: str) -> int:
-        """Claim one batch and deliver it; returns the number of messages handled."""
+        """Deliver what is due until nothing is; returns the number of messages handled.
+
+        Claims are refilled as deliveries finish and outcomes are recorded as they complete, so one slow
+        message (a long Retry-After, a hung connection) never holds the rest of its batch. Per-key order
+        holds: a claim never takes a message whose key has an earlier one pending, in flight included."""
         if self._halted and time.monotonic() >= self._halt_checked + 5.0:
             # An operator may have resumed the route from another process (lead2cash route resume).
             self._halt_checked = time.monotonic()
@@ -221,19 +228,39 @@ class RouteRuntime:
             if state is None or state.status != "halted":
                 self._halted = None
                 log.info("route resumed", route=self.name)
-        if self._halted or self.paused_for > 0:
+        handled = 0
+        in_flight: set[asyncio.Task[Outcome]] = set()
+        try:
+            while True:
+                if len(in_flight) < self.concurrency and not self._halted and self.paused_for <= 0:
+                    handled += self._start(worker, self.batch_size - len(in_flight), in_flight)
+                if not in_flight:
+                    return handled
+                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                if len(in_flight) > len(done):
+                    # Gather what finishes within a few ms into one store transaction.
+                    more, _ = await asyncio.wait(in_flight - done, timeout=RECORD_WINDOW_S)
+                    done |= more
+                in_flight -= done
+                self._record([t.result() for t in done])
+        finally:
+            for task in in_flight:  # the hub is stopping: the leases of these are recovered at start
+                task.cancel()
+
+    def _start(self, worker: str, limit: int, in_flight: set[asyncio.Task[Outcome]]) -> int:
+        if limit <= 0:
             return 0
-        claimed = self.store.claim(self.name, worker, self.batch_size, int(self.lease_s * 1000))
+        claimed = self.store.claim(self.name, worker, limit, int(self.lease_s * 1000))
         if not claimed:
             return 0
         target = self.target.name
         before = self.store.effects_reserve(target, self.name, [(m.idempotency_key, m.id) for m in claimed])
-        outcomes: list[Outcome] = []
+        known: list[Outcome] = []
         to_send: list[Message] = []
         for m in claimed:
             prior = before.get(m.idempotency_key)
             if prior is not None and prior.state is EffectState.CONFIRMED:
-                outcomes.append(Outcome(m, "confirmed", prior.target_ref))
+                known.append(Outcome(m, "confirmed", prior.target_ref))
             else:
                 to_send.append(m)
         ambiguous = {
@@ -242,10 +269,10 @@ class RouteRuntime:
             if (p := before.get(m.idempotency_key)) is not None and p.state is EffectState.SENT
         }
         self.store.effects_mark(target, [m.idempotency_key for m in to_send], EffectState.SENT)
-        outcomes.extend(
-            await asyncio.gather(*(self._deliver(m, m.idempotency_key in ambiguous) for m in to_send))
-        )
-        self._record(outcomes)
+        if known:
+            self._record(known)
+        for m in to_send:
+            in_flight.add(asyncio.create_task(self._deliver(m, m.idempotency_key in ambiguous)))
         return len(claimed)
 
     async def _deliver(self, message: Message, ambiguous: bool) -> Outcome:
