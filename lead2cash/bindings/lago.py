@@ -12,7 +12,7 @@ polled): ``invoices`` (``invoice.*`` events) and ``credit_notes`` (``credit_note
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -431,6 +431,9 @@ class LagoEventSource:
         self.name = f"{binding.name}/{consumer}"
         self._gate_type = f"lago.gate:{binding.name}:{consumer}"[:100]
         self._warned = False
+        # The rest of the last listing, for the next read of the same poll: Lago has no "updated since"
+        # filter, so each listing reads the whole window and must not be repeated per batch.
+        self._backlog: tuple[str | None, list[Mapping[str, Any]]] = (None, [])
 
     # -- the state gate
     def _seen_ranks(self, lago_ids: list[str]) -> dict[str, int]:
@@ -439,6 +442,20 @@ class LagoEventSource:
             return {}
         found = store.xref_get_many(self._gate_type, XREF_SYSTEM, lago_ids)
         return {k: int(v.rsplit(":", 1)[1]) for k, v in found.items()}
+
+    async def _candidates(
+        self, checkpoint: str | None, limit: int, listing: Callable[[], AsyncIterator[Mapping[str, Any]]]
+    ) -> tuple[list[Mapping[str, Any]], str | None, bool]:
+        """The next ``limit`` unpassed objects, the checkpoint after them and whether more remain."""
+        held_at, held = self._backlog
+        if held and held_at == checkpoint:
+            candidates = held
+        else:
+            candidates = self._unpassed([item async for item in listing()])
+        taken, rest = candidates[:limit], candidates[limit:]
+        after = _latest(checkpoint, taken)
+        self._backlog = (after, rest)
+        return taken, after, bool(rest)
 
     def _unpassed(self, items: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """Listed objects whose state is newer than what this consumer passed on, oldest update first.
@@ -529,16 +546,14 @@ class InvoiceSource(LagoEventSource):
         if checkpoint:
             since = date.fromisoformat(checkpoint[:10]) - timedelta(seconds=self.binding.config.poll_lookback)
             params["issuing_date_from"] = since.isoformat()
-        candidates = self._unpassed([item async for item in self.client.invoices(params)])
-        current = [await self.client.get_invoice(str(item["lago_id"])) for item in candidates[:limit]]
+        taken, after, more = await self._candidates(checkpoint, limit, lambda: self.client.invoices(params))
+        current = [await self.client.get_invoice(str(item["lago_id"])) for item in taken]
         # After the last await: the gate is checked against what webhooks passed meanwhile.
         admitted, writes = self._admit(current, strictly_newer=True)
         records = [
             {"webhook_type": self.event_type(i), "object_type": "invoice", "invoice": i} for i in admitted
         ]
-        return SourceBatch(
-            records, _latest(checkpoint, candidates[:limit]), more=len(candidates) > limit, xrefs=writes
-        )
+        return SourceBatch(records, after, more=more, xrefs=writes)
 
 
 class CreditNoteSource(LagoEventSource):
@@ -548,15 +563,13 @@ class CreditNoteSource(LagoEventSource):
         return 2 if obj.get("credit_status") == "voided" else 1
 
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
-        candidates = self._unpassed([item async for item in self.client.credit_notes()])
-        admitted, writes = self._admit(candidates[:limit], strictly_newer=True)
+        taken, after, more = await self._candidates(checkpoint, limit, self.client.credit_notes)
+        admitted, writes = self._admit(taken, strictly_newer=True)
         records = [
             {"webhook_type": "credit_note.created", "object_type": "credit_note", "credit_note": item}
             for item in admitted
         ]
-        return SourceBatch(
-            records, _latest(checkpoint, candidates[:limit]), more=len(candidates) > limit, xrefs=writes
-        )
+        return SourceBatch(records, after, more=more, xrefs=writes)
 
 
 def _latest(checkpoint: str | None, taken: list[Mapping[str, Any]]) -> str | None:

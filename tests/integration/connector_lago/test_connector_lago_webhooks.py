@@ -217,9 +217,28 @@ def test_poll_fallback_reads_invoices_changed_since_the_checkpoint(lago: LagoTes
     fee = {"add_on_code": "TRN-DAY", "units": "2", "unit_amount_cents": 120000}
     created = lago.api.post("/invoices", json={"invoice": {"external_customer_id": customer["external_id"],
                             "currency": "USD", "fees": [fee]}}).json()["invoice"]  # fmt: skip
+    for _ in range(5):  # more unpassed invoices than one batch holds
+        lago.api.post("/invoices", json={"invoice": {"external_customer_id": customer["external_id"],
+                      "currency": "USD", "fees": [fee]}})  # fmt: skip
     hub = Hub.from_files([path], configure_logs=False)
+    for route in hub.routes.values():
+        route.batch_size = 2
+    client = hub.systems["lago"].client  # type: ignore[attr-defined]
+    listings: list[dict[str, Any]] = []
+    list_invoices = client.invoices
+
+    def counted(params: dict[str, Any]) -> Any:
+        listings.append(dict(params))
+        return list_invoices(params)
+
+    client.invoices = counted
     assert run_hub(hub, timeout=60)
     total = len(lago.invoices())
+    assert total >= 6
+    # Lago has no "updated since" filter: one listing per poll and consumer, however many batches follow
+    # (two routes read invoices; run_hub polls twice, the second finding nothing new).
+    assert len(listings) == 4, listings
+    client.invoices = list_invoices
     first = _outbox(tmp_path, "invoices")
     assert len(first) == total  # every invoice once, in its current state
     mine = [i for i in first if i["entity"]["id"] == created["lago_id"]]
