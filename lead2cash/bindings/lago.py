@@ -12,7 +12,7 @@ polled): ``invoices`` (``invoice.*`` events) and ``credit_notes`` (``credit_note
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -153,11 +153,14 @@ class LagoBinding:
                 return known
         return customer.refs.get("salesforce") or customer.id
 
-    def remember(self, entity_type: str, canonical_id: str, system_id: str) -> None:
-        if self.store is not None:
+    def remember(self, learned: Sequence[tuple[str, str, str]]) -> None:
+        """Write (entity type, canonical id, Lago id) cross-references in one transaction."""
+        if self.store is not None and learned:
             # A subscription's Lago id moves to "<key>@v<n>" when it is replaced; the rest never change.
-            stable = entity_type != "Subscription"
-            self.store.xref_put(entity_type, canonical_id, XREF_SYSTEM, system_id, stable=stable)
+            self.store.xref_put_many(
+                [XrefWrite(t, c, XREF_SYSTEM, v) for t, c, v in learned],
+                stable=lambda w: w.entity_type != "Subscription",
+            )
 
     def check_currency(self, currency: str, what: str) -> None:
         if currency in self.config.unsupported_currencies:
@@ -188,7 +191,7 @@ class CustomerTarget:
         else:
             self.binding.check_currency(currency, f"customer {customer.id}")
         data = await self.binding.client.upsert_customer(body)
-        self.binding.remember("Customer", customer.id, body["external_id"])
+        self.binding.remember([("Customer", customer.id, body["external_id"])])
         return str(data.get("lago_id") or body["external_id"])
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
@@ -228,10 +231,8 @@ class OrderTarget:
         """The effect of ``key`` is complete when Lago already holds everything the order asks for."""
         return await self._reconcile(_entity(entity, Order), key, apply=False)
 
-    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
-        """What a first delivery of ``key`` sends to Lago, without I/O (``lead2cash test``): the customer
-        upsert, one subscription per recurring line and the one-off invoice with its metadata."""
-        order: Order = _entity(entity, Order)
+    def _plan(self, order: Order) -> tuple[adapter.BillingPlan, str, bool]:
+        """What the order asks Lago for, the customer's external id there, and whether it is won."""
         self.binding.check_currency(order.currency, f"order {order.id}")
         plan = adapter.billing_plan(
             order,
@@ -241,8 +242,13 @@ class OrderTarget:
             addon_table_name=self.addon_table_name,
             grouping=self.grouping,
         )
-        external_id = self.binding.customer_external_id(order.customer)
-        won = order.status.value == "won"
+        return plan, self.binding.customer_external_id(order.customer), order.status.value == "won"
+
+    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
+        """What a first delivery of ``key`` sends to Lago, without I/O (``lead2cash test``): the customer
+        upsert, one subscription per recurring line and the one-off invoice with its metadata."""
+        order: Order = _entity(entity, Order)
+        plan, external_id, won = self._plan(order)
         return {
             "customer": adapter.customer_payload(order.customer, external_id, order.currency)
             if won
@@ -255,22 +261,13 @@ class OrderTarget:
         }
 
     async def _reconcile(self, order: Order, key: str, *, apply: bool) -> str | None:
-        self.binding.check_currency(order.currency, f"order {order.id}")
-        plan = adapter.billing_plan(
-            order,
-            plan_table=self.plan_table,
-            plan_table_name=self.plan_table_name,
-            addon_table=self.addon_table,
-            addon_table_name=self.addon_table_name,
-            grouping=self.grouping,
-        )
-        external_id = self.binding.customer_external_id(order.customer)
-        won = order.status.value == "won"
+        plan, external_id, won = self._plan(order)
         customer_body = adapter.customer_payload(order.customer, external_id, order.currency)
+        learned: list[tuple[str, str, str]] = []  # cross-references, written together at the end
         if won:
             if apply:
                 await self.client.upsert_customer(customer_body)
-                self.binding.remember("Customer", order.customer.id, external_id)
+                learned.append(("Customer", order.customer.id, external_id))
             elif not await self._customer_matches(customer_body):
                 return None
 
@@ -299,11 +296,14 @@ class OrderTarget:
             # A changed price or plan replaces the subscription: Lago bills the old one up to today.
             await self.client.terminate_subscription(sub["external_id"], str(sub.get("status") or "active"))
             log.info("lago subscription terminated", order=order.id, external_id=sub["external_id"])
+        billed = self._billed_before([spec.key for spec in missing if spec.key not in current])
         for spec in missing:
-            replaced = spec.key in current or await self._was_billed(spec.key)
+            # A subscription under this key existed before (now terminated): its replacement gets a new
+            # external_id, so Lago's history keeps both.
+            replaced = spec.key in current or spec.key in billed
             sub_id = f"{spec.key}@v{order.version}" if replaced else spec.key
             await self.client.create_subscription(spec.payload(external_id, sub_id, self.billing_time))
-            self.binding.remember("Subscription", spec.key, sub_id)
+            learned.append(("Subscription", spec.key, sub_id))
         if plan.fees:
             if invoice is None:
                 invoice = await self.client.create_one_off_invoice(
@@ -314,17 +314,15 @@ class OrderTarget:
                 invoice = await self.client.update_invoice(
                     str(invoice["lago_id"]), {"metadata": adapter.metadata_update(invoice, pairs)}
                 )
-            self.binding.remember("Order", order.id, str(invoice["lago_id"]))
+            learned.append(("Order", order.id, str(invoice["lago_id"])))
+        self.binding.remember(learned)
         return self._ref(external_id, wanted, invoice)
 
-    async def _was_billed(self, spec_key: str) -> bool:
-        """A subscription under this key existed before (now terminated): its replacement gets a new
-        external_id, so Lago's history keeps both."""
+    def _billed_before(self, spec_keys: list[str]) -> set[str]:
         store = self.binding.store
-        return (
-            store is not None
-            and store.xref_get("Subscription", spec_key, XREF_SYSTEM, stable=True) is not None
-        )
+        if store is None or not spec_keys:
+            return set()
+        return set(store.xref_get_many("Subscription", XREF_SYSTEM, spec_keys))
 
     async def _customer_matches(self, body: Mapping[str, Any]) -> bool:
         from lead2cash.connectors.lago import LagoNotFound
@@ -346,19 +344,18 @@ class OrderTarget:
         """This order's one-off invoice: by its metadata, or (created but metadata not yet written) the
         one whose fee descriptions carry the order marker. Two unmarked candidates is an anomaly a person
         must look at, never a guess."""
-        base = {"external_customer_id": external_id, "invoice_type": "one_off"}
-        marked = [
-            i
-            async for i in self.client.invoices({**base, f"metadata[{adapter.METADATA_ORDER}]": order.id})
-            if adapter.metadata_value(i, adapter.METADATA_ORDER) == order.id
-        ]
+        # One listing of the customer's one-off invoices serves both searches (a customer has a few).
+        query = {"external_customer_id": external_id, "invoice_type": "one_off"}
+        listed = [i async for i in self.client.invoices(query)]
+        marked = [i for i in listed if adapter.metadata_value(i, adapter.METADATA_ORDER) == order.id]
         if marked:
             marked.sort(key=lambda i: (str(i.get("created_at")), str(i.get("lago_id"))))
             return await self._with_fees(marked[0])
         candidates = []
-        query = {**base, "currency": order.currency, f"metadata[{adapter.METADATA_ORDER}]": ""}
-        async for item in self.client.invoices(query):
+        for item in listed:
             if adapter.metadata_value(item, adapter.METADATA_ORDER) is not None:
+                continue
+            if item.get("currency") not in (None, order.currency):
                 continue
             full = await self._with_fees(item)
             if adapter.unmarked_order_invoice(full, order.id):

@@ -16,9 +16,13 @@ from lead2cash.canonical_model.base import (
     NonEmptyStr,
     SystemRefs,
 )
-from lead2cash.canonical_model.currency import normalize_currency
-from lead2cash.canonical_model.invoice import TaxLine, check_document_totals, check_unique_ids
-from lead2cash.canonical_model.money import Money, sum_money
+from lead2cash.canonical_model.invoice import (
+    TaxLine,
+    check_document_totals,
+    check_unique_ids,
+    document_totals,
+)
+from lead2cash.canonical_model.money import Money
 
 
 class CreditNoteStatus(StrEnum):
@@ -100,19 +104,7 @@ class CreditNote(CanonicalEntity):
         **fields: Any,
     ) -> Self:
         """A credit note whose subtotal, tax_total and total are computed from ``lines`` and ``taxes``."""
-        code = normalize_currency(currency)
         lines = tuple(lines)
-        taxes = tuple(taxes)
-        # Amounts in another currency are left out of the sums rather than raising here, so that the
-        # validator reports them by field name (``lines[2].net_amount: currency USD differs ...``).
-        subtotal = sum_money((x.amount for x in lines if x.amount.currency == code), code)
-        tax_total = sum_money((x.amount for x in taxes if x.amount.currency == code), code)
         return cls(
-            currency=code,
-            lines=lines,
-            taxes=taxes,
-            subtotal=subtotal,
-            tax_total=tax_total,
-            total=subtotal + tax_total,
-            **fields,
+            **document_totals(currency, (x.amount for x in lines), tuple(taxes), lines=lines, **fields)
         )

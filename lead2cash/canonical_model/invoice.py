@@ -97,6 +97,25 @@ class InvoiceLine(CanonicalModel):
         return self
 
 
+def document_totals(
+    currency: str, line_amounts: Iterable[Money], taxes: Sequence[TaxLine], **fields: Any
+) -> dict[str, Any]:
+    """The fields of a document whose subtotal, tax_total and total are computed from its lines and taxes.
+    Amounts in another currency are left out of the sums rather than raising here, so that the validator
+    reports them by field name (``lines[2].net_amount: currency USD differs ...``)."""
+    code = normalize_currency(currency)
+    subtotal = sum_money((a for a in line_amounts if a.currency == code), code)
+    tax_total = sum_money((x.amount for x in taxes if x.amount.currency == code), code)
+    return {
+        "currency": code,
+        "taxes": taxes,
+        "subtotal": subtotal,
+        "tax_total": tax_total,
+        "total": subtotal + tax_total,
+        **fields,
+    }
+
+
 def check_document_totals(
     *,
     document: str,
@@ -196,19 +215,7 @@ class Invoice(CanonicalEntity):
         **fields: Any,
     ) -> Self:
         """An invoice whose subtotal, tax_total and total are computed from ``lines`` and ``taxes``."""
-        code = normalize_currency(currency)
         lines = tuple(lines)
-        taxes = tuple(taxes)
-        # Amounts in another currency are left out of the sums rather than raising here, so that the
-        # validator reports them by field name (``lines[2].net_amount: currency USD differs ...``).
-        subtotal = sum_money((x.net_amount for x in lines if x.net_amount.currency == code), code)
-        tax_total = sum_money((x.amount for x in taxes if x.amount.currency == code), code)
         return cls(
-            currency=code,
-            lines=lines,
-            taxes=taxes,
-            subtotal=subtotal,
-            tax_total=tax_total,
-            total=subtotal + tax_total,
-            **fields,
+            **document_totals(currency, (x.net_amount for x in lines), tuple(taxes), lines=lines, **fields)
         )

@@ -718,6 +718,29 @@ class Store:
         else:
             self._xrefs.pop(cache_key, None)
 
+    def xref_put_many(
+        self, writes: Sequence[XrefWrite], *, stable: Callable[[XrefWrite], bool] = lambda _w: False
+    ) -> None:
+        """Several cross-references in one transaction; ``stable`` as for ``xref_put``, per write."""
+        todo: list[tuple[XrefWrite, bool]] = []
+        for w in writes:
+            is_stable = stable(w)
+            if is_stable and self._xrefs.get((w.entity_type, w.canonical_id, w.system)) == w.system_id:
+                continue
+            todo.append((w, is_stable))
+        if not todo:
+            return
+        ts = self.clock()
+        with self.engine.begin() as conn:
+            for w, _ in todo:
+                self._xref_upsert(conn, w.entity_type, w.canonical_id, w.system, w.system_id, ts)
+        for w, is_stable in todo:
+            key = (w.entity_type, w.canonical_id, w.system)
+            if is_stable:
+                self._remember_xref(key, w.system_id)
+            else:
+                self._xrefs.pop(key, None)
+
     def _xref_upsert(
         self, conn: Connection, entity_type: str, canonical_id: str, system: str, system_id: str, ts: int
     ) -> None:
