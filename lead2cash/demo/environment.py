@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from lead2cash.canonical_model import MINOR_UNITS
+from lead2cash.demo.clients import SandboxClients
 from lead2cash.hub import Hub
 from lead2cash.sandbox.lago import LagoSandbox
 from lead2cash.sandbox.salesforce import SalesforceSandbox
@@ -153,11 +154,7 @@ def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class _Retry(Exception):
-    pass
-
-
-class LeadToCash:
+class LeadToCash(SandboxClients):
     def __init__(
         self,
         workdir: Path,
@@ -201,107 +198,11 @@ class LeadToCash:
         )
 
     # ------------------------------------------------------------------ the systems, as a person would use them
-    def request(self, system: str, method: str, url: str, **kw: Any) -> httpx.Response:
-        """The harness's own calls go through the same injected faults as the hub's: retry them (they are
-        reads, or admin calls) until the system answers."""
-        for attempt in range(60):
-            try:
-                r = self.http[system].request(method, url, **kw)
-            except httpx.TransportError:
-                time.sleep(min(0.05 * (attempt + 1), 1.0))
-                continue
-            if r.status_code in (401, 403) and system == "salesforce" and "/services/data" in url:
-                self._sf_token = None  # an expired session
-                raise _Retry
-            if r.status_code == 429 or r.status_code >= 500:
-                time.sleep(min(0.05 * (attempt + 1), 1.0))
-                continue
-            r.raise_for_status()
-            return r
-        raise RuntimeError(f"{system} kept failing {method} {url}")
+    def _sf_credentials(self) -> tuple[str, str]:
+        return self.salesforce.client_id, self.salesforce.client_secret
 
-    def _sf(self, method: str, path: str, **kw: Any) -> Any:
-        if self._sf_token is None:
-            form = {
-                "grant_type": "client_credentials",
-                "client_id": self.salesforce.client_id,
-                "client_secret": self.salesforce.client_secret,
-            }
-            r = self.request("salesforce", "POST", "/services/oauth2/token", data=form)
-            self._sf_token = str(r.json()["access_token"])
-        try:
-            r = self.request(
-                "salesforce",
-                method,
-                f"/services/data/v62.0/{path}",
-                headers={"Authorization": f"Bearer {self._sf_token}"},
-                **kw,
-            )
-        except _Retry:
-            return self._sf(method, path, **kw)
-        # Amounts arrive as JSON numbers: read them as Decimal, never float.
-        return json.loads(r.text, parse_float=Decimal) if r.content else None
-
-    def soql(self, query: str) -> list[dict[str, Any]]:
-        result = self._sf("GET", "query", params={"q": query})
-        records = list(result["records"])
-        while not result.get("done", True):
-            page = self.request(
-                "salesforce",
-                "GET",
-                result["nextRecordsUrl"],
-                headers={"Authorization": f"Bearer {self._sf_token}"},
-            )
-            result = json.loads(page.text, parse_float=Decimal)
-            records.extend(result["records"])
-        return records
-
-    def close_won(self, count: int) -> list[str]:
-        """Close ``count`` open opportunities as won, as sales would."""
-        r = self.http["salesforce"].post("/__sandbox/salesforce/close-won", json={"count": count})
-        r.raise_for_status()
-        return list(r.json()["ids"])
-
-    def advance_billing(self, days: int) -> int:
-        """Move the billing engine's clock: subscriptions whose period ended are invoiced (and finalized)."""
-        r = self.http["lago"].post("/__sandbox/lago/clock", json={"days": days}, timeout=300)
-        r.raise_for_status()
-        return len(r.json().get("invoices", []))
-
-    def set_faults(self, rules: dict[str, dict[str, dict[str, Any]]]) -> None:
-        """``{system: {operation or "*": FaultRule fields}}`` on the sandboxes; ``{}`` clears them all."""
-        for name, client in self.http.items():
-            client.put("/__sandbox/faults", json={"rules": rules.get(name, {})}).raise_for_status()
-
-    def effects(self, system: str) -> dict[str, dict[str, int]]:
-        return dict(self.http[system].get("/__sandbox/effects").json())
-
-    def lago_invoices(self, detailed: bool = False) -> list[dict[str, Any]]:
-        headers = {"Authorization": f"Bearer {self.lago.api_key}"}
-        out: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            r = self.request(
-                "lago", "GET", "/api/v1/invoices", params={"page": page, "per_page": 100}, headers=headers
-            )
-            data = r.json()
-            out.extend(data["invoices"])
-            if not data["meta"].get("next_page"):
-                break
-            page = int(data["meta"]["next_page"])
-        if not detailed:
-            return out
-        # The list leaves out fees; one GET per invoice, as an auditor reading Lago would.
-        return [
-            self.request("lago", "GET", f"/api/v1/invoices/{i['lago_id']}", headers=headers).json()["invoice"]
-            for i in out
-        ]
-
-    def sap_documents(self) -> list[dict[str, Any]]:
-        return list(self.http["sap"].get("/__sandbox/sap/ledger/documents").json()["documents"])
-
-    def drain_webhooks(self) -> None:
-        self.http["lago"].post("/__sandbox/lago/webhooks/drain", timeout=120)
+    def _lago_api_key(self) -> str:
+        return str(self.lago.api_key)
 
     # ------------------------------------------------------------------ running
     async def start(self) -> None:
@@ -400,8 +301,7 @@ class LeadToCash:
 
     def close(self) -> None:
         self.hub.close()
-        for client in self.http.values():
-            client.close()
+        super().close()
         self.cluster.stop()
 
     # ------------------------------------------------------------------ do the three systems agree?

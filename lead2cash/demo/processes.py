@@ -35,12 +35,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from lead2cash.demo.clients import HarnessError, SandboxClients
 from lead2cash.demo.environment import CONFIG_DIR, ROUTES, free_port, hub_systems_config, order_of
 from lead2cash.store import EffectState, Store
 
@@ -59,10 +59,6 @@ RATE_CALLS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     "ledger-document-to-opportunity": ("salesforce", ("collections.update",), ("Opportunity.update",)),
 }
 RESEND_WINDOW_S = 10.0
-
-
-class HarnessError(RuntimeError):
-    pass
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -251,13 +247,14 @@ class HubProcess:
 
 
 # ---------------------------------------------------------------------------------------------- systems
-class Systems:
+class Systems(SandboxClients):
     """The three sandboxes over HTTP: the APIs a person would use (retried through injected faults) and the
     sandboxes' admin API."""
 
     def __init__(self, sandboxes: SandboxesProcess) -> None:
         self.printed = sandboxes.printed
         self.urls = sandboxes.urls
+        self.sf_api_version = str(self.printed["salesforce"]["api_version"])
         ca = ssl.create_default_context(cafile=str(sandboxes.ca_bundle))
         self.http = {
             name: httpx.Client(base_url=url, verify=ca, timeout=30, trust_env=False)
@@ -265,70 +262,12 @@ class Systems:
         }
         self._sf_token: str | None = None
 
-    def close(self) -> None:
-        for client in self.http.values():
-            client.close()
+    def _sf_credentials(self) -> tuple[str, str]:
+        auth = self.printed["salesforce"]["auth"]
+        return str(auth["client_id"]), str(auth["client_secret"])
 
-    def request(self, system: str, method: str, url: str, **kw: Any) -> httpx.Response:
-        for attempt in range(100):
-            try:
-                r = self.http[system].request(method, url, **kw)
-            except httpx.TransportError:
-                time.sleep(min(0.05 * (attempt + 1), 1.0))
-                continue
-            if r.status_code == 401 and system == "salesforce" and "/services/data" in url:
-                self._sf_token = None  # an expired session
-                headers = dict(kw.pop("headers", {}) or {})
-                headers["Authorization"] = f"Bearer {self._token()}"
-                kw["headers"] = headers
-                continue
-            if r.status_code in (401, 403) and system in ("sap", "lago"):  # an injected expired session
-                time.sleep(0.05)
-                continue
-            if r.status_code == 429 or r.status_code >= 500:
-                # The harness is a client like the hub: it honours Retry-After too (the checker holds
-                # every resend of a write to it, whoever sent it).
-                wait = min(0.05 * (attempt + 1), 1.0)
-                with contextlib.suppress(ValueError):
-                    wait = max(wait, float(r.headers.get("Retry-After") or 0) + 0.01)
-                time.sleep(wait)
-                continue
-            r.raise_for_status()
-            return r
-        raise HarnessError(f"{system} kept failing {method} {url}")
-
-    # -- Salesforce
-    def _token(self) -> str:
-        if self._sf_token is None:
-            auth = self.printed["salesforce"]["auth"]
-            form = {
-                "grant_type": "client_credentials",
-                "client_id": auth["client_id"],
-                "client_secret": auth["client_secret"],
-            }
-            r = self.request("salesforce", "POST", "/services/oauth2/token", data=form)
-            self._sf_token = str(r.json()["access_token"])
-        return self._sf_token
-
-    def soql(self, query: str) -> list[dict[str, Any]]:
-        api = f"/services/data/v{self.printed['salesforce']['api_version']}"
-        url: str | None = f"{api}/query"
-        params: dict[str, str] | None = {"q": query}
-        records: list[dict[str, Any]] = []
-        while url:
-            r = self.request(
-                "salesforce", "GET", url, params=params, headers={"Authorization": f"Bearer {self._token()}"}
-            )
-            page = json.loads(r.text, parse_float=Decimal)
-            records.extend(page["records"])
-            url = None if page.get("done", True) else page["nextRecordsUrl"]
-            params = None
-        return records
-
-    def close_won(self, count: int) -> list[str]:
-        r = self.http["salesforce"].post("/__sandbox/salesforce/close-won", json={"count": count})
-        r.raise_for_status()
-        return list(r.json()["ids"])
+    def _lago_api_key(self) -> str:
+        return str(self.printed["lago"]["api_key"])
 
     def won_deals(self) -> dict[str, dict[str, Any]]:
         """Won opportunities with their account, stamp and line items (recurring or not, as the shipped
@@ -348,67 +287,6 @@ class Systems:
                 (recurring if product.get("Billing_Type__c") == "Recurring" else one_time).append(line["Id"])
             out[o["Id"]] = {**o, "recurring_lines": recurring, "one_time_lines": one_time}
         return out
-
-    # -- Lago
-    def advance_billing(self, days: int) -> int:
-        r = self.http["lago"].post("/__sandbox/lago/clock", json={"days": days}, timeout=600)
-        r.raise_for_status()
-        return len(r.json().get("invoices", []))
-
-    def register_webhook(self, url: str) -> None:
-        headers = {"Authorization": f"Bearer {self.printed['lago']['api_key']}"}
-        endpoint = {"webhook_url": url, "signature_algo": "hmac"}
-        self.request(
-            "lago", "POST", "/api/v1/webhook_endpoints", json={"webhook_endpoint": endpoint}, headers=headers
-        )
-
-    def webhooks_pending(self) -> int:
-        return int(self.http["lago"].get("/__sandbox/lago/webhooks").json()["pending"])
-
-    def lago_invoices(self, detailed: bool = False) -> list[dict[str, Any]]:
-        headers = {"Authorization": f"Bearer {self.printed['lago']['api_key']}"}
-        out: list[dict[str, Any]] = []
-        page = 1
-        while True:
-            r = self.request(
-                "lago", "GET", "/api/v1/invoices", params={"page": page, "per_page": 100}, headers=headers
-            )
-            data = r.json()
-            out.extend(data["invoices"])
-            if not data["meta"].get("next_page"):
-                break
-            page = int(data["meta"]["next_page"])
-        if not detailed:
-            return out
-        return [
-            self.request("lago", "GET", f"/api/v1/invoices/{i['lago_id']}", headers=headers).json()["invoice"]
-            if "fees" not in i
-            else i
-            for i in out
-        ]
-
-    # -- SAP
-    def sap_documents(self) -> list[dict[str, Any]]:
-        return list(self.http["sap"].get("/__sandbox/sap/ledger/documents").json()["documents"])
-
-    # -- every sandbox's admin API
-    def set_faults(self, rules: dict[str, dict[str, dict[str, Any]]]) -> None:
-        for name, client in self.http.items():
-            client.put("/__sandbox/faults", json={"rules": rules.get(name, {})}).raise_for_status()
-
-    def faults_injected(self) -> dict[str, dict[str, int]]:
-        return {name: dict(c.get("/__sandbox/faults").json()["injected"]) for name, c in self.http.items()}
-
-    def effects(self, system: str) -> dict[str, dict[str, int]]:
-        return dict(self.http[system].get("/__sandbox/effects").json())
-
-    def effects_log(self, system: str) -> list[tuple[float, str, str]]:
-        return [
-            tuple(e) for e in self.http[system].get("/__sandbox/effects/log", timeout=120).json()["effects"]
-        ]
-
-    def requests_log(self, system: str) -> list[dict[str, Any]]:
-        return list(self.http[system].get("/__sandbox/requests", timeout=120).json()["requests"])
 
 
 # ---------------------------------------------------------------------------------------------- the checker
