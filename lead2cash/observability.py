@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import deque
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -13,18 +14,33 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REDACTED = "***"
 
 
+ISSUED_KEPT = 64
+
+
 class SecretRedactor:
     """structlog processor: replaces every configured secret value wherever it appears in an event."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._configured: set[str] = set()
+        # Credentials obtained at run time (access tokens): the latest few, as older ones have expired.
+        self._issued: deque[str] = deque(maxlen=ISSUED_KEPT)
         self._secrets: list[str] = []
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
+        self._configured |= {s for s in secrets if s and len(s) >= 4}
+        self._merge()
+
+    def add_issued(self, token: str | None) -> None:
+        """A token a connector obtained (OAuth access token, session id): redacted like a configured secret."""
+        if token and len(token) >= 4 and token not in self._issued:
+            self._issued.append(token)
+            self._merge()
+
+    def _merge(self) -> None:
         # Longest first, so a secret that contains another is replaced whole; very short values would
         # shred ordinary text and are not secrets worth the name.
-        merged = set(self._secrets) | {s for s in secrets if s and len(s) >= 4}
-        self._secrets = sorted(merged, key=len, reverse=True)
+        self._secrets = sorted(self._configured | set(self._issued), key=len, reverse=True)
 
     def redact(self, value: Any) -> Any:
         if isinstance(value, str):

@@ -11,7 +11,7 @@ import doubles
 import structlog
 
 from lead2cash.hub import Hub
-from lead2cash.observability import SecretRedactor, configure_logging
+from lead2cash.observability import ISSUED_KEPT, SecretRedactor, configure_logging
 
 SECRET = "tok-9f8e7d6c5b4a"
 
@@ -23,6 +23,19 @@ def test_redactor_replaces_secrets_everywhere_in_an_event() -> None:
     )
     assert SECRET not in json.dumps(event)
     assert event["nested"]["h"] == ["Bearer ***"] and event["n"] == 1
+
+
+def test_issued_tokens_are_redacted_and_only_the_latest_are_kept() -> None:
+    redact = SecretRedactor([SECRET])
+    tokens = [f"00Dx0000000abc!AQ{i:04d}.issued-token" for i in range(ISSUED_KEPT + 5)]
+    for token in tokens:
+        redact.add_issued(token)
+    redact.add_issued(tokens[-1])  # a token seen again is not kept twice
+    event = redact(None, "info", {"event": f"Authorization: Bearer {tokens[-1]}", "secret": SECRET})
+    assert tokens[-1] not in json.dumps(event) and SECRET not in json.dumps(event)
+    # Expired tokens drop out (they no longer open anything); configured secrets never do.
+    assert redact.redact(tokens[0]) == tokens[0]
+    assert redact.redact(tokens[-ISSUED_KEPT]) == "***"
 
 
 def test_hub_logs_and_dead_letters_never_carry_a_secret(tmp_path: Path) -> None:

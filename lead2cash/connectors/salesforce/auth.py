@@ -15,6 +15,7 @@ import httpx
 import jwt
 
 from lead2cash.errors import ThrottledError, TransientError
+from lead2cash.observability import REDACTOR
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_TYPES = ("client_credentials", "password", "jwt_bearer")
@@ -140,6 +141,7 @@ class TokenProvider:
                     "grant_type": self.credentials.grant_type,
                 },
             )
+        REDACTOR.add_issued(str(body["access_token"]))
         return Token(str(body["access_token"]), body.get("instance_url") or None)
 
 

@@ -28,6 +28,7 @@ import httpx
 import structlog
 
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
+from lead2cash.observability import REDACTOR
 
 log = structlog.get_logger("lead2cash.connectors.sap.odata")
 
@@ -242,6 +243,7 @@ class TokenSource:
             if not isinstance(token, str) or not token:
                 raise TransientError("SAP OAuth token response carried no access_token")
             lifetime = float(body.get("expires_in") or 300)
+            REDACTOR.add_issued(token)
             self._token = token
             self._expires = time.monotonic() + max(10.0, lifetime - 30.0)
             return token
@@ -450,6 +452,7 @@ class ODataClient:
                     "SAP did not return a CSRF token", details={"status": response.status_code}
                 )
             self._csrf = str(token)
+            REDACTOR.add_issued(self._csrf)
             return self._csrf
 
     # --- reads ------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 from lead2cash.connectors.sap import DEFAULT_WSDL
 from lead2cash.connectors.sap.odata import BasicCredentials, Credentials, OAuthClientCredentials
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
+from lead2cash.observability import REDACTOR
 
 log = structlog.get_logger("lead2cash.connectors.sap.soap")
 
@@ -196,6 +197,7 @@ class _BearerAuth(requests.auth.AuthBase):
                 )
             body = response.json()
             self._token = str(body["access_token"])
+            REDACTOR.add_issued(self._token)
             self._expires = time.monotonic() + max(10.0, float(body.get("expires_in") or 300) - 30.0)
             return self._token
 
