@@ -926,7 +926,10 @@ class LagoStore:
             from_date=from_dt,
             to_date=to_dt,
         )
-        invoice = self._new_invoice(sub.customer, "subscription", currency, [fee], issuing=end)
+        # The billing run for a period happens at its end, but never before the subscription existed: a
+        # backdated subscription's past periods are billed (and issued) when the next run sees them.
+        billed_at = max(sub.created_at, min(now, midnight(end)))
+        invoice = self._new_invoice(sub.customer, "subscription", currency, [fee], issuing=billed_at.date())
         invoice.subscriptions = [sub]
         invoice.billing_periods = [
             {
@@ -944,9 +947,7 @@ class LagoStore:
         if end >= boundary:
             sub.periods_billed += 1
         sub.period_start = end
-        # The billing run for a period happens at its end, but never before the subscription existed
-        # (a backdated subscription's past periods are billed when the next run sees them, as in Lago).
-        invoice.created_at = invoice.updated_at = max(sub.created_at, min(now, midnight(end)))
+        invoice.created_at = invoice.updated_at = billed_at
         if self.grace_period_days > 0 and reason != "subscription_terminating":
             self.emit("invoice.drafted", "invoice", invoice.extended_json())
         else:
