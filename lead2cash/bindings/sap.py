@@ -40,7 +40,7 @@ from lead2cash.connectors.sap.odata import (
 )
 from lead2cash.connectors.sap.rfc import RfcJournalPoster, pyrfc_connection_factory, split_obj_key
 from lead2cash.connectors.sap.soap import JournalEntrySoapClient, PostingConfirmation, PostingRejected
-from lead2cash.errors import DeliveryError, PermanentError
+from lead2cash.errors import DeliveryError, PermanentError, TransientError
 from lead2cash.routes.interfaces import Source, Target
 
 log = structlog.get_logger("lead2cash.bindings.sap")
@@ -393,8 +393,11 @@ class JournalEntryTarget:
                 continue
             number = self.system.xref_get("Customer", customer_id)
             if number is None:
-                raise PermanentError(
-                    "no SAP business partner known for the customer; post one of its invoices first",
+                # Route 2 creates the partner with the customer's first posted invoice, which is usually
+                # on its way: retried with the route's backoff, dead-lettered (replayable) once exhausted.
+                raise TransientError(
+                    "no SAP business partner known for the customer yet; waiting for one of its invoices "
+                    "to be posted",
                     details={"customer": customer_id},
                 )
             await self.system.partners._ensure_company(number, entry.company_code)

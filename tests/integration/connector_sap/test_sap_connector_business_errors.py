@@ -8,11 +8,14 @@ import asyncio
 from datetime import UTC, date, datetime
 
 import doubles
+import pytest
 import sap_factories as f
 from sap_hub_config import ROUTE, oauth_auth, sap_system, write_config
 from typer.testing import CliRunner
 
+from lead2cash.canonical_model import CreditNote, CreditNoteLine
 from lead2cash.cli import app
+from lead2cash.errors import TransientError
 from lead2cash.hub import Hub
 
 
@@ -100,3 +103,55 @@ def test_oauth_and_expired_sessions(tmp_path, sap_box, sap_admin):  # type: igno
     assert set(effects["journal_entry.post"].values()) == {1} and len(effects["journal_entry.post"]) == 12
     assert set(effects["business_partner.create"].values()) == {1}
     hub.close()
+
+
+def test_credit_note_before_the_customers_first_invoice_waits_for_it(tmp_path, sap_box, sap_admin):  # type: ignore[no-untyped-def]
+    """SAP posts a credit note on the partner route 2 creates with the customer's first invoice: a credit
+    note that overtakes that invoice is retried (transient), never dead-lettered as permanent."""
+    hub = Hub.from_files([write_config(tmp_path, sap_system(sap_box))], configure_logs=False)
+    target = hub.routes["invoices-to-sap"].target
+    inv = f.invoice(31, "EUR", issue_date=date(2024, 11, 20), number_prefix="CNW")
+    line = inv.lines[0]
+    tax = next(t for t in inv.taxes if t.code == line.tax_code)
+    note = CreditNote.build(
+        id=f"{inv.id}-cn1",
+        credit_note_number=f"CNW-{inv.id[-4:]}-CN1",
+        invoice_id=inv.id,
+        invoice_number=inv.invoice_number,
+        customer_id=inv.customer.id,
+        status="finalized",
+        reason="order_change",
+        issue_date=date(2024, 11, 21),
+        currency="EUR",
+        lines=[
+            CreditNoteLine(
+                id="cnl-1",
+                invoice_line_id=line.id,
+                product_code=line.product_code,
+                product_family=line.product_family,
+                amount=abs(line.net_amount),
+            )
+        ],
+        taxes=[
+            tax.model_copy(
+                update={
+                    "amount": f.tax_amount(line.net_amount, str(tax.rate)),
+                    "taxable_amount": line.net_amount,
+                }
+            )
+        ],
+    )
+
+    async def scenario() -> tuple[str | None, str | None]:
+        with pytest.raises(TransientError, match="no SAP business partner known for the customer yet"):
+            await target.deliver(note, "credit-note:1")
+        posted = await target.deliver(inv, "invoice:1")
+        return posted, await target.deliver(note, "credit-note:1")
+
+    try:
+        invoice_doc, note_doc = asyncio.run(scenario())
+    finally:
+        hub.close()
+    assert invoice_doc and note_doc and invoice_doc != note_doc
+    effects = sap_admin.get("/__sandbox/effects").json()["journal_entry.post"]
+    assert effects[f"1010:{note.credit_note_number}"] == 1 and effects[f"1010:{inv.invoice_number}"] == 1
