@@ -12,7 +12,8 @@ polled): ``invoices`` (``invoice.*`` events) and ``credit_notes`` (``credit_note
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
 
@@ -271,14 +272,17 @@ class OrderTarget:
             elif not await self._customer_matches(customer_body):
                 return None
 
-        invoice = await self._find_invoice(order, external_id)
+        # Independent calls go out together: a deal costs four round trips, not one per call.
+        invoice, listed = await _together(
+            self._find_invoice(order, external_id), self.client.list_subscriptions(external_id)
+        )
         if invoice is not None:
             self._check_invoice(order, plan, invoice, won)
 
         prefix = f"{order.id}:"
         current = {
             adapter.subscription_base(s["external_id"]): s
-            for s in await self.client.list_subscriptions(external_id)
+            for s in listed
             if _belongs(str(s.get("external_id", "")), prefix)
         }
         wanted = {spec.key: spec for spec in plan.subscriptions}
@@ -292,23 +296,41 @@ class OrderTarget:
                 return None
             return self._ref(external_id, wanted, invoice)
 
+        # A changed price or plan replaces the subscription: Lago bills the old one up to today.
+        await _together(
+            *(
+                self.client.terminate_subscription(s["external_id"], str(s.get("status") or "active"))
+                for s in stale
+            )
+        )
         for sub in stale:
-            # A changed price or plan replaces the subscription: Lago bills the old one up to today.
-            await self.client.terminate_subscription(sub["external_id"], str(sub.get("status") or "active"))
             log.info("lago subscription terminated", order=order.id, external_id=sub["external_id"])
         billed = self._billed_before([spec.key for spec in missing if spec.key not in current])
+        creates = []
         for spec in missing:
             # A subscription under this key existed before (now terminated): its replacement gets a new
             # external_id, so Lago's history keeps both.
             replaced = spec.key in current or spec.key in billed
             sub_id = f"{spec.key}@v{order.version}" if replaced else spec.key
-            await self.client.create_subscription(spec.payload(external_id, sub_id, self.billing_time))
+            creates.append(
+                self.client.create_subscription(spec.payload(external_id, sub_id, self.billing_time))
+            )
             learned.append(("Subscription", spec.key, sub_id))
+        learned += [
+            ("Subscription", k, str(s["external_id"]))
+            for k, s in current.items()
+            if k in wanted and s not in stale
+        ]
+        new_invoice = (
+            self.client.create_one_off_invoice(adapter.one_off_invoice_payload(external_id, plan))
+            if plan.fees and invoice is None
+            else None
+        )
+        done = await _together(*creates, *([new_invoice] if new_invoice is not None else []))
+        if new_invoice is not None:
+            invoice = done[-1]
         if plan.fees:
-            if invoice is None:
-                invoice = await self.client.create_one_off_invoice(
-                    adapter.one_off_invoice_payload(external_id, plan)
-                )
+            assert invoice is not None
             if adapter.metadata_value(invoice, adapter.METADATA_ORDER) != order.id:
                 pairs = {adapter.METADATA_KEY: key, adapter.METADATA_ORDER: order.id}
                 invoice = await self.client.update_invoice(
@@ -399,6 +421,17 @@ class OrderTarget:
     def _ref(external_id: str, wanted: Mapping[str, Any], invoice: Mapping[str, Any] | None) -> str:
         inv = str(invoice["lago_id"]) if invoice is not None else "-"
         return f"customer={external_id};subscriptions={len(wanted)};invoice={inv}"
+
+
+async def _together(*calls: Awaitable[Any]) -> list[Any]:
+    """Run independent calls at once and wait for all of them (none is left running); the first failure,
+    in call order, is raised. A write that failed or whose answer was lost leaves the key ambiguous, and
+    the router's lookup reconciles before anything is resent."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return list(results)
 
 
 def _belongs(external_id: str, prefix: str) -> bool:
