@@ -68,6 +68,17 @@ def serve(seed: int, seed_size: int, state_dir: Path, only: list[str]) -> None:
     cluster.run()
 
 
+def set_latency(sandboxes: Any, ms: int) -> None:
+    """Every sandbox API answers ``ms`` later, as a system across a network does (0: at once). Webhooks
+    the billing engine sends and the sandboxes' admin API are not delayed."""
+    rules = {"*": {"latency_ms": ms}} if ms else {}
+    with httpx.Client(verify=str(sandboxes.ca_bundle), timeout=10, trust_env=False) as client:
+        for name in ("salesforce", "lago", "sap"):
+            client.put(
+                f"{sandboxes.base_url(name)}/__sandbox/faults", json={"rules": rules}
+            ).raise_for_status()
+
+
 class SandboxProcess:
     """The three sandboxes in a child process; the same face as ``SandboxCluster`` for the environment."""
 

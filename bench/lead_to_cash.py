@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/lead_to_cash.py [--size small|large] [--sandboxes process|thread] [--repeats N]
                                            [--trickle-seconds T] [--safety-lag 1s] [--profile FILE]
+                                           [--latency-ms MS]
 
 small: a 1,000-deal backfill (3 repeats) and a 60 s trickle, a few minutes; large: the issue's 10,000 deals
 (1 repeat) and a 300 s trickle. Figures are medians over the repeats.
@@ -19,6 +20,11 @@ small: a 1,000-deal backfill (3 repeats) and a 60 s trickle, a few minutes; larg
 3. Ceiling. ``bench/lead_to_cash_baseline.py`` makes the same effect calls for the same N deals at the same
    concurrency without state, once with httpx on the aiohttp transport (as the hub) and once with plain
    aiohttp; the hub's deals/s over each is the ratio (target >= 0.8).
+
+``--latency-ms 50``: every sandbox API call answers 50 ms later, for hub and baseline alike. At 0 the sandboxes
+answer in about a millisecond and both sides are bound by their own CPU (the hub's durable bookkeeping per
+record against a script that keeps none); with a network's latency both are bound by round trips, which is
+the situation against real systems.
 
 Sandboxes: ``process`` (default) serves the three simulators from a child process (bench/_l2c_support.py),
 so the hub (or the baseline) has this process to itself; ``thread`` is ``LeadToCash`` as is (one process,
@@ -56,6 +62,7 @@ from _l2c_support import (
     SandboxThread,
     close_won_total,
     seed_size_for,
+    set_latency,
 )
 from lead_to_cash_baseline import Result, run_baseline
 
@@ -163,11 +170,17 @@ async def _wait_done(env: LeadToCash, won: int, timeout: float) -> bool:
 
 
 async def backfill(
-    deals: int, mode: str, safety_lag: str, timeout: float, profile: cProfile.Profile | None
+    deals: int,
+    mode: str,
+    safety_lag: str,
+    timeout: float,
+    profile: cProfile.Profile | None,
+    latency_ms: int = 0,
 ) -> Backfill:
     env = make_env(mode, Path(tempfile.mkdtemp(prefix="l2c-backfill-")), seed_size_for(deals), safety_lag)
     try:
         won = close_won_total(env.cluster, deals)  # type: ignore[arg-type]
+        set_latency(env.cluster, latency_ms)
         # Every deal closed before the hub starts lies behind the reader's safety lag at the first poll.
         await asyncio.sleep(parse_duration(safety_lag) + 1.2)
         if profile is not None:
@@ -292,7 +305,7 @@ def _rows(env: LeadToCash, route: str, with_source: bool = False) -> list[dict[s
 
 
 # ---------------------------------------------------------------------------------------------- 3. ceiling
-async def baseline(deals: int, mode: str, client: str, concurrency: int) -> Result:
+async def baseline(deals: int, mode: str, client: str, concurrency: int, latency_ms: int = 0) -> Result:
     state = Path(tempfile.mkdtemp(prefix="l2c-baseline-")) / "sandbox"
     seed_size = seed_size_for(deals)
     sandboxes: SandboxProcess | SandboxThread = (
@@ -302,6 +315,7 @@ async def baseline(deals: int, mode: str, client: str, concurrency: int) -> Resu
     )
     try:
         won = close_won_total(sandboxes, deals)
+        set_latency(sandboxes, latency_ms)
         result = await run_baseline(
             sandboxes.hub_config(), str(sandboxes.ca_bundle), concurrency=concurrency, client=client
         )
@@ -410,6 +424,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="baseline; the shipped routes use 16")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--profile", type=Path, help="cProfile the hub's first backfill into this file")
+    parser.add_argument(
+        "--latency-ms",
+        type=int,
+        default=0,
+        help="backfill and ceiling: every sandbox API call answers this much later, as across a network",
+    )
     args = parser.parse_args()
     size = SIZES[args.size]
     deals = args.deals or int(size["deals"])
@@ -422,6 +442,7 @@ def main() -> None:
     print(
         f"size {args.size}: backfill {deals} deals x {repeats}, trickle {trickle_s} s; sandboxes: {args.sandboxes}"
         f" ({'child process, uvloop' if args.sandboxes == 'process' else 'thread of this process'}); store: SQLite"
+        f"{f'; every sandbox API call answers {args.latency_ms} ms later' if args.latency_ms else ''}"
     )
     poll = route1_poll_interval()
 
@@ -436,6 +457,7 @@ def main() -> None:
                     args.safety_lag,
                     float(size["timeout"]),
                     profile if i == 0 else None,
+                    args.latency_ms,
                 )
             )
         )
@@ -454,7 +476,9 @@ def main() -> None:
     if not args.skip_baseline:
         for client in ("httpx", "aiohttp"):
             for i in range(repeats):
-                result = asyncio.run(baseline(deals, args.sandboxes, client, args.concurrency))
+                result = asyncio.run(
+                    baseline(deals, args.sandboxes, client, args.concurrency, args.latency_ms)
+                )
                 ceiling.setdefault(client, []).append(result)
                 print(
                     f"  baseline {client} run {i + 1}: {result.deals / result.seconds:.1f} deals/s",
