@@ -255,7 +255,7 @@ class WebhookDispatcher:
             )
             entry["status_code"] = response.status_code
             return 200 <= response.status_code < 300
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # any failure is a failed attempt: a delivery is never left pending
             entry["error"] = f"{type(exc).__name__}: {exc}"
             return False
 
