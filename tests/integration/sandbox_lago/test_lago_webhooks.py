@@ -4,6 +4,7 @@ reordering."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -129,3 +130,37 @@ def test_paused_deliveries_wait_then_flow(lago_env, hooks) -> None:
     lago_env.admin.put("/lago/webhooks", json={"paused": False})
     lago_env.drain()
     assert len(lago_env.receiver.accepted(hooks)) == 1
+
+
+def test_a_send_that_fails_outside_httpx_is_a_failed_attempt_not_a_stuck_delivery() -> None:
+    """A receiver killed mid-request can make the HTTP stack raise something that is not an HTTPError
+    (seen: ``AttributeError: 'NoneType' object has no attribute 'getpeername'``); the delivery must still
+    be retried and then given up, never counted as pending for ever."""
+    from datetime import UTC, datetime
+
+    from lead2cash.sandbox.lago.store import WebhookEndpoint
+    from lead2cash.sandbox.lago.webhooks import DispatchSettings, Signer, WebhookDispatcher
+
+    endpoint = WebhookEndpoint("we-1", "https://127.0.0.1:9/hooks", "hmac", None, None, datetime.now(UTC))
+    dispatcher = WebhookDispatcher(
+        signer=Signer("hmac-key-0001"),
+        organization_id="org-1",
+        endpoints=lambda: [endpoint],
+        issuer=lambda: "https://lago.test",
+        settings=DispatchSettings(retry_schedule_s=(0.01,), max_attempts=2),
+    )
+
+    class Broken:
+        async def post(self, *_args: object, **_kw: object) -> None:
+            raise AttributeError("'NoneType' object has no attribute 'getpeername'")
+
+    dispatcher._client = Broken()  # type: ignore[assignment]
+
+    async def scenario() -> bool:
+        dispatcher.publish("invoice.created", "invoice", {"lago_id": "inv-1"})
+        return await dispatcher.drain(timeout=5)
+
+    assert asyncio.run(scenario()) is True
+    assert dispatcher.pending == 0
+    assert [e["attempt"] for e in dispatcher.log] == [1, 2]
+    assert all("AttributeError" in str(e["error"]) for e in dispatcher.log)
