@@ -35,6 +35,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 ROUTE_FILES = ("mappings.yaml", "lead-to-cash.yaml")
 # The billing engine takes these; a deal in another currency would be dead-lettered, by design.
 DEMO_CURRENCIES = ("USD", "EUR", "GBP", "JPY")
+SAP_REFERENCE_LENGTH = 16  # DocumentReferenceID (XBLNR)
 ROUTES = (
     "won-opportunity-to-billing",
     "posted-invoice-to-ledger",
@@ -152,6 +153,15 @@ def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
             _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
         )
     return out
+
+
+def sap_reference(number: str) -> str:
+    """The DocumentReferenceID the shipped ledger route posts an invoice under (``long_references: tail``),
+    worked out here on its own to check the hub: the number, or its longest tail of whole "-" segments
+    within SAP's 16 characters."""
+    parts = number.split("-")
+    tails = ("-".join(parts[i:]) for i in range(len(parts)))
+    return next((t for t in tails if len(t) <= SAP_REFERENCE_LENGTH), number)
 
 
 class LeadToCash(SandboxClients):
@@ -345,7 +355,7 @@ class LeadToCash(SandboxClients):
             if count > 1:
                 result.problems.append(f"invoice {number} posted {count} times in SAP")
         for number in by_number:
-            if number not in refs:
+            if sap_reference(number) not in refs:
                 result.problems.append(f"invoice {number} is finalized in Lago but not posted in SAP")
         for ccy in sorted(set(invoiced) | set(posted)):
             if invoiced.get(ccy, Decimal(0)) != posted.get(ccy, Decimal(0)):
@@ -373,9 +383,10 @@ class LeadToCash(SandboxClients):
                     f"opportunity {o['Id']}: amount {o.get('Billing_Invoiced_Amount__c')} != {total}"
                 )
             document = str(o.get("SAP_Accounting_Document__c") or "")
-            if doc_of.get(number) is None or not document.startswith(doc_of[number]):
+            posted_as = doc_of.get(sap_reference(number))
+            if posted_as is None or not document.startswith(posted_as):
                 result.problems.append(
-                    f"opportunity {o['Id']}: SAP document {document or '-'} is not {doc_of.get(number)} of {number}"
+                    f"opportunity {o['Id']}: SAP document {document or '-'} is not {posted_as} of {number}"
                 )
         return result
 

@@ -41,7 +41,14 @@ from typing import Any
 import httpx
 
 from lead2cash.demo.clients import HarnessError, SandboxClients
-from lead2cash.demo.environment import CONFIG_DIR, ROUTES, free_port, hub_systems_config, order_of
+from lead2cash.demo.environment import (
+    CONFIG_DIR,
+    ROUTES,
+    free_port,
+    hub_systems_config,
+    order_of,
+    sap_reference,
+)
 from lead2cash.store import EffectState, Store
 
 SALESFORCE_SOURCE = "won-opportunity-to-billing"
@@ -408,7 +415,7 @@ def check(systems: Systems, store: Store) -> Verdict:
     for key, n in sap.get("journal_entry.post", {}).items():
         posted[key.split(":", 1)[1]] += n
     to_post = [i for i in finalized if i["number"] not in set_aside]
-    _tally(verdict, "SAP journal entry for invoice", {i["number"] for i in to_post}, posted)
+    _tally(verdict, "SAP journal entry for invoice", {sap_reference(i["number"]) for i in to_post}, posted)
     partners = sap.get("business_partner.create", {})
     customers = {str(i["customer"]["external_id"]).upper() for i in to_post}
     _tally(verdict, "SAP business partner", customers, partners)
@@ -430,7 +437,8 @@ def check(systems: Systems, store: Store) -> Verdict:
         document = str(o.get("SAP_Accounting_Document__c") or "")
         if number in set_aside and shown is not None and order_of(shown) == oid:
             continue  # its invoice never reached SAP (dead-lettered): no document to show
-        if shown is None or order_of(shown) != oid or not document.startswith(docs.get(number or "", "?")):
+        posted_as = docs.get(sap_reference(number or ""), "?")
+        if shown is None or order_of(shown) != oid or not document.startswith(posted_as):
             verdict.lost += 1
             verdict.problems.append(
                 f"lost write-back on opportunity {oid}: shows invoice {number!r}, document {document!r}"

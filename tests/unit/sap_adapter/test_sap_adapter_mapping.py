@@ -282,3 +282,18 @@ def test_long_numbers_post_under_their_tail_when_the_rule_says_so() -> None:
         sap.invoice_to_journal_entry(_invoice(invoice_number="INV2024000000000017"), tail)
     with pytest.raises(sap.PostingRuleError, match="long_references: tail"):
         sap.invoice_to_journal_entry(_invoice(invoice_number="LEA-1C12-1000-001"), RULES)
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["LEA-1C12-999-001", "LEA-1C12-1000-001", "LAG-1234-001-002-CN1", "LEA-1C12-123456-001", "A" * 20],
+)
+def test_the_checkers_reference_rule_is_the_targets(number: str) -> None:
+    # The demo's and the chaos bench's checker work the reference out on their own; they must agree.
+    from lead2cash.demo.environment import sap_reference
+
+    try:
+        expected = sap.check_reference(number, "tail")
+    except sap.PostingRuleError:
+        expected = number  # no tail fits: the target refuses it, the checker looks for the number as is
+    assert sap_reference(number) == expected
