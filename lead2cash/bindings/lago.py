@@ -481,20 +481,32 @@ class LagoEventSource:
         if held and held_at == checkpoint:
             candidates = held
         else:
-            candidates = self._unpassed([item async for item in listing()])
+            candidates = await self._unpassed(listing())
         taken, rest = candidates[:limit], candidates[limit:]
         after = _latest(checkpoint, taken)
         self._backlog = (after, rest)
         return taken, after, bool(rest)
 
-    def _unpassed(self, items: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """Listed objects whose state is newer than what this consumer passed on, oldest update first.
+    async def _unpassed(self, listing: AsyncIterator[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        """Listed objects whose state is newer than what this consumer passed on, oldest update first;
+        checked a few pages at a time, so only those are held, never the whole listing.
 
         No updated_at watermark: an object whose webhook never arrived may carry an update time before
         the last one read (parallel writers commit out of order, backdated billing runs), and a
         watermark would skip it for ever. The state gate is what keeps a re-read from passing twice."""
-        seen = self._seen_ranks([str(i["lago_id"]) for i in items])
-        fresh = [i for i in items if self.rank(i) > seen.get(str(i["lago_id"]), 0)]
+        fresh: list[Mapping[str, Any]] = []
+        chunk: list[Mapping[str, Any]] = []
+
+        def keep_fresh() -> None:
+            seen = self._seen_ranks([str(i["lago_id"]) for i in chunk])
+            fresh.extend(i for i in chunk if self.rank(i) > seen.get(str(i["lago_id"]), 0))
+            chunk.clear()
+
+        async for item in listing:
+            chunk.append(item)
+            if len(chunk) >= 500:
+                keep_fresh()
+        keep_fresh()
         fresh.sort(key=lambda i: (str(i.get("updated_at")), str(i["lago_id"])))
         return fresh
 
