@@ -423,6 +423,9 @@ class OrderTarget:
         return f"customer={external_id};subscriptions={len(wanted)};invoice={inv}"
 
 
+POLL_READS_IN_FLIGHT = 8
+
+
 async def _together(*calls: Awaitable[Any]) -> list[Any]:
     """Run independent calls at once and wait for all of them (none is left running); the first failure,
     in call order, is raised. A write that failed or whose answer was lost leaves the key ambiguous, and
@@ -589,7 +592,14 @@ class InvoiceSource(LagoEventSource):
             since = date.fromisoformat(checkpoint[:10]) - timedelta(seconds=self.binding.config.poll_lookback)
             params["issuing_date_from"] = since.isoformat()
         taken, after, more = await self._candidates(checkpoint, limit, lambda: self.client.invoices(params))
-        current = [await self.client.get_invoice(str(item["lago_id"])) for item in taken]
+        # Lago's listing leaves out fees: each candidate is read whole, a few at a time.
+        gate = asyncio.Semaphore(POLL_READS_IN_FLIGHT)
+
+        async def read_whole(lago_id: str) -> dict[str, Any]:
+            async with gate:
+                return await self.client.get_invoice(lago_id)
+
+        current = await _together(*(read_whole(str(item["lago_id"])) for item in taken))
         # After the last await: the gate is checked against what webhooks passed meanwhile.
         admitted, writes = self._admit(current, strictly_newer=True)
         records = [
