@@ -3,6 +3,7 @@ told to fail transiently, fail permanently, or lose its response after committin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -28,6 +29,7 @@ class Behaviour:
     lose_response_rate: float = 0.0
     permanent_keys: set[str] = field(default_factory=set)
     fail_first: int = 0  # the first N calls fail transiently
+    slow_keys: dict[str, float] = field(default_factory=dict)  # key -> seconds the call takes
     seed: int = 1
 
 
@@ -48,6 +50,8 @@ class CountingTarget:
             calls = self.calls
             roll = self._rng.random()
             roll2 = self._rng.random()
+        if key in b.slow_keys:
+            await asyncio.sleep(b.slow_keys[key])
         if key in b.permanent_keys:
             raise PermanentError("rejected by target", details={"field": "customer.name"})
         if calls <= b.fail_first or roll < b.transient_rate:

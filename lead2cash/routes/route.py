@@ -229,28 +229,46 @@ class RouteRuntime:
                 self._halted = None
                 log.info("route resumed", route=self.name)
         handled = 0
-        in_flight: set[asyncio.Task[Outcome]] = set()
+        in_flight: dict[asyncio.Task[Outcome], int] = {}  # task -> message id
+        lease_ms = int(self.lease_s * 1000)
+        renew_every = self.lease_s / 3
+        renewed = time.monotonic()
         try:
             while True:
                 if len(in_flight) < self.concurrency and not self._halted and self.paused_for <= 0:
                     handled += self._start(worker, self.batch_size - len(in_flight), in_flight)
                 if not in_flight:
                     return handled
-                done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                if time.monotonic() - renewed >= renew_every:
+                    # A delivery may outlive its lease (retries, Retry-After): keep it ours, so no claim
+                    # (another worker's, or this one's refill) takes a message that is still in flight.
+                    self.store.renew_leases(in_flight.values(), worker, lease_ms)
+                    renewed = time.monotonic()
+                done, _ = await asyncio.wait(
+                    in_flight,
+                    timeout=max(0.0, renewed + renew_every - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    continue
                 if len(in_flight) > len(done):
                     # Gather what finishes within a few ms into one store transaction.
-                    more, _ = await asyncio.wait(in_flight - done, timeout=RECORD_WINDOW_S)
+                    more, _ = await asyncio.wait(set(in_flight) - done, timeout=RECORD_WINDOW_S)
                     done |= more
-                in_flight -= done
+                for task in done:
+                    del in_flight[task]
                 self._record([t.result() for t in done])
         finally:
             for task in in_flight:  # the hub is stopping: the leases of these are recovered at start
                 task.cancel()
 
-    def _start(self, worker: str, limit: int, in_flight: set[asyncio.Task[Outcome]]) -> int:
+    def _start(self, worker: str, limit: int, in_flight: dict[asyncio.Task[Outcome], int]) -> int:
         if limit <= 0:
             return 0
         claimed = self.store.claim(self.name, worker, limit, int(self.lease_s * 1000))
+        # A message whose lease ran out while it was still in flight here is not started twice.
+        busy = set(in_flight.values())
+        claimed = [m for m in claimed if m.id not in busy]
         if not claimed:
             return 0
         target = self.target.name
@@ -272,7 +290,7 @@ class RouteRuntime:
         if known:
             self._record(known)
         for m in to_send:
-            in_flight.add(asyncio.create_task(self._deliver(m, m.idempotency_key in ambiguous)))
+            in_flight[asyncio.create_task(self._deliver(m, m.idempotency_key in ambiguous))] = m.id
         return len(claimed)
 
     async def _deliver(self, message: Message, ambiguous: bool) -> Outcome:

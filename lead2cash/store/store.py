@@ -364,6 +364,20 @@ class Store:
             rows = conn.execute(stmt).all()
         return sorted((_message(r) for r in rows), key=lambda m: m.id)
 
+    def renew_leases(self, message_ids: Iterable[int], worker: str, lease_ms: int) -> int:
+        """Extend the leases ``worker`` holds on messages it is still delivering; returns how many."""
+        ids = list(message_ids)
+        if not ids:
+            return 0
+        ts = self.clock()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(messages)
+                .where(messages.c.id.in_(ids), messages.c.lease_owner == worker)
+                .values(lease_expires_at_ms=ts + lease_ms)
+            )
+        return int(result.rowcount or 0)
+
     def release(self, message_ids: Iterable[int], worker: str) -> None:
         ids = list(message_ids)
         if not ids:

@@ -187,3 +187,35 @@ def test_rate_limit_is_a_ceiling_on_target_calls(tmp_path: Path) -> None:
     assert stamps[-1] - stamps[0] >= 39 * 0.02 * 0.95
     assert max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps) <= 50
     hub.close()
+
+
+def test_a_delivery_that_outlives_its_lease_is_not_started_twice(tmp_path: Path, store_url: str) -> None:
+    """Deliveries are refilled as others finish; one still in flight when its lease runs out must neither
+    be claimed again by this worker nor be left to another one (its lease is renewed while it runs)."""
+    path = tmp_path / "route.yaml"
+    text = CONFIG.format(url=store_url, on_failure="dead-letter", max_inline="30s")
+    path.write_text(text.replace(f'url: "{store_url}"}}', f'url: "{store_url}", lease: 300ms}}'))
+    hub = Hub.from_files([path], configure_logs=False)
+    system = doubles.REGISTRY["mem"]
+    orders = sample_orders(40, seed=5)
+    system.records.extend(orders)
+    slow = f"order:{orders[0]['id']}:v1"
+    # The others keep finishing (and the route refilling) after the slow one's 300 ms lease ran out.
+    system.behaviour.slow_keys = {f"order:{o['id']}:v1": 0.2 for o in orders} | {slow: 1.5}
+
+    claims: list[int] = []
+    claim = hub.store.claim
+
+    def counted(route: str, worker: str, limit: int, lease_ms: int) -> list:  # type: ignore[type-arg]
+        got = claim(route, worker, limit, lease_ms)
+        claims.extend(m.id for m in got)
+        return got
+
+    hub.store.claim = counted  # type: ignore[method-assign]
+    assert asyncio.run(hub.run_until_idle(timeout=60))
+    target = system.targets["bill"]
+    assert target.effects[slow] == 1
+    assert target.calls == len(orders), "every message started once, the slow one included"
+    assert target.lookups == 0, "nothing was ever ambiguous"
+    assert len(claims) == len(set(claims)), "no message claimed twice: its lease was renewed in flight"
+    hub.close()
