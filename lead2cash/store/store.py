@@ -722,15 +722,9 @@ class Store:
         """Map a canonical id to a system's id. ``stable``: a mapping that never changes once made (a
         customer's partner number, an invoice's document), remembered in this process so a repeated put
         of the same value writes nothing and a get is answered from memory."""
-        cache_key = (entity_type, canonical_id, system)
-        if stable and self._xrefs.get(cache_key) == system_id:
-            return
-        with self.engine.begin() as conn:
-            self._xref_upsert(conn, entity_type, canonical_id, system, system_id, self.clock())
-        if stable:
-            self._remember_xref(cache_key, system_id)
-        else:
-            self._xrefs.pop(cache_key, None)
+        self.xref_put_many(
+            [XrefWrite(entity_type, canonical_id, system, system_id)], stable=lambda _w: stable
+        )
 
     def xref_put_many(
         self, writes: Sequence[XrefWrite], *, stable: Callable[[XrefWrite], bool] = lambda _w: False
