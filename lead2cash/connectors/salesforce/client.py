@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import requests
+from requests.adapters import HTTPAdapter
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import (
     SalesforceError,
@@ -72,6 +73,11 @@ class SalesforceClient:
         session.verify = settings.ca_bundle or True
         session.proxies = dict(settings.proxies)
         session.hooks["response"].append(self._on_response)
+        # One pooled connection per worker thread: requests keeps 10 by default and discards (and later
+        # re-handshakes) the rest, which costs a TLS handshake per call above ten at once.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=settings.max_concurrent_calls)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
         self.session = session
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_concurrent_calls, thread_name_prefix="salesforce"

@@ -175,3 +175,34 @@ def test_spent_allocation_keeps_the_source_checkpoint(org, tmp_path: Path) -> No
     won = {r["Id"] for r in org.soql("SELECT Id FROM Opportunity WHERE IsWon = true")}
     lines = (tmp_path / "orders.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["entity"]["id"] for line in lines) == sorted(won)
+
+
+def test_concurrent_calls_reuse_pooled_connections(org, caplog) -> None:  # type: ignore[no-untyped-def]
+    """As many connections are kept as calls may run at once: none is discarded and handshaken again."""
+    from lead2cash.connectors.salesforce import ConnectionSettings, SalesforceClient
+    from lead2cash.connectors.salesforce.auth import Credentials
+
+    cfg = org.system()
+    client = SalesforceClient(
+        ConnectionSettings(
+            token_url=org.base + "/services/oauth2/token",
+            credentials=Credentials("client_credentials", org.sandbox.client_id, org.sandbox.client_secret),
+            ca_bundle=cfg["ca_bundle"],
+            max_concurrent_calls=16,
+        )
+    )
+    budget = client.budget("pool")
+
+    async def burst() -> list[Any]:
+        calls = [
+            client.call(budget, lambda sf: sf.query("SELECT Id FROM Account LIMIT 1"), "q") for _ in range(48)
+        ]
+        return await asyncio.gather(*calls)
+
+    try:
+        with caplog.at_level("WARNING", logger="urllib3.connectionpool"):
+            results = asyncio.run(burst())
+    finally:
+        client.close()
+    assert len(results) == 48 and all(r["totalSize"] == 1 for r in results)
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
