@@ -132,6 +132,8 @@ class SapSystem:
             ca_bundle=ca_bundle,
             timeout=cfg.timeout,
             page_size=cfg.odata.page_size,
+            retries=cfg.retries,
+            max_inline_wait=cfg.max_inline_wait,
         )
         self.soap: JournalEntrySoapClient | None = None
         self.rfc: RfcJournalPoster | None = None

@@ -108,6 +108,12 @@ class SapSystemConfig(Strict):
     auth: SapAuth
     ca_bundle: str | None = Field(None, description="PEM file of the CAs to trust (default: system store)")
     timeout: Duration = 30.0
+    retries: int = Field(
+        4, ge=0, le=20, description="quick in-call retries of OData reads before the route's own retry"
+    )
+    max_inline_wait: Duration = Field(
+        5.0, description="a longer Retry-After is handed to the route (which pauses) instead of waited"
+    )
     odata: SapODataConfig = Field(default_factory=lambda: SapODataConfig())
     soap: SapSoapConfig = Field(default_factory=lambda: SapSoapConfig())
     rfc: SapRfcConfig | None = None

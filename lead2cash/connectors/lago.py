@@ -21,7 +21,6 @@ import base64
 import hashlib
 import hmac
 import json
-import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -32,6 +31,7 @@ import httpx
 import jwt
 import structlog
 
+from lead2cash.connectors.quick_retry import quick_retry
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
 
 log = structlog.get_logger("lead2cash.connectors.lago")
@@ -173,23 +173,12 @@ class LagoClient:
     ) -> Any:
         """One API call with quick retries when repeating it is safe; returns the parsed JSON body."""
         safe = method in _SAFE_METHODS if idempotent is None else idempotent
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._once(method, path, operation, body, params)
-            except DeliveryError as exc:
-                if isinstance(exc, PermanentError) or attempt > self.retries:
-                    raise
-                # Without idempotency, only a 429 (refused before any work) may be repeated here.
-                if not safe and not (isinstance(exc, ThrottledError) and exc.details.get("status") == 429):
-                    raise
-                wait = min(2.0, 0.05 * 2 ** (attempt - 1)) + random.uniform(0, 0.05)
-                if exc.retry_after is not None:
-                    if exc.retry_after > self.max_inline_wait:
-                        raise
-                    wait = max(wait, exc.retry_after)
-                await asyncio.sleep(wait)
+        return await quick_retry(
+            lambda: self._once(method, path, operation, body, params),
+            safe=safe,
+            retries=self.retries,
+            max_inline_wait=self.max_inline_wait,
+        )
 
     async def _once(
         self, method: str, path: str, operation: str, body: Mapping[str, Any] | None, params: Any

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import structlog
 
+from lead2cash.connectors.quick_retry import quick_retry
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
 from lead2cash.observability import REDACTOR
 
@@ -277,8 +278,12 @@ class ODataClient:
         page_size: int = 500,
         use_aiohttp: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        retries: int = 4,
+        max_inline_wait: float = 5.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.max_inline_wait = max_inline_wait
         self.credentials = credentials
         self.sap_client = sap_client
         self.ca_bundle = ca_bundle
@@ -389,7 +394,25 @@ class ODataClient:
         what: str = "request",
         accept_404: bool = False,
     ) -> httpx.Response | None:
-        """One OData call with the CSRF handshake on writes and a single token refresh on 401/403."""
+        """One OData call with the CSRF handshake on writes and a single token refresh on 401/403; reads
+        are repeated a few times on transient errors, writes only on 429."""
+        return await quick_retry(
+            lambda: self._request_once(method, service, path, params, body, what, accept_404),
+            safe=method in ("GET", "HEAD"),
+            retries=self.retries,
+            max_inline_wait=self.max_inline_wait,
+        )
+
+    async def _request_once(
+        self,
+        method: str,
+        service: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: Any,
+        what: str,
+        accept_404: bool,
+    ) -> httpx.Response | None:
         url = self.url(service, path)
         modifying = method not in ("GET", "HEAD")
         refreshed_csrf = refreshed_token = False
@@ -521,6 +544,14 @@ class ODataClient:
             skip += got
 
     async def _follow(self, next_url: str, entity_set: str) -> httpx.Response:
+        return await quick_retry(
+            lambda: self._follow_once(next_url, entity_set),
+            safe=True,
+            retries=self.retries,
+            max_inline_wait=self.max_inline_wait,
+        )
+
+    async def _follow_once(self, next_url: str, entity_set: str) -> httpx.Response:
         for _ in range(2):
             response = await self._send("GET", next_url, headers={})
             if response.status_code == 401 and self._tokens is not None:

@@ -152,7 +152,7 @@ def test_sap_error_body_gives_message_and_details() -> None:
 def test_classification(response, error, retry_after) -> None:  # type: ignore[no-untyped-def]
     respx.get(f"{BASE}{BP}/A_BusinessPartner").mock(return_value=response)
     with pytest.raises(error) as info:
-        run(_client().query(BP, "A_BusinessPartner", filter=eq("SearchTerm1", "X")))
+        run(_client(retries=0).query(BP, "A_BusinessPartner", filter=eq("SearchTerm1", "X")))
     assert type(info.value) is error
     assert info.value.retry_after == retry_after
     if response.status_code == 404:
@@ -166,10 +166,59 @@ def test_classification(response, error, retry_after) -> None:  # type: ignore[n
 def test_timeouts_and_resets_are_transient() -> None:
     respx.get(f"{BASE}{BP}/A_BusinessPartner").mock(side_effect=httpx.ReadTimeout("slow"))
     with pytest.raises(TransientError, match="timed out"):
-        run(_client().query(BP, "A_BusinessPartner"))
+        run(_client(retries=0).query(BP, "A_BusinessPartner"))
     respx.get(f"{BASE}{BP}/A_BusinessPartner").mock(side_effect=httpx.RemoteProtocolError("reset"))
     with pytest.raises(TransientError, match="RemoteProtocolError"):
-        run(_client().query(BP, "A_BusinessPartner"))
+        run(_client(retries=0).query(BP, "A_BusinessPartner"))
+
+
+UNAVAILABLE = {"error": {"code": "/IWFND/CM_BEC/026", "message": {"value": "Service unavailable"}}}
+
+
+@respx.mock
+def test_reads_are_repeated_quickly_on_transient_errors_writes_only_on_429() -> None:
+    read = respx.get(f"{BASE}{BP}/A_BusinessPartner").mock(
+        side_effect=[
+            httpx.Response(503, json=UNAVAILABLE),
+            httpx.ReadTimeout("slow"),
+            httpx.Response(200, json={"d": {"results": [{"BusinessPartner": "1000001"}]}}),
+        ]
+    )
+    rows = run(_client(retries=2).query(BP, "A_BusinessPartner", filter=eq("SearchTerm1", "X")))
+    assert rows == [{"BusinessPartner": "1000001"}] and read.call_count == 3
+
+    # One more failure than the retries allow goes up to the route.
+    read.reset()
+    read.mock(side_effect=[httpx.Response(503, json=UNAVAILABLE)] * 3)
+    with pytest.raises(TransientError, match="Service unavailable"):
+        run(_client(retries=2).query(BP, "A_BusinessPartner"))
+    assert read.call_count == 3
+
+    # A Retry-After beyond max_inline_wait is the route's to honour (it pauses), not slept through here.
+    read.reset()
+    read.mock(return_value=httpx.Response(429, headers={"retry-after": "30"}, text="slow down"))
+    with pytest.raises(ThrottledError):
+        run(_client(retries=4, max_inline_wait=5).query(BP, "A_BusinessPartner"))
+    assert read.call_count == 1
+
+    respx.get(f"{BASE}{BP}/").mock(return_value=httpx.Response(200, headers={"x-csrf-token": "t"}))
+    write = respx.post(f"{BASE}{BP}/A_BusinessPartner").mock(
+        return_value=httpx.Response(503, json=UNAVAILABLE)
+    )
+    # A failed write may have been applied: it goes up at once, for the route to look it up first.
+    with pytest.raises(TransientError):
+        run(_client(retries=4).create(BP, "A_BusinessPartner", {"BusinessPartnerCategory": "2"}))
+    assert write.call_count == 1
+    # A 429 is answered before any work, so a write is repeated on it.
+    write.reset()
+    write.mock(
+        side_effect=[
+            httpx.Response(429, headers={"retry-after": "0"}, text="slow down"),
+            httpx.Response(201, json={"d": {"BusinessPartner": "1000002"}}),
+        ]
+    )
+    created = run(_client(retries=4).create(BP, "A_BusinessPartner", {"BusinessPartnerCategory": "2"}))
+    assert created == {"BusinessPartner": "1000002"} and write.call_count == 2
 
 
 @respx.mock
