@@ -30,6 +30,8 @@ def env(tmp_path: Path, store_url: str):  # type: ignore[no-untyped-def]
     environment.close()
 
 
+# Two settle phases, start-up and the checks: the suite-wide 600 s is only enough for the CI size.
+@pytest.mark.timeout(max(600, int(2 * SETTLE_S) + 300))
 def test_won_deals_are_billed_posted_and_written_back_exactly_once_under_faults(env: LeadToCash) -> None:
     async def scenario() -> bool:
         await env.start()
