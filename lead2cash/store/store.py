@@ -222,6 +222,7 @@ class Store:
         self.clock = clock
         self.is_sqlite = self.url.startswith("sqlite")
         self._xrefs: dict[tuple[str, str, str], str] = {}
+        self._xref_upsert_stmt: Any = None
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url)
         else:
@@ -319,8 +320,7 @@ class Store:
                         updated_at_ms=ts,
                     )
                 )
-            for x in xrefs_written:
-                self._xref_upsert(conn, x.entity_type, x.canonical_id, x.system, x.system_id, ts)
+            self._xref_upsert(conn, xrefs_written, ts)
             if checkpoint is not None:
                 self._checkpoint_set(conn, checkpoint[0], checkpoint[1], reason, ts)
         return True
@@ -740,8 +740,7 @@ class Store:
             return
         ts = self.clock()
         with self.engine.begin() as conn:
-            for w, _ in todo:
-                self._xref_upsert(conn, w.entity_type, w.canonical_id, w.system, w.system_id, ts)
+            self._xref_upsert(conn, [w for w, _ in todo], ts)
         for w, is_stable in todo:
             key = (w.entity_type, w.canonical_id, w.system)
             if is_stable:
@@ -749,21 +748,30 @@ class Store:
             else:
                 self._xrefs.pop(key, None)
 
-    def _xref_upsert(
-        self, conn: Connection, entity_type: str, canonical_id: str, system: str, system_id: str, ts: int
-    ) -> None:
-        stmt = self._insert(xrefs).values(
-            entity_type=entity_type,
-            canonical_id=canonical_id,
-            system=system,
-            system_id=system_id,
-            updated_at_ms=ts,
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
+    def _xref_upsert(self, conn: Connection, writes: Sequence[XrefWrite], ts: int) -> None:
+        # One statement for the batch (executemany): built once, compiled once. The last write of a key
+        # wins, and a key appears once (PostgreSQL refuses to update one row twice in one statement).
+        latest = {(w.entity_type, w.canonical_id, w.system): w for w in writes}
+        if not latest:
+            return
+        if self._xref_upsert_stmt is None:
+            stmt = self._insert(xrefs)
+            self._xref_upsert_stmt = stmt.on_conflict_do_update(
                 index_elements=["entity_type", "canonical_id", "system"],
-                set_={"system_id": system_id, "updated_at_ms": ts},
+                set_={"system_id": stmt.excluded.system_id, "updated_at_ms": stmt.excluded.updated_at_ms},
             )
+        conn.execute(
+            self._xref_upsert_stmt,
+            [
+                {
+                    "entity_type": w.entity_type,
+                    "canonical_id": w.canonical_id,
+                    "system": w.system,
+                    "system_id": w.system_id,
+                    "updated_at_ms": ts,
+                }
+                for w in latest.values()
+            ],
         )
 
     def xref_get(

@@ -6,7 +6,7 @@ import multiprocessing
 
 import pytest
 
-from lead2cash.store import EffectState, NewDeadLetter, NewMessage, Store
+from lead2cash.store import EffectState, NewDeadLetter, NewMessage, Store, XrefWrite
 
 
 def _msgs(n: int, ordering: str | None = None, prefix: str = "k") -> list[NewMessage]:
@@ -78,6 +78,19 @@ def test_xrefs_receipts_and_route_state(store_url: str) -> None:
     wanted = [f"g{i}" for i in range(0, 1300, 7)]
     many = store.xref_get_many("Gate", "lago", wanted)
     assert many == {f"g{i}": f"g{i}:{i % 3}" for i in range(0, 1200, 7)}
+    # A batch updates what exists and inserts the rest; a key written twice in one batch keeps the last.
+    store.xref_put_many(
+        [
+            XrefWrite("Gate", "g1", "lago", "g1:new"),
+            XrefWrite("Gate", "g9999", "lago", "first"),
+            XrefWrite("Gate", "g9999", "lago", "second"),
+        ]
+    )
+    assert store.xref_get_many("Gate", "lago", ["g1", "g2", "g9999"]) == {
+        "g1": "g1:new",
+        "g2": "g2:2",
+        "g9999": "second",
+    }
     assert store.receipt_add("lago", "evt-1") is True
     assert store.receipt_add("lago", "evt-1") is False
     store.route_state_set("r", "halted", "boom")
