@@ -19,7 +19,8 @@ small: a 1,000-deal backfill (3 repeats) and a 60 s trickle, a few minutes; larg
    close-won request was sent. Target: p99 <= route 1's poll interval + 2 s.
 3. Ceiling. ``bench/lead_to_cash_baseline.py`` makes the same effect calls for the same N deals at the same
    concurrency without state, once with httpx on the aiohttp transport (as the hub) and once with plain
-   aiohttp; the hub's deals/s over each is the ratio (target >= 0.8).
+   aiohttp; the hub's deals/s over each is the ratio (target >= 0.8). CPU ms/deal is this process's CPU time
+   (all threads) per deal: the hub or the script, without the sandboxes when they run in their child process.
 
 ``--latency-ms 50``: every sandbox API call answers 50 ms later, for hub and baseline alike. At 0 the sandboxes
 answer in about a millisecond and both sides are bound by their own CPU (the hub's durable bookkeeping per
@@ -145,14 +146,18 @@ class Backfill:
     dead_letters: int
     api_calls: dict[str, int] = field(default_factory=dict)
     webhooks: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float = (
+        0.0  # this process (the hub; the sandboxes are a child process by default), start to settled
+    )
 
     @property
     def rate(self) -> float:
         return self.won / self.seconds
 
 
-async def _wait_done(env: LeadToCash, won: int, timeout: float) -> bool:
-    """Until settled; the cheap store counts first, the full check (SOQL, Lago listing) only then."""
+async def _wait_done(env: LeadToCash, won: int, timeout: float) -> tuple[bool, float]:
+    """Until settled; the cheap store counts first, the full check (SOQL, Lago listing) only then.
+    Returns whether it settled and this process's CPU time when the last check began."""
     deadline = time.monotonic() + timeout
     store = env.hub.store
     while time.monotonic() < deadline:
@@ -163,10 +168,11 @@ async def _wait_done(env: LeadToCash, won: int, timeout: float) -> bool:
         posted = store.count_messages(ROUTES[1], "delivered")
         if store.count_messages(ROUTES[3], "delivered") < posted:
             continue
+        cpu = time.process_time()
         if await asyncio.to_thread(env.settled):
-            return True
+            return True, cpu
         await asyncio.sleep(0.5)
-    return False
+    return False, time.process_time()
 
 
 async def backfill(
@@ -186,8 +192,9 @@ async def backfill(
         if profile is not None:
             profile.enable()
         t0_ms = int(time.time() * 1000)
+        cpu0 = time.process_time()
         await env.start()
-        settled = await _wait_done(env, won, timeout)
+        settled, cpu1 = await _wait_done(env, won, timeout)
         if profile is not None:
             profile.disable()
         routes = route_table(env)
@@ -198,6 +205,7 @@ async def backfill(
             won, (last - t0_ms) / 1000, settled, routes, t0_ms, env.hub.store.dlq_count(), calls
         )
         result.webhooks = webhook_stats(env, t0_ms)
+        result.cpu_s = cpu1 - cpu0
         await env.stop()
         return result
     finally:
@@ -316,9 +324,11 @@ async def baseline(deals: int, mode: str, client: str, concurrency: int, latency
     try:
         won = close_won_total(sandboxes, deals)
         set_latency(sandboxes, latency_ms)
+        cpu0 = time.process_time()
         result = await run_baseline(
             sandboxes.hub_config(), str(sandboxes.ca_bundle), concurrency=concurrency, client=client
         )
+        result.cpu_s = time.process_time() - cpu0
         if result.deals != won or result.errors:
             raise RuntimeError(f"baseline handled {result.deals} of {won} deals; errors: {result.errors[:3]}")
         return result
@@ -356,6 +366,10 @@ def print_backfill(runs: list[Backfill]) -> None:
         )
     for name, count in run.api_calls.items():
         print(f"  calls, {name}: {count} ({count / run.won:.1f} per deal)")
+    print(
+        f"  CPU of the hub's process: {run.cpu_s:.1f} s in {run.seconds:.1f} s, "
+        f"{run.cpu_s / run.won * 1000:.1f} ms per deal"
+    )
     w = run.webhooks
     if w:
         print(
@@ -391,18 +405,19 @@ def print_trickle(t: Trickle, poll: float, safety_lag: str) -> None:
         print(f"  not posted in time: {', '.join(t.missing[:10])}")
 
 
-def print_ceiling(hub: float, runs: dict[str, list[Result]], concurrency: int) -> None:
+def print_ceiling(hub: float, hub_cpu_ms: float, runs: dict[str, list[Result]], concurrency: int) -> None:
     print(
         f"\n== 3. ratio to the ceiling (same deals, concurrency {concurrency} billing + {concurrency} ledger) =="
     )
-    print(f"  {'':<34}{'deals/s':>10}{'hub ratio':>11}   runs")
-    print(f"  {'hub (shipped routes)':<34}{hub:>10.1f}{'':>11}")
+    print(f"  {'':<34}{'deals/s':>10}{'hub ratio':>11}{'CPU ms/deal':>13}   runs")
+    print(f"  {'hub (shipped routes)':<34}{hub:>10.1f}{'':>11}{hub_cpu_ms:>13.1f}")
     for client, results in runs.items():
         rate = statistics.median(r.deals / r.seconds for r in results)
         label = "baseline, httpx + aiohttp transport" if client == "httpx" else "baseline, plain aiohttp"
         each = ", ".join(f"{r.deals / r.seconds:.0f}" for r in results)
         target = "  (target >= 0.8)" if client == "httpx" else ""
-        print(f"  {label:<34}{rate:>10.1f}{hub / rate:>11.2f}   {each}{target}")
+        cpu_ms = statistics.median(r.cpu_s / r.deals * 1000 for r in results)
+        print(f"  {label:<34}{rate:>10.1f}{hub / rate:>11.2f}{cpu_ms:>13.1f}   {each}{target}")
     first = next(iter(runs.values()))[0]
     print(f"  baseline calls per run ({first.deals} deals, {first.invoices} invoices):")
     for name, count in sorted(first.calls.items()):
@@ -491,7 +506,8 @@ def main() -> None:
     if trickled is not None:
         print_trickle(trickled, poll, args.safety_lag)
     if ceiling:
-        print_ceiling(hub_rate, ceiling, args.concurrency)
+        hub_cpu_ms = statistics.median(r.cpu_s / r.won * 1000 for r in runs)
+        print_ceiling(hub_rate, hub_cpu_ms, ceiling, args.concurrency)
 
 
 if __name__ == "__main__":

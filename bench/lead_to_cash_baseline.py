@@ -201,6 +201,7 @@ class Result:
     stage_s: dict[str, float] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0  # set by the caller that measured it
 
 
 class Baseline:
