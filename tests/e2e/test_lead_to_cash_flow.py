@@ -6,15 +6,20 @@ CI size by default; ``LEAD2CASH_E2E_DEALS=2000`` runs the issue's full size.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from pathlib import Path
 
 import pytest
 
 from lead2cash.demo.environment import LeadToCash
+from lead2cash.sandbox.salesforce.seed import STAGES
 from lead2cash.store import EffectState
 
 DEALS = int(os.environ.get("LEAD2CASH_E2E_DEALS", "40"))
+# The seed cycles through the stages: enough opportunities that DEALS of them are open to close as won.
+OPEN_SHARE = sum(1 for _p, closed, _w in STAGES.values() if not closed) / len(STAGES)
+SEED_SIZE = math.ceil(DEALS / OPEN_SHARE) + 40
 # Every call fails or loses its answer 40% of the time: the full size needs more than the CI size's time.
 SETTLE_S = max(200.0, DEALS * 0.6)
 FAULTS = {
@@ -25,7 +30,7 @@ FAULTS = {
 
 @pytest.fixture()
 def env(tmp_path: Path, store_url: str):  # type: ignore[no-untyped-def]
-    environment = LeadToCash(tmp_path / "l2c", seed=5, seed_size=DEALS + 40, store_url=store_url)
+    environment = LeadToCash(tmp_path / "l2c", seed=5, seed_size=SEED_SIZE, store_url=store_url)
     yield environment
     environment.close()
 
@@ -36,7 +41,7 @@ def test_won_deals_are_billed_posted_and_written_back_exactly_once_under_faults(
     async def scenario() -> bool:
         await env.start()
         env.set_faults(FAULTS)
-        env.close_won(DEALS)
+        assert len(env.close_won(DEALS)) == DEALS, "the seed has too few open opportunities"
         settled = await env.wait_settled(timeout=SETTLE_S)
         env.advance_billing(35)
         settled = await env.wait_settled(timeout=SETTLE_S) and settled
