@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import socket
+import ssl
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -189,7 +190,7 @@ class LeadToCash(SandboxClients):
         self.systems_file.write_text(json.dumps(self.systems_config(safety_lag, log_level), indent=2))
         self.config_files = [self.systems_file, *(config_dir / name for name in ROUTE_FILES)]
         self.hub = Hub.from_files(self.config_files)
-        ca = str(self.cluster.ca_bundle)
+        ca = ssl.create_default_context(cafile=str(self.cluster.ca_bundle))
         self.http = {
             name: httpx.Client(base_url=self.cluster.base_url(name), verify=ca, timeout=30, trust_env=False)
             for name in ("salesforce", "lago", "sap")
