@@ -213,8 +213,8 @@ async def backfill(
 
 
 def webhook_stats(env: LeadToCash, t0_ms: int) -> dict[str, Any]:
-    """What the Lago sandbox sent to the hub: it delivers one webhook at a time, each answered before the
-    next is sent, so its rate is bounded by the hub's answer time."""
+    """What the Lago sandbox sent to the hub. It delivers up to ``workers`` (8) webhooks at once, as Lago's
+    parallel webhook jobs do, so its rate is bounded by how fast the hub answers."""
     log = env.http["lago"].get("/__sandbox/lago/webhooks").json()["deliveries"]
     if not log:
         return {}
@@ -374,7 +374,7 @@ def print_backfill(runs: list[Backfill]) -> None:
     if w:
         print(
             f"  Lago webhooks to the hub: {w['sent']:.0f} sent ({w['failed']:.0f} failed), {w['first_s']:.2f}-"
-            f"{w['last_s']:.2f} s, {w['per_s']:.1f}/s (one at a time: {w['mean_gap_ms']:.1f} ms each)"
+            f"{w['last_s']:.2f} s, {w['per_s']:.1f}/s ({w['mean_gap_ms']:.1f} ms apart)"
         )
         print("    by type: " + ", ".join(f"{t} {n}" for t, n in w["types"]))
 
