@@ -461,7 +461,16 @@ class Baseline:
         self, invoice: Mapping[str, Any], company_code: str, debtor: str, opp: Mapping[str, Any]
     ) -> bytes:
         ccy = invoice["currency"]
-        number = escape(invoice["number"])
+        full = str(invoice["number"])
+        # SAP's field lengths, as the shipped ledger route fills them (long_references: tail): the reference
+        # is the longest tail of whole "-" segments within 16 characters; the rest is cut to length.
+        parts = full.split("-")
+        ref = escape(
+            next(("-".join(parts[i:]) for i in range(len(parts)) if len("-".join(parts[i:])) <= 16), full)
+        )
+        number = escape(full[:18])
+        header = escape(f"Invoice {full}"[:25])
+        item_text = escape(f"Invoice {full}"[:50])
         day = invoice["issuing_date"]
         families = {}
         for line in (opp.get("OpportunityLineItems") or {}).get("records") or []:
@@ -478,7 +487,7 @@ class Baseline:
         debtor_item = (
             f"<DebtorItem><ReferenceDocumentItem>{n}</ReferenceDocumentItem><Debtor>{debtor}</Debtor>"
             f"{amount('AmountInTransactionCurrency', total)}<DebitCreditCode>S</DebitCreditCode>"
-            f"<DocumentItemText>Invoice {number}</DocumentItemText><AssignmentReference>{number}</AssignmentReference></DebtorItem>"
+            f"<DocumentItemText>{item_text}</DocumentItemText><AssignmentReference>{number}</AssignmentReference></DebtorItem>"
         )
         for fee in invoice["fees"]:
             n += 1
@@ -510,9 +519,9 @@ class Baseline:
         message = uuid.uuid4().hex
         entry = (
             "<JournalEntry><OriginalReferenceDocumentType>BKPFF</OriginalReferenceDocumentType>"
-            f"<OriginalReferenceDocument>{number}</OriginalReferenceDocument>"
+            f"<OriginalReferenceDocument>{ref}</OriginalReferenceDocument>"
             "<BusinessTransactionType>RFBU</BusinessTransactionType><AccountingDocumentType>DR</AccountingDocumentType>"
-            f"<DocumentReferenceID>{number}</DocumentReferenceID><DocumentHeaderText>Invoice {number}</DocumentHeaderText>"
+            f"<DocumentReferenceID>{ref}</DocumentReferenceID><DocumentHeaderText>{header}</DocumentHeaderText>"
             f"<CreatedByUser>BASELINE</CreatedByUser><CompanyCode>{company_code}</CompanyCode>"
             f"<DocumentDate>{day}</DocumentDate><PostingDate>{day}</PostingDate>"
             f"{''.join(items)}{debtor_item}{''.join(taxes)}</JournalEntry>"
