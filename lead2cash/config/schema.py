@@ -167,7 +167,10 @@ class RouteConfig(Strict):
     batch_size: int = Field(200, ge=1, le=5000)
     concurrency: int = Field(16, ge=1, le=512)
     rate_limit: float | None = Field(
-        None, gt=0, le=100_000, description="ceiling on target calls per second (delivers and lookups)"
+        None,
+        gt=0,
+        le=100_000,
+        description="ceiling on target calls per second (delivers, lookups, connectors' quick retries)",
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError
+from lead2cash.pacing import pace
 
 T = TypeVar("T")
 
@@ -31,7 +32,8 @@ async def quick_retry(
 ) -> T:
     """``call()`` with up to ``retries`` repeats, 50 ms doubling to 2 s plus jitter, or the server's
     Retry-After when it is longer; a Retry-After beyond ``max_inline_wait`` goes up to the route, which
-    pauses instead of holding a connection slot."""
+    pauses instead of holding a connection slot. Each repeat counts against the calling route's
+    ``rate_limit`` like any other call."""
     attempt = 0
     while True:
         attempt += 1
@@ -46,3 +48,4 @@ async def quick_retry(
                     raise
                 wait = max(wait, exc.retry_after)
             await asyncio.sleep(wait)
+            await pace()

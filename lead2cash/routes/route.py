@@ -27,6 +27,7 @@ from tenacity import (
 )
 
 from lead2cash.observability import REDACTOR, Metrics
+from lead2cash.pacing import RateLimiter, current_pacer
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, Source, Target
 from lead2cash.routes.policy import OnFailure, RetryPolicy
@@ -55,23 +56,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, DeliveryError):
         return exc.describe()
     return f"{type(exc).__name__}: {exc}"
-
-
-class RateLimiter:
-    """Spaces calls at least ``1 / rate`` seconds apart (no bursts): a route's ceiling on its target."""
-
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
-        self._next = 0.0
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            wait = self._next - now
-            self._next = max(now, self._next) + self.interval
-        if wait > 0:
-            await asyncio.sleep(wait)
 
 
 RECORD_WINDOW_S = 0.005
@@ -294,6 +278,8 @@ class RouteRuntime:
         return len(claimed)
 
     async def _deliver(self, message: Message, ambiguous: bool) -> Outcome:
+        # This task's context: the connectors' in-call repeats take their slots from this route's ceiling.
+        current_pacer.set(self._bucket)
         bound = log.bind(route=self.name, key=message.idempotency_key, trace_id=message.trace_id)
         history: list[dict[str, Any]] = []
         try:

@@ -12,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from lead2cash.cli import app
+from lead2cash.connectors.quick_retry import quick_retry
 from lead2cash.demo import sample_orders
+from lead2cash.errors import TransientError
 from lead2cash.hub import Hub
 
 CONFIG = """
@@ -186,6 +188,40 @@ def test_rate_limit_is_a_ceiling_on_target_calls(tmp_path: Path) -> None:
     # 40 calls at 50/s take at least 39 intervals of 20 ms; in any 1 s window, at most 50 calls.
     assert stamps[-1] - stamps[0] >= 39 * 0.02 * 0.95
     assert max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps) <= 50
+    hub.close()
+
+
+def test_a_connectors_quick_retries_count_against_the_routes_rate_limit(tmp_path: Path) -> None:
+    """A call repeated inside a delivery (a connector's quick retry) takes a slot of the route's ceiling."""
+    path = tmp_path / "rate.yaml"
+    text = CONFIG.format(url=f"sqlite:///{tmp_path / 's.db'}", on_failure="dead-letter", max_inline="30s")
+    path.write_text(text.replace("    batch_size: 100\n", "    batch_size: 100\n    rate_limit: 20\n"))
+    hub = Hub.from_files([path], configure_logs=False)
+    system = doubles.REGISTRY["mem"]
+    system.records.extend(sample_orders(20, seed=17))
+    target = system.target("bill", {})
+    stamps: list[float] = []
+    original = target.deliver
+
+    async def first_call_fails(entity, key):  # type: ignore[no-untyped-def]
+        calls = 0
+
+        async def call():  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            stamps.append(time.monotonic())
+            if calls == 1:
+                raise TransientError("503 on the first call")
+            return await original(entity, key)
+
+        return await quick_retry(call, safe=True, retries=2, max_inline_wait=5)
+
+    target.deliver = first_call_fails  # type: ignore[method-assign]
+    assert asyncio.run(hub.run_until_idle(timeout=30))
+    assert len(target.effects) == 20 and len(stamps) == 40
+    # 40 calls at 20/s: at most 20 in any 1 s window (one more for a timer that fired late).
+    assert max(sum(1 for t in stamps if s <= t < s + 1.0) for s in stamps) <= 21
+    assert stamps[-1] - stamps[0] >= 39 * 0.05 * 0.95
     hub.close()
 
 
