@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import doubles
 import pytest
@@ -167,14 +168,19 @@ def test_per_customer_order_is_kept(tmp_path: Path, store_url: str) -> None:
     hub.close()
 
 
-def test_rate_limit_is_a_ceiling_on_target_calls(tmp_path: Path) -> None:
+def _rate_limited(tmp_path: Path, rate: int, orders: int, seed: int) -> tuple[Hub, Any]:
+    """A hub whose one route has ``rate_limit: rate``, with ``orders`` orders to bill; and its target."""
     path = tmp_path / "rate.yaml"
     text = CONFIG.format(url=f"sqlite:///{tmp_path / 's.db'}", on_failure="dead-letter", max_inline="30s")
-    path.write_text(text.replace("    batch_size: 100\n", "    batch_size: 100\n    rate_limit: 50\n"))
+    path.write_text(text.replace("    batch_size: 100\n", f"    batch_size: 100\n    rate_limit: {rate}\n"))
     hub = Hub.from_files([path], configure_logs=False)
     system = doubles.REGISTRY["mem"]
-    system.records.extend(sample_orders(40, seed=13))
-    target = system.target("bill", {})
+    system.records.extend(sample_orders(orders, seed=seed))
+    return hub, system.target("bill", {})
+
+
+def test_rate_limit_is_a_ceiling_on_target_calls(tmp_path: Path) -> None:
+    hub, target = _rate_limited(tmp_path, rate=50, orders=40, seed=13)
     stamps: list[float] = []
     original = target.deliver
 
@@ -182,7 +188,7 @@ def test_rate_limit_is_a_ceiling_on_target_calls(tmp_path: Path) -> None:
         stamps.append(time.monotonic())
         return await original(entity, key)
 
-    target.deliver = stamped  # type: ignore[method-assign]
+    target.deliver = stamped
     assert asyncio.run(hub.run_until_idle(timeout=30))
     assert len(target.effects) == 40
     # 40 calls at 50/s take at least 39 intervals of 20 ms; in any 1 s window, at most 50 calls.
@@ -193,13 +199,7 @@ def test_rate_limit_is_a_ceiling_on_target_calls(tmp_path: Path) -> None:
 
 def test_a_connectors_quick_retries_count_against_the_routes_rate_limit(tmp_path: Path) -> None:
     """A call repeated inside a delivery (a connector's quick retry) takes a slot of the route's ceiling."""
-    path = tmp_path / "rate.yaml"
-    text = CONFIG.format(url=f"sqlite:///{tmp_path / 's.db'}", on_failure="dead-letter", max_inline="30s")
-    path.write_text(text.replace("    batch_size: 100\n", "    batch_size: 100\n    rate_limit: 20\n"))
-    hub = Hub.from_files([path], configure_logs=False)
-    system = doubles.REGISTRY["mem"]
-    system.records.extend(sample_orders(20, seed=17))
-    target = system.target("bill", {})
+    hub, target = _rate_limited(tmp_path, rate=20, orders=20, seed=17)
     stamps: list[float] = []
     original = target.deliver
 
@@ -216,7 +216,7 @@ def test_a_connectors_quick_retries_count_against_the_routes_rate_limit(tmp_path
 
         return await quick_retry(call, safe=True, retries=2, max_inline_wait=5)
 
-    target.deliver = first_call_fails  # type: ignore[method-assign]
+    target.deliver = first_call_fails
     assert asyncio.run(hub.run_until_idle(timeout=30))
     assert len(target.effects) == 20 and len(stamps) == 40
     # 40 calls at 20/s: at most 20 in any 1 s window (one more for a timer that fired late).
