@@ -13,10 +13,14 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import structlog
+
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError
 from lead2cash.pacing import pace
 
 T = TypeVar("T")
+
+log = structlog.get_logger("lead2cash.connectors")
 
 
 def repeatable(exc: DeliveryError, safe: bool) -> bool:
@@ -47,5 +51,6 @@ async def quick_retry(
                 if exc.retry_after > max_inline_wait:
                     raise
                 wait = max(wait, exc.retry_after)
+            log.debug("repeating a call", attempt=attempt, wait_s=round(wait, 3), error=exc.describe())
             await asyncio.sleep(wait)
             await pace()
