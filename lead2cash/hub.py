@@ -154,6 +154,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._web: Any = None
         self._source_paused: dict[str, float] = {}
+        self._polls: dict[str, asyncio.Task[int]] = {}
 
     @staticmethod
     def _new_sqlite_files(url: str) -> list[Path]:
@@ -309,6 +310,16 @@ class Hub:
             self.wake(name)
         return count
 
+    async def _poll(self, name: str) -> None:
+        """The scheduler's tick: start a read of the source unless the last one is still reading. The
+        first read of a large backlog outlasts several ticks; that is expected, so a tick is skipped here
+        (the scheduler would warn) and the running read, which pages until the source is drained, covers it."""
+        running = self._polls.get(name)
+        if running is not None and not running.done():
+            log.debug("source still being read; poll tick skipped", route=name)
+            return
+        self._polls[name] = asyncio.create_task(self.ingest(name), name=f"poll:{name}")
+
     def wake(self, name: str) -> None:
         event = self._wake.get(name)
         if event is not None:
@@ -346,7 +357,7 @@ class Hub:
                 trigger = CronTrigger.from_crontab(cfg.source.trigger.cron, timezone="UTC")
             if trigger is not None:
                 scheduler.add_job(
-                    self.ingest,
+                    self._poll,
                     trigger,
                     args=[name],
                     id=f"ingest:{name}",
@@ -394,12 +405,14 @@ class Hub:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
-        for task in self._tasks:
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._polls.values()]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._polls.clear()
         log.info("hub stopped")
 
     async def run_until_idle(self, timeout: float | None = None, routes: Sequence[str] | None = None) -> bool:
