@@ -47,6 +47,18 @@ from lead2cash.store.schema import (
 MIGRATIONS = Path(__file__).parent / "migrations"
 XREF_CACHE_SIZE = 100_000  # stable cross-references remembered per process
 
+# Lookups on the hot path are built once: building the clauses costs more than running the query.
+_XREF_GET = select(xrefs.c.system_id).where(
+    xrefs.c.entity_type == bindparam("entity_type"),
+    xrefs.c.canonical_id == bindparam("canonical_id"),
+    xrefs.c.system == bindparam("system"),
+)
+_XREF_GET_MANY = select(xrefs.c.canonical_id, xrefs.c.system_id).where(
+    xrefs.c.entity_type == bindparam("entity_type"),
+    xrefs.c.system == bindparam("system"),
+    xrefs.c.canonical_id.in_(bindparam("ids", expanding=True)),
+)
+
 
 class XrefWrite(NamedTuple):
     """A cross-reference a source writes in the same transaction as the records it passes on."""
@@ -229,6 +241,13 @@ class Store:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5)
         if migrate:
             self.migrate()
+        # Writes on the hot path, built once per dialect.
+        self._receipt_insert: Any = (
+            self._insert(inbound_receipts).on_conflict_do_nothing().returning(inbound_receipts.c.unique_key)
+        )
+        self._message_insert: Any = self._insert(messages).on_conflict_do_nothing(
+            index_elements=["route", "idempotency_key"]
+        )
 
     @property
     def backend(self) -> str:
@@ -276,10 +295,8 @@ class Store:
         with self.engine.begin() as conn:
             if receipt is not None:
                 seen = conn.execute(
-                    self._insert(inbound_receipts)
-                    .values(sender=receipt[0], unique_key=receipt[1], received_at_ms=ts)
-                    .on_conflict_do_nothing()
-                    .returning(inbound_receipts.c.unique_key)
+                    self._receipt_insert,
+                    {"sender": receipt[0], "unique_key": receipt[1], "received_at_ms": ts},
                 ).first()
                 if seen is None:
                     return False
@@ -301,10 +318,7 @@ class Store:
                     }
                     for m in new
                 ]
-                stmt = self._insert(messages).on_conflict_do_nothing(
-                    index_elements=["route", "idempotency_key"]
-                )
-                conn.execute(stmt, rows)
+                conn.execute(self._message_insert, rows)
             for d in dead:
                 conn.execute(
                     insert(dead_letters).values(
@@ -780,11 +794,9 @@ class Store:
         cache_key = (entity_type, canonical_id, system)
         if stable and (known := self._xrefs.get(cache_key)) is not None:
             return known
-        q = select(xrefs.c.system_id).where(
-            xrefs.c.entity_type == entity_type, xrefs.c.canonical_id == canonical_id, xrefs.c.system == system
-        )
+        params = {"entity_type": entity_type, "canonical_id": canonical_id, "system": system}
         with self._read() as conn:
-            value = conn.execute(q).scalar()
+            value = conn.execute(_XREF_GET, params).scalar()
         if value is None:
             return None  # never cached: another worker may map it any moment
         if stable:
@@ -802,12 +814,8 @@ class Store:
         ids = list(dict.fromkeys(canonical_ids))
         with self._read() as conn:
             for start in range(0, len(ids), 500):  # under SQLite's bound-parameter ceiling
-                q = select(xrefs.c.canonical_id, xrefs.c.system_id).where(
-                    xrefs.c.entity_type == entity_type,
-                    xrefs.c.system == system,
-                    xrefs.c.canonical_id.in_(ids[start : start + 500]),
-                )
-                found.update({str(c): str(v) for c, v in conn.execute(q)})
+                params = {"entity_type": entity_type, "system": system, "ids": ids[start : start + 500]}
+                found.update({str(c): str(v) for c, v in conn.execute(_XREF_GET_MANY, params)})
         return found
 
     def xref_find(self, entity_type: str, system: str, system_id: str) -> str | None:
@@ -821,14 +829,9 @@ class Store:
     # ------------------------------------------------------------------ inbound receipts (webhook dedupe)
     def receipt_add(self, sender: str, unique_key: str) -> bool:
         """Remember a sender's unique delivery key; False when it was seen before (a duplicate)."""
-        stmt = (
-            self._insert(inbound_receipts)
-            .values(sender=sender, unique_key=unique_key, received_at_ms=self.clock())
-            .on_conflict_do_nothing()
-            .returning(inbound_receipts.c.unique_key)
-        )
+        row = {"sender": sender, "unique_key": unique_key, "received_at_ms": self.clock()}
         with self.engine.begin() as conn:
-            return conn.execute(stmt).first() is not None
+            return conn.execute(self._receipt_insert, row).first() is not None
 
     # ------------------------------------------------------------------ route state
     def route_state_get(self, route: str) -> RouteState | None:
