@@ -154,12 +154,6 @@ class LagoBinding:
                 return known
         return customer.refs.get("salesforce") or customer.id
 
-    def customer_known(self, customer: Customer) -> bool:
-        """Whether this hub has put the customer into Lago before (its cross-reference exists)."""
-        return self.store is not None and (
-            self.store.xref_get("Customer", customer.id, XREF_SYSTEM, stable=True) is not None
-        )
-
     def remember(self, learned: Sequence[tuple[str, str, str]]) -> None:
         """Write (entity type, canonical id, Lago id) cross-references in one transaction."""
         if self.store is not None and learned:
@@ -272,18 +266,15 @@ class OrderTarget:
         customer_body = adapter.customer_payload(order.customer, external_id, order.currency)
         learned: list[tuple[str, str, str]] = []  # cross-references, written together at the end
 
-        # Independent calls go out together: a deal costs three or four round trips, not one per call.
+        # Independent calls go out together: a deal costs three round trips, not one per call.
         def reads() -> tuple[Awaitable[Any], Awaitable[Any]]:
             return self._find_invoice(order, external_id), self.client.list_subscriptions(external_id)
 
         if won and apply:
             learned.append(("Customer", order.customer.id, external_id))
-            if self.binding.customer_known(order.customer):
-                # Lago has had this customer since an earlier order: the reads need not wait for the upsert.
-                _, invoice, listed = await _together(self.client.upsert_customer(customer_body), *reads())
-            else:
-                await self.client.upsert_customer(customer_body)
-                invoice, listed = await _together(*reads())
+            # The reads need not wait for the upsert: it touches neither invoices nor subscriptions, and
+            # Lago lists none (200, empty) for a customer it does not have yet.
+            _, invoice, listed = await _together(self.client.upsert_customer(customer_body), *reads())
         elif won and not await self._customer_matches(customer_body):
             return None
         else:

@@ -233,3 +233,52 @@ def test_per_plan_grouping_sums_lines_of_one_plan(lago: LagoTestEnv, tmp_path: P
     assert subs["GRP-1:SEAT-ADD__GBP"]["plan_amount_cents"] == 7170 + 4302  # 3 x 23.90 + 2 x 23.90 less 10 %
     assert Decimal(subs["GRP-1:SEAT-ADD__GBP"]["plan_amount_cents"]) == Decimal("11472")
     hub.close()
+
+
+def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, tmp_path: Path) -> None:
+    """Customer upsert and the two reads go out together (Lago lists nothing for a customer it does not
+    have yet), then the subscription and the one-off invoice, then the invoice's metadata: three waves of
+    calls on the deal's path, timed from the connector's own calls with 150 ms added to each answer."""
+    orders = [
+        o
+        for o in make_orders(12, prefix="WAVE", seed=31)
+        if any(line["kind"] == "recurring" for line in o["lines"])
+        and any(line["kind"] == "one_time" for line in o["lines"])
+    ][:1]
+    assert orders, "the catalogue gave no order with both kinds of line"
+    doubles.memory_system("mem", {}).records.extend(orders)
+    hub = Hub.from_files([write_config(tmp_path, lago.system_config())], configure_logs=False)
+    client = hub.systems["lago"].client  # type: ignore[attr-defined]
+    calls: list[tuple[str, float, float]] = []
+    original = client.request
+
+    async def timed(method: str, path: str, operation: str, *args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return await original(method, path, operation, *args, **kwargs)
+        finally:
+            calls.append((operation, started, time.monotonic()))
+
+    client.request = timed
+    lago.faults({"*": {"latency_ms": 150}})
+    try:
+        assert run_hub(hub, timeout=30)
+    finally:
+        lago.faults({})
+    hub.close()
+    # A wave is the calls that start before any call of the wave ends.
+    calls.sort(key=lambda c: c[1])
+    waves: list[list[str]] = []
+    wave_end = float("-inf")
+    for operation, started, ended in calls:
+        if started >= wave_end:
+            waves.append([])
+            wave_end = ended
+        else:
+            wave_end = min(wave_end, ended)
+        waves[-1].append(operation)
+    assert [sorted(set(w)) for w in waves] == [
+        ["customers.create", "invoices.list", "subscriptions.list"],
+        ["invoices.create", "subscriptions.create"],
+        ["invoices.update"],
+    ], waves
