@@ -234,7 +234,6 @@ class Store:
         self.clock = clock
         self.is_sqlite = self.url.startswith("sqlite")
         self._xrefs: dict[tuple[str, str, str], str] = {}
-        self._xref_upsert_stmt: Any = None
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url)
         else:
@@ -247,6 +246,11 @@ class Store:
         )
         self._message_insert: Any = self._insert(messages).on_conflict_do_nothing(
             index_elements=["route", "idempotency_key"]
+        )
+        upsert = self._insert(xrefs)
+        self._xref_upsert_stmt: Any = upsert.on_conflict_do_update(
+            index_elements=["entity_type", "canonical_id", "system"],
+            set_={"system_id": upsert.excluded.system_id, "updated_at_ms": upsert.excluded.updated_at_ms},
         )
 
     @property
@@ -763,17 +767,11 @@ class Store:
                 self._xrefs.pop(key, None)
 
     def _xref_upsert(self, conn: Connection, writes: Sequence[XrefWrite], ts: int) -> None:
-        # One statement for the batch (executemany): built once, compiled once. The last write of a key
+        # One statement for the batch (executemany), built in __init__. The last write of a key
         # wins, and a key appears once (PostgreSQL refuses to update one row twice in one statement).
         latest = {(w.entity_type, w.canonical_id, w.system): w for w in writes}
         if not latest:
             return
-        if self._xref_upsert_stmt is None:
-            stmt = self._insert(xrefs)
-            self._xref_upsert_stmt = stmt.on_conflict_do_update(
-                index_elements=["entity_type", "canonical_id", "system"],
-                set_={"system_id": stmt.excluded.system_id, "updated_at_ms": stmt.excluded.updated_at_ms},
-            )
         conn.execute(
             self._xref_upsert_stmt,
             [
