@@ -200,7 +200,9 @@ async def backfill(
         routes = route_table(env)
         last = max(s["last_updated"] for r in routes.values() for st, s in r.items() if st == "delivered")
         calls = {"salesforce (connector count)": int(env.hub.systems["salesforce"].client.calls)}  # type: ignore[attr-defined]
-        calls["lago (connector count)"] = int(env.hub.systems["lago"].client.calls)  # type: ignore[attr-defined]
+        lago = env.hub.systems["lago"].client  # type: ignore[attr-defined]
+        calls["lago (connector count)"] = int(lago.calls)
+        calls.update({f"  lago {op}": int(n) for op, n in lago.calls_by_operation.most_common()})
         result = Backfill(
             won, (last - t0_ms) / 1000, settled, routes, t0_ms, env.hub.store.dlq_count(), calls
         )
@@ -365,7 +367,8 @@ def print_backfill(runs: list[Backfill]) -> None:
             f"{d['count'] / span:>9.1f}"
         )
     for name, count in run.api_calls.items():
-        print(f"  calls, {name}: {count} ({count / run.won:.1f} per deal)")
+        label = f"    {name.strip()}" if name.startswith(" ") else f"  calls, {name}"  # a breakdown line
+        print(f"{label}: {count} ({count / run.won:.2f} per deal)")
     print(
         f"  CPU of the hub's process: {run.cpu_s:.1f} s in {run.seconds:.1f} s, "
         f"{run.cpu_s / run.won * 1000:.1f} ms per deal"

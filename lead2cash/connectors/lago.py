@@ -23,6 +23,7 @@ import hmac
 import json
 import ssl
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -139,6 +140,7 @@ class LagoClient:
         self._transport = transport
         self._clients: dict[int, httpx.AsyncClient] = {}
         self.calls = 0
+        self.calls_by_operation: Counter[str] = Counter()  # repeats included, as ``calls``
 
     def _client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
@@ -184,6 +186,7 @@ class LagoClient:
         self, method: str, path: str, operation: str, body: Mapping[str, Any] | None, params: Any
     ) -> Any:
         self.calls += 1
+        self.calls_by_operation[operation] += 1
         try:
             response = await self._client().request(method, path, json=body, params=params)
         except httpx.TimeoutException as exc:
@@ -279,6 +282,7 @@ class LagoClient:
     async def fetch_text(self, url: str, operation: str) -> str:
         """GET an absolute URL of this Lago (the webhook public key) with the same auth and TLS."""
         self.calls += 1
+        self.calls_by_operation[operation] += 1
         try:
             response = await self._client().get(url)
         except httpx.HTTPError as exc:
