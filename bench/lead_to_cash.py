@@ -39,7 +39,6 @@ import asyncio
 import cProfile
 import io
 import json
-import logging
 import pstats
 import shlex
 import statistics
@@ -453,8 +452,6 @@ def main() -> None:
     deals = args.deals or int(size["deals"])
     repeats = args.repeats or int(size["repeats"])
     trickle_s = int(size["trickle"]) if args.trickle_seconds is None else args.trickle_seconds
-    # The hub's web server reports cancelled keep-alive tasks at stop; noise here.
-    logging.getLogger("uvicorn.error").addFilter(lambda r: "graceful shutdown" not in r.getMessage())
 
     print("$ " + shlex.join([Path(sys.executable).name, *sys.argv]))
     print(

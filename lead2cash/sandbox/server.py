@@ -166,9 +166,16 @@ def running_cluster(systems: list[SystemSandbox], state_dir: Path) -> Iterator[S
 
 
 class _QuietDrops(logging.Filter):
+    """Noise the sandboxes cause on purpose: dropped responses (fault injection), and the 1 s graceful
+    shutdown running out on a client's idle keep-alive connection (logged by uvicorn as an ERROR)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("sandbox dropped the response" in message or "without starting response" in message)
+        return not (
+            "sandbox dropped the response" in message
+            or "without starting response" in message
+            or "timeout graceful shutdown exceeded" in message
+        )
 
 
 logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
