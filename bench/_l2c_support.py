@@ -254,6 +254,7 @@ class RemoteLeadToCash(LeadToCash):
         *,
         seed: int = 42,
         seed_size: int = 60,
+        store_url: str | None = None,
         safety_lag: str = "1s",
         log_level: str = "WARNING",
     ) -> None:
@@ -261,7 +262,7 @@ class RemoteLeadToCash(LeadToCash):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cluster = SandboxProcess(self.workdir / "sandbox", seed=seed, seed_size=seed_size)  # type: ignore[assignment]
         self.web_port = free_port()
-        self.store_url = f"sqlite:///{self.workdir / 'state.db'}"
+        self.store_url = store_url or f"sqlite:///{self.workdir / 'state.db'}"
         self.systems_file = self.workdir / "systems.yaml"
         self.systems_file.write_text(json.dumps(self.systems_config(safety_lag, log_level), indent=2))
         self.config_files = [self.systems_file, *(CONFIG_DIR / name for name in ROUTE_FILES)]

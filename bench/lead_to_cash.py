@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/lead_to_cash.py [--size small|large] [--sandboxes process|thread] [--repeats N]
                                            [--trickle-seconds T] [--safety-lag 1s] [--profile FILE]
-                                           [--latency-ms MS]
+                                           [--latency-ms MS] [--store sqlite|postgresql]
 
 small: a 1,000-deal backfill (3 repeats) and a 60 s trickle, a few minutes; large: the issue's 10,000 deals
 (1 repeat) and a 300 s trickle. Figures are medians over the repeats.
@@ -36,15 +36,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import cProfile
 import io
 import json
+import os
 import pstats
 import shlex
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -106,10 +109,41 @@ def route1_poll_interval() -> float:
     return float(parse_duration(trigger["interval"]))
 
 
+STORE = {"backend": "sqlite"}  # --store
+PG_URL = os.environ.get("LEAD2CASH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_SCHEMAS: list[str] = []  # one per environment, dropped at exit
+
+
+def store_url() -> str | None:
+    """None (SQLite in the environment's directory) or a fresh PostgreSQL schema for one environment."""
+    if STORE["backend"] == "sqlite":
+        return None
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    PG_SCHEMAS.append(schema)
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+@atexit.register
+def _drop_schemas() -> None:
+    if not PG_SCHEMAS:
+        return
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for schema in PG_SCHEMAS:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 def make_env(mode: str, workdir: Path, seed_size: int, safety_lag: str) -> LeadToCash:
+    url = store_url()
     if mode == "process":
-        return RemoteLeadToCash(workdir, seed_size=seed_size, safety_lag=safety_lag)
-    return LeadToCash(workdir, seed_size=seed_size, safety_lag=safety_lag)
+        return RemoteLeadToCash(workdir, seed_size=seed_size, safety_lag=safety_lag, store_url=url)
+    return LeadToCash(workdir, seed_size=seed_size, safety_lag=safety_lag, store_url=url)
 
 
 def route_table(env: LeadToCash) -> dict[str, dict[str, dict[str, int]]]:
@@ -440,6 +474,12 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=16, help="baseline; the shipped routes use 16")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the hub's state store; postgresql: a fresh schema per run at LEAD2CASH_BENCH_PG_URL",
+    )
     parser.add_argument("--profile", type=Path, help="cProfile the hub's first backfill into this file")
     parser.add_argument(
         "--latency-ms",
@@ -448,6 +488,7 @@ def main() -> None:
         help="backfill and ceiling: every sandbox API call answers this much later, as across a network",
     )
     args = parser.parse_args()
+    STORE["backend"] = args.store
     size = SIZES[args.size]
     deals = args.deals or int(size["deals"])
     repeats = args.repeats or int(size["repeats"])
@@ -456,7 +497,7 @@ def main() -> None:
     print("$ " + shlex.join([Path(sys.executable).name, *sys.argv]))
     print(
         f"size {args.size}: backfill {deals} deals x {repeats}, trickle {trickle_s} s; sandboxes: {args.sandboxes}"
-        f" ({'child process, uvloop' if args.sandboxes == 'process' else 'thread of this process'}); store: SQLite"
+        f" ({'child process, uvloop' if args.sandboxes == 'process' else 'thread of this process'}); store: {args.store}"
         f"{f'; every sandbox API call answers {args.latency_ms} ms later' if args.latency_ms else ''}"
     )
     poll = route1_poll_interval()

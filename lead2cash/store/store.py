@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from lead2cash.store.schema import (
     checkpoint_history,
@@ -228,6 +229,34 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+PG_IDLE_PING_S = 10.0
+
+
+def _postgresql_engine(url: str) -> Engine:
+    engine = create_engine(url, pool_size=5, max_overflow=5)
+
+    # A pooled connection is pinged only when it sat idle: under load connections come back within
+    # milliseconds, and a ping on every checkout (pool_pre_ping) was a round trip per store call. A
+    # connection the server dropped meanwhile (a restart, an idle timeout) fails the ping and the pool
+    # replaces it; the caller never sees it.
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since < PG_IDLE_PING_S:
+            return
+        try:
+            dbapi_connection.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as exc:
+            raise DisconnectionError("pooled PostgreSQL connection is gone") from exc
+
+    return engine
+
+
 class Store:
     def __init__(self, url: str, *, clock: Callable[[], int] = now_ms, migrate: bool = True) -> None:
         self.url = normalise_url(url)
@@ -237,7 +266,7 @@ class Store:
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url)
         else:
-            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+            self.engine = _postgresql_engine(self.url)
         if migrate:
             self.migrate()
         # Writes on the hot path, built once per dialect.
@@ -271,7 +300,11 @@ class Store:
         self.engine.dispose()
 
     def _read(self) -> Connection:
-        return self.engine.connect().execution_options(lead2cash_read=True)
+        """A connection for one read statement. On PostgreSQL it runs in autocommit: the statement is its
+        own snapshot, and BEGIN and ROLLBACK would be two more round trips."""
+        if self.is_sqlite:
+            return self.engine.connect().execution_options(lead2cash_read=True)
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def _insert(self, table: Any) -> Any:
         return sqlite.insert(table) if self.is_sqlite else postgresql.insert(table)
