@@ -11,12 +11,15 @@ entries as one JSON line; ``RemoteLeadToCash`` is ``LeadToCash`` with its sandbo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +245,22 @@ class _RemoteLago:
     def __init__(self, api_key: str, client: httpx.Client) -> None:
         self.api_key = api_key
         self.webhooks = _RemoteWebhooks(client)
+
+
+@contextlib.contextmanager
+def pg_schema(base: str, prefix: str) -> Iterator[str]:
+    """A throwaway PostgreSQL schema at ``base``: yields a store URL whose search_path is that schema."""
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 class RemoteLeadToCash(LeadToCash):

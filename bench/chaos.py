@@ -26,13 +26,14 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _l2c_support import pg_schema  # noqa: E402
 
 from lead2cash.demo.processes import (  # noqa: E402
     CrashReport,
@@ -57,26 +58,11 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 @contextlib.contextmanager
-def pg_schema(base: str) -> Iterator[str]:
-    import psycopg
-
-    schema = f"chaos_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@contextlib.contextmanager
 def store_for(backend: str, workdir: Path, pg_url: str) -> Iterator[str | None]:
     if backend == "sqlite":
         yield None  # the harness puts state.db in the workdir
     else:
-        with pg_schema(pg_url) as url:
+        with pg_schema(pg_url, "chaos") as url:
             yield url
 
 

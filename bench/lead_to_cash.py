@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import cProfile
 import io
 import json
@@ -47,7 +48,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,6 +64,7 @@ from _l2c_support import (
     SandboxProcess,
     SandboxThread,
     close_won_total,
+    pg_schema,
     seed_size_for,
     set_latency,
 )
@@ -111,32 +112,15 @@ def route1_poll_interval() -> float:
 
 STORE = {"backend": "sqlite"}  # --store
 PG_URL = os.environ.get("LEAD2CASH_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-PG_SCHEMAS: list[str] = []  # one per environment, dropped at exit
+PG_SCHEMAS = contextlib.ExitStack()  # one schema per environment, dropped at exit
+atexit.register(PG_SCHEMAS.close)
 
 
 def store_url() -> str | None:
     """None (SQLite in the environment's directory) or a fresh PostgreSQL schema for one environment."""
     if STORE["backend"] == "sqlite":
         return None
-    import psycopg
-
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    PG_SCHEMAS.append(schema)
-    sep = "&" if "?" in PG_URL else "?"
-    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-
-
-@atexit.register
-def _drop_schemas() -> None:
-    if not PG_SCHEMAS:
-        return
-    import psycopg
-
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        for schema in PG_SCHEMAS:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return PG_SCHEMAS.enter_context(pg_schema(PG_URL, "bench"))
 
 
 def make_env(mode: str, workdir: Path, seed_size: int, safety_lag: str) -> LeadToCash:
