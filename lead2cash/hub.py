@@ -375,13 +375,14 @@ class Hub:
     async def _serve_web(self) -> None:
         import uvicorn
 
-        from lead2cash.web.app import create_app
+        from lead2cash.web.app import UVICORN_LOG_CONFIG, create_app
 
         web = self.config.web
         config = uvicorn.Config(
             create_app(self),
             host=web.host,
             port=web.port,
+            log_config=UVICORN_LOG_CONFIG,
             log_level="warning",
             access_log=False,
             lifespan="off",

@@ -86,6 +86,19 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: Any = None
     )
 
 
+class StructlogHandler(logging.Handler):
+    """A standard-library handler that hands each record to structlog, so the records of libraries that
+    log by themselves (uvicorn) are rendered and redacted like the hub's own."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            structlog.get_logger(record.name).log(
+                record.levelno, record.getMessage(), logger=record.name, exc_info=record.exc_info or False
+            )
+        except Exception:
+            self.handleError(record)
+
+
 class _StreamLogger:
     """Writes to ``stream``, or to whatever ``sys.stderr`` is at the time of writing (it may be swapped)."""
 

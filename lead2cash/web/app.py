@@ -3,6 +3,9 @@
 A webhook is verified on the raw body (constant-time compare), deduplicated on the sender's unique key
 (stored, so a replay after a restart is still recognised), written to the route's inbox and answered 202.
 It is never processed inline: delivery happens in the route's loop.
+
+An exception a handler did not expect is logged through structlog (so the secret redactor sees the
+traceback) and answered 500 here: it never reaches uvicorn, whose own logger would print it unredacted.
 """
 
 from __future__ import annotations
@@ -12,20 +15,41 @@ import hashlib
 import hmac
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lead2cash.config.schema import WebhookTrigger
 from lead2cash.routes.interfaces import WebhookSource
-from lead2cash.store import XrefWrite
+from lead2cash.store import DeadLetter, XrefWrite
 
 if TYPE_CHECKING:
     from lead2cash.hub import Hub
+
+log = structlog.get_logger("lead2cash.web")
+
+DLQ_STATUSES = ("open", "replayed", "discarded", "all")
+DLQ_LIMIT = 500
+
+# uvicorn's own loggers rendered by the structlog chain (JSON, secrets redacted) instead of its handlers.
+UVICORN_LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"structlog": {"()": "lead2cash.observability.StructlogHandler"}},
+    "loggers": {
+        "uvicorn": {"handlers": ["structlog"], "level": "INFO", "propagate": False},
+        "uvicorn.error": {"level": "INFO"},
+        "uvicorn.access": {"handlers": ["structlog"], "level": "INFO", "propagate": False},
+    },
+}
 
 
 class BodyTooLarge(Exception):
@@ -54,14 +78,80 @@ def hmac_valid(secret: str, body: bytes, signature: str | None) -> bool:
     return hmac.compare_digest(expected, signature.strip())
 
 
+class ContainErrors:
+    """Outermost handler of the app's own failures: a structlog record (redacted; no headers, no body)
+    and a 500, instead of an exception raised to the server."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            log.exception("web request failed", method=scope.get("method"), path=scope.get("path"))
+            if not started:
+                await JSONResponse({"error": "internal error"}, status_code=500)(scope, receive, send)
+
+
+def dead_letter_summary(d: DeadLetter) -> dict[str, Any]:
+    """What the listing shows: metadata only. Payloads carry customers' names, addresses and amounts."""
+    return {
+        "id": d.id,
+        "route": d.route,
+        "stage": d.stage,
+        "error_class": d.error_class,
+        "key": d.idempotency_key,
+        "reason": d.error_message,
+        "status": d.status,
+        "attempts": len(d.attempts),
+        "created": _iso(d.created_at_ms),
+        "trace_id": d.trace_id,
+    }
+
+
+def dead_letter_record(d: DeadLetter) -> dict[str, Any]:
+    """One dead letter whole, as ``lead2cash dlq show`` prints it; payloads verbatim (JSON text, exact)."""
+    return {
+        **dead_letter_summary(d),
+        "attempts": d.attempts,
+        "message_id": d.message_id,
+        "updated": _iso(d.updated_at_ms),
+        "original_payload": d.original_payload,
+        "canonical_payload": d.canonical_payload,
+    }
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def bearer_matches(header: bytes, token: str) -> bool:
+    """Constant-time check of a raw ``Authorization`` header; any bytes at all (non-ASCII, not UTF-8,
+    no scheme) are simply not the token."""
+    return hmac.compare_digest(header, f"Bearer {token}".encode())
+
+
 def create_app(hub: Hub) -> Starlette:
     admin_token = hub.config.web.admin_token
 
     def authorised(request: Request) -> bool:
         if admin_token is None:
             return False
-        header = request.headers.get("authorization", "")
-        return hmac.compare_digest(header, f"Bearer {admin_token.get_secret_value()}")
+        # Starlette decodes header values as latin-1, so this gives back the bytes sent.
+        header = request.headers.get("authorization", "").encode("latin-1")
+        return bearer_matches(header, admin_token.get_secret_value())
 
     async def health(_: Request) -> Response:
         return JSONResponse({"status": "ok", "routes": sorted(hub.routes), "store": hub.store.backend})
@@ -146,9 +236,23 @@ def create_app(hub: Hub) -> Starlette:
     async def dead_letters(request: Request) -> Response:
         if not authorised(request):
             return JSONResponse({"error": "unauthorised"}, status_code=401)
-        route = request.query_params.get("route")
-        rows = hub.store.dlq_list(route, request.query_params.get("status", "open"), 500)
-        return JSONResponse([{k: v for k, v in d.__dict__.items() if k != "original_payload"} for d in rows])
+        route = request.query_params.get("route") or None
+        status = request.query_params.get("status", "open")
+        if status not in DLQ_STATUSES:
+            return JSONResponse(
+                {"error": f"status must be one of {', '.join(DLQ_STATUSES)}"}, status_code=400
+            )
+        rows = hub.store.dlq_list(route, None if status == "all" else status, DLQ_LIMIT)
+        return JSONResponse([dead_letter_summary(d) for d in rows])
+
+    async def dead_letter(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "unauthorised"}, status_code=401)
+        wanted = request.path_params["id"]
+        found = hub.store.dlq_get(wanted) if wanted < 2**63 else None
+        if found is None:
+            return JSONResponse({"error": "no such dead letter"}, status_code=404)
+        return JSONResponse(dead_letter_record(found))
 
     return Starlette(
         routes=[
@@ -157,5 +261,7 @@ def create_app(hub: Hub) -> Starlette:
             Route("/webhooks/lago", system_webhook, methods=["POST"]),
             Route("/webhooks/{route}", webhook, methods=["POST"]),
             Route("/admin/dead-letters", dead_letters),
-        ]
+            Route("/admin/dead-letters/{id:int}", dead_letter),
+        ],
+        middleware=[Middleware(ContainErrors)],
     )
