@@ -1,6 +1,8 @@
 """Load YAML config files: positions for every node, ``${VAR}`` / ``${VAR:-default}`` / ``${file:path}``
 interpolation, validation against the schema, and cross-checks (unknown systems, duplicate route names,
-undefined value maps). Every problem is reported, not only the first, with file, line, column and field."""
+undefined value maps). Every problem is reported, not only the first, with file, line, column and field.
+A file over 4 MiB, past 250,000 values with its aliases expanded, or nested too deeply is refused before
+it is walked."""
 
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ from lead2cash.config.errors import ConfigError, ConfigIssue
 from lead2cash.config.schema import HubConfig
 
 _REF = re.compile(r"\$\{([^}]*)\}")
+# A config file is kilobytes; these bounds keep a hostile one (an alias bomb, a huge or deeply nested
+# document) from taking the process's memory before any error can be shown.
+MAX_FILE_BYTES = 4 * 2**20
+MAX_VALUES = 250_000
 _SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|KEY|CREDENTIAL)", re.IGNORECASE)
 Path_ = tuple[str | int, ...]
 
@@ -122,6 +128,42 @@ class _Walker:
         self.issues.append(ConfigIssue(f, line, col, _dotted(path), message))
 
 
+class _TooLarge(Exception):
+    def __init__(self, issue: ConfigIssue) -> None:
+        super().__init__(str(issue))
+        self.issue = issue
+
+
+def _bounded(doc: Any, file: str) -> None:
+    """Count the values the document holds once its aliases are expanded (each anchored node is counted
+    once, so this costs the file's size, not the expansion's); raise at the innermost node past the bound."""
+    sizes: dict[int, int] = {}
+    aliased = False
+
+    def size(node: Any) -> int:
+        nonlocal aliased
+        if not isinstance(node, CommentedMap | CommentedSeq):
+            return 1
+        known = sizes.get(id(node))
+        if known is not None:
+            aliased = True
+            return known
+        total = 1
+        for child in node.values() if isinstance(node, CommentedMap) else node:
+            total += size(child)
+            if total > MAX_VALUES:
+                message = f"the file holds more than {MAX_VALUES:,} values" + (
+                    " once its aliases (*name) are expanded; refusing to load it (a YAML alias bomb?)"
+                    if aliased
+                    else "; refusing to load it"
+                )
+                raise _TooLarge(ConfigIssue(file, node.lc.line + 1, node.lc.col + 1, "", message))
+        sizes[id(node)] = total
+        return total
+
+    size(doc)
+
+
 def _merge(
     files: list[Path], environ: Mapping[str, str]
 ) -> tuple[dict[str, Any], _Walker, list[ConfigIssue]]:
@@ -132,12 +174,31 @@ def _merge(
     yaml = YAML(typ="rt")
     for path in files:
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
             issues.append(ConfigIssue(str(path), None, None, "", f"cannot read: {exc.strerror}"))
             continue
+        if len(raw) > MAX_FILE_BYTES:
+            issues.append(
+                ConfigIssue(str(path), None, None, "", f"file is larger than {MAX_FILE_BYTES // 2**20} MiB")
+            )
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            at = raw[: exc.start].count(b"\n") + 1
+            issues.append(ConfigIssue(str(path), at, None, "", "not UTF-8 text"))
+            continue
         try:
             doc = yaml.load(text)
+            _bounded(doc, str(path))
+        except _TooLarge as exc:
+            issues.append(exc.issue)
+            continue
+        except RecursionError:
+            issues.append(ConfigIssue(str(path), None, None, "", "the YAML is nested too deeply"))
+            continue
         except MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             issues.append(

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -105,3 +106,66 @@ def test_lead2cash_run_refuses_a_broken_config_and_starts_nothing(tmp_path: Path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.yaml"]
     assert "Traceback" not in output, "a config error is not a crash"
     report("5-bad-config", files=len(CASES), rejected=len(CASES), half_started=0)
+
+
+def _alias_bomb() -> str:
+    """Billion laughs in YAML: nine levels of nine aliases, a few hundred bytes that expand to 9**9 values."""
+    lines = [
+        "# a config file that is an alias bomb",
+        'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    ]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{name}: &{name} [{','.join(f'*{prev}' for _ in range(9))}]")
+    lines.append("routes: [*i]")
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_FILES: dict[str, tuple[bytes, int | None, str]] = {
+    # name: (content, line the error names, what it says)
+    "alias_bomb": (_alias_bomb().encode(), 7, "values once its aliases (*name) are expanded"),
+    "oversized": (
+        b"mappings:\n  big:\n" + b"".join(b"    k%d: v\n" % i for i in range(500_000)),
+        None,
+        "file is larger than 4 MiB",
+    ),
+    "deeply_nested": (b"routes: " + b"[" * 50_000 + b"]" * 50_000 + b"\n", None, "nested too deeply"),
+    "not_utf8": (b"web:\n  admin_token: caf\xe9\n", 2, "not UTF-8 text"),
+}
+MEMORY_LIMIT = 1536 * 2**20
+
+
+def _limited_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
+def test_lead2cash_check_refuses_a_hostile_yaml_file_fast_and_in_bounded_memory(
+    name: str, tmp_path: Path
+) -> None:
+    """`lead2cash check` in a child process under an address-space limit: a clear error naming the file
+    (and the line where the expansion passes the bound), exit 1, no traceback, within seconds."""
+    content, line, message = HOSTILE_FILES[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_bytes(content)
+    if name == "alias_bomb":
+        assert len(content) < 600, len(content)
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "lead2cash.cli", "check", str(path)],
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_limited_memory,
+    )
+    elapsed = time.monotonic() - started
+    output = run.stdout + run.stderr
+    assert "Traceback" not in output and "MemoryError" not in output, output[-2000:]
+    assert run.returncode == 1, output[-2000:]
+    assert message in " ".join(output.split()), output[-2000:]
+    assert f"{path}:{line}:" in output if line else f"{path}: " in output, output[-2000:]
+    assert elapsed < 30, f"took {elapsed:.1f} s"
