@@ -49,6 +49,65 @@ def _hub(paths: list[Path]):  # type: ignore[no-untyped-def]
         _fail_config(exc)
 
 
+class _Inert:
+    """Stands for a source or target of code that ``check`` found but did not import."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def read(self, checkpoint: str | None, limit: int) -> Any:
+        raise RuntimeError(f"{self.name}: not imported (lead2cash check)")
+
+    async def deliver(self, entity: Any, key: str) -> Any:
+        raise RuntimeError(f"{self.name}: not imported (lead2cash check)")
+
+    async def lookup(self, entity: Any, key: str) -> Any:
+        raise RuntimeError(f"{self.name}: not imported (lead2cash check)")
+
+
+class _InertSystem:
+    def __init__(self, name: str, options: Any) -> None:
+        self.name = name
+
+    def source(self, object: str, options: Any) -> _Inert:
+        return _Inert(f"{self.name}/{object}")
+
+    def target(self, action: str, options: Any) -> _Inert:
+        return _Inert(f"{self.name}/{action}")
+
+
+def _inert_mapping(record: Any) -> Any:
+    raise RuntimeError("mapping function not imported (lead2cash check)")
+
+
+def _without_code(loaded: Any) -> Any:
+    """The config with every code reference pointing at inert stand-ins, so the hub is built (adapters,
+    tables, filters, keys, every other system) without importing or calling the config's own code."""
+    import dataclasses
+
+    from lead2cash.config.sap import SapSystemConfig
+    from lead2cash.config.schema import PythonSystemConfig
+
+    cfg = loaded.config
+    systems = {}
+    for name, system in cfg.systems.items():
+        if isinstance(system, PythonSystemConfig):
+            system = system.model_copy(update={"factory": "lead2cash.cli:_InertSystem"})
+        elif isinstance(system, SapSystemConfig) and system.rfc and system.rfc.connection_factory:
+            rfc = system.rfc.model_copy(update={"connection_factory": "lead2cash.cli:_InertSystem"})
+            system = system.model_copy(update={"rfc": rfc})
+        systems[name] = system
+    routes = [
+        r.model_copy(
+            update={"mapping": r.mapping.model_copy(update={"function": "lead2cash.cli:_inert_mapping"})}
+        )
+        if r.mapping.function
+        else r
+        for r in cfg.routes
+    ]
+    return dataclasses.replace(loaded, config=cfg.model_copy(update={"systems": systems, "routes": routes}))
+
+
 @app.command()
 def check(
     paths: ConfigPaths,
@@ -61,6 +120,14 @@ def check(
             "(Salesforce describe, SAP $metadata, Lago plans and add-ons)",
         ),
     ] = False,
+    import_code: Annotated[
+        bool,
+        typer.Option(
+            "--import-code",
+            help="import the Python code the config names and call python systems' factories, as `run` "
+            "does; without it that code is only found and parsed, never run",
+        ),
+    ] = False,
 ) -> None:
     """Validate config file(s); print every problem with file, line, column and field."""
     try:
@@ -69,6 +136,21 @@ def check(
         _fail_config(exc)
         return
     from lead2cash.hub import Hub
+
+    if not import_code:
+        from lead2cash.config.code import code_references, locate
+
+        config_dirs = list(dict.fromkeys(f.resolve().parent for f in loaded.files))
+        problems = []
+        for ref in code_references(loaded.config):
+            found = locate(ref, config_dirs)
+            if found.problem:
+                problems.append(loaded.issue(ref.path, found.problem))
+            elif found.note:
+                console.print(f"note: {found.note}", markup=False, highlight=False)
+        if problems:
+            _fail_config(ConfigError(problems))
+        loaded = _without_code(loaded)
     from lead2cash.store import Store
 
     # Build everything once, offline, on a throwaway store: unknown adapters, actions, tables and plugins

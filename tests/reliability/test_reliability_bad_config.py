@@ -169,3 +169,76 @@ def test_lead2cash_check_refuses_a_hostile_yaml_file_fast_and_in_bounded_memory(
     assert message in " ".join(output.split()), output[-2000:]
     assert f"{path}:{line}:" in output if line else f"{path}: " in output, output[-2000:]
     assert elapsed < 30, f"took {elapsed:.1f} s"
+
+
+SIDECAR = """
+import pathlib
+pathlib.Path(__file__).with_name("IMPORTED-{name}").write_text("module code ran")
+
+def make_system(name, options):
+    pathlib.Path(__file__).with_name("CALLED-{name}").write_text("factory ran")
+    raise SystemExit("a factory that ends the process")
+"""
+CODE_CONFIG = """
+systems:
+  side: {type: python, factory: "sidecar:make_system"}
+  files: {type: file, directory: data}
+routes:
+  - name: from-code
+    source: {system: side, object: things}
+    mapping: {function: "pkgside.mapping:FUNCTION", entity: Order}
+    target: {system: files, action: append, options: {object: out}}
+    idempotency_key: "order:{id}"
+"""
+
+
+def _check(config: Path, cwd: Path, *flags: str) -> tuple[int, str]:
+    run = subprocess.run(
+        [sys.executable, "-m", "lead2cash.cli", "check", str(config), *flags],
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return run.returncode, " ".join((run.stdout + run.stderr).split())
+
+
+def test_lead2cash_check_finds_the_configs_code_without_running_it(tmp_path: Path) -> None:
+    """A mapping function and a python system's factory next to the config: `check` finds the module files
+    and the names by parsing them, and runs none of their code (not even a package's __init__); a missing
+    name or module is an error with file and line. `--import-code` imports and calls them, as `run` does."""
+    conf, elsewhere = tmp_path / "conf", tmp_path / "elsewhere"
+    (conf / "pkgside").mkdir(parents=True)
+    elsewhere.mkdir()
+    (conf / "sidecar.py").write_text(SIDECAR.format(name="sidecar"))
+    (conf / "pkgside" / "__init__.py").write_text(SIDECAR.format(name="package"))
+    (conf / "pkgside" / "mapping.py").write_text(
+        SIDECAR.format(name="mapping") + "\ndef to_order(record):\n    return record\n"
+    )
+    config = conf / "hub.yaml"
+    config.write_text(CODE_CONFIG.replace("FUNCTION", "to_order"))
+    ran = lambda: sorted(p.name for p in conf.rglob("*") if p.name.startswith(("IMPORTED-", "CALLED-")))  # noqa: E731
+
+    code, output = _check(config, elsewhere)
+    assert code == 0, output
+    assert "ok: 2 system(s), 1 route(s)" in output, output
+    assert ran() == [], "check ran the config's code"
+
+    config.write_text(CODE_CONFIG.replace("FUNCTION", "to_ordr"))
+    code, output = _check(config, elsewhere)
+    assert code == 1 and ran() == [], output
+    assert f"{config}:8:" in output and "routes[0].mapping.function" in output, output
+    assert f"{conf / 'pkgside' / 'mapping.py'} defines no top-level name 'to_ordr'" in output, output
+
+    config.write_text(CODE_CONFIG.replace("sidecar:", "sidecra:").replace("FUNCTION", "to_order"))
+    code, output = _check(config, elsewhere)
+    assert code == 1 and ran() == [], output
+    assert f"{config}:3:" in output and "systems.side.factory" in output, output
+    assert "cannot find module 'sidecra' (installed, or next to the config files)" in output, output
+
+    # Asked for: the modules are imported and the factory is called (this one ends the process).
+    config.write_text(CODE_CONFIG.replace("FUNCTION", "to_order"))
+    code, output = _check(config, elsewhere, "--import-code")
+    assert "CALLED-sidecar" in ran() and "IMPORTED-sidecar" in ran(), output
