@@ -193,3 +193,104 @@ def test_duplicated_reordered_forged_and_replayed_webhooks(tmp_path: Path, store
         )
     finally:
         env.close()
+
+
+def test_an_old_signed_delivery_replayed_under_a_new_unique_key_changes_nothing(
+    tmp_path: Path, store_url: str
+) -> None:
+    """Lago signs the body only (HMAC, or a JWT of the body without a time): no timestamp, and the
+    ``X-Lago-Unique-Key`` header is not signed. So a captured genuine delivery can be replayed any time
+    later under a fresh unique key, and the receipt check lets it through. What absorbs it is the
+    per-consumer state gate (an event older than the state a route passed on is dropped) and the
+    idempotency keys (an event at the current state maps to a key already in the inbox).
+
+    Here: capture a real signed ``invoice.created`` delivery, let the invoice move on (paid: its payment
+    status is written back to the Opportunity), then replay the old delivery, and the current one, each
+    under a new unique key. Both verify (202/200); no inbox message, no effect in any system, and the
+    Opportunity keeps the newer payment status."""
+    env = LeadToCash(tmp_path / "l2c", seed=21, seed_size=24, store_url=store_url)
+    hook = f"http://127.0.0.1:{env.web_port}/webhooks/lago"
+    lago_auth = {"Authorization": f"Bearer {env.lago.api_key}"}
+    statuses: dict[str, Any] = {}
+
+    def payment_statuses() -> dict[str, str | None]:
+        opps = env.soql("SELECT Id, Billing_Payment_Status__c FROM Opportunity WHERE IsWon = true")
+        return {o["Id"]: o["Billing_Payment_Status__c"] for o in opps}
+
+    async def scenario() -> None:
+        await env.start()
+        env.close_won(2)
+        assert await env.wait_settled(timeout=120), env.progress()
+        created = [
+            d
+            for d in env.lago.webhooks.deliveries
+            if d.webhook_type in ("invoice.created", "invoice.one_off_created")
+        ]
+        assert created, "the billing engine sent no invoice creation event"
+        captured = created[0]  # a real delivery, as an eavesdropper on the way would have kept it
+        invoice_id = json.loads(captured.body)["invoice"]["lago_id"]
+
+        # The invoice moves on: paid. Both consumers pass the new state; the deal shows it.
+        env.http["lago"].put(
+            f"/api/v1/invoices/{invoice_id}",
+            json={"invoice": {"payment_status": "succeeded"}},
+            headers=lago_auth,
+        ).raise_for_status()
+        env.drain_webhooks()
+        assert await env.wait_settled(timeout=120), env.progress()
+        await wait_until(lambda: "Paid" in payment_statuses().values(), timeout=30)
+        paid = [
+            d
+            for d in env.lago.webhooks.deliveries
+            if d.webhook_type == "invoice.payment_status_updated"
+            and json.loads(d.body)["invoice"]["lago_id"] == invoice_id
+        ]
+        assert paid
+        before = {
+            "census": inbox_census(env.hub.store),
+            "effects": {s: env.effects(s) for s in ("salesforce", "lago", "sap")},
+            "deals": payment_statuses(),
+        }
+
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
+            for name, delivery in (("old_created", captured), ("current_paid", paid[-1])):
+                replay = {**delivery.headers, "X-Lago-Unique-Key": f"replayed-{uuid.uuid4()}"}
+                answer = await client.post(hook, content=delivery.body, headers=replay)
+                statuses[name] = answer.status_code
+                statuses[f"{name}_records"] = sorted(
+                    v.get("records", v.get("status")) for v in answer.json().values()
+                )
+                statuses["routes"] = len(answer.json())
+        await asyncio.sleep(0.5)
+        assert await env.wait_settled(timeout=60), env.progress()
+        await asyncio.sleep(2.5)  # the document write-back route polls every 2 s
+        after = {
+            "census": inbox_census(env.hub.store),
+            "effects": {s: env.effects(s) for s in ("salesforce", "lago", "sap")},
+            "deals": payment_statuses(),
+        }
+        statuses["receipts_added"] = after["census"]["receipts"] - before["census"]["receipts"]
+        before["census"].pop("receipts")
+        after["census"].pop("receipts")
+        statuses["inbox_unchanged"] = before["census"] == after["census"]
+        statuses["effects_unchanged"] = before["effects"] == after["effects"]
+        statuses["deals_unchanged"] = before["deals"] == after["deals"]
+        statuses["still_paid"] = "Paid" in after["deals"].values()
+        await env.stop()
+
+    try:
+        asyncio.run(scenario())
+        # Accepted as genuine (the signature verifies; the new key is not a duplicate) ...
+        assert statuses["old_created"] in (200, 202) and statuses["current_paid"] in (200, 202), statuses
+        # (one receipt per webhook route and delivery: the new keys are recorded)
+        assert statuses["routes"] == 2 and statuses["receipts_added"] == 2 * 2, statuses
+        # ... and absorbed: the old state by the gate (no record passed on), the current one by the keys
+        # (its record is passed on and mapped, to a key both inboxes already hold).
+        assert statuses["old_created_records"] == [0, 0], statuses
+        assert statuses["inbox_unchanged"] and statuses["effects_unchanged"], statuses
+        assert statuses["deals_unchanged"] and statuses["still_paid"], statuses
+        assert env.hub.store.effects_in_state(EffectState.SENT) == 0
+        assert env.hub.store.dlq_count() == 0
+        report("3-webhook-replay", store=env.hub.store.backend, **statuses)
+    finally:
+        env.close()
