@@ -6,9 +6,11 @@ Target actions
                                 and store it as the entity's ``sap`` cross-reference.
     ``business_partner.ensure`` Customer: find the partner by its search key or create it.
 
-Exactly once: a posting's reference is the document number (DocumentReferenceID and
-OriginalReferenceDocument); ``lookup`` finds an entry posted under it (cross-reference first, then the G/L
-line items by ReferenceDocument and company code) before the router resends an unconfirmed attempt.
+Exactly once: a posting's reference is the document number (the header's DocumentReferenceID, XBLNR, up to
+16 characters); ``lookup`` finds an entry posted under it (cross-reference first, then the journal entry
+items of API_OPLACCTGDOCITEMCUBE_SRV by DocumentReferenceID and company code) before the router resends an
+unconfirmed attempt. The first lookup checks the tenant's ``$metadata``: a field that cannot hold the whole
+reference would answer "not found" for a posted entry, and the entry would be posted again.
 Partners are looked up by search key before any create, under a per-key lock.
 """
 
@@ -23,6 +25,7 @@ from typing import Any
 
 import jmespath
 import structlog
+from lxml import etree
 from pydantic import BaseModel
 
 from lead2cash.adapters import sap as adapter
@@ -48,6 +51,7 @@ log = structlog.get_logger("lead2cash.bindings.sap")
 SYSTEM = "sap"
 CLOSED_PERIOD_MESSAGES = ("201(F5)",)  # "Posting period ... is not open"
 ACTIONS = ("journal_entry.post", "business_partner.ensure")
+_SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
 def _table(
@@ -175,6 +179,7 @@ class SapSystem:
             logical_system=cfg.soap.logical_system,
         )
         self.partners = PartnerDirectory(self)
+        self.lookup_checked = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncIterator[None] | None = None
 
@@ -471,6 +476,9 @@ class JournalEntryTarget:
             return f"{document}/{cc}/{year}"
         lk = self.system.cfg.lookup
         service = getattr(self.system.cfg.odata, lk.service)
+        if not self.system.lookup_checked:
+            await self._check_lookup(service)
+            self.system.lookup_checked = True
         clauses = [eq(lk.reference_field, reference), eq(lk.company_code_field, company_code)]
         rows = await self.system.odata.query(
             service,
@@ -496,6 +504,37 @@ class JournalEntryTarget:
             log.warning("several documents carry one reference", reference=reference, documents=docs)
         document, cc, year = docs[0]
         return f"{document}/{cc}/{year}"
+
+    async def _check_lookup(self, service: str) -> None:
+        """The lookup's entity set and fields exist in the tenant's metadata, and the reference field holds
+        a whole reference (an over-long filter value finds nothing, or is refused)."""
+        lk = self.system.cfg.lookup
+        response = await self.system.odata.request("GET", service, "$metadata", what="read $metadata")
+        assert response is not None
+        try:
+            root = etree.fromstring(response.content, _SAFE_XML)
+        except etree.XMLSyntaxError as exc:
+            raise TransientError(f"SAP $metadata of {service} is not XML") from exc
+        types = {t.get("Name"): t for t in root.iter("{*}EntityType")}
+        sets = {s.get("Name"): (s.get("EntityType") or "").split(".")[-1] for s in root.iter("{*}EntitySet")}
+        where = {"service": service, "entity_set": lk.entity_set}
+        entity_type = types.get(sets.get(lk.entity_set, ""))
+        if entity_type is None:
+            raise PermanentError("SAP lookup: the entity set is not in the service's metadata", details=where)
+        props = {p.get("Name"): p for p in entity_type.iter("{*}Property")}
+        fields = (lk.reference_field, lk.document_field, lk.company_code_field, lk.fiscal_year_field)
+        missing = [f for f in fields if f not in props]
+        if missing:
+            raise PermanentError(
+                f"SAP lookup: {', '.join(missing)} not in the entity set's metadata", details=where
+            )
+        max_length = props[lk.reference_field].get("MaxLength")
+        if max_length is not None and int(max_length) < adapter.MAX_REFERENCE:
+            raise PermanentError(
+                f"SAP lookup: {lk.reference_field} holds {max_length} characters, a posting's reference "
+                f"{adapter.MAX_REFERENCE}; posted entries could not be found and would be posted again",
+                details=where,
+            )
 
 
 def entity_id(entity: BaseModel) -> str:

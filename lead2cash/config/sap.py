@@ -43,19 +43,20 @@ class SapODataConfig(Strict):
     """OData V2 service roots: full URLs or paths under ``base_url``."""
 
     business_partner: str = "/sap/opu/odata/sap/API_BUSINESS_PARTNER"
-    journal_entry_item_basic: str = "/sap/opu/odata/sap/API_JOURNALENTRYITEMBASIC_SRV"
-    gl_account_line_item: str = "/sap/opu/odata/sap/API_GLACCOUNTLINEITEM"
+    operational_acctg_doc_item: str = "/sap/opu/odata/sap/API_OPLACCTGDOCITEMCUBE_SRV"
     page_size: int = Field(500, ge=1, le=5000)
 
 
 class SapLookupConfig(Strict):
-    """Where the crash-recovery lookup finds a posted entry by its reference. The default works with the
-    2020 API_GLACCOUNTLINEITEM; tenants on newer releases may use API_JOURNALENTRYITEMBASIC_SRV, whose
-    entity then carries ReferenceDocument and AccountingDocument."""
+    """Where the crash-recovery lookup finds a posted entry by its reference: the journal entry items of
+    API_OPLACCTGDOCITEMCUBE_SRV by the header's DocumentReferenceID (XBLNR, the 16 characters the posting
+    sets). API_GLACCOUNTLINEITEM's ReferenceDocument (10 characters) is the reference key's document
+    number, not XBLNR, and API_JOURNALENTRYITEMBASIC_SRV has no reference at all: neither can find a
+    posting by its reference."""
 
-    service: Literal["gl_account_line_item", "journal_entry_item_basic"] = "gl_account_line_item"
-    entity_set: str = "GLAccountLineItem"
-    reference_field: str = "ReferenceDocument"
+    service: Literal["operational_acctg_doc_item"] = "operational_acctg_doc_item"
+    entity_set: str = "A_OperationalAcctgDocItemCube"
+    reference_field: str = "DocumentReferenceID"
     document_field: str = "AccountingDocument"
     company_code_field: str = "CompanyCode"
     fiscal_year_field: str = "FiscalYear"

@@ -4,6 +4,7 @@ Endpoints
     ``/sap/opu/odata/sap/API_BUSINESS_PARTNER``            business partners, customers (read, deep insert)
     ``/sap/opu/odata/sap/API_JOURNALENTRYITEMBASIC_SRV``   journal entry items (analytical), company codes, accounts
     ``/sap/opu/odata/sap/API_GLACCOUNTLINEITEM``           G/L line items: AccountingDocument, ReferenceDocument, ...
+    ``/sap/opu/odata/sap/API_OPLACCTGDOCITEMCUBE_SRV``     journal entry items with the header's DocumentReferenceID
     ``/sap/bc/srt/scs_ext/sap/journalentrycreaterequestconfi``  SOAP JournalEntryCreateRequestConfirmation_In
                                                            (``?wsdl`` serves the team-written WSDL)
     ``/sap/bc/sec/oauth2/token``                           OAuth 2.0 client credentials
@@ -14,7 +15,7 @@ Endpoints
 
 Fault operations
     ``odata.metadata``, ``business_partner.read``, ``business_partner.write``, ``journal_entry_item.read``
-    (both ledger read services), ``odata.batch``, ``journal_entry.post`` (SOAP), ``oauth.token``.
+    (every ledger read service), ``odata.batch``, ``journal_entry.post`` (SOAP), ``oauth.token``.
     ``expire_session_rate`` drops the caller's session (its CSRF token is then invalid: writes get 403) or
     revokes its bearer token (401).
 
@@ -105,7 +106,17 @@ class SapSandbox:
             config.CURRENCY_DECIMALS,
             page_size,
         )
-        self.services = {s.model.name.upper(): s for s in (self.bp_service, self.je_service, self.gl_service)}
+        self.item_cube_service = ODataService(
+            load_service("API_OPLACCTGDOCITEMCUBE_SRV"),
+            {"A_OperationalAcctgDocItemCube": self.ledger.document_items},
+            "FI-AR-IS",
+            config.CURRENCY_DECIMALS,
+            page_size,
+        )
+        self.services = {
+            s.model.name.upper(): s
+            for s in (self.bp_service, self.je_service, self.gl_service, self.item_cube_service)
+        }
         self.partners.seed(seed_size, seed)
         self._app: Starlette | None = None
 
@@ -137,8 +148,7 @@ class SapSandbox:
             "auth": {"type": "basic", "username": self.username, "password": self.password},
             "odata": {
                 "business_partner": f"{odata}/API_BUSINESS_PARTNER",
-                "journal_entry_item_basic": f"{odata}/API_JOURNALENTRYITEMBASIC_SRV",
-                "gl_account_line_item": f"{odata}/API_GLACCOUNTLINEITEM",
+                "operational_acctg_doc_item": f"{odata}/API_OPLACCTGDOCITEMCUBE_SRV",
             },
             "soap": {
                 "journal_entry_post": f"{base_url}{SOAP_PATH}",

@@ -52,6 +52,10 @@ class EntityType:
     def edm_types(self) -> dict[str, str]:
         return {n: p.type for n, p in self.properties.items()}
 
+    @property
+    def max_lengths(self) -> dict[str, int]:
+        return {n: p.max_length for n, p in self.properties.items() if p.max_length is not None}
+
 
 @dataclass
 class EntitySet:

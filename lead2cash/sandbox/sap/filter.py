@@ -4,7 +4,9 @@ Supported: ``eq ne gt ge lt le``, ``and or not``, parentheses, the functions ``s
 endswith tolower toupper length trim indexof``, and the literals ``'text'`` (``''`` escapes a quote), numbers,
 ``12.5M`` decimals, ``true``/``false``/``null``, ``datetime'...'``, ``datetimeoffset'...'``, ``guid'...'`` and
 ``time'...'``. Literal types are checked against the property's Edm type when the filter is compiled, as the
-Gateway does ("Invalid parametertype used at function 'eq'"). Arithmetic operators are not supported.
+Gateway does ("Invalid parametertype used at function 'eq'"), and a string literal compared with a property
+must fit the property's ``MaxLength`` (the Gateway converts it to the ABAP field's type and refuses what does
+not fit, rather than comparing a value the field can never hold). Arithmetic operators are not supported.
 """
 
 from __future__ import annotations
@@ -199,9 +201,10 @@ _FUNCS: dict[str, tuple[tuple[str, ...], str, Callable[..., Any]]] = {
 
 
 class _Compiler:
-    def __init__(self, properties: dict[str, str], type_name: str):
+    def __init__(self, properties: dict[str, str], type_name: str, max_lengths: dict[str, int]):
         self.properties = properties  # name -> Edm type
         self.type_name = type_name
+        self.max_lengths = max_lengths
 
     def node(self, tree: Tree | Token) -> _Node:
         if isinstance(tree, Token):  # pragma: no cover - grammar always wraps tokens
@@ -260,6 +263,15 @@ class _Compiler:
         lf, rf = left.family, right.family
         if lf is not None and rf is not None and lf != rf:
             raise FilterError(f"Invalid parametertype used at function '{op}' (Position: {pos})")
+        for prop_node, other in ((left, right), (right, left)):
+            limit = self.max_lengths.get(prop_node.prop or "")
+            if limit is not None and other.literal and other.family == "string":
+                value = other.fn({})
+                if len(value) > limit:
+                    raise FilterError(
+                        f"Value '{value}' for property '{prop_node.prop}' exceeds length {limit} "
+                        f"(Position: {other.pos})"
+                    )
         lfn, rfn = left.fn, right.fn
         node = _Node(lambda row: _compare(op, lfn(row), rfn(row)), "bool", pos)
         if op == "eq" and left.prop and right.literal:
@@ -309,11 +321,14 @@ def _parse(text: str) -> Tree:
         raise FilterError(f"Invalid filter expression: '{text}' (Position: {pos})") from None
 
 
-def compile_filter(text: str, properties: dict[str, str], type_name: str) -> CompiledFilter:
-    """Compile ``text`` for an entity type whose properties map names to Edm types."""
+def compile_filter(
+    text: str, properties: dict[str, str], type_name: str, max_lengths: dict[str, int] | None = None
+) -> CompiledFilter:
+    """Compile ``text`` for an entity type whose properties map names to Edm types (and, for strings, to
+    their ``MaxLength``)."""
     if not text.strip():
         raise FilterError("Invalid filter expression: ''")
     tree = _parse(text)
-    compiler = _Compiler(properties, type_name)
+    compiler = _Compiler(properties, type_name, max_lengths or {})
     node = compiler.boolean(compiler.node(tree), "filter")
     return CompiledFilter(node.fn, node.eq_pairs)

@@ -1,5 +1,10 @@
 """The sandbox's general ledger: checks and posts journal entries, assigns document numbers, keeps the line
-items that API_GLACCOUNTLINEITEM and API_JOURNALENTRYITEMBASIC_SRV serve, and the trial balance.
+items that API_GLACCOUNTLINEITEM, API_JOURNALENTRYITEMBASIC_SRV and API_OPLACCTGDOCITEMCUBE_SRV serve, and the
+trial balance.
+
+References as a tenant keeps them for a ``BKPFF`` posting: the header's ``DocumentReferenceID`` (XBLNR, 16
+characters) is the reference the sender chose; the reference key (AWKEY, ``OriginalReferenceDocument``) is
+the document's own number, company code and year, and ``ReferenceDocument`` (AWREF, 10 characters) the number.
 
 Log messages carry SAP's message class and number as ``TypeID`` (``"702(F5)"``). The texts follow SAP's
 wording where known ("Balance in transaction currency", "Posting period 011 2024 is not open",
@@ -92,6 +97,11 @@ class Ledger:
         self.logical_system = logical_system
         self.lock = threading.Lock()
         self.items = Table(["ID"], ("CompanyCode", "AccountingDocument", "ReferenceDocument", "GLAccount"))
+        # The same rows under the operational item cube's key (API_OPLACCTGDOCITEMCUBE_SRV).
+        self.document_items = Table(
+            ["CompanyCode", "FiscalYear", "AccountingDocument", "AccountingDocumentItem"],
+            ("DocumentReferenceID", "AccountingDocument"),
+        )
         self.closed_periods: set[tuple[str, int, int]] = set()
         self.documents: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._next_number: dict[tuple[str, str, int], int] = {}
@@ -99,6 +109,7 @@ class Ledger:
     def reset(self) -> None:
         with self.lock:
             self.items.clear()
+            self.document_items.clear()
             self.closed_periods.clear()
             self.documents.clear()
             self._next_number.clear()
@@ -279,7 +290,7 @@ class Ledger:
         period = entry.posting_date.month
         cc_amounts = self._translate(entry.lines, cc.currency)
         created = datetime.now(UTC)
-        reference = entry.original_reference or docno
+        logical_system = entry.logical_system or self.logical_system
         assignment_default = (entry.document_reference_id or "")[:18] or None
         rows = []
         for n, (line, cc_amount) in enumerate(zip(entry.lines, cc_amounts, strict=True), start=1):
@@ -311,8 +322,10 @@ class Ledger:
                     "GLAccountName": account.name.upper() if account else "",
                     "BusinessTransactionType": entry.business_transaction_type,
                     "ReferenceDocumentType": entry.original_reference_type,
-                    "LogicalSystem": entry.logical_system or self.logical_system,
-                    "ReferenceDocument": reference,
+                    "LogicalSystem": logical_system,
+                    "ReferenceDocument": docno,
+                    "OriginalReferenceDocument": f"{docno}{cc.code}{year}",
+                    "ReferenceDocumentLogicalSystem": logical_system,
                     "ProfitCenter": line.profit_center,
                     "TransactionCurrency": line.currency,
                     "AmountInTransactionCurrency": line.amount,
@@ -334,18 +347,21 @@ class Ledger:
                     "AssignmentReference": line.assignment or assignment_default,
                     "AccountingDocCreatedByUser": entry.created_by,
                     "CreationDate": datetime(created.year, created.month, created.day, tzinfo=UTC),
+                    "AccountingDocumentCreationDate": datetime(
+                        created.year, created.month, created.day, tzinfo=UTC
+                    ),
                     "DocumentItemText": line.text,
                     "Customer": customer,
                     "CustomerName": self.customer_name(customer) if customer else None,
                     "FinancialAccountType": "D" if line.kind == "DEBTOR" else "S",
                     "TaxCode": line.tax_code,
-                    # Not in the published entity types; kept for the admin ledger view.
                     "DocumentReferenceID": entry.document_reference_id,
-                    "DocumentHeaderText": entry.header_text,
+                    "AccountingDocumentHeaderText": entry.header_text,
                 }
             )
         for row in rows:
             self.items.insert(row)
+            self.document_items.insert(row)
         self.documents[(cc.code, str(year), docno)] = {
             "CompanyCode": cc.code,
             "FiscalYear": str(year),

@@ -420,6 +420,7 @@ class ODataService:
         etype = entity_set.type
         select = self._parse_select(options.get("$select"))
         expand = self._parse_expand(etype, options.get("$expand"))
+        self._check_select(etype, select)
         if row is not None:
             if count:
                 return Result(200, b"1", "text/plain")
@@ -429,7 +430,7 @@ class ODataService:
         flt = None
         if "$filter" in options:
             try:
-                flt = compile_filter(options["$filter"], etype.edm_types, etype.name)
+                flt = compile_filter(options["$filter"], etype.edm_types, etype.name, etype.max_lengths)
             except FilterError as exc:
                 raise ODataError(400, str(exc), "/IWBEP/CM_MGW_RT/022") from None
         if nav_chain:
@@ -551,6 +552,19 @@ class ODataService:
             else:
                 select.setdefault(head, True)
         return select
+
+    def _check_select(self, etype: EntityType, select: dict[str, Any] | None) -> None:
+        """Every selected property exists, as the Gateway checks it (nested paths under their navigation)."""
+        for name, sub in (select or {}).items():
+            nav = etype.navigations.get(name)
+            if nav is not None:
+                if isinstance(sub, dict):
+                    self._check_select(self.model.types[nav.target_type], sub)
+                continue
+            if name not in etype.properties or isinstance(sub, dict):
+                raise ODataError(
+                    400, f"Property {name} not found in type {etype.name}", "/IWBEP/CM_MGW_RT/022"
+                )
 
     def _parse_expand(self, etype: EntityType, text: str | None) -> dict[str, Any]:
         tree: dict[str, Any] = {}

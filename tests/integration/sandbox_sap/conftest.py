@@ -14,6 +14,7 @@ USER, PASSWORD = "LEAD2CASH", "Sandbox-Passw0rd"
 BP = "/sap/opu/odata/sap/API_BUSINESS_PARTNER"
 GL = "/sap/opu/odata/sap/API_GLACCOUNTLINEITEM"
 JE = "/sap/opu/odata/sap/API_JOURNALENTRYITEMBASIC_SRV"
+CUBE = "/sap/opu/odata/sap/API_OPLACCTGDOCITEMCUBE_SRV"
 SOAP = "/sap/bc/srt/scs_ext/sap/journalentrycreaterequestconfi"
 
 
@@ -133,6 +134,7 @@ def h():  # type: ignore[no-untyped-def]
         BP=BP,
         GL=GL,
         JE=JE,
+        CUBE=CUBE,
         SOAP=SOAP,
         USER=USER,
         PASSWORD=PASSWORD,

@@ -62,6 +62,11 @@ def test_deep_insert_and_read_back_with_expand(sap, admin, h):
         ({"BusinessPartnerCategory": "9"}, "category"),
         ({"to_BusinessPartnerRole": [{"BusinessPartnerRole": "NOPE"}]}, "BP role NOPE does not exist"),
         ({"Unknown": "x"}, "Property 'Unknown' is invalid"),
+        ({"SearchTerm1": "X" * 21}, "for property 'SearchTerm1' exceeds length 20"),
+        (
+            {"to_BusinessPartnerAddress": [{"Country": "DE", "CityName": "B" * 41, "PostalCode": "10115"}]},
+            "for property 'CityName' exceeds length 40",
+        ),
         (
             {
                 "to_Customer": {

@@ -33,10 +33,11 @@ def test_balanced_entry_posts_and_reads_back(sap, admin, h):
     assert severity == "1"
     assert doc.startswith("18") and len(doc) == 10
     assert notes == [f"Document posted successfully: BKPFF {doc}10102024 LEAD2CASH"]
+    # A BKPFF posting's reference key is the document itself; the sender's reference is the header's XBLNR.
     items = sap.get(
         h.GL + "/GLAccountLineItem",
         params={
-            "$filter": "ReferenceDocument eq 'INV-OK-1' and CompanyCode eq '1010'",
+            "$filter": f"ReferenceDocument eq '{doc}' and CompanyCode eq '1010'",
             "$orderby": "LedgerGLLineItem",
         },
     ).json()["d"]["results"]
@@ -52,6 +53,16 @@ def test_balanced_entry_posts_and_reads_back(sap, admin, h):
     assert debtor["AssignmentReference"] == "INV-OK-1"
     by_doc = sap.get(h.GL + "/GLAccountLineItem", params={"$filter": f"AccountingDocument eq '{doc}'"}).json()
     assert len(by_doc["d"]["results"]) == 4
+    by_reference = sap.get(
+        h.CUBE + "/A_OperationalAcctgDocItemCube",
+        params={
+            "$filter": "DocumentReferenceID eq 'INV-OK-1' and CompanyCode eq '1010'",
+            "$select": "CompanyCode,FiscalYear,AccountingDocument,OriginalReferenceDocument",
+        },
+    ).json()["d"]["results"]
+    assert {(i["AccountingDocument"], i["FiscalYear"]) for i in by_reference} == {(doc, "2024")}
+    assert {i["OriginalReferenceDocument"] for i in by_reference} == {f"{doc}10102024"}
+    assert len(by_reference) == 4
     # The analytical item API aggregates by the selected dimensions.
     agg = sap.get(
         h.JE + "/A_JournalEntryItemBasic",
@@ -137,9 +148,42 @@ def test_commit_then_drop_is_counted_once(sap, admin, h):
     assert effects["1010:INV-DROP-1"] == 1
     # The caller finds the posting by its reference instead of posting again.
     found = sap.get(
-        h.GL + "/GLAccountLineItem", params={"$filter": "ReferenceDocument eq 'INV-DROP-1'"}
+        h.CUBE + "/A_OperationalAcctgDocItemCube", params={"$filter": "DocumentReferenceID eq 'INV-DROP-1'"}
     ).json()
     assert {i["AccountingDocument"] for i in found["d"]["results"]}
+
+
+def test_read_apis_hold_the_metadata_lengths(sap, h):
+    """A 16-character reference fits DocumentReferenceID (16) but not ReferenceDocument (10): the filter is
+    refused as on a tenant, and an unknown property in $filter or $select too."""
+    reference = "LEA-1C12-1000-01"
+    doc, severity, _ = _entry_result(h.post_soap(sap, h.journal_entry(reference)))
+    assert severity == "1"
+    too_long = sap.get(h.GL + "/GLAccountLineItem", params={"$filter": f"ReferenceDocument eq '{reference}'"})
+    assert too_long.status_code == 400
+    assert "exceeds length 10" in too_long.json()["error"]["message"]["value"]
+    reversed_operands = sap.get(
+        h.GL + "/GLAccountLineItem", params={"$filter": f"'{reference}' eq ReferenceDocument"}
+    )
+    assert reversed_operands.status_code == 400
+    over_cube = sap.get(
+        h.CUBE + "/A_OperationalAcctgDocItemCube",
+        params={"$filter": f"DocumentReferenceID eq '{reference}X'"},
+    )
+    assert over_cube.status_code == 400
+    found = sap.get(
+        h.CUBE + "/A_OperationalAcctgDocItemCube",
+        params={"$filter": f"DocumentReferenceID eq '{reference}'", "$select": "AccountingDocument"},
+    )
+    assert found.status_code == 200, found.text
+    assert {i["AccountingDocument"] for i in found.json()["d"]["results"]} == {doc}
+    for params in (
+        {"$filter": f"DocumentReferenceID eq '{reference}'"},
+        {"$select": "AccountingDocument,DocumentReferenceID"},
+    ):
+        unknown = sap.get(h.GL + "/GLAccountLineItem", params=params)
+        assert unknown.status_code == 400, params
+        assert "not found in type GLAccountLineItemType" in unknown.json()["error"]["message"]["value"]
 
 
 def test_soap_faults_for_malformed_and_invalid(sap, h):

@@ -44,13 +44,13 @@ def _lago(env: LeadToCash, method: str, path: str, **kw: Any) -> Any:
 
 
 def _sap_items(env: LeadToCash, reference: str) -> list[dict[str, Any]]:
-    """The G/L line items SAP holds under a reference, read through the OData service an auditor uses."""
+    """The journal entry items SAP holds under a header reference (XBLNR), read over OData."""
     sap = env.hub.config.systems["sap"]
     assert isinstance(sap, SapSystemConfig) and isinstance(sap.auth, SapBasicAuth)
     auth = sap.auth
     r = env.http["sap"].get(
-        "/sap/opu/odata/sap/API_GLACCOUNTLINEITEM/GLAccountLineItem",
-        params={"$filter": f"ReferenceDocument eq '{reference}'", "$format": "json"},
+        "/sap/opu/odata/sap/API_OPLACCTGDOCITEMCUBE_SRV/A_OperationalAcctgDocItemCube",
+        params={"$filter": f"DocumentReferenceID eq '{reference}'", "$format": "json"},
         auth=httpx.BasicAuth(auth.username, auth.password.get_secret_value()),
     )
     r.raise_for_status()
