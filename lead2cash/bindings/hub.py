@@ -31,7 +31,9 @@ class ConfirmationsSource:
             }
             for m in rows
         ]
-        last = str(rows[-1].id) if rows else checkpoint
+        # The checkpoint is the last confirmation number read, never a message id: a message delivered
+        # late (a replayed dead letter) gets a number after it, so it is read whenever it arrives.
+        last = str(rows[-1].confirmed_seq) if rows else checkpoint
         return SourceBatch(records, last, more=len(rows) == limit)
 
 

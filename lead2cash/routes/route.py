@@ -380,7 +380,7 @@ class RouteRuntime:
             for o in outcomes
             if o.status == "confirmed"
         ]
-        self.store.complete(self.target.name, confirmed)
+        self.store.complete(self.target.name, confirmed, route=self.name)
         self.metrics.delivered.labels(self.name).inc(len(confirmed))
         for o in outcomes:
             if o.status == "deferred":

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import doubles
+import pytest
 
 from lead2cash.demo import sample_orders
 from lead2cash.hub import Hub
@@ -58,4 +59,59 @@ def test_confirmed_deliveries_feed_the_next_route_with_their_reference(
     # Nothing new on a second pass: the checkpoint covers every delivered message.
     assert asyncio.run(hub.run_until_idle(timeout=10))
     assert len(notify.effects) == 40
+    hub.close()
+
+
+def _chain(tmp_path: Path, store_url: str) -> tuple[Hub, doubles.MemorySystem, list[dict]]:
+    doubles.REGISTRY.clear()
+    path = tmp_path / "chain.yaml"
+    path.write_text(CONFIG.format(url=store_url))
+    hub = Hub.from_files([path], configure_logs=False)
+    system = doubles.REGISTRY["mem"]
+    orders = sample_orders(12, seed=14)
+    system.records.extend(orders)
+    return hub, system, orders
+
+
+def test_a_replayed_dead_letter_reaches_the_route_reading_its_confirmations(
+    tmp_path: Path, store_url: str
+) -> None:
+    """The source route dead-letters 8 of 12; once fixed and replayed, all 8 are confirmed long after the
+    derived route read past them, and every one of them must still reach it."""
+    hub, system, orders = _chain(tmp_path, store_url)
+    failing = {f"order:{o['id']}:v1" for o in orders[:8]}
+    system.behaviour.permanent_keys = set(failing)
+    assert asyncio.run(hub.run_until_idle(timeout=60))
+    notify = system.targets["notify"]
+    assert len(notify.effects) == 4
+    dead = hub.store.dlq_list("first")
+    assert len(dead) == 8
+
+    system.behaviour.permanent_keys = set()  # the cause is fixed
+    for d in dead:
+        hub.store.dlq_requeue(d.id)
+    for _ in range(3):  # however often the hub runs
+        assert asyncio.run(hub.run_until_idle(timeout=60))
+    assert len(system.targets["bill"].effects) == 12
+    assert sorted(notify.effects) == sorted(f"notify:{o['id']}:ref-order:{o['id']}:v1" for o in orders)
+    assert max(notify.effects.values()) == 1
+    hub.close()
+
+
+@pytest.mark.parametrize("routes", [None, ["first"]], ids=["all-routes", "as-dlq-replay"])
+def test_until_idle_drains_a_route_fed_by_deliveries_made_in_the_same_run(
+    tmp_path: Path, store_url: str, routes: list[str] | None
+) -> None:
+    """Nothing new to read anywhere, only pending deliveries of the source route: one run must also
+    deliver what those confirmations give the derived route, also when only the source route is named
+    (``dlq replay`` drains the routes it replayed)."""
+    hub, system, orders = _chain(tmp_path, store_url)
+    system.behaviour.permanent_keys = {f"order:{o['id']}:v1" for o in orders}
+    assert asyncio.run(hub.run_until_idle(timeout=60))
+    assert hub.store.dlq_count("first") == 12
+    system.behaviour.permanent_keys = set()
+    for d in hub.store.dlq_list("first"):
+        hub.store.dlq_requeue(d.id)
+    assert asyncio.run(hub.run_until_idle(timeout=60, routes=routes))
+    assert len(system.targets["notify"].effects) == 12
     hub.close()
