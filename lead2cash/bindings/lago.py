@@ -610,6 +610,25 @@ class InvoiceSource(LagoEventSource):
         ]
         return SourceBatch(records, after, more=more, xrefs=writes)
 
+    async def reread(self, record: Mapping[str, Any]) -> SourceBatch:
+        """The invoice an event or poll record carried, as Lago holds it now (GET, with its fees)."""
+        from lead2cash.connectors.lago import LagoNotFound
+
+        invoice = record.get("invoice")
+        lago_id = invoice.get("lago_id") if isinstance(invoice, Mapping) else None
+        if not isinstance(lago_id, str) or not lago_id:
+            raise PermanentError("cannot re-read the record: it carries no invoice.lago_id")
+        try:
+            current = await self.client.get_invoice(lago_id)
+        except LagoNotFound:
+            return SourceBatch([], None)
+        # Replay asks for this record whatever this consumer passed on; the gate only moves forward.
+        admitted, writes = self._admit([current], strictly_newer=False)
+        records = [
+            {"webhook_type": self.event_type(i), "object_type": "invoice", "invoice": i} for i in admitted
+        ]
+        return SourceBatch(records, None, xrefs=writes)
+
 
 class CreditNoteSource(LagoEventSource):
     object_type = "credit_note"

@@ -460,6 +460,12 @@ class Store:
             row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
         return _message(row) if row else None
 
+    def message_by_key(self, route: str, key: str) -> Message | None:
+        q = select(messages).where(messages.c.route == route, messages.c.idempotency_key == key)
+        with self._read() as conn:
+            row = conn.execute(q).first()
+        return _message(row) if row else None
+
     def messages_for(self, route: str, status: str | None = None) -> list[Message]:
         q = select(messages).where(messages.c.route == route)
         if status:
