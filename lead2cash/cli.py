@@ -277,10 +277,12 @@ def dlq_replay(
                             err.print(text + f"fails mapping again, new dead letter: {done.reason}")
                             code = 1
                         else:
-                            console.print(
-                                text
-                                + ("queued" if done.outcome == "queued" else "the route's filter drops it")
-                            )
+                            said = {
+                                "queued": "queued",
+                                "duplicate": "already in the inbox (read by a poll since): nothing new",
+                                "filtered": "the route's filter drops it",
+                            }
+                            console.print(text + said[done.outcome])
                 except (ValueError, KeyError, DeliveryError) as exc:
                     # The source's own error (unreachable, throttled): redacted like a dead-letter reason.
                     err.print(f"dead letter {dead_letter_id}: {describe_error(exc)}")

@@ -75,8 +75,9 @@ class Outcome:
 @dataclass(frozen=True)
 class Replayed:
     """What the replay of a mapping dead letter did: where the record came from (``read``, for the
-    operator) and what it became: queued, dead (failed mapping again: ``reason``), filtered (the route's
-    filter drops it now) or gone (the source no longer holds it; the dead letter is left open)."""
+    operator) and what it became: queued, duplicate (its key is in the inbox already: the poll took the
+    correction first), dead (failed mapping again: ``reason``), filtered (the route's filter drops it
+    now) or gone (the source no longer holds it; the dead letter is left open)."""
 
     read: str
     outcome: str
@@ -231,13 +232,16 @@ class RouteRuntime:
             what = source.name if source is not None else "this route's source"
             read = f"from its stored payload: {what} cannot re-read a record"
         items = [self._to_message(r) for r in records]
-        new = [i for i in items if isinstance(i, NewMessage)]
+        mapped = [i for i in items if isinstance(i, NewMessage)]
+        new = [m for m in mapped if self.store.message_by_key(self.name, m.idempotency_key) is None]
         again = [i for i in items if isinstance(i, NewDeadLetter)]
         self.store.enqueue(self.name, new, dead=again, xrefs_written=xrefs)
         self.store.dlq_mark(dead.id, "replayed")
         self.metrics.ingested.labels(self.name).inc(len(new))
         if again:
             return Replayed(read, "dead", again[0].error_message)
+        if mapped and not new:
+            return Replayed(read, "duplicate")
         return Replayed(read, "queued" if new else "filtered")
 
     async def ingest_once(self) -> int:

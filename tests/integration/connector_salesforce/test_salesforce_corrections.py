@@ -105,6 +105,11 @@ def test_a_line_edit_brings_its_opportunity_back(org, tmp_path: Path, store_url:
     org.advance(RELEASE)
     _run(config)
     assert len(_orders(tmp_path)) == count
+    # The bad version's dead letter, replayed now, reads the deal the poll delivered: nothing new.
+    replayed = CliRunner().invoke(app, ["dlq", "replay", "-c", str(config), str(dead.id)])
+    assert replayed.exit_code == 0, replayed.output
+    assert "already in the inbox" in " ".join(replayed.output.split())
+    assert len(_orders(tmp_path)) == count
 
 
 def test_replay_maps_the_record_as_salesforce_holds_it_now(org, tmp_path: Path, store_url: str) -> None:
