@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from typing import Any
 
 import pytest
 
@@ -205,4 +206,24 @@ def test_the_confirmation_numbers_migration_keeps_checkpoints_and_offers_replaye
     assert [m.id for m in store.delivered_since("r", 4, 10)] == [2]  # a checkpoint at id 4 reads it
     store.complete("t", [(3, "k3", None)], route="r")
     assert store.delivered_since("r", 6, 10)[0].confirmed_seq == 7
+    store.close()
+
+
+def test_concurrent_completions_get_distinct_confirmation_numbers(store_url: str) -> None:
+    """Workers completing at once (threads here; PostgreSQL runs their transactions concurrently): every
+    confirmation gets its own number, none lost, none repeated."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(store_url)
+    store.enqueue("r", _msgs(120))
+    messages = store.messages_for("r")
+
+    def complete(chunk: list[Any]) -> None:
+        for m in chunk:
+            store.complete("t", [(m.id, m.idempotency_key, None)], route="r")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(complete, [messages[i::4] for i in range(4)]))
+    seqs = [m.confirmed_seq for m in store.delivered_since("r", 0, 500)]
+    assert seqs == list(range(1, 121))
     store.close()
