@@ -115,3 +115,36 @@ def test_until_idle_drains_a_route_fed_by_deliveries_made_in_the_same_run(
     assert asyncio.run(hub.run_until_idle(timeout=60, routes=routes))
     assert len(system.targets["notify"].effects) == 12
     hub.close()
+
+
+def test_replay_of_a_derived_routes_mapping_dead_letter_reads_the_confirmation_again(
+    tmp_path: Path, store_url: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from lead2cash.cli import app
+
+    doubles.REGISTRY.clear()
+    mapped = CONFIG.replace(
+        "mapping: {{adapter: hub.confirmation, entity: Order, options: {{ref_system: billing}}}}",
+        "mapping: {{adapter: hub.confirmation, entity: Order, options: {{ref_system: billing}}, "
+        "value_maps: {{customer.name: names}}}}",
+    )
+    path = tmp_path / "chain.yaml"
+    [order] = sample_orders(1, seed=3)
+    name = order["customer"]["name"]
+    path.write_text(mapped.format(url=store_url) + "mappings: {names: {nobody: nobody}}\n")
+    hub = Hub.from_files([path], configure_logs=False)
+    doubles.REGISTRY["mem"].records.append(order)
+    assert asyncio.run(hub.run_until_idle(timeout=30))
+    [dead] = hub.store.dlq_list("second")
+    assert "names" in dead.error_message
+    hub.close()
+    # The table gets its entry; the confirmation is read again from the store, by its key.
+    path.write_text(mapped.format(url=store_url) + f"mappings: {{names: {{{name!r}: Renamed}}}}\n")
+    replayed = CliRunner().invoke(app, ["dlq", "replay", "-c", str(path), str(dead.id)])
+    assert replayed.exit_code == 0, replayed.output
+    assert "re-read from hub/first" in " ".join(replayed.output.split())
+    assert list(doubles.REGISTRY["mem"].targets["notify"].effects) == [
+        f"notify:{order['id']}:ref-order:{order['id']}:v1"
+    ]
