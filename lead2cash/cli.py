@@ -290,7 +290,8 @@ def dlq_replay(
                     continue
                 routes.add(d.route)
             if deliver and routes:
-                await hub.run_until_idle(timeout=300, routes=sorted(routes))
+                # The routes reading the replayed ones' confirmations have work when those are delivered.
+                await hub.run_until_idle(timeout=300, routes=hub.with_derived(sorted(routes)))
         finally:
             await hub.aclose_systems()
 

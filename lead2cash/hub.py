@@ -416,7 +416,7 @@ class Hub:
         self._polls.clear()
         log.info("hub stopped")
 
-    def _derived(self, names: Sequence[str]) -> list[str]:
+    def with_derived(self, names: Sequence[str]) -> list[str]:
         """``names`` and every route that reads their confirmations (the hub source), transitively."""
         out = list(dict.fromkeys(names))
         for name in out:  # grows while it is walked
@@ -428,10 +428,10 @@ class Hub:
 
     async def run_until_idle(self, timeout: float | None = None, routes: Sequence[str] | None = None) -> bool:
         """Ingest every polled source and deliver until no route has work; True when idle, False on timeout.
-        ``routes`` limits the run to those routes and the routes that read their confirmations. Used by
-        ``lead2cash run --until-idle``, ``dlq replay``, the demo and tests."""
+        ``routes`` limits the run to those routes (``with_derived`` adds the routes reading their
+        confirmations). Used by ``lead2cash run --until-idle``, ``dlq replay``, the demo and tests."""
         self._recover_leases()
-        names = self._derived(routes or list(self.routes))
+        names = list(routes or self.routes)
         derived = [n for n in names if isinstance(self.routes[n].source, ConfirmationsSource)]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import doubles
 import pytest
+from typer.testing import CliRunner
 
+from lead2cash.cli import app
 from lead2cash.demo import sample_orders
 from lead2cash.hub import Hub
 
@@ -110,9 +112,16 @@ def test_until_idle_drains_a_route_fed_by_deliveries_made_in_the_same_run(
     assert asyncio.run(hub.run_until_idle(timeout=60))
     assert hub.store.dlq_count("first") == 12
     system.behaviour.permanent_keys = set()
-    for d in hub.store.dlq_list("first"):
-        hub.store.dlq_requeue(d.id)
-    assert asyncio.run(hub.run_until_idle(timeout=60, routes=routes))
+    dead = hub.store.dlq_list("first")
+    if routes is None:
+        for d in dead:
+            hub.store.dlq_requeue(d.id)
+        assert asyncio.run(hub.run_until_idle(timeout=60))
+    else:  # the operator's command, which drains the routes it replayed
+        replayed = CliRunner().invoke(
+            app, ["dlq", "replay", "-c", str(tmp_path / "chain.yaml"), *(str(d.id) for d in dead)]
+        )
+        assert replayed.exit_code == 0, replayed.output
     assert len(system.targets["notify"].effects) == 12
     hub.close()
 
@@ -120,10 +129,6 @@ def test_until_idle_drains_a_route_fed_by_deliveries_made_in_the_same_run(
 def test_replay_of_a_derived_routes_mapping_dead_letter_reads_the_confirmation_again(
     tmp_path: Path, store_url: str
 ) -> None:
-    from typer.testing import CliRunner
-
-    from lead2cash.cli import app
-
     doubles.REGISTRY.clear()
     mapped = CONFIG.replace(
         "mapping: {{adapter: hub.confirmation, entity: Order, options: {{ref_system: billing}}}}",
