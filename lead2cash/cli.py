@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from lead2cash.config import ConfigError, json_schema, load_config
+from lead2cash.errors import DeliveryError
+from lead2cash.routes.route import describe_error
 
 app = typer.Typer(help="lead2cash: the lead-to-cash integration hub.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
@@ -313,43 +315,70 @@ def dlq_replay(
     config: ConfigOpt,
     ids: Annotated[list[int], typer.Argument(help="dead letter ids")],
     deliver: Annotated[bool, typer.Option(help="deliver now (off: leave it to the running hub)")] = True,
+    stored_payload: Annotated[
+        bool,
+        typer.Option(
+            "--stored-payload",
+            help="mapping dead letters: submit the stored payload instead of re-reading the record from "
+            "its source",
+        ),
+    ] = False,
 ) -> None:
-    """Replay dead letters through their route; the effect ledger prevents any duplicate."""
+    """Replay dead letters through their route; the effect ledger prevents any duplicate. A mapping dead
+    letter's record is read again from its source (corrected there, it maps now)."""
     hub = _hub(config)
     routes: set[str] = set()
     code = 0
-    for dead_letter_id in ids:
-        d = hub.store.dlq_get(dead_letter_id)
-        if d is None:
-            err.print(f"no dead letter {dead_letter_id}")
-            code = 1
-            continue
-        route = hub.routes.get(d.route)
-        if route is None:
-            err.print(f"dead letter {dead_letter_id}: route {d.route!r} is not in this config")
-            code = 1
-            continue
+
+    async def main() -> None:
+        nonlocal code
         try:
-            if d.stage == "delivery":
-                hub.store.dlq_requeue(dead_letter_id)
-            else:
-                route.submit([json.loads(d.original_payload)])
-                hub.store.dlq_mark(dead_letter_id, "replayed")
-        except (ValueError, KeyError, json.JSONDecodeError) as exc:
-            err.print(f"dead letter {dead_letter_id}: {exc}")
-            code = 1
-            continue
-        routes.add(d.route)
-        console.print(f"dead letter {dead_letter_id} requeued on route {d.route}")
+            for dead_letter_id in ids:
+                d = hub.store.dlq_get(dead_letter_id)
+                if d is None:
+                    err.print(f"no dead letter {dead_letter_id}")
+                    code = 1
+                    continue
+                route = hub.routes.get(d.route)
+                if route is None:
+                    err.print(f"dead letter {dead_letter_id}: route {d.route!r} is not in this config")
+                    code = 1
+                    continue
+                try:
+                    if d.stage == "delivery":
+                        hub.store.dlq_requeue(dead_letter_id)
+                        console.print(f"dead letter {dead_letter_id} requeued on route {d.route}")
+                    else:
+                        done = await route.replay_mapping(d, stored_payload=stored_payload)
+                        text = f"dead letter {dead_letter_id} ({d.route}): {done.read}: "
+                        if done.outcome == "gone":
+                            err.print(text + str(done.reason))
+                            code = 1
+                            continue
+                        if done.outcome == "dead":
+                            err.print(text + f"fails mapping again, new dead letter: {done.reason}")
+                            code = 1
+                        else:
+                            said = {
+                                "queued": "queued",
+                                "duplicate": "already in the inbox (read by a poll since): nothing new",
+                                "filtered": "the route's filter drops it",
+                            }
+                            console.print(text + said[done.outcome])
+                except (ValueError, KeyError, DeliveryError) as exc:
+                    # The source's own error (unreachable, throttled): redacted like a dead-letter reason.
+                    err.print(f"dead letter {dead_letter_id}: {describe_error(exc)}")
+                    code = 1
+                    continue
+                routes.add(d.route)
+            if deliver and routes:
+                # The routes reading the replayed ones' confirmations have work when those are delivered.
+                await hub.run_until_idle(timeout=300, routes=hub.with_derived(sorted(routes)))
+        finally:
+            await hub.aclose_systems()
+
+    asyncio.run(main())
     if deliver and routes:
-
-        async def drain() -> None:
-            try:
-                await hub.run_until_idle(timeout=300, routes=sorted(routes))
-            finally:
-                await hub.aclose_systems()
-
-        asyncio.run(drain())
         console.print(f"open dead letters now: {hub.store.dlq_count()}")
     hub.close()
     raise typer.Exit(code)

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from lead2cash.adapters import canonical
 from lead2cash.adapters.registry import INBOUND
 from lead2cash.bindings import BUILDERS, BindingContext, SystemBinding, builder
+from lead2cash.bindings.hub import ConfirmationsSource
 from lead2cash.canonical_model import ENTITY_TYPES
 from lead2cash.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from lead2cash.config.errors import ConfigProblems
@@ -416,11 +417,23 @@ class Hub:
         self._polls.clear()
         log.info("hub stopped")
 
+    def with_derived(self, names: Sequence[str]) -> list[str]:
+        """``names`` and every route that reads their confirmations (the hub source), transitively."""
+        out = list(dict.fromkeys(names))
+        for name in out:  # grows while it is walked
+            for other, route in self.routes.items():
+                source = route.source
+                if isinstance(source, ConfirmationsSource) and source.route == name and other not in out:
+                    out.append(other)
+        return out
+
     async def run_until_idle(self, timeout: float | None = None, routes: Sequence[str] | None = None) -> bool:
-        """Ingest every polled source and deliver until nothing is pending; True when idle, False on timeout.
-        Used by ``lead2cash run --until-idle``, the demo and tests."""
+        """Ingest every polled source and deliver until no route has work; True when idle, False on timeout.
+        ``routes`` limits the run to those routes (``with_derived`` adds the routes reading their
+        confirmations). Used by ``lead2cash run --until-idle``, ``dlq replay``, the demo and tests."""
         self._recover_leases()
         names = list(routes or self.routes)
+        derived = [n for n in names if isinstance(self.routes[n].source, ConfirmationsSource)]
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             ingested = 0
@@ -432,6 +445,11 @@ class Hub:
                 handled = 0
                 for name in names:
                     handled += await self.routes[name].deliver_once(self.worker_id)
+                if handled:
+                    # Deliveries are new confirmations: the routes reading them have work now (what
+                    # they take in is pending, so it keeps this loop going by itself).
+                    for name in derived:
+                        handled += await self.ingest(name)
             pending = {n: self.store.count_messages(n, "pending") for n in names}
             active = [n for n in names if pending[n] and not self.routes[n].halted]
             if not active and not ingested:

@@ -9,7 +9,7 @@ from typing import Any
 from lead2cash.bindings import BindingContext
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.routes.interfaces import Source, SourceBatch, Target
-from lead2cash.store import Store
+from lead2cash.store import Message, MessageStatus, Store
 
 
 class ConfirmationsSource:
@@ -20,19 +20,30 @@ class ConfirmationsSource:
 
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
         rows = self.store.delivered_since(self.route, int(checkpoint or 0), limit)
-        records = [
-            {
-                "route": m.route,
-                "key": m.idempotency_key,
-                "entity_type": m.entity_type,
-                "entity": json.loads(m.payload),
-                "target_ref": m.target_ref,
-                "trace_id": m.trace_id,
-            }
-            for m in rows
-        ]
-        last = str(rows[-1].id) if rows else checkpoint
+        records = [self._record(m) for m in rows]
+        # The checkpoint is the last confirmation number read, never a message id: a message delivered
+        # late (a replayed dead letter) gets a number after it, so it is read whenever it arrives.
+        last = str(rows[-1].confirmed_seq) if rows else checkpoint
         return SourceBatch(records, last, more=len(rows) == limit)
+
+    async def reread(self, record: Mapping[str, Any]) -> SourceBatch:
+        """The confirmation again, from the source route's message (its key names it)."""
+        key = record.get("key")
+        found = self.store.message_by_key(self.route, key) if isinstance(key, str) else None
+        if found is None or found.status != MessageStatus.DELIVERED.value:
+            return SourceBatch([], None)
+        return SourceBatch([self._record(found)], None)
+
+    @staticmethod
+    def _record(m: Message) -> dict[str, Any]:
+        return {
+            "route": m.route,
+            "key": m.idempotency_key,
+            "entity_type": m.entity_type,
+            "entity": json.loads(m.payload),
+            "target_ref": m.target_ref,
+            "trace_id": m.trace_id,
+        }
 
 
 class HubSystem:

@@ -539,6 +539,29 @@ class LagoEventSource:
     def rank(self, obj: Mapping[str, Any]) -> int:
         return 1
 
+    # -- replay
+    async def _get(self, lago_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _record(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def reread(self, record: Mapping[str, Any]) -> SourceBatch:
+        """The object an event or poll record carried, as Lago holds it now (GET by its lago_id)."""
+        from lead2cash.connectors.lago import LagoNotFound
+
+        obj = record.get(self.object_type)
+        lago_id = obj.get("lago_id") if isinstance(obj, Mapping) else None
+        if not isinstance(lago_id, str) or not lago_id:
+            raise PermanentError(f"cannot re-read the record: it carries no {self.object_type}.lago_id")
+        try:
+            current = await self._get(lago_id)
+        except LagoNotFound:
+            return SourceBatch([], None)
+        # Replay asks for this object whatever this consumer passed on; the gate only moves forward.
+        admitted, writes = self._admit([current], strictly_newer=False)
+        return SourceBatch([self._record(o) for o in admitted], None, xrefs=writes)
+
     # -- webhooks
     async def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookDelivery | None:
         verifier = self.binding.verifier
@@ -610,12 +633,24 @@ class InvoiceSource(LagoEventSource):
         ]
         return SourceBatch(records, after, more=more, xrefs=writes)
 
+    async def _get(self, lago_id: str) -> dict[str, Any]:
+        return await self.client.get_invoice(lago_id)
+
+    def _record(self, invoice: Mapping[str, Any]) -> dict[str, Any]:
+        return {"webhook_type": self.event_type(invoice), "object_type": "invoice", "invoice": invoice}
+
 
 class CreditNoteSource(LagoEventSource):
     object_type = "credit_note"
 
     def rank(self, obj: Mapping[str, Any]) -> int:
         return 2 if obj.get("credit_status") == "voided" else 1
+
+    async def _get(self, lago_id: str) -> dict[str, Any]:
+        return await self.client.get_credit_note(lago_id)
+
+    def _record(self, note: Mapping[str, Any]) -> dict[str, Any]:
+        return {"webhook_type": "credit_note.created", "object_type": "credit_note", "credit_note": note}
 
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
         taken, after, more = await self._candidates(checkpoint, limit, self.client.credit_notes)

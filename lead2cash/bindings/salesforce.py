@@ -36,6 +36,7 @@ from lead2cash.connectors.salesforce import (
     SalesforceClient,
     identifier,
 )
+from lead2cash.connectors.salesforce.soql import record_id
 from lead2cash.errors import PermanentError
 from lead2cash.routes.interfaces import Source, SourceBatch, Target
 from lead2cash.store import Store
@@ -103,15 +104,32 @@ class SalesforceSource:
         result = await self.client.call(
             self.budget, lambda sf: self.reader.read(sf, cursor, limit), f"read {self.reader.spec.object}"
         )
-        if self.default_currency:
-            for record in result.records:
-                record.setdefault("CurrencyIsoCode", self.default_currency)
+        self._defaults(result.records)
         return SourceBatch(
             result.records,
             result.cursor.dumps(),
             more=result.more,
             meta={"server_time": str(result.server_time), "api_calls": self.client.calls},
         )
+
+    def _defaults(self, records: list[dict[str, Any]]) -> None:
+        if self.default_currency:
+            for record in records:
+                record.setdefault("CurrencyIsoCode", self.default_currency)
+
+    async def reread(self, record: Mapping[str, Any]) -> SourceBatch:
+        """The record this one was, read again by its Id with its account and line items (deleted
+        included); no record when it no longer matches the source's filters."""
+        try:
+            rid = record_id(str(record.get("Id")))
+        except ValueError as exc:
+            raise PermanentError(f"cannot re-read the record: {exc}") from None
+        await self.client.start(self.budget)
+        records = await self.client.call(
+            self.budget, lambda sf: self.reader.reread(sf, rid), f"re-read {self.reader.spec.object} {rid}"
+        )
+        self._defaults(records)
+        return SourceBatch(records, None)
 
 
 class WritebackTarget:
@@ -257,7 +275,17 @@ class SalesforceBinding:
             account = _names(options.get("account_fields", ACCOUNT_FIELDS), "options.account_fields")
             lines = _names(options.get("line_fields", LINE_FIELDS), "options.line_fields")
             all_fields = (*fields, *currency, *(f"Account.{f}" for f in (*account, *currency)))
-            children: tuple[ChildQuery, ...] = (ChildQuery("OpportunityLineItems", (*lines, *currency)),)
+            # A line edit moves the line's SystemModstamp, not the Opportunity's: the line items are
+            # watched on a cursor of their own, and the Opportunity of a changed line is read again.
+            children: tuple[ChildQuery, ...] = (
+                ChildQuery(
+                    "OpportunityLineItems",
+                    (*lines, *currency),
+                    object="OpportunityLineItem",
+                    parent_field="OpportunityId",
+                    parent_relationship="Opportunity",
+                ),
+            )
         else:
             if "fields" not in options:
                 raise ConfigProblems([(("options", "fields"), f"name the fields to read from {obj}")])

@@ -348,7 +348,7 @@ def salesforce_head(won: dict[str, dict[str, Any]]) -> tuple[dt.datetime, str] |
 
 def checkpoint_at_head(store: Store, won: dict[str, dict[str, Any]]) -> list[str]:
     """Problems with the polled sources' checkpoints: the Salesforce cursor must have reached the newest won
-    deal's (SystemModstamp, Id); the hub source the newest delivered message of the ledger route."""
+    deal's (SystemModstamp, Id); the hub source the last confirmation number of the ledger route."""
     problems: list[str] = []
     checkpoints = store.checkpoints_all()
     sf = next((v for k, v in checkpoints.items() if k.startswith(f"{SALESFORCE_SOURCE}:")), None)
@@ -363,10 +363,10 @@ def checkpoint_at_head(store: Store, won: dict[str, dict[str, Any]]) -> list[str
                 problems.append(f"Salesforce checkpoint {at} is behind the newest won deal {head}")
     delivered = store.messages_for(LEDGER_ROUTE, "delivered")
     if delivered:
-        last = max(m.id for m in delivered)
+        last = max(m.confirmed_seq or 0 for m in delivered)
         hub_cp = next((v for k, v in checkpoints.items() if k.startswith(f"{HUB_SOURCE}:")), None)
         if hub_cp is None or int(hub_cp) != last:
-            problems.append(f"hub source checkpoint {hub_cp} is not the last delivered message {last}")
+            problems.append(f"hub source checkpoint {hub_cp} is not the last confirmation {last}")
     return problems
 
 

@@ -44,6 +44,21 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class RereadableSource(Protocol):
+    """A source that can read one of its records again, as the source holds it now, from the record it
+    once produced (which names it: an Opportunity's Id, an invoice's lago_id). Replaying a mapping dead
+    letter uses it, so a record corrected in its system is mapped, not the stale payload. The batch has
+    no record when the source no longer holds it (deleted, or filtered out); its ``xrefs`` (the
+    source's own state) are written with it, its checkpoint is not used."""
+
+    name: str
+
+    async def read(self, checkpoint: str | None, limit: int) -> SourceBatch: ...
+
+    async def reread(self, record: Mapping[str, Any]) -> SourceBatch: ...
+
+
+@runtime_checkable
 class WebhookSource(Protocol):
     """A source that also receives pushes. ``verify_webhook`` checks the raw body with the system's own
     scheme and returns the delivery, or None to answer 401."""

@@ -29,9 +29,9 @@ from tenacity import (
 from lead2cash.observability import REDACTOR, Metrics
 from lead2cash.pacing import RateLimiter, current_pacer
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
-from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, Source, Target
+from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, RereadableSource, Source, Target
 from lead2cash.routes.policy import OnFailure, RetryPolicy
-from lead2cash.store import EffectState, Message, NewDeadLetter, NewMessage, Store, XrefWrite
+from lead2cash.store import DeadLetter, EffectState, Message, NewDeadLetter, NewMessage, Store, XrefWrite
 
 log = structlog.get_logger("lead2cash.route")
 
@@ -70,6 +70,18 @@ class Outcome:
     error: str | None = None
     delay_ms: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """What the replay of a mapping dead letter did: where the record came from (``read``, for the
+    operator) and what it became: queued, duplicate (its key is in the inbox already: the poll took the
+    correction first), dead (failed mapping again: ``reason``), filtered (the route's filter drops it
+    now) or gone (the source no longer holds it; the dead letter is left open)."""
+
+    read: str
+    outcome: str
+    reason: str | None = None
 
 
 @dataclass
@@ -183,6 +195,54 @@ class RouteRuntime:
             return None
         self.metrics.ingested.labels(self.name).inc(len(new))
         return len(new)
+
+    async def replay_mapping(self, dead: DeadLetter, *, stored_payload: bool = False) -> Replayed:
+        """Replay a mapping-stage dead letter: read its record again from the source (it may have been
+        corrected there) and submit that; the stored payload stays on the dead letter as evidence. The
+        stored payload itself is submitted only with ``stored_payload`` or when the source cannot
+        re-read a record, and ``read`` says which happened."""
+        if dead.stage != "mapping":
+            raise ValueError(f"dead letter {dead.id} failed at {dead.stage}, not at mapping")
+        if dead.status != "open":
+            raise ValueError(f"dead letter {dead.id} is {dead.status}, not open")
+        try:
+            stored = json.loads(dead.original_payload)
+        except ValueError:
+            raise ValueError(
+                f"dead letter {dead.id}: the stored payload is not a JSON record (the source could not "
+                "parse it); fix it in the source and move the checkpoint back instead"
+            ) from None
+        source = self.source
+        records: list[Mapping[str, Any]] = [stored]
+        xrefs: Sequence[XrefWrite] = ()
+        if stored_payload:
+            read = "from its stored payload, as asked"
+        elif isinstance(source, RereadableSource):
+            batch = await source.reread(stored)
+            if not batch.records:
+                return Replayed(
+                    f"re-read from {source.name}",
+                    "gone",
+                    "the source no longer holds this record (deleted, or it no longer matches the "
+                    "source's filters): left open; discard it, or replay the stored payload",
+                )
+            records, xrefs = list(batch.records), batch.xrefs
+            read = f"re-read from {source.name}"
+        else:
+            what = source.name if source is not None else "this route's source"
+            read = f"from its stored payload: {what} cannot re-read a record"
+        items = [self._to_message(r) for r in records]
+        mapped = [i for i in items if isinstance(i, NewMessage)]
+        new = [m for m in mapped if self.store.message_by_key(self.name, m.idempotency_key) is None]
+        again = [i for i in items if isinstance(i, NewDeadLetter)]
+        self.store.enqueue(self.name, new, dead=again, xrefs_written=xrefs)
+        self.store.dlq_mark(dead.id, "replayed")
+        self.metrics.ingested.labels(self.name).inc(len(new))
+        if again:
+            return Replayed(read, "dead", again[0].error_message)
+        if mapped and not new:
+            return Replayed(read, "duplicate")
+        return Replayed(read, "queued" if new else "filtered")
 
     async def ingest_once(self) -> int:
         """Read the source from its checkpoint until it has nothing more; returns records enqueued."""
@@ -380,7 +440,7 @@ class RouteRuntime:
             for o in outcomes
             if o.status == "confirmed"
         ]
-        self.store.complete(self.target.name, confirmed)
+        self.store.complete(self.target.name, confirmed, route=self.name)
         self.metrics.delivered.labels(self.name).inc(len(confirmed))
         for o in outcomes:
             if o.status == "deferred":

@@ -44,9 +44,23 @@ messages = Table(
     Column("trace_id", String(64), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("updated_at_ms", BigInteger, nullable=False),
+    # Assigned when the message becomes delivered, in commit order per route (see ``sequences``): a
+    # route reading another's confirmations reads them by this, so a late one (a replayed dead letter)
+    # is never behind its checkpoint.
+    Column("confirmed_seq", BigInteger),
     UniqueConstraint("route", "idempotency_key", name="uq_messages_route_key"),
     Index("ix_messages_claim", "route", "status", "next_attempt_at_ms"),
     Index("ix_messages_ordering", "route", "ordering_key", "status", "id"),
+    Index("ix_messages_confirmed", "route", "confirmed_seq"),
+)
+
+# Counters taken under a row lock held to commit, so numbers become visible in the order they were
+# given: ``confirmed:<route>`` numbers that route's confirmations.
+sequences = Table(
+    "sequences",
+    metadata,
+    Column("name", String(250), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 effects = Table(

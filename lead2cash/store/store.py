@@ -42,6 +42,7 @@ from lead2cash.store.schema import (
     inbound_receipts,
     messages,
     route_state,
+    sequences,
     xrefs,
 )
 
@@ -111,6 +112,7 @@ class Message:
     last_error: str | None
     target_ref: str | None
     trace_id: str
+    confirmed_seq: int | None = None  # the route's confirmation number, once delivered
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ def _message(row: Any) -> Message:
         last_error=row.last_error,
         target_ref=row.target_ref,
         trace_id=row.trace_id,
+        confirmed_seq=row.confirmed_seq,
     )
 
 
@@ -276,6 +279,10 @@ class Store:
         self._message_insert: Any = self._insert(messages).on_conflict_do_nothing(
             index_elements=["route", "idempotency_key"]
         )
+        take = self._insert(sequences).values(name=bindparam("name"), value=bindparam("n"))
+        self._sequence_take: Any = take.on_conflict_do_update(
+            index_elements=["name"], set_={"value": sequences.c.value + take.excluded.value}
+        ).returning(sequences.c.value)
         upsert = self._insert(xrefs)
         self._xref_upsert_stmt: Any = upsert.on_conflict_do_update(
             index_elements=["entity_type", "canonical_id", "system"],
@@ -453,6 +460,12 @@ class Store:
             row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
         return _message(row) if row else None
 
+    def message_by_key(self, route: str, key: str) -> Message | None:
+        q = select(messages).where(messages.c.route == route, messages.c.idempotency_key == key)
+        with self._read() as conn:
+            row = conn.execute(q).first()
+        return _message(row) if row else None
+
     def messages_for(self, route: str, status: str | None = None) -> list[Message]:
         q = select(messages).where(messages.c.route == route)
         if status:
@@ -460,23 +473,18 @@ class Store:
         with self._read() as conn:
             return [_message(r) for r in conn.execute(q.order_by(messages.c.id))]
 
-    def delivered_since(self, route: str, after_id: int, limit: int) -> list[Message]:
-        """Delivered messages of ``route`` with id > ``after_id``, never past an earlier one still pending,
-        so a reader that checkpoints on the last id returned cannot skip a message delivered later."""
-        first_pending = (
-            select(func.min(messages.c.id))
-            .where(messages.c.route == route, messages.c.status == MessageStatus.PENDING.value)
-            .scalar_subquery()
-        )
+    def delivered_since(self, route: str, after_seq: int, limit: int) -> list[Message]:
+        """Delivered messages of ``route`` confirmed after number ``after_seq``, in confirmation order.
+        Numbers are given in commit order, so a reader that checkpoints on the last one returned never
+        skips a message, however late it is delivered (a retry, a replayed dead letter)."""
         q = (
             select(messages)
             .where(
                 messages.c.route == route,
-                messages.c.id > after_id,
+                messages.c.confirmed_seq > after_seq,
                 messages.c.status == MessageStatus.DELIVERED.value,
-                or_(first_pending.is_(None), messages.c.id < first_pending),
             )
-            .order_by(messages.c.id)
+            .order_by(messages.c.confirmed_seq)
             .limit(limit)
         )
         with self._read() as conn:
@@ -562,12 +570,24 @@ class Store:
         with self._read() as conn:
             return int(conn.execute(q).scalar_one())
 
-    def complete(self, target: str, done: Sequence[tuple[int, str, str | None]]) -> None:
-        """Confirm effects and mark their messages delivered, atomically: (message_id, key, target_ref)."""
+    def complete(
+        self, target: str, done: Sequence[tuple[int, str, str | None]], *, route: str | None = None
+    ) -> None:
+        """Confirm effects and mark their messages delivered, atomically: (message_id, key, target_ref).
+        Each message gets its route's next confirmation number (``route``: the messages' route, read
+        from the first one when not given)."""
         if not done:
             return
         ts = self.clock()
         with self.engine.begin() as conn:
+            if route is None:
+                route = conn.execute(select(messages.c.route).where(messages.c.id == done[0][0])).scalar_one()
+            # First in the transaction: the counter's row lock, held to commit, orders the numbers as
+            # the commits, and every completion takes it before any other lock.
+            last = conn.execute(
+                self._sequence_take, {"name": f"confirmed:{route}", "n": len(done)}
+            ).scalar_one()
+            first = int(last) - len(done) + 1
             conn.execute(
                 update(effects)
                 .where(
@@ -586,8 +606,10 @@ class Store:
                     lease_owner=None,
                     lease_expires_at_ms=None,
                     updated_at_ms=ts,
+                    # A message confirmed twice (a lease ran out meanwhile) keeps its first number.
+                    confirmed_seq=func.coalesce(messages.c.confirmed_seq, _bind("b_seq")),
                 ),
-                [{"b_id": mid, "b_ref": ref} for mid, _, ref in done],
+                [{"b_id": mid, "b_ref": ref, "b_seq": first + i} for i, (mid, _, ref) in enumerate(done)],
             )
 
     def retry_later(self, message_id: int, attempts: int, delay_ms: int, error: str) -> None:

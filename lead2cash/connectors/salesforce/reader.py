@@ -9,6 +9,9 @@
   window of that probe, never the watermark.
 * ``queryAll`` returns deleted rows (``IsDeleted = true``, SystemModstamp moved at deletion) in the same
   order, so deletes travel the same cursor.
+* An edit of a child record does not move its parent's SystemModstamp (an Opportunity line item: the
+  Amount roll-up does not either), so a watched child object has a keyset cursor of its own, under the
+  same safety lag, and every parent named by a changed (or deleted) child is read again by Id.
 * A periodic reconciliation sweep re-reads every live record by Id, for changes that never move
   SystemModstamp (formula and roll-up fields). The route's idempotent consumer drops records whose key is
   already known, so a sweep over unchanged records produces no effects.
@@ -30,7 +33,9 @@ from lead2cash.connectors.salesforce.soql import (
     QuerySpec,
     ReadResult,
     advance,
+    by_ids_query,
     changes_query,
+    child_changes_query,
     format_datetime,
     parse_datetime,
     strip_attributes,
@@ -157,6 +162,11 @@ class ChangeReader:
         upper = now - dt.timedelta(seconds=self.safety_lag)
         records: list[dict[str, Any]] = []
         new = cursor
+        child = self.spec.watched_child
+        if child is not None and cursor.child_ts is None:
+            # A child changed up to ``upper`` shows in every parent read from now on: the first load
+            # covers it. A cursor from before children were watched starts at its own position.
+            new = replace(new, child_ts=cursor.ts or upper, child_id=None)
         if cursor.ts is None or cursor.ts < upper:
             rows = fetch_all(sf, changes_query(self.spec, cursor, upper, limit), include_deleted=True)
             records.extend(rows)
@@ -164,6 +174,28 @@ class ChangeReader:
                 new = advance(new, rows[-1])
             if len(rows) >= limit:
                 return ReadResult(records, new, True, now)
+        if child is not None and new.child_ts is not None and new.child_ts < upper:
+            room = limit - len(records)
+            if room <= 0:
+                return ReadResult(records, new, True, now)
+            query = child_changes_query(self.spec, child, (new.child_ts, new.child_id), upper, room)
+            rows = fetch_all(sf, query, include_deleted=True)
+            if rows:
+                parents = list(
+                    dict.fromkeys(str(r[child.parent_field]) for r in rows if r.get(child.parent_field))
+                )
+                seen = {(r["Id"], r.get("SystemModstamp")) for r in records}
+                for start in range(0, len(parents), 200):
+                    found = fetch_all(
+                        sf, by_ids_query(self.spec, parents[start : start + 200]), include_deleted=False
+                    )
+                    records.extend(r for r in found if (r["Id"], r.get("SystemModstamp")) not in seen)
+                last = rows[-1]
+                new = replace(
+                    new, child_ts=parse_datetime(str(last["SystemModstamp"])), child_id=str(last["Id"])
+                )
+                if len(rows) >= room:
+                    return ReadResult(records, new, True, now)
         if self.sweep_interval is None:
             return ReadResult(records, new, False, now)
         if new.sweep_at is None:
@@ -182,3 +214,8 @@ class ChangeReader:
         if len(rows) >= room:
             return ReadResult(records, replace(new, sweep_after=str(rows[-1]["Id"])), True, now)
         return ReadResult(records, replace(new, sweep_after=None), False, now)
+
+    def reread(self, sf: Salesforce, record_id: str) -> list[dict[str, Any]]:
+        """The record ``record_id`` as it is now, read like the cursor reads it (deleted included); empty
+        when it is gone or no longer matches the source's filters."""
+        return fetch_all(sf, by_ids_query(self.spec, [record_id]), include_deleted=True)

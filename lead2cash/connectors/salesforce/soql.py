@@ -71,11 +71,21 @@ def parse_datetime(text: str) -> dt.datetime:
 class ChildQuery:
     relationship: str
     fields: tuple[str, ...]
+    # Set to watch the child records' own changes: an edit of a child does not move its parent's
+    # SystemModstamp (Opportunity line items), so the reader follows the child object on a cursor of its
+    # own and reads each parent named by ``parent_field`` again. ``parent_relationship`` applies the
+    # parent's filters to the children (``Opportunity.IsWon``).
+    object: str | None = None
+    parent_field: str | None = None
+    parent_relationship: str | None = None
 
     def __post_init__(self) -> None:
         identifier(self.relationship)
         for f in self.fields:
             identifier(f)
+        for name in (self.object, self.parent_field, self.parent_relationship):
+            if name is not None:
+                identifier(name)
 
 
 @dataclass(frozen=True)
@@ -106,14 +116,19 @@ class QuerySpec:
             parts.append(f"(SELECT {child_fields} FROM {child.relationship} ORDER BY Id ASC)")  # noqa: S608
         return ", ".join(parts)
 
-    def filter_clause(self, values: dict[str, Any]) -> list[str]:
-        """Conditions as templates with named placeholders; the values go into ``values``."""
+    def filter_clause(self, values: dict[str, Any], via: str | None = None) -> list[str]:
+        """Conditions as templates with named placeholders; the values go into ``values``. ``via``: the
+        same conditions on the parent, from a child object (``Opportunity.IsWon = true``)."""
         clauses = []
         for i, (name, value) in enumerate(self.filters):
             values[f"f{i}"] = list(value) if isinstance(value, list | tuple) else value
             op = "IN" if isinstance(value, list | tuple) else "="
-            clauses.append(f"{name} {op} {{f{i}}}")
+            clauses.append(f"{via + '.' if via else ''}{name} {op} {{f{i}}}")
         return clauses
+
+    @property
+    def watched_child(self) -> ChildQuery | None:
+        return next((c for c in self.children if c.object and c.parent_field), None)
 
 
 def changes_query(spec: QuerySpec, cursor: Cursor, upper: dt.datetime, limit: int) -> str:
@@ -145,6 +160,35 @@ def sweep_query(spec: QuerySpec, after: str, limit: int) -> str:
     return format_soql(template, **values)
 
 
+def by_ids_query(spec: QuerySpec, ids: Sequence[str]) -> str:
+    """The records ``ids`` as the change cursor reads them (same fields, children and filters)."""
+    values: dict[str, Any] = {"ids": [record_id(i) for i in ids]}
+    where = ["Id IN {ids}", *spec.filter_clause(values)]
+    template = f"SELECT {spec.select()} FROM {spec.object} WHERE {' AND '.join(where)} ORDER BY Id ASC"  # noqa: S608
+    return format_soql(template, **values)
+
+
+def child_changes_query(
+    spec: QuerySpec, child: ChildQuery, after: tuple[dt.datetime, str | None], upper: dt.datetime, limit: int
+) -> str:
+    """The keyset page of ``child`` records changed after ``after`` (deleted ones too, with queryAll):
+    only their parent's id is read. A position without an Id starts after every record of that stamp."""
+    assert child.object and child.parent_field
+    values: dict[str, Any] = {"ts": after[0], "upper": upper, "limit": int(limit)}
+    if after[1] is not None:
+        values["id"] = record_id(after[1])
+        where = ["(SystemModstamp > {ts} OR (SystemModstamp = {ts} AND Id > {id}))"]
+    else:
+        where = ["SystemModstamp > {ts}"]
+    where.append("SystemModstamp <= {upper}")
+    where.extend(spec.filter_clause(values, via=child.parent_relationship))
+    template = (
+        f"SELECT Id, SystemModstamp, {child.parent_field} FROM {child.object} "  # noqa: S608
+        f"WHERE {' AND '.join(where)} ORDER BY SystemModstamp ASC, Id ASC LIMIT {{limit}}"
+    )
+    return format_soql(template, **values)
+
+
 def by_keys_query(obj: str, key_field: str, keys: Sequence[str], fields: Sequence[str]) -> str:
     names = ", ".join(dict.fromkeys(identifier(f) for f in ("Id", *fields)))
     template = f"SELECT {names} FROM {identifier(obj)} WHERE {identifier(key_field)} IN {{keys}}"  # noqa: S608
@@ -154,23 +198,28 @@ def by_keys_query(obj: str, key_field: str, keys: Sequence[str], fields: Sequenc
 @dataclass(frozen=True)
 class Cursor:
     """The source checkpoint: the keyset position of the last record handed to the inbox, and the state of
-    the reconciliation sweep (``sweep_after`` is None when no sweep runs; "" when one just started)."""
+    the reconciliation sweep (``sweep_after`` is None when no sweep runs; "" when one just started).
+    ``child_ts``/``child_id``: the position on the watched child object (line items), when there is one;
+    ``child_id`` None means after every child stamped ``child_ts``."""
 
     ts: dt.datetime | None = None
     id: str | None = None
     sweep_after: str | None = None
     sweep_at: dt.datetime | None = None
+    child_ts: dt.datetime | None = None
+    child_id: str | None = None
 
     def dumps(self) -> str:
-        return json.dumps(
-            {
-                "ts": format_datetime(self.ts) if self.ts else None,
-                "id": self.id,
-                "sweep_after": self.sweep_after,
-                "sweep_at": format_datetime(self.sweep_at) if self.sweep_at else None,
-            },
-            sort_keys=True,
-        )
+        data: dict[str, Any] = {
+            "ts": format_datetime(self.ts) if self.ts else None,
+            "id": self.id,
+            "sweep_after": self.sweep_after,
+            "sweep_at": format_datetime(self.sweep_at) if self.sweep_at else None,
+        }
+        if self.child_ts is not None:
+            data["child_ts"] = format_datetime(self.child_ts)
+            data["child_id"] = self.child_id
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def loads(cls, text: str | None) -> Cursor:
@@ -187,7 +236,11 @@ class Cursor:
         if after:
             record_id(after)
         sweep_at = parse_datetime(data["sweep_at"]) if data.get("sweep_at") else None
-        return cls(ts, rid, after if after is not None else None, sweep_at)
+        child_ts = parse_datetime(data["child_ts"]) if data.get("child_ts") else None
+        child_id = record_id(data["child_id"]) if data.get("child_id") else None
+        if child_id is not None and child_ts is None:
+            raise ValueError("checkpoint has child_id without child_ts")
+        return cls(ts, rid, after if after is not None else None, sweep_at, child_ts, child_id)
 
 
 @dataclass

@@ -64,9 +64,11 @@ class SfOrg:
         cfg.update(overrides)
         return cfg
 
-    def write_config(self, tmp_path: Path, routes: list[dict[str, Any]], **system: Any) -> Path:
+    def write_config(
+        self, tmp_path: Path, routes: list[dict[str, Any]], state_url: str | None = None, **system: Any
+    ) -> Path:
         doc = {
-            "state": {"url": f"sqlite:///{tmp_path / 'state.db'}"},
+            "state": {"url": state_url or f"sqlite:///{tmp_path / 'state.db'}"},
             "logging": {"level": "ERROR"},
             "systems": {"sf": self.system(**system), "files": {"type": "file", "directory": str(tmp_path)}},
             "routes": routes,

@@ -71,3 +71,23 @@ def test_checkpoint_and_dead_letter_commands(tmp_path: Path) -> None:
     assert hub.store.count_messages("ops") == 4
     assert len(system.targets["bill"].effects) == 3
     hub.close()
+
+
+def test_replay_of_a_mapping_dead_letter_says_when_the_source_cannot_reread(tmp_path: Path) -> None:
+    """An in-memory (or JSON Lines) source cannot read one record again: its stored payload is replayed,
+    and the command says so."""
+    doubles.REGISTRY.clear()
+    path = tmp_path / "ops.yaml"
+    path.write_text(CONFIG.format(db=tmp_path / "s.db"))
+    hub = Hub.from_files([path], configure_logs=False)
+    system = doubles.REGISTRY["mem"]
+    [order] = sample_orders(1, seed=9)
+    broken = {**order, "currency": "XXZ"}
+    system.records.append(broken)
+    asyncio.run(hub.run_until_idle(timeout=30))
+    [dead] = hub.store.dlq_list("ops")
+    hub.close()
+    replayed = CliRunner().invoke(app, ["dlq", "replay", "-c", str(path), str(dead.id)])
+    said = " ".join(replayed.output.split())
+    assert "from its stored payload: mem/orders cannot re-read a record" in said
+    assert replayed.exit_code == 1 and "fails mapping again" in said

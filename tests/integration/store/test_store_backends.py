@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from typing import Any
 
 import pytest
 
@@ -141,3 +142,88 @@ def test_three_worker_processes_never_claim_the_same_message(pg_url: str) -> Non
     assert sum(1 for ids in results if ids) >= 2, "work was not shared"
     assert setup.count_messages("r", "delivered") == 900
     setup.close()
+
+
+def test_confirmations_are_numbered_per_route_in_commit_order(store_url: str) -> None:
+    store = Store(store_url)
+    store.enqueue("r", _msgs(4))
+    store.enqueue("other", _msgs(2))
+    ids = [m.id for m in store.messages_for("r")]
+    store.complete("t", [(ids[2], "k2", "ref2")], route="r")
+    store.complete("t", [(ids[0], "k0", "ref0"), (ids[3], "k3", "ref3")])  # the route read from the row
+    store.complete("t", [(ids[2], "k2", "ref2")], route="r")  # confirmed twice: keeps its number
+    assert [(m.idempotency_key, m.confirmed_seq) for m in store.delivered_since("r", 0, 10)] == [
+        ("k2", 1),
+        ("k0", 2),
+        ("k3", 3),
+    ]
+    # A message delivered after the reader's checkpoint passed it by id is still ahead of it by number.
+    store.complete("t", [(ids[1], "k1", "ref1")], route="r")
+    assert [m.idempotency_key for m in store.delivered_since("r", 3, 10)] == ["k1"]
+    other = store.messages_for("other")
+    store.complete("t", [(other[0].id, "k0", None)], route="other")
+    assert [m.confirmed_seq for m in store.delivered_since("other", 0, 10)] == [1]
+    store.close()
+
+
+def test_the_confirmation_numbers_migration_keeps_checkpoints_and_offers_replayed_ones_again(
+    store_url: str,
+) -> None:
+    """A store made before confirmation numbers: delivered messages keep their id as their number (a
+    hub source's checkpoint is the last id it read); one delivered after a replay of its dead letter,
+    possibly behind that checkpoint, is numbered after all others."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from lead2cash.store.store import MIGRATIONS
+
+    old = Store(store_url, migrate=False)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        for i, status in enumerate(["delivered", "delivered", "pending", "delivered"], start=1):
+            conn.execute(
+                text(
+                    "INSERT INTO messages (id, route, idempotency_key, entity_type, payload, status, attempts,"
+                    " next_attempt_at_ms, trace_id, created_at_ms, updated_at_ms)"
+                    " VALUES (:id, 'r', :key, 'Order', '{}', :status, 0, 0, 't', 0, 0)"
+                ),
+                {"id": i, "key": f"k{i}", "status": status},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO dead_letters (route, message_id, idempotency_key, stage, original_payload,"
+                " error_class, error_message, attempts, status, created_at_ms, updated_at_ms)"
+                " VALUES ('r', 2, 'k2', 'delivery', '{}', 'permanent', 'x', '[]', 'replayed', 0, 0)"
+            )
+        )
+    old.close()
+    store = Store(store_url)
+    assert [(m.id, m.confirmed_seq) for m in store.delivered_since("r", 0, 10)] == [(1, 1), (4, 4), (2, 6)]
+    assert [m.id for m in store.delivered_since("r", 4, 10)] == [2]  # a checkpoint at id 4 reads it
+    store.complete("t", [(3, "k3", None)], route="r")
+    assert store.delivered_since("r", 6, 10)[0].confirmed_seq == 7
+    store.close()
+
+
+def test_concurrent_completions_get_distinct_confirmation_numbers(store_url: str) -> None:
+    """Workers completing at once (threads here; PostgreSQL runs their transactions concurrently): every
+    confirmation gets its own number, none lost, none repeated."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(store_url)
+    store.enqueue("r", _msgs(120))
+    messages = store.messages_for("r")
+
+    def complete(chunk: list[Any]) -> None:
+        for m in chunk:
+            store.complete("t", [(m.id, m.idempotency_key, None)], route="r")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(complete, [messages[i::4] for i in range(4)]))
+    seqs = [m.confirmed_seq for m in store.delivered_since("r", 0, 500)]
+    assert seqs == list(range(1, 121))
+    store.close()

@@ -25,7 +25,14 @@ from lead2cash.connectors.salesforce import (
     classify,
     parse_limit_info,
 )
-from lead2cash.connectors.salesforce.soql import by_keys_query, changes_query, identifier, sweep_query
+from lead2cash.connectors.salesforce.soql import (
+    by_ids_query,
+    by_keys_query,
+    changes_query,
+    child_changes_query,
+    identifier,
+    sweep_query,
+)
 from lead2cash.connectors.salesforce.writer import dumps
 from lead2cash.errors import PermanentError, ThrottledError, TransientError
 
@@ -56,6 +63,13 @@ SPEC = QuerySpec(
     (("StageName", "Closed Won"), ("Type", ["New", "Renewal"])),
 )
 CURSOR = Cursor(dt.datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC), "006Dx0000000009IAA")
+LINES = ChildQuery(
+    "OpportunityLineItems",
+    ("Quantity",),
+    object="OpportunityLineItem",
+    parent_field="OpportunityId",
+    parent_relationship="Opportunity",
+)
 UPPER = dt.datetime(2025, 1, 3, tzinfo=dt.UTC)
 
 
@@ -69,6 +83,12 @@ def test_hostile_values_never_change_the_query_structure(evil: str) -> None:
         changes_query(base, CURSOR, UPPER, 50)
     )
     assert _skeleton(sweep_query(hostile, "", 50)) == _skeleton(sweep_query(base, "", 50))
+    after = (CURSOR.ts, CURSOR.id)
+    assert _skeleton(child_changes_query(hostile, LINES, after, UPPER, 50)) == _skeleton(
+        child_changes_query(base, LINES, after, UPPER, 50)
+    )
+    with pytest.raises(ValueError):
+        by_ids_query(base, [evil])
     assert _skeleton(by_keys_query("Opportunity", "Key__c", [evil], ["Name"])) == _skeleton(
         by_keys_query("Opportunity", "Key__c", ["k"], ["Name"])
     )
@@ -97,9 +117,33 @@ def test_keyset_query_keeps_milliseconds_and_breaks_ties_by_id() -> None:
     assert "SystemModstamp >" not in changes_query(SPEC, Cursor(), UPPER, 50)
 
 
+def test_line_items_are_followed_on_their_own_keyset_with_the_parents_filters() -> None:
+    soql = child_changes_query(SPEC, LINES, (CURSOR.ts, "00kDx0000000009IAA"), UPPER, 20)
+    assert soql == (
+        "SELECT Id, SystemModstamp, OpportunityId FROM OpportunityLineItem WHERE (SystemModstamp > "
+        "2025-01-02T03:04:05.678Z OR (SystemModstamp = 2025-01-02T03:04:05.678Z AND Id > "
+        "'00kDx0000000009IAA')) AND SystemModstamp <= 2025-01-03T00:00:00.000Z AND Opportunity.StageName = "
+        "'Closed Won' AND Opportunity.Type IN ('New','Renewal') ORDER BY SystemModstamp ASC, Id ASC LIMIT 20"
+    )
+    # A position without an Id (where a new checkpoint starts) is after every line of that stamp.
+    assert "WHERE SystemModstamp > 2025-01-02T03:04:05.678Z AND" in child_changes_query(
+        SPEC, LINES, (CURSOR.ts, None), UPPER, 20
+    )
+    assert by_ids_query(SPEC, ["006Dx0000000009IAA"]).endswith(
+        "FROM Opportunity WHERE Id IN ('006Dx0000000009IAA') AND StageName = 'Closed Won' "
+        "AND Type IN ('New','Renewal') ORDER BY Id ASC"
+    )
+
+
 def test_cursor_round_trip() -> None:
     cursor = Cursor(CURSOR.ts, CURSOR.id, "006Dx000000000AIAA", UPPER)
     assert Cursor.loads(cursor.dumps()) == cursor
+    # A checkpoint written before line items were watched reads as one without a line position.
+    assert "child_ts" not in cursor.dumps()
+    lines = Cursor(CURSOR.ts, CURSOR.id, None, UPPER, UPPER, None)
+    assert Cursor.loads(lines.dumps()) == lines
+    lines = Cursor(CURSOR.ts, CURSOR.id, None, UPPER, UPPER, "00kDx0000000009IAA")
+    assert Cursor.loads(lines.dumps()) == lines
     assert Cursor.loads(None) == Cursor()
     with pytest.raises(ValueError):
         Cursor.loads(json.dumps({"ts": "2025-01-02T03:04:05.000Z"}))
