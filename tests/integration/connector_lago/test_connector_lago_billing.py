@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,13 @@ def test_changes_after_billing_are_reconciled_or_dead_lettered(lago: LagoTestEnv
     v2 = {**base, "version": 2, "lines": [base["lines"][0], {**base["lines"][1], "quantity": "12"}]}
     system.records.append(v2)
     _deliver(hub)
-    active = _subs(lago, "CHG-ACC")
-    assert set(active) == {"CHG-1:CHG-1-a", "CHG-1:CHG-1-b@v2"}
-    assert active["CHG-1:CHG-1-b@v2"]["plan_amount_cents"] == 33000
-    assert "CHG-1:CHG-1-b" in _subs(lago, "CHG-ACC", "terminated")
+    assert set(_subs(lago, "CHG-ACC")) == {"CHG-1:CHG-1-a"}
+    old = _subs(lago, "CHG-ACC", "terminated")["CHG-1:CHG-1-b"]
+    # Lago bills the old one through its termination day; the replacement starts the day after.
+    [(replacement_id, replacement)] = _subs(lago, "CHG-ACC", "pending").items()
+    assert replacement_id == "CHG-1:CHG-1-b@v2" and replacement["plan_amount_cents"] == 33000
+    next_day = date.fromisoformat(old["terminated_at"][:10]) + timedelta(days=1)
+    assert replacement["subscription_at"] == f"{next_day.isoformat()}T00:00:00Z"
 
     # v3: the seat line is removed -> its subscription is terminated; a one-time line is added -> invoiced.
     onboarding = {"id": "CHG-1-c", "product_code": "ONB-STD", "product_name": "Onboarding",
@@ -175,13 +179,18 @@ def test_changes_after_billing_are_reconciled_or_dead_lettered(lago: LagoTestEnv
     assert "credit note" in dead.error_message and invoice["number"] in dead.error_message
     assert len(lago.invoices(external_customer_id="CHG-ACC", invoice_type="one_off")) == 1
 
-    # v5: the deal is reopened -> the invoice exists, so it is dead-lettered; subscriptions stay as they were.
+    # v5: the deal is reopened -> its subscriptions end; the issued invoice is a "credit note needed"
+    # dead letter (on_reversal_invoice: dead_letter).
     v5 = {**v3, "version": 5, "status": "open"}
     system.records.append(v5)
     _deliver(hub)
     reopened = [d for d in hub.store.dlq_list("bill") if d.idempotency_key == "order:CHG-1:v5"]
     assert len(reopened) == 1 and "is open" in reopened[0].error_message
-    assert set(_subs(lago, "CHG-ACC")) == {"CHG-1:CHG-1-a"}
+    assert (
+        "credit note is needed" in reopened[0].error_message
+        and invoice["number"] in reopened[0].error_message
+    )
+    assert _subs(lago, "CHG-ACC") == {} and _subs(lago, "CHG-ACC", "pending") == {}
     hub.close()
 
 
@@ -236,7 +245,7 @@ def test_per_plan_grouping_sums_lines_of_one_plan(lago: LagoTestEnv, tmp_path: P
 
 
 def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, tmp_path: Path) -> None:
-    """Customer upsert and the two reads go out together (Lago lists nothing for a customer it does not
+    """Customer upsert, the two reads and the catalogue check go out together (Lago lists nothing for a customer it does not
     have yet), then the subscription and the one-off invoice, then the invoice's metadata: three waves of
     calls on the deal's path, timed from the connector's own calls with 150 ms added to each answer."""
     orders = [
@@ -278,7 +287,8 @@ def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, 
             wave_end = min(wave_end, ended)
         waves[-1].append(operation)
     assert [sorted(set(w)) for w in waves] == [
-        ["customers.create", "invoices.list", "subscriptions.list"],
+        # The catalogue check (plans and add-ons exist) rides with the first wave, once per code.
+        ["add_ons.get", "customers.create", "invoices.list", "plans.get", "subscriptions.list"],
         ["invoices.create", "subscriptions.create"],
         ["invoices.update"],
     ], waves
