@@ -52,6 +52,9 @@ REVERSAL_POLICIES = {
     "on_reversal_subscriptions": ("immediately", "period_end"),
     "on_reversal_invoice": ("dead_letter", "credit_note"),
 }
+BILL_ORDER_OPTIONS = frozenset(
+    {"plan_table", "addon_table", "subscriptions", "billing_time", *REVERSAL_POLICIES}
+)
 
 
 def build(name: str, config: LagoSystemConfig, context: BindingContext) -> LagoBinding:
@@ -132,6 +135,12 @@ class LagoBinding:
 
     def target(self, action: str, options: Mapping[str, Any]) -> OrderTarget | CustomerTarget:
         if action == "bill_order":
+            unknown = set(options) - BILL_ORDER_OPTIONS
+            if unknown:
+                known = ", ".join(sorted(BILL_ORDER_OPTIONS))
+                raise ConfigProblems(
+                    [(("options", u), f"unknown option; known: {known}") for u in sorted(unknown)]
+                )
             plan_name, plan_table = self._table(options, "plan_table")
             addon_name, addon_table = self._table(options, "addon_table")
             grouping = options.get("subscriptions", self.config.subscriptions)
