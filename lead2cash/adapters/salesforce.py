@@ -185,6 +185,8 @@ def _country(value: str, field: str, extra: Mapping[str, str]) -> str:
 def fingerprint(data: Mapping[str, Any]) -> int:
     """A positive 48-bit number from the content, stable across processes and versions of Python."""
     content = {k: v for k, v in data.items() if k not in ("version", "source_modstamp")}
+    if content.get("status_since") is None:
+        content.pop("status_since", None)  # records read without LastStageChangeDate keep their version
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
     return int(digest[:12], 16) + 1
 
