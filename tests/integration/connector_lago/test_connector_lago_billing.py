@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import doubles
+import pytest
 from lago_connector_env import LagoTestEnv, make_orders, run_hub, write_config
 
 from lead2cash.canonical_model import Order
@@ -292,3 +293,55 @@ def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, 
         ["invoices.create", "subscriptions.create"],
         ["invoices.update"],
     ], waves
+
+
+def test_reversal_policies_period_end_and_credit_note(lago: LagoTestEnv, tmp_path: Path) -> None:
+    """A billed deal lost with ``on_reversal_subscriptions: period_end`` and ``on_reversal_invoice:
+    credit_note``: its subscription ends with its current period, its one-off invoice gets one credit note
+    for its whole amount (not two, however often the lost deal is delivered), and no dead letter."""
+    system = doubles.memory_system("mem", {})
+    order = {
+        "id": "REV-1",
+        "customer": {"id": "REV-ACC", "name": "Reversal AG", "billing_address": {"country": "DE"}},
+        "currency": "EUR",
+        "order_date": "2026-01-01",
+        "status": "won",
+        "lines": [
+            {"id": "REV-1-a", "product_code": "PLAT-BASE", "product_name": "Platform", "kind": "recurring",
+             "billing_period": "monthly", "quantity": "1", "unit_price": {"amount": "459.00", "currency": "EUR"}},
+            {"id": "REV-1-b", "product_code": "ONB-STD", "product_name": "Onboarding", "kind": "one_time",
+             "quantity": "1", "unit_price": {"amount": "2300.00", "currency": "EUR"}},
+        ],
+    }  # fmt: skip
+    options = {"on_reversal_subscriptions": "period_end", "on_reversal_invoice": "credit_note"}
+    hub = Hub.from_files(
+        [write_config(tmp_path, lago.system_config(), target_options=options)], configure_logs=False
+    )
+    system.records.append(order)
+    _deliver(hub)
+    [invoice] = lago.invoices(external_customer_id="REV-ACC", invoice_type="one_off")
+    system.records.append({**order, "version": 2, "status": "lost"})
+    system.records.append({**order, "version": 3, "status": "lost", "name": "Lost for good"})
+    _deliver(hub)
+    assert hub.store.dlq_count("bill") == 0
+    [sub] = _subs(lago, "REV-ACC").values()
+    assert sub["ending_at"] == sub["current_billing_period_ending_at"] is not None
+    notes = [
+        n
+        for n in lago.api.get("/credit_notes", params={"external_customer_id": "REV-ACC"}).json()[
+            "credit_notes"
+        ]
+        if n["lago_invoice_id"] == invoice["lago_id"]
+    ]
+    assert len(notes) == 1 and notes[0]["reason"] == "order_cancellation"
+    assert notes[0]["sub_total_excluding_taxes_amount_cents"] == invoice["fees_amount_cents"] == 230000
+    assert lago.effects()["credit_note.create"][invoice["lago_id"]] == 1
+    hub.close()
+
+
+def test_an_unknown_bill_order_option_is_a_config_error(lago: LagoTestEnv, tmp_path: Path) -> None:
+    from lead2cash.config.errors import ConfigError
+
+    path = write_config(tmp_path, lago.system_config(), target_options={"on_reversal": "credit_note"})
+    with pytest.raises(ConfigError, match="on_reversal"):
+        Hub.from_files([path], configure_logs=False)
