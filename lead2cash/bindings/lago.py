@@ -340,8 +340,10 @@ class OrderTarget:
                 base = adapter.subscription_base(s["external_id"])
                 ended[base] = max(day, ended.get(base, day))
         wanted = {spec.key: spec for spec in plan.subscriptions}
+        revived: list[Mapping[str, Any]] = []  # won again before its period_end reversal took effect
         if won:
             stale = [s for k, s in current.items() if k not in wanted or not wanted[k].matches(s)]
+            revived = [s for k, s in current.items() if k in wanted and s not in stale and s.get("ending_at")]
         else:
             stale = [s for s in current.values() if not self._ending(s)]
         missing = [spec for k, spec in wanted.items() if k not in current or not spec.matches(current[k])]
@@ -352,7 +354,7 @@ class OrderTarget:
         if not won:
             invoice_done = reversal is None or bool(reversal)
         if not apply:
-            if stale or missing or not invoice_done:
+            if stale or missing or revived or not invoice_done:
                 return None
             return self._ref(external_id, wanted, invoice)
 
@@ -379,14 +381,26 @@ class OrderTarget:
                 base = adapter.subscription_base(sub["external_id"])
                 ended[base] = max(day, ended.get(base, day))
         billed = self._billed_before([spec.key for spec in missing if spec.key not in current])
-        creates = []
+        since = order.status_since.date() if order.status_since is not None else None
+        creates: list[Awaitable[Any]] = [
+            self.client.request(
+                "PUT",
+                f"/subscriptions/{_quote(str(s['external_id']))}",
+                "subscriptions.update",
+                body={"subscription": {"ending_at": None}},
+            )
+            for s in revived
+        ]
         for spec in missing:
             # A subscription under this key existed before (now terminated): its replacement gets a new
-            # external_id, so Lago's history keeps both.
+            # external_id, so Lago's history keeps both. It starts the day after the last day billed, and
+            # a deal won again not before the day it was won again (its last stage change).
             replaced = spec.key in current or spec.key in billed or spec.key in ended
             sub_id = f"{spec.key}@v{order.version}" if replaced else spec.key
             last = ended.get(spec.key)
             start = max(spec.start, last + timedelta(days=1)) if last is not None else spec.start
+            if replaced and since is not None:
+                start = max(start, since)
             body = replace(spec, start=start).payload(external_id, sub_id, self.billing_time)
             creates.append(self.client.create_subscription(body))
             learned.append(("Subscription", spec.key, sub_id))

@@ -345,3 +345,57 @@ def test_an_unknown_bill_order_option_is_a_config_error(lago: LagoTestEnv, tmp_p
     path = write_config(tmp_path, lago.system_config(), target_options={"on_reversal": "credit_note"})
     with pytest.raises(ConfigError, match="on_reversal"):
         Hub.from_files([path], configure_logs=False)
+
+
+def test_a_deal_won_again_is_billed_again_from_the_day_it_was_won_again(
+    lago: LagoTestEnv, tmp_path: Path
+) -> None:
+    """Won, lost (ended that day), won again five days later: a replacement from the day of the new win
+    (the order's status_since), so the days the deal was lost are not billed. With period_end, a deal won
+    again before its subscription ended keeps it: ending_at is cleared."""
+    system = doubles.memory_system("mem", {})
+    today = date.fromisoformat(lago.admin.get("/lago/clock").json()["today"])
+    line = {"id": "AGN-1-a", "product_code": "PLAT-BASE", "product_name": "Platform", "kind": "recurring",
+            "billing_period": "monthly", "quantity": "1", "unit_price": {"amount": "459.00", "currency": "EUR"},
+            "service_start": today.isoformat()}  # fmt: skip
+    order = {
+        "id": "AGN-1",
+        "customer": {"id": "AGN-ACC", "name": "Again AG", "billing_address": {"country": "DE"}},
+        "currency": "EUR",
+        "order_date": today.isoformat(),
+        "status": "won",
+        "lines": [line],
+    }
+    hub = Hub.from_files([write_config(tmp_path, lago.system_config())], configure_logs=False)
+    system.records.append(order)
+    _deliver(hub)
+    system.records.append({**order, "version": 2, "status": "lost"})
+    _deliver(hub)
+    assert _subs(lago, "AGN-ACC") == {}
+    rewon = today + timedelta(days=5)
+    system.records.append({**order, "version": 3, "status_since": f"{rewon.isoformat()}T10:00:00Z"})
+    _deliver(hub)
+    [(external_id, sub)] = _subs(lago, "AGN-ACC", "pending").items()
+    assert external_id == "AGN-1:AGN-1-a@v3" and sub["subscription_at"] == f"{rewon.isoformat()}T00:00:00Z"
+    assert hub.store.dlq_count("bill") == 0
+    hub.close()
+
+    # period_end: lost, then won again before the period ended -> the subscription simply carries on.
+    system.records.clear()
+    order = {**order, "id": "AGN-2", "customer": {**order["customer"], "id": "AGN-ACC2"},
+             "lines": [{**line, "id": "AGN-2-a"}]}  # fmt: skip
+    (tmp_path / "b").mkdir()  # a hub of its own: the memory source's checkpoint is in the state file
+    path = write_config(
+        tmp_path / "b", lago.system_config(), target_options={"on_reversal_subscriptions": "period_end"}
+    )
+    hub = Hub.from_files([path], configure_logs=False)
+    system.records.append(order)
+    _deliver(hub)
+    system.records.append({**order, "version": 2, "status": "lost"})
+    _deliver(hub)
+    assert _subs(lago, "AGN-ACC2")["AGN-2:AGN-2-a"]["ending_at"] is not None
+    system.records.append({**order, "version": 3, "status_since": f"{rewon.isoformat()}T10:00:00Z"})
+    _deliver(hub)
+    assert _subs(lago, "AGN-ACC2")["AGN-2:AGN-2-a"]["ending_at"] is None
+    assert hub.store.dlq_count("bill") == 0
+    hub.close()
