@@ -153,6 +153,17 @@ def _date(value: Any, field: str) -> dt.date | None:
         raise SalesforceMappingError(field, f"not a date: {str(value)[:40]!r}") from None
 
 
+def _datetime(value: Any, field: str) -> dt.datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.datetime):
+        return value
+    try:
+        return dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise SalesforceMappingError(field, f"not a date-time: {str(value)[:40]!r}") from None
+
+
 def _currency(value: Any, field: str) -> str:
     code = (_text(value, field) or "").upper()
     if code not in MINOR_UNITS:
@@ -174,6 +185,8 @@ def _country(value: str, field: str, extra: Mapping[str, str]) -> str:
 def fingerprint(data: Mapping[str, Any]) -> int:
     """A positive 48-bit number from the content, stable across processes and versions of Python."""
     content = {k: v for k, v in data.items() if k not in ("version", "source_modstamp")}
+    if content.get("status_since") is None:
+        content.pop("status_since", None)  # records read without LastStageChangeDate keep their version
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
     return int(digest[:12], 16) + 1
 
@@ -325,6 +338,7 @@ def opportunity(record: Mapping[str, Any], options: Mapping[str, Any]) -> Order:
         "customer": customer,
         "currency": currency,
         "order_date": close_date,
+        "status_since": _datetime(record.get("LastStageChangeDate"), "LastStageChangeDate"),
         "lines": lines,
     }
     draft = Order(**data)  # type: ignore[arg-type]

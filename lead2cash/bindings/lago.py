@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import date, timedelta
+from dataclasses import replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -46,6 +47,14 @@ INVOICE_EVENTS = frozenset(
     }
 )
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
+# bill_order's policies for a billed deal that is lost or reopened (defaults in LagoSystemConfig).
+REVERSAL_POLICIES = {
+    "on_reversal_subscriptions": ("immediately", "period_end"),
+    "on_reversal_invoice": ("dead_letter", "credit_note"),
+}
+BILL_ORDER_OPTIONS = frozenset(
+    {"plan_table", "addon_table", "subscriptions", "billing_time", *REVERSAL_POLICIES}
+)
 
 
 def build(name: str, config: LagoSystemConfig, context: BindingContext) -> LagoBinding:
@@ -78,6 +87,7 @@ class LagoBinding:
                 issuer=hook.issuer,
             )
         self._consumers: set[str] = set()
+        self.known_codes: set[tuple[str, str]] = set()  # ("plan" | "add-on", code) seen in Lago
 
     async def aclose(self) -> None:
         """Close the HTTP sessions of the running loop (the hub calls this when it stops, if it can)."""
@@ -125,14 +135,34 @@ class LagoBinding:
 
     def target(self, action: str, options: Mapping[str, Any]) -> OrderTarget | CustomerTarget:
         if action == "bill_order":
+            unknown = set(options) - BILL_ORDER_OPTIONS
+            if unknown:
+                known = ", ".join(sorted(BILL_ORDER_OPTIONS))
+                raise ConfigProblems(
+                    [(("options", u), f"unknown option; known: {known}") for u in sorted(unknown)]
+                )
             plan_name, plan_table = self._table(options, "plan_table")
             addon_name, addon_table = self._table(options, "addon_table")
             grouping = options.get("subscriptions", self.config.subscriptions)
             if grouping not in ("per_line", "per_plan"):
                 raise ConfigProblems([(("options", "subscriptions"), "expected per_line or per_plan")])
             billing_time = options.get("billing_time", self.config.billing_time)
+            policies = {}
+            for option, allowed in REVERSAL_POLICIES.items():
+                value = options.get(option, getattr(self.config, option))
+                if value not in allowed:
+                    raise ConfigProblems([(("options", option), f"expected one of {', '.join(allowed)}")])
+                policies[option] = str(value)
             return OrderTarget(
-                self, plan_name, plan_table, addon_name, addon_table, str(grouping), str(billing_time)
+                self,
+                plan_name,
+                plan_table,
+                addon_name,
+                addon_table,
+                str(grouping),
+                str(billing_time),
+                subscriptions_policy=policies["on_reversal_subscriptions"],
+                invoice_policy=policies["on_reversal_invoice"],
             )
         if action == "upsert_customer":
             return CustomerTarget(self)
@@ -214,8 +244,13 @@ class OrderTarget:
         addon_table: Mapping[str, Any] | None,
         grouping: str,
         billing_time: str,
+        *,
+        subscriptions_policy: str = "immediately",
+        invoice_policy: str = "dead_letter",
     ) -> None:
         self.binding = binding
+        self.subscriptions_policy = subscriptions_policy
+        self.invoice_policy = invoice_policy
         self.client = binding.client
         self.name = f"{binding.name}/bill_order"
         self.plan_table_name, self.plan_table = plan_table_name, plan_table
@@ -263,61 +298,111 @@ class OrderTarget:
 
     async def _reconcile(self, order: Order, key: str, *, apply: bool) -> str | None:
         plan, external_id, won = self._plan(order)
+        if not won and not self._customer_known(order):
+            # Lost, open or deleted, and no deal of this customer was ever billed here: nothing to end,
+            # and no call (the billing route reads every opportunity, won or not).
+            return self._ref(external_id, {}, None)
         customer_body = adapter.customer_payload(order.customer, external_id, order.currency)
         learned: list[tuple[str, str, str]] = []  # cross-references, written together at the end
 
         # Independent calls go out together: a deal costs three round trips, not one per call.
         def reads() -> tuple[Awaitable[Any], Awaitable[Any]]:
-            return self._find_invoice(order, external_id), self.client.list_subscriptions(external_id)
+            return self._find_invoice(order, external_id), self.client.list_subscriptions(
+                external_id, ("active", "pending", "terminated")
+            )
 
         if won and apply:
             learned.append(("Customer", order.customer.id, external_id))
             # The reads need not wait for the upsert: it touches neither invoices nor subscriptions, and
-            # Lago lists none (200, empty) for a customer it does not have yet.
-            _, invoice, listed = await _together(self.client.upsert_customer(customer_body), *reads())
+            # Lago lists none (200, empty) for a customer it does not have yet. The catalogue check goes
+            # with them: it only has to come before the first subscription or invoice.
+            _, invoice, listed, _ = await _together(
+                self.client.upsert_customer(customer_body), *reads(), self._check_catalog(order, plan)
+            )
         elif won and not await self._customer_matches(customer_body):
             return None
         else:
             invoice, listed = await _together(*reads())
-        if invoice is not None:
-            self._check_invoice(order, plan, invoice, won)
+        if invoice is not None and won:
+            self._check_invoice(order, plan, invoice)
 
         prefix = f"{order.id}:"
+        ours = [s for s in listed if _belongs(str(s.get("external_id", "")), prefix)]
         current = {
             adapter.subscription_base(s["external_id"]): s
-            for s in listed
-            if _belongs(str(s.get("external_id", "")), prefix)
+            for s in ours
+            if s.get("status") in ("active", "pending")
         }
+        ended: dict[str, date] = {}  # spec key -> the last day its terminated subscriptions were billed for
+        for s in ours:
+            day = _day(s.get("terminated_at")) if s.get("status") == "terminated" else None
+            if day is not None:
+                base = adapter.subscription_base(s["external_id"])
+                ended[base] = max(day, ended.get(base, day))
         wanted = {spec.key: spec for spec in plan.subscriptions}
-        stale = [s for k, s in current.items() if k not in wanted or not wanted[k].matches(s)]
+        revived: list[Mapping[str, Any]] = []  # won again before its period_end reversal took effect
+        if won:
+            stale = [s for k, s in current.items() if k not in wanted or not wanted[k].matches(s)]
+            revived = [s for k, s in current.items() if k in wanted and s not in stale and s.get("ending_at")]
+        else:
+            stale = [s for s in current.values() if not self._ending(s)]
         missing = [spec for k, spec in wanted.items() if k not in current or not spec.matches(current[k])]
+        reversal = None if won or invoice is None else await self._credit_notes_of(invoice)
         invoice_done = not plan.fees or (
             invoice is not None and adapter.metadata_value(invoice, adapter.METADATA_ORDER) == order.id
         )
+        if not won:
+            invoice_done = reversal is None or bool(reversal)
         if not apply:
-            if stale or missing or not invoice_done:
+            if stale or missing or revived or not invoice_done:
                 return None
             return self._ref(external_id, wanted, invoice)
 
-        # A changed price or plan replaces the subscription: Lago bills the old one up to today.
-        await _together(
+        if not won:
+            await self._end(order, stale)
+            if reversal is not None and not reversal:
+                assert invoice is not None
+                await self._reverse_invoice(order, invoice)
+            return self._ref(external_id, wanted, invoice)
+
+        # A changed price or plan replaces the subscription. Lago bills a terminated subscription up to
+        # and including its termination day, so the replacement starts the next day: no day is billed
+        # twice and no period already billed is billed again.
+        terminated = await _together(
             *(
                 self.client.terminate_subscription(s["external_id"], str(s.get("status") or "active"))
                 for s in stale
             )
         )
-        for sub in stale:
+        for sub, done in zip(stale, terminated, strict=True):
             log.info("lago subscription terminated", order=order.id, external_id=sub["external_id"])
+            day = _day((done or {}).get("terminated_at")) if sub.get("status") == "active" else None
+            if day is not None:
+                base = adapter.subscription_base(sub["external_id"])
+                ended[base] = max(day, ended.get(base, day))
         billed = self._billed_before([spec.key for spec in missing if spec.key not in current])
-        creates = []
+        since = order.status_since.date() if order.status_since is not None else None
+        creates: list[Awaitable[Any]] = [
+            self.client.request(
+                "PUT",
+                f"/subscriptions/{_quote(str(s['external_id']))}",
+                "subscriptions.update",
+                body={"subscription": {"ending_at": None}},
+            )
+            for s in revived
+        ]
         for spec in missing:
             # A subscription under this key existed before (now terminated): its replacement gets a new
-            # external_id, so Lago's history keeps both.
-            replaced = spec.key in current or spec.key in billed
+            # external_id, so Lago's history keeps both. It starts the day after the last day billed, and
+            # a deal won again not before the day it was won again (its last stage change).
+            replaced = spec.key in current or spec.key in billed or spec.key in ended
             sub_id = f"{spec.key}@v{order.version}" if replaced else spec.key
-            creates.append(
-                self.client.create_subscription(spec.payload(external_id, sub_id, self.billing_time))
-            )
+            last = ended.get(spec.key)
+            start = max(spec.start, last + timedelta(days=1)) if last is not None else spec.start
+            if replaced and since is not None:
+                start = max(start, since)
+            body = replace(spec, start=start).payload(external_id, sub_id, self.billing_time)
+            creates.append(self.client.create_subscription(body))
             learned.append(("Subscription", spec.key, sub_id))
         learned += [
             ("Subscription", k, str(s["external_id"]))
@@ -342,6 +427,121 @@ class OrderTarget:
             learned.append(("Order", order.id, str(invoice["lago_id"])))
         self.binding.remember(learned)
         return self._ref(external_id, wanted, invoice)
+
+    def _customer_known(self, order: Order) -> bool:
+        """Has this hub billed a deal of this customer (the cross-reference map knows its Lago id)?
+        Without a store nothing is known, so Lago is asked."""
+        store = self.binding.store
+        return store is None or store.xref_get("Customer", order.customer.id, XREF_SYSTEM) is not None
+
+    def _ending(self, sub: Mapping[str, Any]) -> bool:
+        """Is this subscription of a lost or reopened deal already on its way out, as the policy says?"""
+        return (
+            self.subscriptions_policy == "period_end"
+            and sub.get("status") == "active"
+            and bool(sub.get("ending_at"))
+        )
+
+    async def _end(self, order: Order, subs: Sequence[Mapping[str, Any]]) -> None:
+        """End a lost or reopened deal's subscriptions: at once (Lago bills the days used, the day of
+        termination included) or at the end of the current billing period (``ending_at``); one not
+        started yet is cancelled either way."""
+
+        async def end(sub: Mapping[str, Any]) -> Any:
+            external = str(sub["external_id"])
+            period_end = sub.get("current_billing_period_ending_at")
+            if self.subscriptions_policy == "period_end" and sub.get("status") == "active" and period_end:
+                return await self.client.request(
+                    "PUT",
+                    f"/subscriptions/{_quote(external)}",
+                    "subscriptions.update",
+                    body={"subscription": {"ending_at": period_end}},
+                )
+            return await self.client.terminate_subscription(external, str(sub.get("status") or "active"))
+
+        await _together(*(end(s) for s in subs))
+        for sub in subs:
+            log.info(
+                "lago subscription of a reversed deal ended",
+                order=order.id,
+                external_id=sub["external_id"],
+                policy=self.subscriptions_policy,
+            )
+
+    async def _credit_notes_of(self, invoice: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """The credit notes issued on a reversed deal's one-off invoice; None when it needs none (voided)."""
+        if invoice.get("status") != "finalized":
+            return None
+        customer = (invoice.get("customer") or {}).get("external_id")
+        params = {"external_customer_id": customer} if customer else {}
+        lago_id = str(invoice["lago_id"])
+        return [n async for n in self.client.credit_notes(params) if n.get("lago_invoice_id") == lago_id]
+
+    async def _reverse_invoice(self, order: Order, invoice: Mapping[str, Any]) -> None:
+        details = {
+            "order": order.id,
+            "invoice": str(invoice.get("number") or invoice.get("lago_id")),
+            "lago_id": str(invoice.get("lago_id")),
+            "invoice_status": str(invoice.get("status")),
+        }
+        if self.invoice_policy == "dead_letter":
+            raise PermanentError(
+                f"order {order.id} is {order.status.value} but its one-off invoice "
+                f"{details['invoice']} was already issued in Lago: a credit note is needed "
+                "(on_reversal_invoice: dead_letter); its subscriptions were ended",
+                details=details,
+            )
+        # A credit note has no idempotency key in Lago: the listing above is what keeps it single.
+        items = [
+            {"fee_id": str(f["lago_id"]), "amount_cents": int(f["amount_cents"])}
+            for f in invoice.get("fees") or []
+            if int(f.get("amount_cents") or 0) > 0
+        ]
+        await self.client.request(
+            "POST",
+            "/credit_notes",
+            "credit_notes.create",
+            body={
+                "credit_note": {
+                    "invoice_id": str(invoice["lago_id"]),
+                    "reason": "order_cancellation",
+                    "description": f"deal {order.id} {order.status.value}",
+                    "items": items,
+                }
+            },
+            idempotent=False,
+        )
+        log.info("lago credit note issued for a reversed deal", **details)
+
+    async def _check_catalog(self, order: Order, plan: adapter.BillingPlan) -> None:
+        """Every plan and add-on the order needs exists in Lago, checked before any subscription or invoice
+        is made: an order is billed whole or not at all (a one-off invoice issued for an order whose
+        subscription then fails looks fully billed downstream). Codes found once are remembered."""
+        from lead2cash.connectors.lago import LagoNotFound
+
+        known = self.binding.known_codes
+        wanted = [("plan", s.plan_code) for s in plan.subscriptions] + [
+            ("add-on", f.add_on_code) for f in plan.fees
+        ]
+        unknown = [w for w in dict.fromkeys(wanted) if w not in known]
+
+        async def exists(kind: str, code: str) -> bool:
+            path = f"/plans/{_quote(code)}" if kind == "plan" else f"/add_ons/{_quote(code)}"
+            try:
+                await self.client.request("GET", path, "plans.get" if kind == "plan" else "add_ons.get")
+            except LagoNotFound:
+                return False
+            return True
+
+        found = await _together(*(exists(kind, code) for kind, code in unknown))
+        known.update(w for w, ok in zip(unknown, found, strict=True) if ok)
+        absent = [f"{kind} {code}" for (kind, code), ok in zip(unknown, found, strict=True) if not ok]
+        if absent:
+            raise PermanentError(
+                f"order {order.id}: Lago has no {', '.join(absent)} (check the mapping tables); "
+                "nothing of the order was billed",
+                details={"order": order.id, "missing": ",".join(absent)},
+            )
 
     def _billed_before(self, spec_keys: list[str]) -> set[str]:
         store = self.binding.store
@@ -397,21 +597,13 @@ class OrderTarget:
             return invoice
         return await self.client.get_invoice(str(invoice["lago_id"]))
 
-    def _check_invoice(
-        self, order: Order, plan: adapter.BillingPlan, invoice: Mapping[str, Any], won: bool
-    ) -> None:
+    def _check_invoice(self, order: Order, plan: adapter.BillingPlan, invoice: Mapping[str, Any]) -> None:
         details = {
             "order": order.id,
             "invoice": str(invoice.get("number") or invoice.get("lago_id")),
             "lago_id": str(invoice.get("lago_id")),
             "invoice_status": str(invoice.get("status")),
         }
-        if not won:
-            raise PermanentError(
-                f"order {order.id} is {order.status.value} but its one-off invoice was already issued in Lago: "
-                "a credit note is needed (not issued automatically); subscriptions were left unchanged",
-                details=details,
-            )
         if adapter.invoice_fee_signatures(invoice) != plan.fee_signatures():
             raise PermanentError(
                 f"order {order.id} changed its one-time lines after its one-off invoice was issued in Lago: "
@@ -443,6 +635,12 @@ async def _together(*calls: Awaitable[Any]) -> list[Any]:
 def _belongs(external_id: str, prefix: str) -> bool:
     # "<order id>:<line id or plan>[@v<n>]"; ids from Salesforce never contain ':', so the order is exact.
     return external_id.startswith(prefix) and ":" not in external_id[len(prefix) :]
+
+
+def _day(value: Any) -> date | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).date()
 
 
 def _quote(value: str) -> str:

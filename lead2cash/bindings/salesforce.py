@@ -44,7 +44,9 @@ from lead2cash.store import Store
 ACCOUNT_FIELDS = (
     "Id", "Name", "BillingStreet", "BillingCity", "BillingState", "BillingPostalCode", "BillingCountry",
 )  # fmt: skip
-OPPORTUNITY_FIELDS = ("Name", "StageName", "CloseDate", "IsClosed", "IsWon", "Amount", "AccountId")
+OPPORTUNITY_FIELDS = (
+    "Name", "StageName", "CloseDate", "IsClosed", "IsWon", "Amount", "AccountId", "LastStageChangeDate",
+)  # fmt: skip
 LINE_FIELDS = (
     "Quantity", "UnitPrice", "ListPrice", "Discount", "TotalPrice", "ServiceDate", "ProductCode",
     "Product2Id", "PricebookEntryId", "Service_End_Date__c", "PricebookEntry.Product2.ProductCode",

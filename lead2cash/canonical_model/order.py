@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Final, Self
@@ -143,6 +143,9 @@ class Order(CanonicalEntity):
     order_number: NonEmptyStr | None = None
     name: NonEmptyStr | None = None
     status: OrderStatus = OrderStatus.WON
+    status_since: datetime | None = None
+    """When the deal entered its status (Salesforce LastStageChangeDate). Part of the content, so a deal
+    lost, reopened or won again is a new version even when its lines are what they were before."""
     customer: Customer
     currency: CurrencyCode
     order_date: date

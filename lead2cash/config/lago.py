@@ -70,6 +70,16 @@ class LagoSystemConfig(Strict):
     addon_table: str | None = Field(None, description="mappings table: product code -> add-on code")
     subscriptions: Literal["per_line", "per_plan"] = "per_line"
     billing_time: Literal["calendar", "anniversary"] = "calendar"
+    on_reversal_subscriptions: Literal["immediately", "period_end"] = Field(
+        "immediately",
+        description="a billed deal lost or reopened: its subscriptions end today (billed up to today, "
+        "prorated by days) or at the end of their current billing period",
+    )
+    on_reversal_invoice: Literal["dead_letter", "credit_note"] = Field(
+        "dead_letter",
+        description="a billed deal lost or reopened whose one-off invoice was issued: a 'credit note "
+        "needed' dead letter for a person to decide, or a credit note for the invoice's whole amount",
+    )
     unsupported_currencies: list[str] = Field(
         default_factory=list,
         description="currencies this Lago refuses; orders in them are dead-lettered before any call",

@@ -266,7 +266,9 @@ class LeadToCash(SandboxClients):
         return {r["Id"] for r in self.soql("SELECT Id FROM Opportunity WHERE IsWon = true")}
 
     def _delivered_entities(self, route: str) -> set[str]:
-        return {json.loads(m.payload)["id"] for m in self.hub.store.messages_for(route, "delivered")}
+        """Entities the route delivered; for the billing route, won orders only (it reads every deal)."""
+        payloads = (json.loads(m.payload) for m in self.hub.store.messages_for(route, "delivered"))
+        return {p["id"] for p in payloads if p.get("status", "won") == "won"}
 
     def settled(self) -> bool:
         """Every won deal billed, every finalized invoice posted and its document written back, nothing

@@ -833,7 +833,18 @@ class LagoStore:
         self.effects.record("subscription.create", sub.external_id)
         if sub_at <= now:
             self._activate(sub)
+            self._skip_completed_periods(sub, now)
         return sub, True
+
+    def _skip_completed_periods(self, sub: Subscription, now: datetime) -> None:
+        """A subscription created with a start date in the past: "Lago will not generate any invoices for
+        past periods already completed" (guide/subscriptions/assign-plan.mdx, start date in the past); the
+        arrears fee of the current period goes on its next invoice, from the start of that period."""
+        while sub.period_start is not None and midnight(sub.boundary()) <= now:
+            if sub.ending_at is not None and midnight(sub.boundary()) > sub.ending_at:
+                break  # ends inside this period: the termination bills it
+            sub.period_start = sub.boundary()
+            sub.periods_billed += 1
 
     def _activate(self, sub: Subscription) -> None:
         sub.status = "active"
@@ -926,8 +937,8 @@ class LagoStore:
             from_date=from_dt,
             to_date=to_dt,
         )
-        # The billing run for a period happens at its end, but never before the subscription existed: a
-        # backdated subscription's past periods are billed (and issued) when the next run sees them.
+        # The billing run for a period happens at its end, but never before the subscription existed (a
+        # subscription that ends in the past, created late, is billed when the next run sees it).
         billed_at = max(sub.created_at, min(now, midnight(end)))
         invoice = self._new_invoice(sub.customer, "subscription", currency, [fee], issuing=billed_at.date())
         invoice.subscriptions = [sub]

@@ -394,6 +394,14 @@ def _build() -> dict[str, SObject]:
                     Field("CloseDate", "date", "Close Date", nillable=False, required=True),
                     Field("IsClosed", "boolean", "Closed", nillable=False, calculated=True),
                     Field("IsWon", "boolean", "Won", nillable=False, calculated=True),
+                    Field(
+                        "LastStageChangeDate",
+                        "datetime",
+                        "Last Stage Change Date",
+                        createable=False,
+                        updateable=False,
+                        calculated=True,
+                    ),
                     _currency(),
                     _ref("Pricebook2Id", "Price Book ID", "Pricebook2", "Pricebook2"),
                     Field(

@@ -179,6 +179,7 @@ class Seeder:
                     "CloseDate": close_date,
                     "IsClosed": closed,
                     "IsWon": won,
+                    "LastStageChangeDate": stamp,
                     "CurrencyIsoCode": currency,
                     "Pricebook2Id": pricebook["Id"],
                 },

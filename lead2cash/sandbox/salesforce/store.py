@@ -322,6 +322,7 @@ class Store:
         if obj.name == "Opportunity" and "StageName" in changed:
             probability, closed, won = STAGES.get(rec["StageName"], (None, False, False))
             rec["IsClosed"], rec["IsWon"] = closed, won
+            rec["LastStageChangeDate"] = rec["SystemModstamp"]
             if "Probability" not in changed and probability is not None:
                 rec["Probability"] = Decimal(probability)
         elif obj.name == "PricebookEntry":

@@ -109,8 +109,9 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     call("GET", "/api/v1/credit_notes", params={"external_customer_id": CUSTOMER})
 
     admin = httpx.Client(base_url=str(client.base_url), verify=lago["tls"])
-    billed = admin.post("/__sandbox/lago/clock", json={"to": "2026-01-02"}).json()["invoices"]
-    assert billed, "the clock advance should have billed the December period"
+    # December was complete when the backdated subscription was created: Lago bills January first.
+    billed = admin.post("/__sandbox/lago/clock", json={"to": "2026-02-01"}).json()["invoices"]
+    assert billed, "the clock advance should have billed the January period"
     draft = billed[0]
     call("PUT", "/api/v1/invoices/{lago_id}/finalize", f"/api/v1/invoices/{draft}/finalize")
     call("DELETE", "/api/v1/subscriptions/{external_id}", "/api/v1/subscriptions/conf-sub-1")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import doubles
+import pytest
 from lago_connector_env import LagoTestEnv, make_orders, run_hub, write_config
 
 from lead2cash.canonical_model import Order
@@ -150,10 +152,13 @@ def test_changes_after_billing_are_reconciled_or_dead_lettered(lago: LagoTestEnv
     v2 = {**base, "version": 2, "lines": [base["lines"][0], {**base["lines"][1], "quantity": "12"}]}
     system.records.append(v2)
     _deliver(hub)
-    active = _subs(lago, "CHG-ACC")
-    assert set(active) == {"CHG-1:CHG-1-a", "CHG-1:CHG-1-b@v2"}
-    assert active["CHG-1:CHG-1-b@v2"]["plan_amount_cents"] == 33000
-    assert "CHG-1:CHG-1-b" in _subs(lago, "CHG-ACC", "terminated")
+    assert set(_subs(lago, "CHG-ACC")) == {"CHG-1:CHG-1-a"}
+    old = _subs(lago, "CHG-ACC", "terminated")["CHG-1:CHG-1-b"]
+    # Lago bills the old one through its termination day; the replacement starts the day after.
+    [(replacement_id, replacement)] = _subs(lago, "CHG-ACC", "pending").items()
+    assert replacement_id == "CHG-1:CHG-1-b@v2" and replacement["plan_amount_cents"] == 33000
+    next_day = date.fromisoformat(old["terminated_at"][:10]) + timedelta(days=1)
+    assert replacement["subscription_at"] == f"{next_day.isoformat()}T00:00:00Z"
 
     # v3: the seat line is removed -> its subscription is terminated; a one-time line is added -> invoiced.
     onboarding = {"id": "CHG-1-c", "product_code": "ONB-STD", "product_name": "Onboarding",
@@ -175,13 +180,18 @@ def test_changes_after_billing_are_reconciled_or_dead_lettered(lago: LagoTestEnv
     assert "credit note" in dead.error_message and invoice["number"] in dead.error_message
     assert len(lago.invoices(external_customer_id="CHG-ACC", invoice_type="one_off")) == 1
 
-    # v5: the deal is reopened -> the invoice exists, so it is dead-lettered; subscriptions stay as they were.
+    # v5: the deal is reopened -> its subscriptions end; the issued invoice is a "credit note needed"
+    # dead letter (on_reversal_invoice: dead_letter).
     v5 = {**v3, "version": 5, "status": "open"}
     system.records.append(v5)
     _deliver(hub)
     reopened = [d for d in hub.store.dlq_list("bill") if d.idempotency_key == "order:CHG-1:v5"]
     assert len(reopened) == 1 and "is open" in reopened[0].error_message
-    assert set(_subs(lago, "CHG-ACC")) == {"CHG-1:CHG-1-a"}
+    assert (
+        "credit note is needed" in reopened[0].error_message
+        and invoice["number"] in reopened[0].error_message
+    )
+    assert _subs(lago, "CHG-ACC") == {} and _subs(lago, "CHG-ACC", "pending") == {}
     hub.close()
 
 
@@ -236,7 +246,7 @@ def test_per_plan_grouping_sums_lines_of_one_plan(lago: LagoTestEnv, tmp_path: P
 
 
 def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, tmp_path: Path) -> None:
-    """Customer upsert and the two reads go out together (Lago lists nothing for a customer it does not
+    """Customer upsert, the two reads and the catalogue check go out together (Lago lists nothing for a customer it does not
     have yet), then the subscription and the one-off invoice, then the invoice's metadata: three waves of
     calls on the deal's path, timed from the connector's own calls with 150 ms added to each answer."""
     orders = [
@@ -278,7 +288,114 @@ def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, 
             wave_end = min(wave_end, ended)
         waves[-1].append(operation)
     assert [sorted(set(w)) for w in waves] == [
-        ["customers.create", "invoices.list", "subscriptions.list"],
+        # The catalogue check (plans and add-ons exist) rides with the first wave, once per code.
+        ["add_ons.get", "customers.create", "invoices.list", "plans.get", "subscriptions.list"],
         ["invoices.create", "subscriptions.create"],
         ["invoices.update"],
     ], waves
+
+
+def test_reversal_policies_period_end_and_credit_note(lago: LagoTestEnv, tmp_path: Path) -> None:
+    """A billed deal lost with ``on_reversal_subscriptions: period_end`` and ``on_reversal_invoice:
+    credit_note``: its subscription ends with its current period, its one-off invoice gets one credit note
+    for its whole amount (not two, however often the lost deal is delivered), and no dead letter."""
+    system = doubles.memory_system("mem", {})
+    order = {
+        "id": "REV-1",
+        "customer": {"id": "REV-ACC", "name": "Reversal AG", "billing_address": {"country": "DE"}},
+        "currency": "EUR",
+        "order_date": "2026-01-01",
+        "status": "won",
+        "lines": [
+            {"id": "REV-1-a", "product_code": "PLAT-BASE", "product_name": "Platform", "kind": "recurring",
+             "billing_period": "monthly", "quantity": "1", "unit_price": {"amount": "459.00", "currency": "EUR"}},
+            {"id": "REV-1-b", "product_code": "ONB-STD", "product_name": "Onboarding", "kind": "one_time",
+             "quantity": "1", "unit_price": {"amount": "2300.00", "currency": "EUR"}},
+        ],
+    }  # fmt: skip
+    options = {"on_reversal_subscriptions": "period_end", "on_reversal_invoice": "credit_note"}
+    hub = Hub.from_files(
+        [write_config(tmp_path, lago.system_config(), target_options=options)], configure_logs=False
+    )
+    system.records.append(order)
+    _deliver(hub)
+    [invoice] = lago.invoices(external_customer_id="REV-ACC", invoice_type="one_off")
+    system.records.append({**order, "version": 2, "status": "lost"})
+    system.records.append({**order, "version": 3, "status": "lost", "name": "Lost for good"})
+    _deliver(hub)
+    assert hub.store.dlq_count("bill") == 0
+    [sub] = _subs(lago, "REV-ACC").values()
+    assert sub["ending_at"] == sub["current_billing_period_ending_at"] is not None
+    notes = [
+        n
+        for n in lago.api.get("/credit_notes", params={"external_customer_id": "REV-ACC"}).json()[
+            "credit_notes"
+        ]
+        if n["lago_invoice_id"] == invoice["lago_id"]
+    ]
+    assert len(notes) == 1 and notes[0]["reason"] == "order_cancellation"
+    assert notes[0]["sub_total_excluding_taxes_amount_cents"] == invoice["fees_amount_cents"] == 230000
+    assert lago.effects()["credit_note.create"][invoice["lago_id"]] == 1
+    hub.close()
+
+
+def test_an_unknown_bill_order_option_is_a_config_error(lago: LagoTestEnv, tmp_path: Path) -> None:
+    from lead2cash.config.errors import ConfigError
+
+    path = write_config(tmp_path, lago.system_config(), target_options={"on_reversal": "credit_note"})
+    with pytest.raises(ConfigError, match="on_reversal"):
+        Hub.from_files([path], configure_logs=False)
+
+
+def test_a_deal_won_again_is_billed_again_from_the_day_it_was_won_again(
+    lago: LagoTestEnv, tmp_path: Path
+) -> None:
+    """Won, lost (ended that day), won again five days later: a replacement from the day of the new win
+    (the order's status_since), so the days the deal was lost are not billed. With period_end, a deal won
+    again before its subscription ended keeps it: ending_at is cleared."""
+    system = doubles.memory_system("mem", {})
+    today = date.fromisoformat(lago.admin.get("/lago/clock").json()["today"])
+    line = {"id": "AGN-1-a", "product_code": "PLAT-BASE", "product_name": "Platform", "kind": "recurring",
+            "billing_period": "monthly", "quantity": "1", "unit_price": {"amount": "459.00", "currency": "EUR"},
+            "service_start": today.isoformat()}  # fmt: skip
+    order = {
+        "id": "AGN-1",
+        "customer": {"id": "AGN-ACC", "name": "Again AG", "billing_address": {"country": "DE"}},
+        "currency": "EUR",
+        "order_date": today.isoformat(),
+        "status": "won",
+        "lines": [line],
+    }
+    hub = Hub.from_files([write_config(tmp_path, lago.system_config())], configure_logs=False)
+    system.records.append(order)
+    _deliver(hub)
+    system.records.append({**order, "version": 2, "status": "lost"})
+    _deliver(hub)
+    assert _subs(lago, "AGN-ACC") == {}
+    rewon = today + timedelta(days=5)
+    system.records.append({**order, "version": 3, "status_since": f"{rewon.isoformat()}T10:00:00Z"})
+    _deliver(hub)
+    [(external_id, sub)] = _subs(lago, "AGN-ACC", "pending").items()
+    assert external_id == "AGN-1:AGN-1-a@v3" and sub["subscription_at"] == f"{rewon.isoformat()}T00:00:00Z"
+    assert hub.store.dlq_count("bill") == 0
+    hub.close()
+
+    # period_end: lost, then won again before the period ended -> the subscription simply carries on.
+    system.records.clear()
+    order = {**order, "id": "AGN-2", "customer": {**order["customer"], "id": "AGN-ACC2"},
+             "lines": [{**line, "id": "AGN-2-a"}]}  # fmt: skip
+    (tmp_path / "b").mkdir()  # a hub of its own: the memory source's checkpoint is in the state file
+    path = write_config(
+        tmp_path / "b", lago.system_config(), target_options={"on_reversal_subscriptions": "period_end"}
+    )
+    hub = Hub.from_files([path], configure_logs=False)
+    system.records.append(order)
+    _deliver(hub)
+    system.records.append({**order, "version": 2, "status": "lost"})
+    _deliver(hub)
+    assert _subs(lago, "AGN-ACC2")["AGN-2:AGN-2-a"]["ending_at"] is not None
+    system.records.append({**order, "version": 3, "status_since": f"{rewon.isoformat()}T10:00:00Z"})
+    _deliver(hub)
+    assert _subs(lago, "AGN-ACC2")["AGN-2:AGN-2-a"]["ending_at"] is None
+    assert hub.store.dlq_count("bill") == 0
+    hub.close()
