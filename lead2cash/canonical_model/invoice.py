@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Self
 
@@ -174,6 +174,12 @@ class Invoice(CanonicalEntity):
     currency: CurrencyCode
     status: InvoiceStatus
     payment_status: InvoicePaymentStatus = InvoicePaymentStatus.PENDING
+    """The latest payment outcome the billing engine reports; not an order: a succeeded payment may fail
+    later (a returned direct debit) and a failed one be retried."""
+    payment_overdue: bool = False
+    """Unpaid past its due date, as the billing engine reports it."""
+    payment_dispute_lost_at: datetime | None = None
+    """When a payment dispute (chargeback) was lost: the money went back to the payer."""
     issue_date: date
     due_date: date | None = None
     lines: tuple[InvoiceLine, ...] = ()

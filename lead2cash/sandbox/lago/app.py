@@ -252,6 +252,11 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         invoice = store().void_invoice(request.path_params["lago_id"])
         return json_response({"invoice": invoice.extended_json()})
 
+    @endpoint("invoices.lose_dispute", write=True)
+    async def lose_dispute(request: Request) -> Response:
+        invoice = store().lose_dispute(request.path_params["lago_id"])
+        return json_response({"invoice": invoice.extended_json()})
+
     # -- credit notes --------------------------------------------------------------------------------
 
     @endpoint("credit_notes.create", write=True)
@@ -374,6 +379,7 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route(f"{api}/invoices/{{lago_id}}", update_invoice, methods=["PUT"]),
         Route(f"{api}/invoices/{{lago_id}}/finalize", finalize_invoice, methods=["PUT"]),
         Route(f"{api}/invoices/{{lago_id}}/void", void_invoice, methods=["POST"]),
+        Route(f"{api}/invoices/{{lago_id}}/lose_dispute", lose_dispute, methods=["POST"]),
         Route(f"{api}/credit_notes", create_credit_note, methods=["POST"]),
         Route(f"{api}/credit_notes", list_credit_notes, methods=["GET"]),
         Route(f"{api}/credit_notes/{{lago_id}}", get_credit_note, methods=["GET"]),

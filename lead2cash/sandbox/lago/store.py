@@ -454,6 +454,8 @@ class Invoice:
     billing_periods: list[dict[str, Any]] = field(default_factory=list)
     credit_notes_amount_cents: int = 0
     net_payment_term: int = 0
+    payment_overdue: bool = False
+    payment_dispute_lost_at: datetime | None = None
 
     @property
     def fees_amount_cents(self) -> int:
@@ -476,7 +478,7 @@ class Invoice:
             "number": self.number,
             "issuing_date": self.issuing_date.isoformat(),
             "payment_due_date": (self.issuing_date + timedelta(days=self.net_payment_term)).isoformat(),
-            "payment_overdue": False,
+            "payment_overdue": self.payment_overdue,
             "net_payment_term": self.net_payment_term,
             "invoice_type": self.invoice_type,
             "status": self.status,
@@ -516,6 +518,8 @@ class Invoice:
         }
         if self.sequential_id is None:
             del data["sequential_id"]  # a draft has none yet; the schema wants an integer when present
+        if self.payment_dispute_lost_at is not None:  # the schema has no null for it
+            data["payment_dispute_lost_at"] = ts(self.payment_dispute_lost_at)
         return data
 
     def extended_json(self) -> dict[str, Any]:
@@ -1098,9 +1102,28 @@ class LagoStore:
             if invoice.status != "finalized":
                 raise LagoError(405, "payment_status_update_not_allowed")
             invoice.payment_status = status
+            if status == "succeeded":
+                invoice.payment_overdue = False  # Lago clears it once the invoice is paid
+            invoice.updated_at = self.clock.now()
             self.effects.record("invoice.payment_status", f"{invoice.lago_id}:{status}")
+            # Any payment status may follow any other (a returned debit fails a succeeded payment, a
+            # retry succeeds a failed one); the webhook carries the invoice as saved, updated_at included.
             self.emit("invoice.payment_status_updated", "invoice", invoice.extended_json())
         invoice.updated_at = self.clock.now()
+        return invoice
+
+    def lose_dispute(self, lago_id: str) -> Invoice:
+        """``POST /invoices/{id}/lose_dispute`` (a chargeback lost): Lago's ``mark_as_dispute_lost!``
+        keeps the first time, clears overdue and sends ``invoice.payment_dispute_lost`` (the invoice under
+        ``payment_dispute_lost``); the payment status is left as it was."""
+        invoice = self.invoice(lago_id)
+        if invoice.status != "finalized":
+            raise LagoError(405, "not_disputable")
+        invoice.payment_dispute_lost_at = invoice.payment_dispute_lost_at or self.clock.now()
+        invoice.payment_overdue = False
+        invoice.updated_at = self.clock.now()
+        self.effects.record("invoice.lose_dispute", lago_id)
+        self.emit("invoice.payment_dispute_lost", "payment_dispute_lost", invoice.extended_json())
         return invoice
 
     def _replace_metadata(self, invoice: Invoice, items: list[dict[str, Any]]) -> None:

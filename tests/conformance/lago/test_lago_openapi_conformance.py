@@ -101,6 +101,10 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
          ("payment_statuses[]", "succeeded"), ("issuing_date_from", "2025-01-01"), ("page", "1"),
          ("per_page", "5"), ("metadata[lead2cash_key]", "conf-1")])  # fmt: skip
     call("POST", "/api/v1/invoices/{lago_id}/void", f"/api/v1/invoices/{other['lago_id']}/void", json={})
+    # A payment's life after it succeeded: the debit returned, the retry paid, a chargeback lost.
+    call("PUT", "/api/v1/invoices/{lago_id}", inv_path, json={"invoice": {"payment_status": "failed"}})
+    call("PUT", "/api/v1/invoices/{lago_id}", inv_path, json={"invoice": {"payment_status": "succeeded"}})
+    call("POST", "/api/v1/invoices/{lago_id}/lose_dispute", f"{inv_path}/lose_dispute")
 
     note = call("POST", "/api/v1/credit_notes", json={"credit_note": {
         "invoice_id": invoice["lago_id"], "reason": "order_change", "description": "one day less",
@@ -122,6 +126,7 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     call("POST", "/api/v1/invoices", json={"invoice": {"external_customer_id": CUSTOMER, "currency": "EUR",
          "fees": [{"add_on_code": "NOPE"}]}})  # fmt: skip
     call("POST", "/api/v1/invoices/{lago_id}/void", f"/api/v1/invoices/{other['lago_id']}/void", json={})
+    call("POST", "/api/v1/invoices/{lago_id}/lose_dispute", f"/api/v1/invoices/{other['lago_id']}/lose_dispute")
     calls.append(
         ("GET /api/v1/plans", client.get("/api/v1/plans", headers={"Authorization": "Bearer wrong"}))
     )
@@ -206,6 +211,7 @@ def test_webhook_payloads_validate_against_the_webhooks_section(
         "invoice.one_off_created",
         "invoice.payment_status_updated",
         "invoice.voided",
+        "invoice.payment_dispute_lost",
         "invoice.drafted",
         "invoice.created",
         "credit_note.created",
