@@ -101,7 +101,7 @@ def test_version_is_the_gates_sequence_else_the_update_second() -> None:
     assert adapter.invoice_from_lago(raw).version == 1767693605  # a bare object: its update second
     with pytest.raises(ValueError, match=adapter.SEQUENCE_FIELD):
         adapter.invoice_from_lago({"invoice": raw, adapter.SEQUENCE_FIELD: "7"})
-    with pytest.raises(ValueError, match="invoice.updated_at"):
+    with pytest.raises(ValueError, match=r"invoice\.updated_at"):
         adapter.invoice_from_lago(_invoice(updated_at="yesterday"))
 
 
@@ -113,7 +113,7 @@ def test_a_lost_dispute_and_overdue_are_mapped_from_their_own_webhook_shape() ->
     assert invoice.payment_dispute_lost_at is not None and invoice.payment_dispute_lost_at.day == 9
     assert invoice.payment_status.value == "succeeded"  # Lago leaves it; the dispute shows over it
     assert adapter.invoice_from_lago(_invoice(payment_overdue=True)).payment_overdue is True
-    with pytest.raises(ValueError, match="invoice.payment_overdue"):
+    with pytest.raises(ValueError, match=r"invoice\.payment_overdue"):
         adapter.invoice_from_lago(_invoice(payment_overdue="yes"))
 
 
