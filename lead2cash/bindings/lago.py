@@ -45,6 +45,7 @@ INVOICE_EVENTS = frozenset(
         "invoice.voided",
         "invoice.paid_credit_added",
         "invoice.payment_overdue",
+        "invoice.payment_dispute_lost",
     }
 )
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
