@@ -169,3 +169,49 @@ def test_a_payment_that_fails_after_it_succeeded_reaches_the_deal_and_older_even
     # The ledger posted each invoice once, whatever happened to its payment.
     agreement = env.agreement()
     assert not [p for p in agreement.problems if "posted" in p], agreement.problems
+
+
+@pytest.mark.timeout(300)
+def test_the_ledger_document_written_after_a_payment_never_brings_back_the_old_payment_status(
+    env: LeadToCash,
+) -> None:
+    """Route 4 writes the SAP document with the invoice as route 2 posted it; when SAP posts late, the
+    invoice may have been paid meanwhile, and the deal must keep showing it paid."""
+    lago = env.http["lago"]
+
+    async def scenario() -> tuple[str, str]:
+        await env.start()
+        # SAP refuses everything for now (429, Retry-After 1 s): the ledger route waits, nothing fails.
+        env.set_faults({"sap": {"*": {"error_rate": 1.0, "error_statuses": [429], "retry_after_s": 1}}})
+        env.close_won(3)
+        end = time.monotonic() + 60
+        invoice: dict[str, Any] | None = None
+        while invoice is None and time.monotonic() < end:
+            await env.poll_now()
+            await asyncio.sleep(0.3)
+            found = [i for i in env.lago_invoices() if i["status"] == "finalized"]
+            shown = {o["Id"]: o for o in env.soql("SELECT Id, Billing_Payment_Status__c FROM Opportunity")}
+            invoice = next(
+                (i for i in found if (shown.get(str(order_of(i))) or {}).get("Billing_Payment_Status__c")),
+                None,
+            )
+        assert invoice is not None, "no invoice reached its deal"
+        opp, lago_id = str(order_of(invoice)), str(invoice["lago_id"])
+        r = lago.put(f"/api/v1/invoices/{lago_id}", json={"invoice": {"payment_status": "succeeded"}},
+                     headers=_auth(env))  # fmt: skip
+        r.raise_for_status()
+        end = time.monotonic() + 30
+        while _shown(env, opp)["Billing_Payment_Status__c"] != "Paid" and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        assert _shown(env, opp)["Billing_Payment_Status__c"] == "Paid"
+        env.set_faults({})
+        assert await env.wait_settled(timeout=120)
+        await env.stop()
+        return opp, lago_id
+
+    opp, lago_id = asyncio.run(scenario())
+    rows = env.soql(
+        f"SELECT Billing_Payment_Status__c, SAP_Accounting_Document__c FROM Opportunity WHERE Id = '{opp}'"
+    )
+    assert rows[0]["SAP_Accounting_Document__c"], "the ledger document was written back"
+    assert rows[0]["Billing_Payment_Status__c"] == "Paid" == _truth(env, lago_id)
