@@ -126,7 +126,9 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     call("POST", "/api/v1/invoices", json={"invoice": {"external_customer_id": CUSTOMER, "currency": "EUR",
          "fees": [{"add_on_code": "NOPE"}]}})  # fmt: skip
     call("POST", "/api/v1/invoices/{lago_id}/void", f"/api/v1/invoices/{other['lago_id']}/void", json={})
-    call("POST", "/api/v1/invoices/{lago_id}/lose_dispute", f"/api/v1/invoices/{other['lago_id']}/lose_dispute")
+    call(
+        "POST", "/api/v1/invoices/{lago_id}/lose_dispute", f"/api/v1/invoices/{other['lago_id']}/lose_dispute"
+    )
     calls.append(
         ("GET /api/v1/plans", client.get("/api/v1/plans", headers={"Authorization": "Bearer wrong"}))
     )
