@@ -631,6 +631,7 @@ class LagoEventSource:
         if not isinstance(obj, dict) or not obj.get("lago_id"):
             return WebhookDelivery(unique, [])
         admitted, writes, unsure = self._admit([obj], read=False)
+        records: list[Mapping[str, Any]]
         if unsure:
             # Another state in the same second: which came last only Lago can tell now.
             current = await self.current(str(obj["lago_id"]))
