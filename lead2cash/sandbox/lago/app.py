@@ -270,6 +270,9 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         ext = request.query_params.get("external_customer_id")
         if ext:
             items = [n for n in items if n.invoice.customer.external_id == ext]
+        number = request.query_params.get("invoice_number")
+        if number:
+            items = [n for n in items if n.invoice.number == number]
         items.sort(key=lambda n: n.created_at, reverse=True)
         return listing(request, "credit_notes", items, lambda n: n.json())
 
@@ -354,6 +357,15 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse(sandbox.webhooks.snapshot())
 
+    async def settle_refund(request: Request) -> Response:
+        """``{"status": "succeeded" | "failed"}``: the payment provider's answer to a refund."""
+        try:
+            body = await body_of(request, None)
+            note = store().settle_refund(request.path_params["lago_id"], body.get("status"))
+        except LagoError as exc:
+            return error_response(exc)
+        return json_response({"credit_note": note.json()})
+
     async def drain_webhooks(request: Request) -> Response:
         timeout = float(request.query_params.get("timeout_s", 10))
         done = await sandbox.webhooks.drain(timeout)
@@ -394,6 +406,7 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route("/__sandbox/lago/webhooks", get_webhooks, methods=["GET"]),
         Route("/__sandbox/lago/webhooks", put_webhooks, methods=["PUT"]),
         Route("/__sandbox/lago/webhooks/drain", drain_webhooks, methods=["POST"]),
+        Route("/__sandbox/lago/credit_notes/{lago_id}/refund", settle_refund, methods=["POST"]),
         *admin_routes(sandbox.faults, sandbox.effects, sandbox.reset),
     ]
     return Starlette(routes=routes)

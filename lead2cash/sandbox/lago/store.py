@@ -544,6 +544,9 @@ class CreditNote:
     credit_amount_cents: int
     refund_amount_cents: int
     created_at: datetime
+    # A refund goes to the payment provider: pending until it answers (succeeded or failed).
+    refund_status: str | None = None
+    updated_at: datetime | None = None
 
     @property
     def sub_total_cents(self) -> int:
@@ -566,7 +569,7 @@ class CreditNote:
             "invoice_number": self.invoice.number,
             "issuing_date": self.created_at.date().isoformat(),
             "credit_status": "available" if self.credit_amount_cents else None,
-            "refund_status": "pending" if self.refund_amount_cents else None,
+            "refund_status": self.refund_status,
             "reason": self.reason,
             "description": self.description,
             "currency": cur,
@@ -580,7 +583,7 @@ class CreditNote:
             "offset_amount_cents": 0,
             "coupons_adjustment_amount_cents": 0,
             "created_at": ts(self.created_at),
-            "updated_at": ts(self.created_at),
+            "updated_at": ts(self.updated_at or self.created_at),
             "file_url": None,
             "self_billed": False,
             "customer": self.invoice.customer.base_json(),
@@ -1241,6 +1244,9 @@ class LagoStore:
         credit, refund = int(credit or 0), int(refund or 0)
         if credit + refund != total:
             raise invalid(base="invalid_credit_and_refund_amounts")
+        if refund and invoice.payment_status != "succeeded":
+            # Lago refunds only what was paid (CreditNotes::ValidateService).
+            raise invalid(refund_amount_cents="higher_than_remaining_invoice_amount")
         for _, fee, amount in items:
             fee.credited_cents += amount
         seq = len(self.credit_notes) + 1
@@ -1256,12 +1262,43 @@ class LagoStore:
             credit,
             refund,
             self.clock.now(),
+            refund_status="pending" if refund else None,
         )
         # The credited invoice keeps its totals: Lago's credit_notes_amount_cents counts credit applied
         # *to* an invoice (a later one), not notes issued on it.
         self.credit_notes[note.lago_id] = note
         self.effects.record("credit_note.create", invoice.lago_id)
         self.emit("credit_note.created", "credit_note", note.json())
+        return note
+
+    def settle_refund(self, lago_id: str, status: Any) -> CreditNote:
+        """The payment provider's answer to a credit note's refund (sandbox admin; in Lago it comes from
+        the provider's webhook). A refund that already succeeded stays so; a failure sends Lago's
+        ``credit_note.refund_failure``. Lago sends nothing when a refund succeeds."""
+        note = self.credit_notes.get(lago_id)
+        if note is None:
+            raise not_found("credit_note")
+        if status not in ("succeeded", "failed"):
+            raise invalid(refund_status="value_is_invalid")
+        if note.refund_status is None:
+            raise LagoError(405, "no_refund")
+        if note.refund_status == "succeeded" or note.refund_status == status:
+            return note
+        note.refund_status = status
+        note.updated_at = self.clock.now()
+        self.effects.record("credit_note.refund", f"{lago_id}:{status}")
+        if status == "failed":
+            customer = note.invoice.customer
+            error = {
+                "lago_credit_note_id": note.lago_id,
+                "lago_customer_id": customer.lago_id,
+                "external_customer_id": customer.external_id,
+                "provider_customer_id": f"cus_{customer.lago_id[:14]}",
+                "payment_provider": "stripe",
+                "payment_provider_code": "stripe",
+                "provider_error": {"message": "The refund was declined", "error_code": "refund_failed"},
+            }
+            self.emit("credit_note.refund_failure", "credit_note_payment_provider_refund_error", error)
         return note
 
     # -- webhook endpoints -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ are validated against the document's ``webhooks:`` section, headers included.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from openapi_core.validation.request.validators import (
 from starlette.routing import Route
 
 from lead2cash.sandbox.lago import plan_code_for
+from lead2cash.sandbox.lago.money import tax_amount
 
 CUSTOMER = "conf-cust-1"
 
@@ -50,6 +52,13 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     lago = conformance_lago
     client: httpx.Client = lago["client"]
     calls: list[tuple[str, httpx.Response]] = []
+
+    admin = httpx.Client(base_url=str(client.base_url), verify=lago["tls"])
+
+    def admin_call(method: str, path: str, **kw: Any) -> httpx.Response:
+        response = admin.request(method, path, **kw)
+        response.raise_for_status()
+        return response
 
     def call(method: str, template: str, path: str | None = None, **kw: Any) -> httpx.Response:
         response = client.request(method, path or template, **kw)
@@ -110,9 +119,19 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
         "invoice_id": invoice["lago_id"], "reason": "order_change", "description": "one day less",
         "items": [{"fee_id": invoice["fees"][1]["lago_id"], "amount_cents": 55000}]}}).json()["credit_note"]  # fmt: skip
     call("GET", "/api/v1/credit_notes/{lago_id}", f"/api/v1/credit_notes/{note['lago_id']}")
+    # A refund of part of the paid amount, which the payment provider then declines.
+    fee = invoice["fees"][0]
+    refund = 20000 + sum(tax_amount(20000, Decimal(str(t["tax_rate"]))) for t in fee["applied_taxes"])
+    refunded = call("POST", "/api/v1/credit_notes", json={"credit_note": {
+        "invoice_id": invoice["lago_id"], "reason": "product_unsatisfactory", "credit_amount_cents": 0,
+        "refund_amount_cents": refund, "items": [{"fee_id": fee["lago_id"], "amount_cents": 20000}]}})  # fmt: skip
+    assert refunded.json()["credit_note"]["refund_status"] == "pending", refunded.text
+    declined = admin_call("POST", f"/__sandbox/lago/credit_notes/{refunded.json()['credit_note']['lago_id']}/refund",
+                          json={"status": "failed"})  # fmt: skip
+    assert declined.json()["credit_note"]["refund_status"] == "failed"
+    call("GET", "/api/v1/credit_notes", params={"invoice_number": invoice["number"]})
     call("GET", "/api/v1/credit_notes", params={"external_customer_id": CUSTOMER})
 
-    admin = httpx.Client(base_url=str(client.base_url), verify=lago["tls"])
     billed = admin.post("/__sandbox/lago/clock", json={"to": "2026-01-02"}).json()["invoices"]
     assert billed, "the clock advance should have billed the December period"
     draft = billed[0]
@@ -201,7 +220,10 @@ def test_webhook_payloads_validate_against_the_webhooks_section(
     for hook in received:
         payload = httpx.Response(200, content=hook.body).json()
         types.add(payload["webhook_type"])
-        name = re.sub(r"\.", "_", payload["webhook_type"])
+        # The document names webhooks after their type, with one exception.
+        name = {"credit_note.refund_failure": "credit_note_provider_refund_failure"}.get(
+            payload["webhook_type"], re.sub(r"\.", "_", payload["webhook_type"])
+        )
         headers = {k.title(): v for k, v in hook.headers.items()}
         try:
             for validator in validators:
@@ -217,6 +239,7 @@ def test_webhook_payloads_validate_against_the_webhooks_section(
         "invoice.drafted",
         "invoice.created",
         "credit_note.created",
+        "credit_note.refund_failure",
         "subscription.started",
         "subscription.terminated",
     } <= types
