@@ -53,6 +53,10 @@ METADATA_ORDER = "lead2cash_order"
 SEQUENCE_FIELD = "lead2cash_sequence"
 """Field of a record the Lago source adds: the state gate's sequence number for the state it passes on."""
 
+REFUNDS_FIELD = "lead2cash_refunds"
+"""Field of an invoice the Lago source adds when it reads refunds: ``{"refund_amount_cents": n,
+"updated_at": ...}`` over the invoice's credit notes (Lago's invoice itself does not change on a refund)."""
+
 OBJECT_KEYS = {"invoice.payment_dispute_lost": "payment_dispute_lost"}
 """Webhooks whose invoice is not under ``invoice`` (Lago names the object after the event)."""
 
@@ -61,14 +65,35 @@ def invoice_state(invoice: Mapping[str, Any]) -> str:
     """What an invoice shows downstream, as one comparable text: status, payment status, overdue and a
     lost dispute. Not an order: Lago moves a payment from succeeded to failed (a returned direct debit),
     from failed to pending and succeeded (a retry); only Lago's ``updated_at`` orders states."""
+    refunds = invoice.get(REFUNDS_FIELD)
+    refunded = refunds.get("refund_amount_cents") if isinstance(refunds, Mapping) else None
     return "/".join(
         (
             str(invoice.get("status")),
             str(invoice.get("payment_status")),
             "overdue" if invoice.get("payment_overdue") else "-",
             "dispute_lost" if invoice.get("payment_dispute_lost_at") else "-",
+            *((f"refunded_{refunded}",) if refunded else ()),
         )
     )
+
+
+def refund_summary(credit_notes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What an invoice's credit notes refund: the amounts of refunds issued (pending at the payment
+    provider or done; a declined one is not counted, a voided note neither) and the latest update."""
+    cents = sum(
+        int(n.get("refund_amount_cents") or 0)
+        for n in credit_notes
+        if n.get("refund_status") in ("pending", "succeeded") and n.get("credit_status") != "voided"
+    )
+    stamps = [
+        str(n["updated_at"]) for n in credit_notes if n.get("updated_at") and n.get("refund_amount_cents")
+    ]
+    return {"refund_amount_cents": cents, "updated_at": max(stamps, key=_sortable) if stamps else None}
+
+
+def _sortable(value: str) -> datetime:
+    return _datetime(value, "credit_note.updated_at") or datetime.min.replace(tzinfo=UTC)
 
 
 def record_version(record: Mapping[str, Any], data: Mapping[str, Any], what: str) -> int:
@@ -629,6 +654,7 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         payment_dispute_lost_at=_datetime(
             data.get("payment_dispute_lost_at"), "invoice.payment_dispute_lost_at"
         ),
+        refunded=_refunded(data, currency),
         issue_date=issue,
         due_date=due if due is None or due >= issue else issue,
         lines=lines,
@@ -656,6 +682,16 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
                 f"({invoice.total.to_minor_units() - settled})"
             )
     return invoice
+
+
+def _refunded(data: Mapping[str, Any], currency: str) -> Money | None:
+    refunds = data.get(REFUNDS_FIELD)
+    if refunds is None:
+        return None
+    cents = refunds.get("refund_amount_cents") if isinstance(refunds, Mapping) else None
+    if isinstance(cents, bool) or not isinstance(cents, int) or cents < 0:
+        raise ValueError(f"invoice.{REFUNDS_FIELD}.refund_amount_cents: expected a non-negative integer")
+    return Money.from_minor_units(cents, currency)
 
 
 _PAYMENT = {

@@ -363,19 +363,23 @@ PAYMENT_STATUS_VALUES: dict[str, str] = {
     # Not payment statuses but what the invoice shows over them (see payment_status_key).
     "overdue": "Overdue",
     "dispute_lost": "Dispute Lost",
+    "refunded": "Refunded",
     "voided": "Voided",
 }
 
 
 def payment_status_key(invoice: Invoice) -> str:
     """What an invoice's payment stands at now, the key into the picklist values: a voided invoice shows
-    voided, a lost dispute (the payment went back to the payer) shows over the payment status, an unpaid
-    invoice past its due date shows overdue; otherwise the latest payment status as the billing engine
-    reports it (a payment that failed after it succeeded shows failed)."""
+    voided; money gone back to the payer shows over the payment status, a lost dispute (chargeback) first,
+    then a refund (issued by a credit note; a declined one is not counted); an unpaid invoice past its due
+    date shows overdue; otherwise the latest payment status as the billing engine reports it (a payment
+    that failed after it succeeded shows failed)."""
     if invoice.status is InvoiceStatus.VOIDED:
         return "voided"
     if invoice.payment_dispute_lost_at is not None:
         return "dispute_lost"
+    if invoice.refunded is not None and invoice.refunded.is_positive():
+        return "refunded"
     status = InvoicePaymentStatus(invoice.payment_status).value
     if invoice.payment_overdue and status in ("pending", "partially_paid"):
         return "overdue"

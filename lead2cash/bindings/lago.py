@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -49,6 +50,12 @@ INVOICE_EVENTS = frozenset(
     }
 )
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
+# What an invoice source with ``refunds: true`` also takes: a refund issued, a refund the provider declined
+# (Lago sends nothing when a refund succeeds; an issued refund already shows).
+REFUND_EVENTS = {
+    "credit_note.created": "credit_note",
+    "credit_note.refund_failure": "credit_note_payment_provider_refund_error",
+}
 
 
 def build(name: str, config: LagoSystemConfig, context: BindingContext) -> LagoBinding:
@@ -120,9 +127,16 @@ class LagoBinding:
             raise ConfigProblems(
                 [(("object",), f"Lago source objects are invoices, credit_notes; not {object!r}")]
             )
+        refunds = options.get("refunds", False)
+        if not isinstance(refunds, bool) or (refunds and object != "invoices"):
+            raise ConfigProblems([(("options", "refunds"), "true or false, for the invoices object only")])
         self._consumers.add(consumer)
         events = frozenset(options.get("webhook_types") or ())
         if object == "invoices":
+            if refunds:
+                return InvoiceSource(
+                    self, consumer, events or INVOICE_EVENTS | set(REFUND_EVENTS), refunds=True
+                )
             return InvoiceSource(self, consumer, events or INVOICE_EVENTS)
         return CreditNoteSource(self, consumer, events or CREDIT_NOTE_EVENTS)
 
@@ -501,8 +515,19 @@ class LagoEventSource:
         found = store.xref_get_many(self._gate_type, XREF_SYSTEM, lago_ids)
         return {k: _Passed.parse(v) for k, v in found.items()}
 
+    def stamp(self, obj: Mapping[str, Any]) -> str:
+        """When Lago last changed what ``state`` covers (sortable text; "" when unknown)."""
+        return _stamp(obj.get("updated_at"))
+
     def _position(self, obj: Mapping[str, Any]) -> tuple[str, str]:
-        return _stamp(obj.get("updated_at")), _short(self.state(obj))
+        return self.stamp(obj), _short(self.state(obj))
+
+    async def webhook_object(
+        self, webhook_type: str, payload: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """The object a webhook is about, and whether it was just read from Lago (its current state)."""
+        obj = payload.get(adapter.OBJECT_KEYS.get(webhook_type, self.object_type))
+        return (obj if isinstance(obj, dict) else None), False
 
     async def _candidates(
         self, checkpoint: str | None, limit: int, listing: Callable[[], AsyncIterator[Mapping[str, Any]]]
@@ -626,30 +651,80 @@ class LagoEventSource:
             return WebhookDelivery(unique, [])
         if not isinstance(payload, dict) or payload.get("webhook_type") not in self.events:
             return WebhookDelivery(unique, [])
-        key = adapter.OBJECT_KEYS.get(str(payload["webhook_type"]), self.object_type)
-        obj = payload.get(key)
-        if not isinstance(obj, dict) or not obj.get("lago_id"):
+        obj, read = await self.webhook_object(str(payload["webhook_type"]), payload)
+        if obj is None or not obj.get("lago_id"):
             return WebhookDelivery(unique, [])
-        admitted, writes, unsure = self._admit([obj], read=False)
+        admitted, writes, unsure = self._admit([obj], read=read)
         records: list[Mapping[str, Any]]
         if unsure:
             # Another state in the same second: which came last only Lago can tell now.
             current = await self.current(str(obj["lago_id"]))
             admitted, writes, _ = self._admit([current], read=True)
-            records = [self._record(o, n, None) for o, n in admitted]
-        else:
-            records = [self._record(o, n, payload) for o, n in admitted]
+            read = True
+        records = [self._record(o, n, None if read else payload) for o, n in admitted]
         return WebhookDelivery(unique, records, writes)
 
 
 class InvoiceSource(LagoEventSource):
+    """With ``refunds``, each invoice passed on carries what its credit notes refund
+    (``adapter.REFUNDS_FIELD``): a refund changes the credit note, not the invoice, so the source reads
+    the invoice's credit notes with each event and takes credit note events for their invoice."""
+
     object_type = "invoice"
+
+    def __init__(
+        self, binding: LagoBinding, consumer: str, events: frozenset[str], *, refunds: bool = False
+    ) -> None:
+        super().__init__(binding, consumer, events)
+        self.refunds = refunds
+        self._notes: dict[str, list[Mapping[str, Any]]] = {}
 
     def state(self, obj: Mapping[str, Any]) -> str:
         return adapter.invoice_state(obj)
 
+    def stamp(self, obj: Mapping[str, Any]) -> str:
+        refunds = obj.get(adapter.REFUNDS_FIELD)
+        refunded_at = _stamp(refunds.get("updated_at")) if isinstance(refunds, Mapping) else ""
+        return max(_stamp(obj.get("updated_at")), refunded_at)
+
     async def current(self, lago_id: str) -> dict[str, Any]:
-        return await self.client.get_invoice(lago_id)
+        invoice = await self.client.get_invoice(lago_id)
+        return await self._with_refunds(invoice) if self.refunds else invoice
+
+    async def _with_refunds(
+        self, invoice: Mapping[str, Any], notes: Sequence[Mapping[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        if notes is None:
+            number = invoice.get("number")
+            notes = [n async for n in self.client.credit_notes({"invoice_number": number})] if number else []
+        mine = [n for n in notes if n.get("lago_invoice_id") in (None, invoice.get("lago_id"))]
+        return {**invoice, adapter.REFUNDS_FIELD: adapter.refund_summary(mine)}
+
+    async def webhook_object(
+        self, webhook_type: str, payload: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, bool]:
+        if not self.refunds:
+            return await super().webhook_object(webhook_type, payload)
+        if webhook_type in REFUND_EVENTS:
+            note = payload.get(REFUND_EVENTS[webhook_type])
+            if not isinstance(note, dict):
+                return None, False
+            if webhook_type == "credit_note.created":
+                if not note.get("refund_amount_cents"):
+                    return None, False  # a credit, not a refund: the deal shows nothing of it
+            else:
+                note = await self.client.get_credit_note(str(note.get("lago_credit_note_id")))
+            if not note.get("lago_invoice_id"):
+                return None, False
+            return await self.current(str(note["lago_invoice_id"])), True
+        invoice, _ = await super().webhook_object(webhook_type, payload)
+        if invoice is None or not invoice.get("lago_id"):
+            return None, False
+        enriched = await self._with_refunds(invoice)
+        if enriched[adapter.REFUNDS_FIELD]["updated_at"] is None:
+            return enriched, False
+        # The invoice has refunds: its body (perhaps old) and the notes (read now) would mix two times.
+        return await self.current(str(invoice["lago_id"])), True
 
     def event_type(self, invoice: Mapping[str, Any]) -> str:
         status, payment = invoice.get("status"), invoice.get("payment_status")
@@ -672,13 +747,31 @@ class InvoiceSource(LagoEventSource):
         if checkpoint:
             since = date.fromisoformat(checkpoint[:10]) - timedelta(seconds=self.binding.config.poll_lookback)
             params["issuing_date_from"] = since.isoformat()
-        taken, after, more = await self._candidates(checkpoint, limit, lambda: self.client.invoices(params))
+        notes: dict[str, list[Mapping[str, Any]]] = self._notes
+        held_at, held = self._backlog
+        if self.refunds and not (held and held_at == checkpoint):  # a new listing (see _candidates)
+            # One listing of the window's credit notes per poll gives every listed invoice its refunds.
+            notes = defaultdict(list)
+            async for note in self.client.credit_notes(params):
+                notes[str(note.get("lago_invoice_id"))].append(note)
+            self._notes = notes
+
+        async def listing() -> AsyncIterator[Mapping[str, Any]]:
+            async for item in self.client.invoices(params):
+                yield (
+                    await self._with_refunds(item, notes.get(str(item["lago_id"]), []))
+                    if self.refunds
+                    else item
+                )
+
+        taken, after, more = await self._candidates(checkpoint, limit, listing)
         # Lago's listing leaves out fees: each candidate is read whole, a few at a time.
         gate = asyncio.Semaphore(POLL_READS_IN_FLIGHT)
 
         async def read_whole(lago_id: str) -> dict[str, Any]:
             async with gate:
-                return await self.client.get_invoice(lago_id)
+                invoice = await self.client.get_invoice(lago_id)
+            return await self._with_refunds(invoice, notes.get(lago_id, [])) if self.refunds else invoice
 
         current = await _together(*(read_whole(str(item["lago_id"])) for item in taken))
         # After the last await: the gate is checked against what webhooks passed meanwhile.

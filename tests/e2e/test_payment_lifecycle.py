@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from lead2cash.adapters.lago import invoice_from_lago
 from lead2cash.adapters.salesforce import PAYMENT_STATUS_VALUES, payment_status_key
 from lead2cash.canonical_model import Invoice
 from lead2cash.demo.environment import LeadToCash, order_of
+from lead2cash.sandbox.lago.money import tax_amount
 
 ROUTE = "billing-status-to-opportunity"
 
@@ -141,6 +143,22 @@ def test_a_payment_that_fails_after_it_succeeded_reaches_the_deal_and_older_even
         await settle(opp_d, "Paid", webhooks_held=True)
         webhooks(paused=False)
         await settle(opp_d, "Paid")
+
+        # 6. A refund (a credit note refunding part of the payment) shows; the provider declines it, and
+        #    the deal shows the payment again.
+        tick()
+        invoice_d = lago.get(f"/api/v1/invoices/{d}", headers=_auth(env)).json()["invoice"]
+        fee = invoice_d["fees"][0]
+        refund = 100 + sum(tax_amount(100, Decimal(str(t["tax_rate"]))) for t in fee.get("applied_taxes", []))
+        note = lago.post("/api/v1/credit_notes", headers=_auth(env), json={"credit_note": {
+            "invoice_id": d, "reason": "product_unsatisfactory", "credit_amount_cents": 0,
+            "refund_amount_cents": refund, "items": [{"fee_id": fee["lago_id"], "amount_cents": 100}]}})  # fmt: skip
+        note.raise_for_status()
+        await settle(opp_d, "Refunded")
+        tick()
+        lago.post(f"/__sandbox/lago/credit_notes/{note.json()['credit_note']['lago_id']}/refund",
+                  json={"status": "failed"}).raise_for_status()  # fmt: skip
+        await settle(opp_d, "Paid")
         await env.stop()
         return {opp: (lago_id, inv["number"]) for opp, lago_id, inv in
                 ((opp_a, a, inv_a), (opp_b, b, inv_b), (opp_c, c, inv_c), (opp_d, d, inv_d))}  # fmt: skip
@@ -165,7 +183,7 @@ def test_a_payment_that_fails_after_it_succeeded_reaches_the_deal_and_older_even
     assert passed[a] == ["Pending", "Paid", "Payment Failed", "Pending", "Paid", "Dispute Lost"]
     assert passed[b] == ["Pending", "Payment Failed"]
     assert passed[c] == ["Pending", "Payment Failed", "Voided"]
-    assert passed[d] == ["Pending", "Paid"]
+    assert passed[d] == ["Pending", "Paid", "Refunded", "Paid"]
     # The ledger posted each invoice once, whatever happened to its payment.
     agreement = env.agreement()
     assert not [p for p in agreement.problems if "posted" in p], agreement.problems

@@ -30,6 +30,7 @@ PAYMENT_STATUSES = (
     "Overdue",
     "Payment Failed",
     "Dispute Lost",
+    "Refunded",
     "Voided",
 )
 
