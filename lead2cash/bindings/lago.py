@@ -712,8 +712,10 @@ class InvoiceSource(LagoEventSource):
             if webhook_type == "credit_note.created":
                 if not note.get("refund_amount_cents"):
                     return None, False  # a credit, not a refund: the deal shows nothing of it
+            elif note.get("lago_credit_note_id"):
+                note = await self.client.get_credit_note(str(note["lago_credit_note_id"]))
             else:
-                note = await self.client.get_credit_note(str(note.get("lago_credit_note_id")))
+                return None, False
             if not note.get("lago_invoice_id"):
                 return None, False
             return await self.current(str(note["lago_invoice_id"])), True
