@@ -715,8 +715,11 @@ class InvoiceSource(LagoEventSource):
             elif note.get("lago_credit_note_id"):
                 note = await self.client.get_credit_note(str(note["lago_credit_note_id"]))
             else:
-                return None, False
+                note = {}
             if not note.get("lago_invoice_id"):
+                log.warning(
+                    "Lago refund event names no invoice; acknowledged and ignored", webhook_type=webhook_type
+                )
                 return None, False
             return await self.current(str(note["lago_invoice_id"])), True
         invoice, _ = await super().webhook_object(webhook_type, payload)
