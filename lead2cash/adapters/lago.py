@@ -7,8 +7,10 @@ units computed from the canonical line amounts, so Lago bills exactly what the o
 Inbound (Lago -> canonical): ``lago.invoice`` (fees, coupons, taxes, totals -> ``Invoice``), ``lago.payment``
 (``invoice.payment_status_updated`` -> ``Payment``) and ``lago.credit_note`` (-> ``CreditNote``). A record
 is a Lago webhook body (``{"webhook_type": ..., "invoice": {...}}``) or the bare object. The entity's
-``version`` is the invoice's state rank (draft < finalized < payment failed < paid < voided), so keys of the
-form ``invoice:{id}:v{version}`` give one downstream effect per state, never one per delivery.
+``version`` is the sequence number the source's state gate gave this state of the invoice (a new number for
+every change of state it passes on, in Lago's order of updates), so keys of the form
+``invoice:{id}:v{version}`` give one downstream effect per state change, never one per delivery; a state
+seen again later (paid, failed, paid again) is a new change with a new number.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -47,24 +49,75 @@ METADATA_KEY = "lead2cash_key"
 METADATA_ORDER = "lead2cash_order"
 """Invoice metadata key holding the canonical order id: finds an order's invoice whatever its version."""
 
-# ------------------------------------------------------------------------------------------- state rank
-RANK_DRAFT, RANK_FINALIZED, RANK_PAYMENT_FAILED, RANK_PAID, RANK_VOIDED = 1, 2, 3, 4, 5
+# ------------------------------------------------------------------------------------------ invoice state
+SEQUENCE_FIELD = "lead2cash_sequence"
+"""Field of a record the Lago source adds: the state gate's sequence number for the state it passes on."""
+
+REFUNDS_FIELD = "lead2cash_refunds"
+"""Field of an invoice the Lago source adds when it reads refunds: ``{"refund_amount_cents": n,
+"updated_at": ...}`` over the invoice's credit notes (Lago's invoice itself does not change on a refund)."""
+
+OBJECT_KEYS = {"invoice.payment_dispute_lost": "payment_dispute_lost"}
+"""Webhooks whose invoice is not under ``invoice`` (Lago names the object after the event)."""
 
 
-def invoice_rank(invoice: Mapping[str, Any]) -> int:
-    """How far an invoice has gone; Lago never moves one backwards along this order (one exception: a
-    failed payment retried goes failed -> pending, which is ranked as still failed until it succeeds)."""
-    status = invoice.get("status")
-    if status == "voided":
-        return RANK_VOIDED
-    if status != "finalized":
-        return RANK_DRAFT  # draft, and Lago's transient pending/failed (tax computation) states
-    payment = invoice.get("payment_status")
-    if payment == "succeeded":
-        return RANK_PAID
-    if payment == "failed":
-        return RANK_PAYMENT_FAILED
-    return RANK_FINALIZED
+def invoice_state(invoice: Mapping[str, Any]) -> str:
+    """What an invoice shows downstream, as one comparable text: status, payment status, overdue and a
+    lost dispute. Not an order: Lago moves a payment from succeeded to failed (a returned direct debit),
+    from failed to pending and succeeded (a retry); only Lago's ``updated_at`` orders states."""
+    refunds = invoice.get(REFUNDS_FIELD)
+    refunded = refunds.get("refund_amount_cents") if isinstance(refunds, Mapping) else None
+    return "/".join(
+        (
+            str(invoice.get("status")),
+            str(invoice.get("payment_status")),
+            "overdue" if invoice.get("payment_overdue") else "-",
+            "dispute_lost" if invoice.get("payment_dispute_lost_at") else "-",
+            *((f"refunded_{refunded}",) if refunded else ()),
+        )
+    )
+
+
+def refund_summary(credit_notes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What an invoice's credit notes refund: the amounts of refunds issued (pending at the payment
+    provider or done; a declined one is not counted, a voided note neither) and the latest update."""
+    cents = sum(
+        int(n.get("refund_amount_cents") or 0)
+        for n in credit_notes
+        if n.get("refund_status") in ("pending", "succeeded") and n.get("credit_status") != "voided"
+    )
+    stamps = [
+        str(n["updated_at"]) for n in credit_notes if n.get("updated_at") and n.get("refund_amount_cents")
+    ]
+    return {"refund_amount_cents": cents, "updated_at": max(stamps, key=_sortable) if stamps else None}
+
+
+def _sortable(value: str) -> datetime:
+    return _datetime(value, "credit_note.updated_at") or datetime.min.replace(tzinfo=UTC)
+
+
+def record_version(record: Mapping[str, Any], data: Mapping[str, Any], what: str) -> int:
+    """The entity version of a record: the source's sequence number, else (a bare object, a payload
+    stored before sequences) the epoch second of the object's ``updated_at``, else 1."""
+    sequence = record.get(SEQUENCE_FIELD)
+    if sequence is not None:
+        if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
+            raise ValueError(f"{SEQUENCE_FIELD}: expected a positive integer, got {str(sequence)[:40]!r}")
+        return sequence
+    stamp = _datetime(data.get("updated_at"), f"{what}.updated_at")
+    return max(1, int(stamp.timestamp())) if stamp is not None else 1
+
+
+def _datetime(value: Any, what: str) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{what}: expected an ISO 8601 date-time, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{what}: {value[:40]!r} is not an ISO 8601 date-time") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 # ------------------------------------------------------------------------------------------- outbound
@@ -367,6 +420,8 @@ def _date(value: Any, what: str) -> date | None:
 def unwrap(record: Mapping[str, Any], object_type: str) -> Mapping[str, Any]:
     """The Lago object inside a webhook body, or the record itself when it is the bare object."""
     inner = record.get(object_type)
+    if not isinstance(inner, Mapping) and object_type == "invoice":
+        inner = record.get(OBJECT_KEYS.get(str(record.get("webhook_type")), object_type))
     if isinstance(inner, Mapping):
         return inner
     if "lago_id" in record:
@@ -525,6 +580,9 @@ def _check_invoice_shape(data: Mapping[str, Any]) -> None:
         not isinstance(payment, str) or payment not in {s.value for s in InvoicePaymentStatus}
     ):
         raise ValueError(f"invoice.payment_status: unknown value {str(payment)[:40]!r}")
+    overdue = data.get("payment_overdue")
+    if overdue is not None and not isinstance(overdue, bool):
+        raise ValueError(f"invoice.payment_overdue: expected true or false, got {type(overdue).__name__}")
     for field in ("fees", "applied_taxes"):
         items = data.get(field)
         if items is None:
@@ -573,7 +631,6 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
             )
         )
     taxes = _taxes(data.get("applied_taxes") or [], currency, "fees_amount_cents", "invoice.applied_taxes")
-    rank = invoice_rank(data)
     status = _STATUS.get(str(data.get("status")), InvoiceStatus.DRAFT)
     payment = InvoicePaymentStatus(str(data.get("payment_status") or "pending"))
     if status is InvoiceStatus.FINALIZED and payment is InvoicePaymentStatus.SUCCEEDED:
@@ -586,13 +643,18 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
     invoice = Invoice.build(
         id=lago_id,
         refs={"lago": lago_id},
-        version=rank,
+        version=record_version(record, data, "invoice"),
         source_modstamp=data.get("updated_at"),
         invoice_number=str(data.get("number") or lago_id),
         customer=customer,
         currency=currency,
         status=status,
         payment_status=payment,
+        payment_overdue=data.get("payment_overdue") is True,
+        payment_dispute_lost_at=_datetime(
+            data.get("payment_dispute_lost_at"), "invoice.payment_dispute_lost_at"
+        ),
+        refunded=_refunded(data, currency),
         issue_date=issue,
         due_date=due if due is None or due >= issue else issue,
         lines=lines,
@@ -620,6 +682,16 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
                 f"({invoice.total.to_minor_units() - settled})"
             )
     return invoice
+
+
+def _refunded(data: Mapping[str, Any], currency: str) -> Money | None:
+    refunds = data.get(REFUNDS_FIELD)
+    if refunds is None:
+        return None
+    cents = refunds.get("refund_amount_cents") if isinstance(refunds, Mapping) else None
+    if isinstance(cents, bool) or not isinstance(cents, int) or cents < 0:
+        raise ValueError(f"invoice.{REFUNDS_FIELD}.refund_amount_cents: expected a non-negative integer")
+    return Money.from_minor_units(cents, currency)
 
 
 _PAYMENT = {
@@ -650,7 +722,7 @@ def payment_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
     return Payment(
         id=f"{lago_id}:payment",
         refs={"lago": lago_id},
-        version=invoice_rank(data),
+        version=record_version(record, data, "invoice"),
         source_modstamp=data.get("updated_at"),
         customer_id=str(customer.get("external_id") or data.get("external_customer_id") or "unknown"),
         invoice_ids=(lago_id,),

@@ -373,9 +373,31 @@ PAYMENT_STATUS_VALUES: dict[str, str] = {
     "pending": "Pending",
     "partially_paid": "Partially Paid",
     "succeeded": "Paid",
-    "failed": "Overdue",
-    "voided": "Voided",  # the invoice's status, which wins over its payment status
+    "failed": "Payment Failed",
+    # Not payment statuses but what the invoice shows over them (see payment_status_key).
+    "overdue": "Overdue",
+    "dispute_lost": "Dispute Lost",
+    "refunded": "Refunded",
+    "voided": "Voided",
 }
+
+
+def payment_status_key(invoice: Invoice) -> str:
+    """What an invoice's payment stands at now, the key into the picklist values: a voided invoice shows
+    voided; money gone back to the payer shows over the payment status, a lost dispute (chargeback) first,
+    then a refund (issued by a credit note; a declined one is not counted); an unpaid invoice past its due
+    date shows overdue; otherwise the latest payment status as the billing engine reports it (a payment
+    that failed after it succeeded shows failed)."""
+    if invoice.status is InvoiceStatus.VOIDED:
+        return "voided"
+    if invoice.payment_dispute_lost_at is not None:
+        return "dispute_lost"
+    if invoice.refunded is not None and invoice.refunded.is_positive():
+        return "refunded"
+    status = InvoicePaymentStatus(invoice.payment_status).value
+    if invoice.payment_overdue and status in ("pending", "partially_paid"):
+        return "overdue"
+    return status
 
 
 def opportunity_id_of(invoice: Invoice) -> str:
@@ -398,10 +420,7 @@ def invoice_writeback(
     names = {**WRITEBACK_FIELDS, **(fields or {})}
     statuses = {**PAYMENT_STATUS_VALUES, **(payment_status_values or {})}
     opp_id = opportunity_id_of(invoice)
-    if invoice.status is InvoiceStatus.VOIDED:
-        status_key = "voided"
-    else:
-        status_key = InvoicePaymentStatus(invoice.payment_status).value
+    status_key = payment_status_key(invoice)
     values: dict[str, Any] = {}
     if names.get("invoice_number"):
         values[str(names["invoice_number"])] = invoice.invoice_number

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jmespath
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from lead2cash.adapters.salesforce import (
     SalesforceMappingError,
@@ -24,7 +24,7 @@ from lead2cash.adapters.salesforce import (
 from lead2cash.bindings import BindingContext
 from lead2cash.canonical_model import Invoice
 from lead2cash.config.errors import ConfigProblems
-from lead2cash.config.salesforce import SalesforceSystemConfig
+from lead2cash.config.salesforce import SalesforceSystemConfig, SalesforceWritebackFields
 from lead2cash.connectors.salesforce import (
     BatchWriter,
     ChangeReader,
@@ -345,6 +345,19 @@ class SalesforceBinding:
             if not isinstance(statuses, Mapping):
                 raise ConfigProblems([(("options", "payment_status_values"), "expected a mapping")])
             target.statuses = {str(k): str(v) for k, v in statuses.items()}
+            # Per route, over the system's: a route that writes a snapshot of the invoice (its ledger
+            # document) must leave the payment status, which only the status route keeps current.
+            overrides = options.get("writeback_fields", {})
+            if not isinstance(overrides, Mapping):
+                raise ConfigProblems([(("options", "writeback_fields"), "expected a mapping")])
+            try:
+                target.fields = SalesforceWritebackFields.model_validate(
+                    {**target.fields, **overrides}
+                ).model_dump()
+            except ValidationError as exc:
+                raise ConfigProblems(
+                    [(("options", "writeback_fields", *e["loc"]), e["msg"]) for e in exc.errors()]
+                ) from None
             return target
         if action == "upsert":
             obj, ext, fields = options.get("object"), options.get("external_id_field"), options.get("fields")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Self
 
@@ -174,6 +174,15 @@ class Invoice(CanonicalEntity):
     currency: CurrencyCode
     status: InvoiceStatus
     payment_status: InvoicePaymentStatus = InvoicePaymentStatus.PENDING
+    """The latest payment outcome the billing engine reports; not an order: a succeeded payment may fail
+    later (a returned direct debit) and a failed one be retried."""
+    payment_overdue: bool = False
+    """Unpaid past its due date, as the billing engine reports it."""
+    payment_dispute_lost_at: datetime | None = None
+    """When a payment dispute (chargeback) was lost: the money went back to the payer."""
+    refunded: Money | None = None
+    """Paid back to the payer by the invoice's credit notes (refunds issued, done or under way; one the
+    payment provider declined is not counted). None: not known (the source does not read refunds)."""
     issue_date: date
     due_date: date | None = None
     lines: tuple[InvoiceLine, ...] = ()
@@ -192,6 +201,10 @@ class Invoice(CanonicalEntity):
         if self.status is InvoiceStatus.PAID and self.payment_status is not InvoicePaymentStatus.SUCCEEDED:
             raise ValueError(
                 f"payment_status must be 'succeeded' when status is 'paid', got {self.payment_status.value!r}"
+            )
+        if self.refunded is not None and self.refunded.currency != self.currency:
+            raise ValueError(
+                f"refunded: currency {self.refunded.currency} differs from invoice currency {self.currency}"
             )
         check_unique_ids((line.id for line in self.lines), "lines")
         check_document_totals(

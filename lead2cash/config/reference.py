@@ -392,7 +392,7 @@ DESCRIPTIONS: dict[str, str] = {
     "SalesforceAuth.grant_type": "jwt_bearer (recommended), client_credentials, or password",
     "SalesforceWritebackFields.invoice_number": "Text(80): the billing engine's invoice number; null: not written",
     "SalesforceWritebackFields.invoiced_amount": "Currency(16,2): the invoice total; null: not written",
-    "SalesforceWritebackFields.payment_status": "Picklist: Pending, Partially Paid, Paid, Overdue, Voided; null: not written",
+    "SalesforceWritebackFields.payment_status": "Picklist: Pending, Partially Paid, Paid, Overdue, Payment Failed, Dispute Lost, Refunded, Voided; null: not written",
     "SalesforceWritebackFields.accounting_document": "Text(30): SAP document/company code/year; null: not written",
     "SalesforceWritebackFields.last_sync": "DateTime: when the hub last wrote; null: not written",
     "LagoSystemConfig.api_key": "the organization's API key (Developers > API keys)",

@@ -252,6 +252,11 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         invoice = store().void_invoice(request.path_params["lago_id"])
         return json_response({"invoice": invoice.extended_json()})
 
+    @endpoint("invoices.lose_dispute", write=True)
+    async def lose_dispute(request: Request) -> Response:
+        invoice = store().lose_dispute(request.path_params["lago_id"])
+        return json_response({"invoice": invoice.extended_json()})
+
     # -- credit notes --------------------------------------------------------------------------------
 
     @endpoint("credit_notes.create", write=True)
@@ -265,6 +270,9 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         ext = request.query_params.get("external_customer_id")
         if ext:
             items = [n for n in items if n.invoice.customer.external_id == ext]
+        number = request.query_params.get("invoice_number")
+        if number:
+            items = [n for n in items if n.invoice.number == number]
         items.sort(key=lambda n: n.created_at, reverse=True)
         return listing(request, "credit_notes", items, lambda n: n.json())
 
@@ -349,6 +357,15 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse(sandbox.webhooks.snapshot())
 
+    async def settle_refund(request: Request) -> Response:
+        """``{"status": "succeeded" | "failed"}``: the payment provider's answer to a refund."""
+        try:
+            body = await body_of(request, None)
+            note = store().settle_refund(request.path_params["lago_id"], body.get("status"))
+        except LagoError as exc:
+            return error_response(exc)
+        return json_response({"credit_note": note.json()})
+
     async def drain_webhooks(request: Request) -> Response:
         timeout = float(request.query_params.get("timeout_s", 10))
         done = await sandbox.webhooks.drain(timeout)
@@ -374,6 +391,7 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route(f"{api}/invoices/{{lago_id}}", update_invoice, methods=["PUT"]),
         Route(f"{api}/invoices/{{lago_id}}/finalize", finalize_invoice, methods=["PUT"]),
         Route(f"{api}/invoices/{{lago_id}}/void", void_invoice, methods=["POST"]),
+        Route(f"{api}/invoices/{{lago_id}}/lose_dispute", lose_dispute, methods=["POST"]),
         Route(f"{api}/credit_notes", create_credit_note, methods=["POST"]),
         Route(f"{api}/credit_notes", list_credit_notes, methods=["GET"]),
         Route(f"{api}/credit_notes/{{lago_id}}", get_credit_note, methods=["GET"]),
@@ -388,6 +406,7 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route("/__sandbox/lago/webhooks", get_webhooks, methods=["GET"]),
         Route("/__sandbox/lago/webhooks", put_webhooks, methods=["PUT"]),
         Route("/__sandbox/lago/webhooks/drain", drain_webhooks, methods=["POST"]),
+        Route("/__sandbox/lago/credit_notes/{lago_id}/refund", settle_refund, methods=["POST"]),
         *admin_routes(sandbox.faults, sandbox.effects, sandbox.reset),
     ]
     return Starlette(routes=routes)

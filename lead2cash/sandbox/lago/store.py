@@ -454,6 +454,8 @@ class Invoice:
     billing_periods: list[dict[str, Any]] = field(default_factory=list)
     credit_notes_amount_cents: int = 0
     net_payment_term: int = 0
+    payment_overdue: bool = False
+    payment_dispute_lost_at: datetime | None = None
 
     @property
     def fees_amount_cents(self) -> int:
@@ -476,7 +478,7 @@ class Invoice:
             "number": self.number,
             "issuing_date": self.issuing_date.isoformat(),
             "payment_due_date": (self.issuing_date + timedelta(days=self.net_payment_term)).isoformat(),
-            "payment_overdue": False,
+            "payment_overdue": self.payment_overdue,
             "net_payment_term": self.net_payment_term,
             "invoice_type": self.invoice_type,
             "status": self.status,
@@ -516,6 +518,8 @@ class Invoice:
         }
         if self.sequential_id is None:
             del data["sequential_id"]  # a draft has none yet; the schema wants an integer when present
+        if self.payment_dispute_lost_at is not None:  # the schema has no null for it
+            data["payment_dispute_lost_at"] = ts(self.payment_dispute_lost_at)
         return data
 
     def extended_json(self) -> dict[str, Any]:
@@ -540,6 +544,9 @@ class CreditNote:
     credit_amount_cents: int
     refund_amount_cents: int
     created_at: datetime
+    # A refund goes to the payment provider: pending until it answers (succeeded or failed).
+    refund_status: str | None = None
+    updated_at: datetime | None = None
 
     @property
     def sub_total_cents(self) -> int:
@@ -562,7 +569,7 @@ class CreditNote:
             "invoice_number": self.invoice.number,
             "issuing_date": self.created_at.date().isoformat(),
             "credit_status": "available" if self.credit_amount_cents else None,
-            "refund_status": "pending" if self.refund_amount_cents else None,
+            "refund_status": self.refund_status,
             "reason": self.reason,
             "description": self.description,
             "currency": cur,
@@ -576,7 +583,7 @@ class CreditNote:
             "offset_amount_cents": 0,
             "coupons_adjustment_amount_cents": 0,
             "created_at": ts(self.created_at),
-            "updated_at": ts(self.created_at),
+            "updated_at": ts(self.updated_at or self.created_at),
             "file_url": None,
             "self_billed": False,
             "customer": self.invoice.customer.base_json(),
@@ -1109,9 +1116,28 @@ class LagoStore:
             if invoice.status != "finalized":
                 raise LagoError(405, "payment_status_update_not_allowed")
             invoice.payment_status = status
+            if status == "succeeded":
+                invoice.payment_overdue = False  # Lago clears it once the invoice is paid
+            invoice.updated_at = self.clock.now()
             self.effects.record("invoice.payment_status", f"{invoice.lago_id}:{status}")
+            # Any payment status may follow any other (a returned debit fails a succeeded payment, a
+            # retry succeeds a failed one); the webhook carries the invoice as saved, updated_at included.
             self.emit("invoice.payment_status_updated", "invoice", invoice.extended_json())
         invoice.updated_at = self.clock.now()
+        return invoice
+
+    def lose_dispute(self, lago_id: str) -> Invoice:
+        """``POST /invoices/{id}/lose_dispute`` (a chargeback lost): Lago's ``mark_as_dispute_lost!``
+        keeps the first time, clears overdue and sends ``invoice.payment_dispute_lost`` (the invoice under
+        ``payment_dispute_lost``); the payment status is left as it was."""
+        invoice = self.invoice(lago_id)
+        if invoice.status != "finalized":
+            raise LagoError(405, "not_disputable")
+        invoice.payment_dispute_lost_at = invoice.payment_dispute_lost_at or self.clock.now()
+        invoice.payment_overdue = False
+        invoice.updated_at = self.clock.now()
+        self.effects.record("invoice.lose_dispute", lago_id)
+        self.emit("invoice.payment_dispute_lost", "payment_dispute_lost", invoice.extended_json())
         return invoice
 
     def _replace_metadata(self, invoice: Invoice, items: list[dict[str, Any]]) -> None:
@@ -1229,6 +1255,9 @@ class LagoStore:
         credit, refund = int(credit or 0), int(refund or 0)
         if credit + refund != total:
             raise invalid(base="invalid_credit_and_refund_amounts")
+        if refund and invoice.payment_status != "succeeded":
+            # Lago refunds only what was paid (CreditNotes::ValidateService).
+            raise invalid(refund_amount_cents="higher_than_remaining_invoice_amount")
         for _, fee, amount in items:
             fee.credited_cents += amount
         seq = len(self.credit_notes) + 1
@@ -1244,12 +1273,43 @@ class LagoStore:
             credit,
             refund,
             self.clock.now(),
+            refund_status="pending" if refund else None,
         )
         # The credited invoice keeps its totals: Lago's credit_notes_amount_cents counts credit applied
         # *to* an invoice (a later one), not notes issued on it.
         self.credit_notes[note.lago_id] = note
         self.effects.record("credit_note.create", invoice.lago_id)
         self.emit("credit_note.created", "credit_note", note.json())
+        return note
+
+    def settle_refund(self, lago_id: str, status: Any) -> CreditNote:
+        """The payment provider's answer to a credit note's refund (sandbox admin; in Lago it comes from
+        the provider's webhook). A refund that already succeeded stays so; a failure sends Lago's
+        ``credit_note.refund_failure``. Lago sends nothing when a refund succeeds."""
+        note = self.credit_notes.get(lago_id)
+        if note is None:
+            raise not_found("credit_note")
+        if status not in ("succeeded", "failed"):
+            raise invalid(refund_status="value_is_invalid")
+        if note.refund_status is None:
+            raise LagoError(405, "no_refund")
+        if note.refund_status == "succeeded" or note.refund_status == status:
+            return note
+        note.refund_status = status
+        note.updated_at = self.clock.now()
+        self.effects.record("credit_note.refund", f"{lago_id}:{status}")
+        if status == "failed":
+            customer = note.invoice.customer
+            error = {
+                "lago_credit_note_id": note.lago_id,
+                "lago_customer_id": customer.lago_id,
+                "external_customer_id": customer.external_id,
+                "provider_customer_id": f"cus_{customer.lago_id[:14]}",
+                "payment_provider": "stripe",
+                "payment_provider_code": "stripe",
+                "provider_error": {"message": "The refund was declined", "error_code": "refund_failed"},
+            }
+            self.emit("credit_note.refund_failure", "credit_note_payment_provider_refund_error", error)
         return note
 
     # -- webhook endpoints -------------------------------------------------------------------------

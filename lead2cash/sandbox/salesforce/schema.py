@@ -23,7 +23,16 @@ STAGES: dict[str, tuple[int, bool, bool]] = {  # name -> (probability, IsClosed,
     "Closed Lost": (0, True, False),
 }
 CURRENCY_CODES = ("USD", "EUR", "GBP", "JPY", "KWD")
-PAYMENT_STATUSES = ("Pending", "Paid", "Partially Paid", "Overdue", "Voided")
+PAYMENT_STATUSES = (
+    "Pending",
+    "Paid",
+    "Partially Paid",
+    "Overdue",
+    "Payment Failed",
+    "Dispute Lost",
+    "Refunded",
+    "Voided",
+)
 
 _SOAP_TYPES = {
     "id": "tns:ID",

@@ -9,6 +9,7 @@ are validated against the document's ``webhooks:`` section, headers included.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from openapi_core.validation.request.validators import (
 from starlette.routing import Route
 
 from lead2cash.sandbox.lago import plan_code_for
+from lead2cash.sandbox.lago.money import tax_amount
 
 CUSTOMER = "conf-cust-1"
 
@@ -50,6 +52,13 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     lago = conformance_lago
     client: httpx.Client = lago["client"]
     calls: list[tuple[str, httpx.Response]] = []
+
+    admin = httpx.Client(base_url=str(client.base_url), verify=lago["tls"])
+
+    def admin_call(method: str, path: str, **kw: Any) -> httpx.Response:
+        response = admin.request(method, path, **kw)
+        response.raise_for_status()
+        return response
 
     def call(method: str, template: str, path: str | None = None, **kw: Any) -> httpx.Response:
         response = client.request(method, path or template, **kw)
@@ -101,14 +110,28 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
          ("payment_statuses[]", "succeeded"), ("issuing_date_from", "2025-01-01"), ("page", "1"),
          ("per_page", "5"), ("metadata[lead2cash_key]", "conf-1")])  # fmt: skip
     call("POST", "/api/v1/invoices/{lago_id}/void", f"/api/v1/invoices/{other['lago_id']}/void", json={})
+    # A payment's life after it succeeded: the debit returned, the retry paid, a chargeback lost.
+    call("PUT", "/api/v1/invoices/{lago_id}", inv_path, json={"invoice": {"payment_status": "failed"}})
+    call("PUT", "/api/v1/invoices/{lago_id}", inv_path, json={"invoice": {"payment_status": "succeeded"}})
+    call("POST", "/api/v1/invoices/{lago_id}/lose_dispute", f"{inv_path}/lose_dispute")
 
     note = call("POST", "/api/v1/credit_notes", json={"credit_note": {
         "invoice_id": invoice["lago_id"], "reason": "order_change", "description": "one day less",
         "items": [{"fee_id": invoice["fees"][1]["lago_id"], "amount_cents": 55000}]}}).json()["credit_note"]  # fmt: skip
     call("GET", "/api/v1/credit_notes/{lago_id}", f"/api/v1/credit_notes/{note['lago_id']}")
+    # A refund of part of the paid amount, which the payment provider then declines.
+    fee = invoice["fees"][0]
+    refund = 20000 + sum(tax_amount(20000, Decimal(str(t["tax_rate"]))) for t in fee["applied_taxes"])
+    refunded = call("POST", "/api/v1/credit_notes", json={"credit_note": {
+        "invoice_id": invoice["lago_id"], "reason": "product_unsatisfactory", "credit_amount_cents": 0,
+        "refund_amount_cents": refund, "items": [{"fee_id": fee["lago_id"], "amount_cents": 20000}]}})  # fmt: skip
+    assert refunded.json()["credit_note"]["refund_status"] == "pending", refunded.text
+    declined = admin_call("POST", f"/__sandbox/lago/credit_notes/{refunded.json()['credit_note']['lago_id']}/refund",
+                          json={"status": "failed"})  # fmt: skip
+    assert declined.json()["credit_note"]["refund_status"] == "failed"
+    call("GET", "/api/v1/credit_notes", params={"invoice_number": invoice["number"]})
     call("GET", "/api/v1/credit_notes", params={"external_customer_id": CUSTOMER})
 
-    admin = httpx.Client(base_url=str(client.base_url), verify=lago["tls"])
     # December was complete when the backdated subscription was created: Lago bills January first.
     billed = admin.post("/__sandbox/lago/clock", json={"to": "2026-02-01"}).json()["invoices"]
     assert billed, "the clock advance should have billed the January period"
@@ -123,6 +146,9 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     call("POST", "/api/v1/invoices", json={"invoice": {"external_customer_id": CUSTOMER, "currency": "EUR",
          "fees": [{"add_on_code": "NOPE"}]}})  # fmt: skip
     call("POST", "/api/v1/invoices/{lago_id}/void", f"/api/v1/invoices/{other['lago_id']}/void", json={})
+    call(
+        "POST", "/api/v1/invoices/{lago_id}/lose_dispute", f"/api/v1/invoices/{other['lago_id']}/lose_dispute"
+    )
     calls.append(
         ("GET /api/v1/plans", client.get("/api/v1/plans", headers={"Authorization": "Bearer wrong"}))
     )
@@ -195,7 +221,10 @@ def test_webhook_payloads_validate_against_the_webhooks_section(
     for hook in received:
         payload = httpx.Response(200, content=hook.body).json()
         types.add(payload["webhook_type"])
-        name = re.sub(r"\.", "_", payload["webhook_type"])
+        # The document names webhooks after their type, with one exception.
+        name = {"credit_note.refund_failure": "credit_note_provider_refund_failure"}.get(
+            payload["webhook_type"], re.sub(r"\.", "_", payload["webhook_type"])
+        )
         headers = {k.title(): v for k, v in hook.headers.items()}
         try:
             for validator in validators:
@@ -207,9 +236,11 @@ def test_webhook_payloads_validate_against_the_webhooks_section(
         "invoice.one_off_created",
         "invoice.payment_status_updated",
         "invoice.voided",
+        "invoice.payment_dispute_lost",
         "invoice.drafted",
         "invoice.created",
         "credit_note.created",
+        "credit_note.refund_failure",
         "subscription.started",
         "subscription.terminated",
     } <= types

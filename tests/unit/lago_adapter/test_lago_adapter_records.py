@@ -41,9 +41,11 @@ def _invoice(**over: Any) -> dict[str, Any]:
 
 
 def test_invoice_maps_fees_taxes_customer_and_order() -> None:
-    invoice = adapter.invoice_from_lago({"webhook_type": "invoice.created", "invoice": _invoice()})
+    invoice = adapter.invoice_from_lago(
+        {"webhook_type": "invoice.created", "invoice": _invoice(), adapter.SEQUENCE_FIELD: 3}
+    )
     assert invoice.id == "inv-1" and invoice.refs == {"lago": "inv-1"}
-    assert invoice.version == adapter.RANK_FINALIZED and invoice.status.value == "finalized"
+    assert invoice.version == 3 and invoice.status.value == "finalized"
     assert invoice.order_id == "006OPP" and invoice.customer.id == "001ACC"
     assert invoice.customer.billing_address is not None and invoice.customer.billing_address.country == "DE"
     first, second = invoice.lines
@@ -79,18 +81,40 @@ def test_coupons_are_a_negative_line_and_taxes_apply_after_them() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "payment", "rank", "canonical"),
+    ("status", "payment", "canonical"),
     [
-        ("draft", "pending", adapter.RANK_DRAFT, "draft"),
-        ("finalized", "pending", adapter.RANK_FINALIZED, "finalized"),
-        ("finalized", "failed", adapter.RANK_PAYMENT_FAILED, "finalized"),
-        ("finalized", "succeeded", adapter.RANK_PAID, "paid"),
-        ("voided", "pending", adapter.RANK_VOIDED, "voided"),
+        ("draft", "pending", "draft"),
+        ("finalized", "pending", "finalized"),
+        ("finalized", "failed", "finalized"),
+        ("finalized", "succeeded", "paid"),
+        ("voided", "pending", "voided"),
     ],
 )
-def test_state_rank_orders_lago_states(status: str, payment: str, rank: int, canonical: str) -> None:
+def test_lago_states_map_to_canonical_statuses(status: str, payment: str, canonical: str) -> None:
     invoice = adapter.invoice_from_lago(_invoice(status=status, payment_status=payment))
-    assert invoice.version == rank and invoice.status.value == canonical
+    assert invoice.status.value == canonical and invoice.payment_status.value == payment
+
+
+def test_version_is_the_gates_sequence_else_the_update_second() -> None:
+    raw = _invoice(updated_at="2026-01-06T10:00:05Z")
+    assert adapter.invoice_from_lago({"invoice": raw, adapter.SEQUENCE_FIELD: 7}).version == 7
+    assert adapter.invoice_from_lago(raw).version == 1767693605  # a bare object: its update second
+    with pytest.raises(ValueError, match=adapter.SEQUENCE_FIELD):
+        adapter.invoice_from_lago({"invoice": raw, adapter.SEQUENCE_FIELD: "7"})
+    with pytest.raises(ValueError, match=r"invoice\.updated_at"):
+        adapter.invoice_from_lago(_invoice(updated_at="yesterday"))
+
+
+def test_a_lost_dispute_and_overdue_are_mapped_from_their_own_webhook_shape() -> None:
+    raw = _invoice(payment_status="succeeded", payment_dispute_lost_at="2026-01-09T08:00:00Z")
+    record = {"webhook_type": "invoice.payment_dispute_lost", "object_type": "payment_dispute_lost",
+              "payment_dispute_lost": raw}  # fmt: skip
+    invoice = adapter.invoice_from_lago(record)
+    assert invoice.payment_dispute_lost_at is not None and invoice.payment_dispute_lost_at.day == 9
+    assert invoice.payment_status.value == "succeeded"  # Lago leaves it; the dispute shows over it
+    assert adapter.invoice_from_lago(_invoice(payment_overdue=True)).payment_overdue is True
+    with pytest.raises(ValueError, match=r"invoice\.payment_overdue"):
+        adapter.invoice_from_lago(_invoice(payment_overdue="yes"))
 
 
 def test_payment_is_the_amount_left_to_pay() -> None:
@@ -99,7 +123,7 @@ def test_payment_is_the_amount_left_to_pay() -> None:
     )
     assert str(payment.amount) == "1231.59 EUR" and payment.status.value == "succeeded"
     assert payment.invoice_ids == ("inv-1",) and payment.customer_id == "001ACC"
-    assert payment.version == adapter.RANK_PAID and payment.id == "inv-1:payment"
+    assert payment.id == "inv-1:payment"
 
 
 def test_credit_note_maps_items_and_checks_totals() -> None:
