@@ -170,6 +170,7 @@ def run(
 
     async def main() -> int:
         if until_idle:
+            hub.role = "batch"  # not a hub that stays: operator commands do not leave delivery to it
             try:
                 idle = await hub.run_until_idle(timeout=timeout)
             finally:
@@ -259,7 +260,17 @@ def dlq_replay(
             continue
         routes.add(d.route)
         console.print(f"dead letter {dead_letter_id} requeued on route {d.route}")
+    running = hub.running_hub() if deliver and routes else None
+    if running is not None:
+        # Its deliveries are in flight: delivering here too would take over work it owns. Its delivery
+        # loops find the requeued messages within a second.
+        console.print(
+            f"a hub is running on this store (worker {running.worker_id}, pid {running.pid} on "
+            f"{running.host}): it delivers the replayed messages"
+        )
+        deliver = False
     if deliver and routes:
+        hub.as_operator()
 
         async def drain() -> None:
             try:

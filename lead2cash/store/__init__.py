@@ -4,6 +4,7 @@ from lead2cash.store.store import (
     DeadLetter,
     Effect,
     EffectState,
+    Instance,
     Message,
     MessageStatus,
     NewDeadLetter,
@@ -11,6 +12,7 @@ from lead2cash.store.store import (
     RouteState,
     Store,
     XrefWrite,
+    is_unavailable,
     normalise_url,
 )
 
@@ -18,6 +20,7 @@ __all__ = [
     "DeadLetter",
     "Effect",
     "EffectState",
+    "Instance",
     "Message",
     "MessageStatus",
     "NewDeadLetter",
@@ -25,5 +28,6 @@ __all__ = [
     "RouteState",
     "Store",
     "XrefWrite",
+    "is_unavailable",
     "normalise_url",
 ]
