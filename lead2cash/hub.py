@@ -45,6 +45,9 @@ HEARTBEAT_S = 2.0
 HEARTBEAT_DOWN_S = 0.5
 INSTANCE_TTL_S = 30.0
 STORE_WAIT_S = (0.25, 2.0)  # a delivery loop's first and longest wait while the store is unavailable
+# The store counts as back after a heartbeat written with no store error for this long: a full SQLite disk
+# may take the heartbeat's update in place and still refuse every insert.
+STORE_QUIET_S = 3.0
 
 
 # ---------------------------------------------------------------------------------------------- file system
@@ -133,6 +136,7 @@ class Hub:
         self.role = "hub"
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._store_down_since: float | None = None
+        self._store_failed_at = 0.0
         self._store_error: str | None = None
         self.metrics = Metrics()
         self.systems: dict[str, SystemBinding] = {}
@@ -308,13 +312,14 @@ class Hub:
 
     def store_failed(self, exc: BaseException) -> None:
         error = str(REDACTOR.redact(f"{type(exc).__name__}: {exc}")).splitlines()[0][:300]
+        self._store_failed_at = time.monotonic()
         if self._store_down_since is None:
-            self._store_down_since = time.monotonic()
+            self._store_down_since = self._store_failed_at
             log.error("store unavailable; deliveries wait for it", store=self.store.backend, error=error)
         self._store_error = error
 
     def _store_answered(self) -> None:
-        if self._store_down_since is not None:
+        if self._store_down_since is not None and time.monotonic() - self._store_failed_at >= STORE_QUIET_S:
             log.warning(
                 "store available again",
                 store=self.store.backend,

@@ -359,7 +359,7 @@ class RouteRuntime:
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
             if isinstance(exc, StoreUnavailable):
-                return min(STORE_RETRY_S[1], STORE_RETRY_S[0] * 2 ** min(store_waits, 4))
+                return float(min(STORE_RETRY_S[1], STORE_RETRY_S[0] * 2 ** min(store_waits, 4)))
             delay = float(backoff(state))
             if isinstance(exc, DeliveryError) and exc.retry_after:
                 delay = max(delay, exc.retry_after)
@@ -383,7 +383,9 @@ class RouteRuntime:
             if isinstance(exc, StoreUnavailable):
                 store_waits += 1
                 if store_waits == 1:
-                    bound.warning("store unavailable; delivery waits for it", error=describe_error(exc))
+                    bound.warning(
+                        "store unavailable; delivery waits for it", error=describe_error(exc).splitlines()[0]
+                    )
                 return
             klass = exc.error_class if isinstance(exc, DeliveryError) else ErrorClass.TRANSIENT
             self.metrics.retries.labels(self.name, klass.value).inc()
