@@ -130,6 +130,7 @@ def test_the_store_goes_away_mid_run_and_the_hub_waits_for_it(
             plan = [STOP_S]
         env.hub.start()
         with HealthProbe(env.hub.health_url) as health:
+            _wait(lambda: len(health.samples) >= 3, 10, "/health sampled before the outages")
             won = set(env.systems.close_won(DEALS // 2))
             _wait(lambda: len(env.billed()) >= 2, 60, "the first deals billed")
             env.systems.advance_billing(35)  # invoices to post and write back, some during the outages
@@ -146,6 +147,7 @@ def test_the_store_goes_away_mid_run_and_the_hub_waits_for_it(
                 )
                 time.sleep(1.0)
             settled = env.wait_settled(240)
+            settled_after = time.monotonic() - outages[-1][1]
             assert env.hub.alive and env.hub.starts == 1, "the hub resumed on its own, never restarted"
         code = env.hub.stop()
         verdict = env.check()
@@ -158,6 +160,8 @@ def test_the_store_goes_away_mid_run_and_the_hub_waits_for_it(
     assert verdict.unexpected == 0, verdict.problems[:20]
     assert verdict.ok, verdict.problems[:20]
     assert dead == [], "a store error is never a target's permanent error"
+    # Resumed on its own: nothing waited for a lease (2 min) to expire after the store came back.
+    assert settled_after < 110, f"settled {settled_after:.0f}s after the store came back"
     assert code == 0, f"SIGTERM after the outages exited {code}"
 
     first, last = outages[0][0], outages[-1][1]
@@ -185,6 +189,7 @@ def test_the_store_goes_away_mid_run_and_the_hub_waits_for_it(
         outages_s=[round(t1 - t0, 1) for t0, t1 in outages],
         unhealthy_s=unhealthy_s,
         recovered_health_s=round(recovered, 1),
+        settled_after_s=round(settled_after, 1),
         lost=verdict.lost,
         duplicated=verdict.duplicated,
         unexpected=verdict.unexpected,
