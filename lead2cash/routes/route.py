@@ -31,6 +31,7 @@ from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, Source, Target
 from lead2cash.routes.policy import OnFailure, RetryPolicy
 from lead2cash.store import (
+    UNCHECKED,
     EffectState,
     Message,
     NewDeadLetter,
@@ -191,6 +192,7 @@ class RouteRuntime:
         rejects: Sequence[tuple[str, str]] = (),
         receipt: tuple[str, str] | None = None,
         xrefs: Sequence[XrefWrite] = (),
+        checkpoint_from: str | None = UNCHECKED,
     ) -> int | None:
         """Map records and write them to the inbox (with the checkpoint, in one transaction). With a
         ``receipt`` (sender, delivery key), a delivery seen before writes nothing and returns None."""
@@ -209,7 +211,13 @@ class RouteRuntime:
                 dead.append(item)
         cp = (self.source_id, checkpoint) if checkpoint is not None and self.source_id else None
         if not self.store.enqueue(
-            self.name, new, checkpoint=cp, dead=dead, receipt=receipt, xrefs_written=xrefs
+            self.name,
+            new,
+            checkpoint=cp,
+            dead=dead,
+            receipt=receipt,
+            xrefs_written=xrefs,
+            checkpoint_from=checkpoint_from,
         ):
             return None
         self.metrics.ingested.labels(self.name).inc(len(new))
@@ -223,8 +231,22 @@ class RouteRuntime:
         checkpoint = self.store.checkpoint_get(self.source_id)
         while True:
             batch = await self.source.read(checkpoint, self.batch_size)
-            total += self.submit(list(batch.records), batch.checkpoint, batch.rejects, xrefs=batch.xrefs) or 0
+            records = list(batch.records)
+            total += (
+                self.submit(
+                    records, batch.checkpoint, batch.rejects, xrefs=batch.xrefs, checkpoint_from=checkpoint
+                )
+                or 0
+            )
             if batch.checkpoint is not None:
+                if (
+                    batch.checkpoint != checkpoint
+                    and self.store.checkpoint_get(self.source_id) != batch.checkpoint
+                ):
+                    # Set by an operator while this read was under way: theirs stands, and the next read
+                    # starts from it (what this one read is in the inbox; a re-read adds nothing twice).
+                    log.info("checkpoint moved during a read; kept", route=self.name, source=self.source_id)
+                    return total
                 checkpoint = batch.checkpoint
             if not batch.more:
                 return total

@@ -1,6 +1,7 @@
 """State store: SQLAlchemy Core on SQLite (default) or PostgreSQL."""
 
 from lead2cash.store.store import (
+    UNCHECKED,
     DeadLetter,
     Effect,
     EffectState,
@@ -17,6 +18,7 @@ from lead2cash.store.store import (
 )
 
 __all__ = [
+    "UNCHECKED",
     "DeadLetter",
     "Effect",
     "EffectState",

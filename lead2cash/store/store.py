@@ -73,6 +73,10 @@ class XrefWrite(NamedTuple):
     system_id: str
 
 
+# ``checkpoint_from`` of ``Store.enqueue`` when the checkpoint is written whatever it was.
+UNCHECKED: Any = object()
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -357,6 +361,7 @@ class Store:
         reason: str = "source advanced",
         receipt: tuple[str, str] | None = None,
         xrefs_written: Sequence[XrefWrite] = (),
+        checkpoint_from: str | None = UNCHECKED,
     ) -> bool:
         """Write a batch from a source and advance its checkpoint in the same transaction.
 
@@ -364,6 +369,8 @@ class Store:
         With ``receipt`` (sender, unique delivery key) the batch is written only if that delivery was never
         seen, atomically with remembering it: False means a duplicate delivery, nothing written.
         ``xrefs_written`` (a source's own state, e.g. what it has passed on) commit with the batch.
+        With ``checkpoint_from`` (the value the read started from) the checkpoint moves only if it still
+        has that value: one somebody set meanwhile (``lead2cash checkpoint set``) is not overwritten.
         """
         ts = self.clock()
         with self.engine.begin() as conn:
@@ -410,7 +417,7 @@ class Store:
                 )
             self._xref_upsert(conn, xrefs_written, ts)
             if checkpoint is not None:
-                self._checkpoint_set(conn, checkpoint[0], checkpoint[1], reason, ts)
+                self._checkpoint_set(conn, checkpoint[0], checkpoint[1], reason, ts, checkpoint_from)
         return True
 
     def claim(self, route: str, worker: str, limit: int, lease_ms: int) -> list[Message]:
@@ -817,9 +824,17 @@ class Store:
         with self.engine.begin() as conn:
             self._checkpoint_set(conn, source, value, reason, self.clock())
 
-    def _checkpoint_set(self, conn: Connection, source: str, value: str, reason: str, ts: int) -> None:
+    def _checkpoint_set(
+        self,
+        conn: Connection,
+        source: str,
+        value: str,
+        reason: str,
+        ts: int,
+        expected: str | None = UNCHECKED,
+    ) -> None:
         previous = conn.execute(select(checkpoints.c.value).where(checkpoints.c.source == source)).scalar()
-        if previous == value:
+        if previous == value or (expected is not UNCHECKED and previous != expected):
             return
         stmt = self._insert(checkpoints).values(source=source, value=value, updated_at_ms=ts)
         conn.execute(
@@ -964,6 +979,7 @@ def _bind(name: str) -> Any:
 
 
 __all__ = [
+    "UNCHECKED",
     "DeadLetter",
     "Effect",
     "EffectState",

@@ -272,3 +272,58 @@ def _owner(store: Store, message_id: int) -> str | None:
 
     with store.engine.connect() as conn:
         return conn.execute(select(messages.c.lease_owner).where(messages.c.id == message_id)).scalar()
+
+
+class _HeldSource:
+    """The memory source, whose first read waits for ``release`` (a slow page of a large backlog)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def read(self, checkpoint: str | None, limit: int) -> Any:
+        self.reading.set()
+        await self.release.wait()
+        return await self.inner.read(checkpoint, limit)
+
+
+def test_checkpoint_set_during_a_read_is_not_overwritten_by_it(tmp_path: Path, store_url: str) -> None:
+    """``checkpoint set`` beside a running hub: the read under way ends without writing over the
+    operator's value, and the next read starts from it."""
+    doubles.REGISTRY.clear()
+    path = tmp_path / "route.yaml"
+    path.write_text(CONFIG.format(url=store_url))
+    hub = Hub.from_files([path], configure_logs=False)
+    system = doubles.REGISTRY["mem"]
+    system.records.extend(sample_orders(30, seed=9))
+    route = hub.routes["orders"]
+    assert asyncio.run(hub.run_until_idle(timeout=30))
+    assert hub.store.checkpoint_get(route.source_id) == "30"
+    system.records.extend(sample_orders(40, seed=9)[30:])
+    held = _HeldSource(route.source)
+    route.source = held
+
+    async def scenario() -> None:
+        read = asyncio.create_task(route.ingest_once())
+        await held.reading.wait()
+        # Another process moves it back, to re-read from record 10.
+        other = Store(store_url, migrate=False)
+        other.checkpoint_set(route.source_id, "10", "re-read from 10")
+        other.close()
+        held.release.set()
+        await read
+
+    asyncio.run(scenario())
+    assert hub.store.checkpoint_get(route.source_id) == "10", (
+        "the read under way overwrote the operator's value"
+    )
+    assert hub.store.count_messages("orders") == 40, "what that read had read is in the inbox"
+    held.release.set()
+    asyncio.run(route.ingest_once())
+    assert hub.store.checkpoint_get(route.source_id) == "40"
+    assert hub.store.count_messages("orders") == 40, "the re-read from 10 added nothing twice"
+    history = hub.store.checkpoint_history(route.source_id)
+    assert [h["value"] for h in history[:2]] == ["40", "10"], history
+    hub.close()
