@@ -78,9 +78,8 @@ class StoreUnavailable(Exception):
 @dataclass
 class Outcome:
     message: Message
-    status: (
-        str  # confirmed | dead | deferred | released (the store failed under it: due again, no attempt used)
-    )
+    # confirmed | dead | deferred | released (the store failed under it: due again, no attempt used)
+    status: str
     target_ref: str | None = None
     error_class: str | None = None
     error: str | None = None
@@ -115,7 +114,7 @@ class RouteRuntime:
         self._sem = asyncio.Semaphore(self.concurrency)
         self._unrecorded: list[Outcome] = []  # outcomes the store could not take yet (it was unavailable)
         self._claims_in_doubt = False  # a claim failed midway: leases may be held on messages not started
-        # Set by the hub: told of every store error and every store call that succeeded after one.
+        # Set by the hub: told of every store error (it reports the store unavailable meanwhile).
         self.on_store_error: Any = None
         self._bucket = RateLimiter(self.rate_limit) if self.rate_limit else None
         state = self.store.route_state_get(self.name)
@@ -232,11 +231,9 @@ class RouteRuntime:
         while True:
             batch = await self.source.read(checkpoint, self.batch_size)
             records = list(batch.records)
+            cp = batch.checkpoint
             total += (
-                self.submit(
-                    records, batch.checkpoint, batch.rejects, xrefs=batch.xrefs, checkpoint_from=checkpoint
-                )
-                or 0
+                self.submit(records, cp, batch.rejects, xrefs=batch.xrefs, checkpoint_from=checkpoint) or 0
             )
             if batch.checkpoint is not None:
                 if (
