@@ -254,6 +254,7 @@ def run(
 
     async def main() -> int:
         if until_idle:
+            hub.role = "batch"  # not a hub that stays: operator commands do not leave delivery to it
             try:
                 idle = await hub.run_until_idle(timeout=timeout)
             finally:
@@ -331,7 +332,7 @@ def dlq_replay(
     code = 0
 
     async def main() -> None:
-        nonlocal code
+        nonlocal code, deliver
         try:
             for dead_letter_id in ids:
                 d = hub.store.dlq_get(dead_letter_id)
@@ -371,7 +372,17 @@ def dlq_replay(
                     code = 1
                     continue
                 routes.add(d.route)
+            running = hub.running_hub() if deliver and routes else None
+            if running is not None:
+                # Its deliveries are in flight: delivering here too would take over work it owns. Its
+                # delivery loops find the requeued messages within a second.
+                console.print(
+                    f"a hub is running on this store (worker {running.worker_id}, pid {running.pid} on "
+                    f"{running.host}): it delivers the replayed messages"
+                )
+                deliver = False
             if deliver and routes:
+                hub.as_operator()
                 # The routes reading the replayed ones' confirmations have work when those are delivered.
                 await hub.run_until_idle(timeout=300, routes=hub.with_derived(sorted(routes)))
         finally:

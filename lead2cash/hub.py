@@ -10,6 +10,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,19 @@ from lead2cash.routes.interfaces import Source, SourceBatch, Target
 from lead2cash.routes.mapping import KeyTemplate, build_filter, build_mapper
 from lead2cash.routes.policy import OnFailure, RetryPolicy
 from lead2cash.routes.route import RouteRuntime
-from lead2cash.store import Store
+from lead2cash.store import Instance, Store, is_unavailable
 
 log = structlog.get_logger("lead2cash.hub")
+
+# A delivering process writes its heartbeat row this often (more often while the store is unavailable: the
+# write is also the probe that tells the store is back), and counts as gone when it is this old.
+HEARTBEAT_S = 2.0
+HEARTBEAT_DOWN_S = 0.5
+INSTANCE_TTL_S = 30.0
+STORE_WAIT_S = (0.25, 2.0)  # a delivery loop's first and longest wait while the store is unavailable
+# The store counts as back after a heartbeat written with no store error for this long: a full SQLite disk
+# may take the heartbeat's update in place and still refuse every insert.
+STORE_QUIET_S = 3.0
 
 
 # ---------------------------------------------------------------------------------------------- file system
@@ -120,6 +131,14 @@ class Hub:
         if configure_logs:
             configure_logging(self.config.logging.level, self.config.logging.format)
         self.worker_id = self.config.state.worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        # Claims are made as ``lease_owner``: the worker id for a hub; operator commands that deliver use
+        # one of their own (``as_operator``), so nobody mistakes their leases for the hub's.
+        self.lease_owner = self.worker_id
+        self.role = "hub"
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._store_down_since: float | None = None
+        self._store_failed_at = 0.0
+        self._store_error: str | None = None
         self.metrics = Metrics()
         self.systems: dict[str, SystemBinding] = {}
         self.routes: dict[str, RouteRuntime] = {}
@@ -156,6 +175,8 @@ class Hub:
         self._web: Any = None
         self._source_paused: dict[str, float] = {}
         self._polls: dict[str, asyncio.Task[int]] = {}
+        for route in self.routes.values():
+            route.on_store_error = self.store_failed
 
     @staticmethod
     def _new_sqlite_files(url: str) -> list[Path]:
@@ -277,11 +298,103 @@ class Hub:
         )
 
     # ------------------------------------------------------------------ running
+    def as_operator(self) -> None:
+        """For a command that delivers beside a possibly running hub: its own lease owner and role."""
+        self.role = "operator"
+        self.lease_owner = f"{self.worker_id}/operator-{os.getpid()}"
+
+    # ------------------------------------------------------------------ the store's health
+    @property
+    def store_unavailable(self) -> str | None:
+        """Why the store is unavailable (None while it answers): what ``/health`` reports."""
+        if self._store_down_since is None:
+            return None
+        return f"store unavailable for {time.monotonic() - self._store_down_since:.1f}s: {self._store_error}"
+
+    def store_failed(self, exc: BaseException) -> None:
+        error = str(REDACTOR.redact(f"{type(exc).__name__}: {exc}")).splitlines()[0][:300]
+        self._store_failed_at = time.monotonic()
+        if self._store_down_since is None:
+            self._store_down_since = self._store_failed_at
+            log.error("store unavailable; deliveries wait for it", store=self.store.backend, error=error)
+        self._store_error = error
+
+    def _store_answered(self) -> None:
+        if self._store_down_since is not None and time.monotonic() - self._store_failed_at >= STORE_QUIET_S:
+            log.warning(
+                "store available again",
+                store=self.store.backend,
+                after_s=round(time.monotonic() - self._store_down_since, 1),
+            )
+            self._store_down_since = None
+            self._store_error = None
+
+    def _beat_once(self) -> bool:
+        me = Instance(
+            instance=self.instance,
+            worker_id=self.lease_owner,
+            role=self.role,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at_ms=self.store.clock(),
+            expires_at_ms=self.store.clock() + int(INSTANCE_TTL_S * 1000),
+        )
+        try:
+            self.store.instance_beat(me)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self.store_failed(exc)
+            return False
+        self._store_answered()
+        return True
+
+    async def _heartbeat(self) -> None:
+        """This process's heartbeat row, and the probe of the store: a write, as a full disk refuses it."""
+        while True:
+            try:
+                up = self._beat_once()
+            except Exception:
+                log.exception("heartbeat failed")
+                up = False
+            await asyncio.sleep(HEARTBEAT_S if up else HEARTBEAT_DOWN_S)
+
+    def _unregister(self) -> None:
+        try:
+            self.store.instance_remove(self.instance)
+        except Exception as exc:  # it expires on its own
+            log.warning("could not remove this process's heartbeat", error=str(exc).splitlines()[0][:200])
+
+    def live_instances(self) -> list[Instance]:
+        """Other processes delivering from this store. One on this host whose process is gone (a SIGKILL)
+        is not alive, whatever its heartbeat says."""
+        host = socket.gethostname()
+        alive = []
+        for other in self.store.instances_live():
+            if other.instance == self.instance:
+                continue
+            if other.host == host and not _pid_alive(other.pid):
+                continue
+            alive.append(other)
+        return alive
+
+    def running_hub(self) -> Instance | None:
+        """A hub running on this store (``lead2cash run``), if any."""
+        return next((i for i in self.live_instances() if i.role == "hub"), None)
+
     def _recover_leases(self) -> None:
-        # The embedded SQLite store serves one hub process, so any lease left is from a crashed run of it.
-        released = self.store.release_leases(None if self.store.is_sqlite else self.worker_id)
+        # Leases of a process that is still alive are never released: its deliveries are in flight.
+        live = {i.worker_id for i in self.live_instances()}
+        if self.store.is_sqlite:
+            # One hub process per SQLite file: a lease of no live process is left by a crashed run.
+            released = self.store.release_leases(None, keep_owners=live)
+        elif self.lease_owner in live:
+            released = 0  # another live process claims as this worker id: its leases are its own
+        else:
+            released = self.store.release_leases(self.lease_owner)
+        self.store.instances_expire()
         if released:
-            log.info("released leases of a previous run", count=released, worker=self.worker_id)
+            log.info("released leases of a previous run", count=released, worker=self.lease_owner)
 
     def _polled(self, name: str) -> float | None:
         trigger = self.route_configs[name].source.trigger
@@ -304,7 +417,11 @@ class Hub:
                 self._source_paused[name] = time.monotonic() + exc.retry_after
             log.warning("source read failed; checkpoint kept", route=name, error=exc.describe())
             return 0
-        except Exception:
+        except Exception as exc:
+            if is_unavailable(exc):
+                self.store_failed(exc)
+                log.warning("source not read: the store is unavailable", route=name)
+                return 0
             log.exception("source read failed; checkpoint kept", route=name)
             return 0
         if count:
@@ -329,24 +446,36 @@ class Hub:
     async def _deliver_loop(self, name: str) -> None:
         route = self.routes[name]
         event = self._wake.setdefault(name, asyncio.Event())
+        store_wait = 0.0
         while not self._stopping.is_set():
             try:
-                handled = await route.deliver_once(self.worker_id)
-            except Exception:
-                log.exception("delivery loop error", route=name)
-                handled = 0
-            if handled:
+                handled = await route.deliver_once(self.lease_owner)
+                if handled:
+                    continue
+                event.clear()
+                due = self.store.next_due_ms(name)
+                store_wait = 0.0
+            except Exception as exc:
+                # Nothing ends this loop but a stop: a store outage is waited out, anything else logged.
+                if is_unavailable(exc):
+                    self.store_failed(exc)
+                    store_wait = min(STORE_WAIT_S[1], max(STORE_WAIT_S[0], store_wait * 2))
+                else:
+                    log.exception("delivery loop error", route=name)
+                    store_wait = 1.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=store_wait)
                 continue
-            event.clear()
-            due = self.store.next_due_ms(name)
             wait = 1.0 if due is None else min(1.0, max(0.0, (due - self.store.clock()) / 1000))
             wait = max(wait, route.paused_for)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=max(wait, 0.01))
 
     async def start(self) -> None:
+        self._beat_once()
         self._recover_leases()
         self._stopping.clear()
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         scheduler = AsyncIOScheduler(timezone="UTC")
         for name, cfg in self.route_configs.items():
             self._wake[name] = asyncio.Event()
@@ -411,10 +540,15 @@ class Hub:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a task that failed must not turn a clean stop into a failed one
+                log.exception("task failed", task=task.get_name())
         self._tasks.clear()
         self._polls.clear()
+        self._unregister()
         log.info("hub stopped")
 
     def with_derived(self, names: Sequence[str]) -> list[str]:
@@ -430,33 +564,61 @@ class Hub:
     async def run_until_idle(self, timeout: float | None = None, routes: Sequence[str] | None = None) -> bool:
         """Ingest every polled source and deliver until no route has work; True when idle, False on timeout.
         ``routes`` limits the run to those routes (``with_derived`` adds the routes reading their
-        confirmations). Used by ``lead2cash run --until-idle``, ``dlq replay``, the demo and tests."""
-        self._recover_leases()
-        names = list(routes or self.routes)
-        derived = [n for n in names if isinstance(self.routes[n].source, ConfirmationsSource)]
+        confirmations). Used by ``lead2cash run --until-idle``, ``dlq replay``, the demo and tests. A store
+        outage is waited out (within ``timeout``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            ingested = 0
-            for name in names:
-                if self.routes[name].source is not None and self._polled(name) is not None:
-                    ingested += await self.ingest(name)
-            handled = 1
-            while handled:
-                handled = 0
+            try:
+                self._beat_once()
+                self._recover_leases()
+                break
+            except Exception as exc:
+                if not is_unavailable(exc) or (deadline is not None and time.monotonic() > deadline):
+                    raise
+                self.store_failed(exc)
+                await asyncio.sleep(STORE_WAIT_S[1])
+        beat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        try:
+            return await self._drain(deadline, list(routes or self.routes))
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            self._unregister()
+
+    async def _drain(self, deadline: float | None, names: list[str]) -> bool:
+        derived = [n for n in names if isinstance(self.routes[n].source, ConfirmationsSource)]
+        while True:
+            try:
+                ingested = 0
                 for name in names:
-                    handled += await self.routes[name].deliver_once(self.worker_id)
-                if handled:
-                    # Deliveries are new confirmations: the routes reading them have work now (what
-                    # they take in is pending, so it keeps this loop going by itself).
-                    for name in derived:
-                        handled += await self.ingest(name)
-            pending = {n: self.store.count_messages(n, "pending") for n in names}
-            active = [n for n in names if pending[n] and not self.routes[n].halted]
-            if not active and not ingested:
-                return True
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            dues = [d for n in active if (d := self.store.next_due_ms(n)) is not None]
+                    if self.routes[name].source is not None and self._polled(name) is not None:
+                        ingested += await self.ingest(name)
+                handled = 1
+                while handled:
+                    handled = 0
+                    for name in names:
+                        handled += await self.routes[name].deliver_once(self.lease_owner)
+                    if handled:
+                        # Deliveries are new confirmations: the routes reading them have work now (what
+                        # they take in is pending, so it keeps this loop going by itself).
+                        for name in derived:
+                            handled += await self.ingest(name)
+                pending = {n: self.store.count_messages(n, "pending") for n in names}
+                active = [n for n in names if pending[n] and not self.routes[n].halted]
+                if not active and not ingested and not any(self.routes[n].unrecorded for n in names):
+                    return True
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                dues = [d for n in active if (d := self.store.next_due_ms(n)) is not None]
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                self.store_failed(exc)
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(STORE_WAIT_S[1])
+                continue
             pause = max((self.routes[n].paused_for for n in active), default=0.0)
             nap = min(1.0, max(0.0, (min(dues) - self.store.clock()) / 1000)) if dues else 0.0
             await asyncio.sleep(max(nap, min(pause, 1.0), 0.005 if active else 0.0))
@@ -490,6 +652,16 @@ class Hub:
             except Exception:
                 log.exception("closing system failed", system=name)
         self.store.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _now() -> Any:

@@ -22,7 +22,6 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     wait_exponential_jitter,
 )
 
@@ -31,7 +30,17 @@ from lead2cash.pacing import RateLimiter, current_pacer
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, RereadableSource, Source, Target
 from lead2cash.routes.policy import OnFailure, RetryPolicy
-from lead2cash.store import DeadLetter, EffectState, Message, NewDeadLetter, NewMessage, Store, XrefWrite
+from lead2cash.store import (
+    UNCHECKED,
+    DeadLetter,
+    EffectState,
+    Message,
+    NewDeadLetter,
+    NewMessage,
+    Store,
+    XrefWrite,
+    is_unavailable,
+)
 
 log = structlog.get_logger("lead2cash.route")
 
@@ -59,12 +68,19 @@ def _describe(exc: BaseException) -> str:
 
 
 RECORD_WINDOW_S = 0.005
+STORE_RETRY_S = (0.25, 2.0)  # first and longest wait between store calls while the store is unavailable
+
+
+class StoreUnavailable(Exception):
+    """The store failed under a delivery (raised from the store error): the delivery waits for the store
+    and is tried again, without using one of the route's attempts."""
 
 
 @dataclass
 class Outcome:
     message: Message
-    status: str  # confirmed | dead | deferred
+    # confirmed | dead | deferred | released (the store failed under it: due again, no attempt used)
+    status: str
     target_ref: str | None = None
     error_class: str | None = None
     error: str | None = None
@@ -109,6 +125,10 @@ class RouteRuntime:
         self._halted: str | None = None
         self._halt_checked = 0.0
         self._sem = asyncio.Semaphore(self.concurrency)
+        self._unrecorded: list[Outcome] = []  # outcomes the store could not take yet (it was unavailable)
+        self._claims_in_doubt = False  # a claim failed midway: leases may be held on messages not started
+        # Set by the hub: told of every store error (it reports the store unavailable meanwhile).
+        self.on_store_error: Any = None
         self._bucket = RateLimiter(self.rate_limit) if self.rate_limit else None
         state = self.store.route_state_get(self.name)
         if state is not None and state.status == "halted":
@@ -128,8 +148,20 @@ class RouteRuntime:
         if until > self._paused_until:
             self._paused_until = until
             self.metrics.paused.labels(self.name).set(1)
-            self.store.route_state_set(self.name, "paused", reason, self.store.clock() + int(seconds * 1000))
+            try:
+                self.store.route_state_set(
+                    self.name, "paused", reason, self.store.clock() + int(seconds * 1000)
+                )
+            except Exception as exc:
+                # The pause is kept in memory; its row only informs `route list`.
+                if not is_unavailable(exc):
+                    raise
+                self._store_error(exc)
             log.warning("route paused", route=self.name, seconds=round(seconds, 3), reason=reason)
+
+    def _store_error(self, exc: BaseException) -> None:
+        if self.on_store_error is not None:
+            self.on_store_error(exc)
 
     def halt(self, reason: str) -> None:
         self._halted = reason
@@ -172,6 +204,7 @@ class RouteRuntime:
         rejects: Sequence[tuple[str, str]] = (),
         receipt: tuple[str, str] | None = None,
         xrefs: Sequence[XrefWrite] = (),
+        checkpoint_from: str | None = UNCHECKED,
     ) -> int | None:
         """Map records and write them to the inbox (with the checkpoint, in one transaction). With a
         ``receipt`` (sender, delivery key), a delivery seen before writes nothing and returns None."""
@@ -190,7 +223,13 @@ class RouteRuntime:
                 dead.append(item)
         cp = (self.source_id, checkpoint) if checkpoint is not None and self.source_id else None
         if not self.store.enqueue(
-            self.name, new, checkpoint=cp, dead=dead, receipt=receipt, xrefs_written=xrefs
+            self.name,
+            new,
+            checkpoint=cp,
+            dead=dead,
+            receipt=receipt,
+            xrefs_written=xrefs,
+            checkpoint_from=checkpoint_from,
         ):
             return None
         self.metrics.ingested.labels(self.name).inc(len(new))
@@ -252,8 +291,20 @@ class RouteRuntime:
         checkpoint = self.store.checkpoint_get(self.source_id)
         while True:
             batch = await self.source.read(checkpoint, self.batch_size)
-            total += self.submit(list(batch.records), batch.checkpoint, batch.rejects, xrefs=batch.xrefs) or 0
+            records = list(batch.records)
+            cp = batch.checkpoint
+            total += (
+                self.submit(records, cp, batch.rejects, xrefs=batch.xrefs, checkpoint_from=checkpoint) or 0
+            )
             if batch.checkpoint is not None:
+                if (
+                    batch.checkpoint != checkpoint
+                    and self.store.checkpoint_get(self.source_id) != batch.checkpoint
+                ):
+                    # Set by an operator while this read was under way: theirs stands, and the next read
+                    # starts from it (what this one read is in the inbox; a re-read adds nothing twice).
+                    log.info("checkpoint moved during a read; kept", route=self.name, source=self.source_id)
+                    return total
                 checkpoint = batch.checkpoint
             if not batch.more:
                 return total
@@ -277,20 +328,40 @@ class RouteRuntime:
         lease_ms = int(self.lease_s * 1000)
         renew_every = self.lease_s / 3
         renewed = time.monotonic()
+        # While the store is unavailable the deliveries in flight go on (each waits for the store where it
+        # needs it); the store is asked again after a pause, and outcomes wait in memory until it answers.
+        store_wait = 0.0
+        store_retry_at = 0.0
         try:
             while True:
-                if len(in_flight) < self.concurrency and not self._halted and self.paused_for <= 0:
-                    handled += self._start(worker, self.batch_size - len(in_flight), in_flight)
+                if time.monotonic() >= store_retry_at:
+                    try:
+                        self._flush()
+                        if self._claims_in_doubt:
+                            self.store.release_unstarted(self.name, worker, in_flight.values())
+                            self._claims_in_doubt = False
+                        if len(in_flight) < self.concurrency and not self._halted and self.paused_for <= 0:
+                            handled += self._start(worker, self.batch_size - len(in_flight), in_flight)
+                        if in_flight and time.monotonic() - renewed >= renew_every:
+                            # A delivery may outlive its lease (retries, Retry-After): keep it ours, so no
+                            # claim (another worker's, or this one's refill) takes a message in flight.
+                            self.store.renew_leases(in_flight.values(), worker, lease_ms)
+                            renewed = time.monotonic()
+                        store_wait = 0.0
+                    except Exception as exc:
+                        if not is_unavailable(exc) or not in_flight:
+                            raise
+                        self._store_error(exc)
+                        store_wait = min(STORE_RETRY_S[1], max(STORE_RETRY_S[0], store_wait * 2))
+                        store_retry_at = time.monotonic() + store_wait
                 if not in_flight:
                     return handled
-                if time.monotonic() - renewed >= renew_every:
-                    # A delivery may outlive its lease (retries, Retry-After): keep it ours, so no claim
-                    # (another worker's, or this one's refill) takes a message that is still in flight.
-                    self.store.renew_leases(in_flight.values(), worker, lease_ms)
-                    renewed = time.monotonic()
+                wake_at = renewed + renew_every
+                if store_wait:
+                    wake_at = min(wake_at, store_retry_at)
                 done, _ = await asyncio.wait(
                     in_flight,
-                    timeout=max(0.0, renewed + renew_every - time.monotonic()),
+                    timeout=max(0.0, wake_at - time.monotonic()),
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 if not done:
@@ -301,7 +372,7 @@ class RouteRuntime:
                     done |= more
                 for task in done:
                     del in_flight[task]
-                self._record([t.result() for t in done])
+                self._unrecorded.extend(t.result() for t in done)
         finally:
             for task in in_flight:  # the hub is stopping: the leases of these are recovered at start
                 task.cancel()
@@ -309,6 +380,16 @@ class RouteRuntime:
     def _start(self, worker: str, limit: int, in_flight: dict[asyncio.Task[Outcome], int]) -> int:
         if limit <= 0:
             return 0
+        try:
+            return self._claim_and_start(worker, limit, in_flight)
+        except Exception as exc:
+            if is_unavailable(exc):
+                # The claim may have committed without our hearing it, or claimed messages were not
+                # started: free them once the store answers, rather than after a whole lease.
+                self._claims_in_doubt = True
+            raise
+
+    def _claim_and_start(self, worker: str, limit: int, in_flight: dict[asyncio.Task[Outcome], int]) -> int:
         claimed = self.store.claim(self.name, worker, limit, int(self.lease_s * 1000))
         # A message whose lease ran out while it was still in flight here is not started twice.
         busy = set(in_flight.values())
@@ -331,8 +412,7 @@ class RouteRuntime:
             if (p := before.get(m.idempotency_key)) is not None and p.state is EffectState.SENT
         }
         self.store.effects_mark(target, [m.idempotency_key for m in to_send], EffectState.SENT)
-        if known:
-            self._record(known)
+        self._unrecorded.extend(known)
         for m in to_send:
             in_flight[asyncio.create_task(self._deliver(m, m.idempotency_key in ambiguous))] = m.id
         return len(claimed)
@@ -354,22 +434,39 @@ class RouteRuntime:
             multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.jitter_s
         )
 
+        store_waits = 0  # attempts the store cut short: they use none of the route's attempts
+
         def wait(state: RetryCallState) -> float:
             exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, StoreUnavailable):
+                return float(min(STORE_RETRY_S[1], STORE_RETRY_S[0] * 2 ** min(store_waits, 4)))
             delay = float(backoff(state))
             if isinstance(exc, DeliveryError) and exc.retry_after:
                 delay = max(delay, exc.retry_after)
             return delay
 
         def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, StoreUnavailable):
+                return True
             if isinstance(exc, DeliveryError):
                 if exc.error_class is ErrorClass.PERMANENT:
                     return False
                 return not (exc.retry_after and exc.retry_after > policy.max_inline_wait_s)
             return False
 
+        def stop(state: RetryCallState) -> bool:
+            return state.attempt_number - store_waits >= max(1, policy.attempts)
+
         def before_sleep(state: RetryCallState) -> None:
+            nonlocal store_waits
             exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, StoreUnavailable):
+                store_waits += 1
+                if store_waits == 1:
+                    bound.warning(
+                        "store unavailable; delivery waits for it", error=describe_error(exc).splitlines()[0]
+                    )
+                return
             klass = exc.error_class if isinstance(exc, DeliveryError) else ErrorClass.TRANSIENT
             self.metrics.retries.labels(self.name, klass.value).inc()
             if isinstance(exc, DeliveryError) and exc.error_class is ErrorClass.THROTTLED:
@@ -377,6 +474,19 @@ class RouteRuntime:
             bound.info("retrying", attempt=state.attempt_number, error=describe_error(exc) if exc else None)
 
         async def attempt() -> str | None:
+            try:
+                return await target_call()
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                if is_unavailable(exc):
+                    # The target's own store calls (cross-references) failed: the hub's outage, not the
+                    # target's error. The key is ambiguous, so the next try looks the effect up first.
+                    self._store_error(exc)
+                    raise StoreUnavailable(describe_error(exc)) from exc
+                raise
+
+        async def target_call() -> str | None:
             nonlocal ambiguous
             async with self._sem:
                 if ambiguous:
@@ -395,7 +505,8 @@ class RouteRuntime:
                     ambiguous = True
                     return await self.target.deliver(entity, key)
                 except DeliveryError as exc:
-                    history.append({"at_ms": self.store.clock(), "error": describe_error(exc)})
+                    if not is_unavailable(exc):
+                        history.append({"at_ms": self.store.clock(), "error": describe_error(exc)})
                     raise
                 except (TimeoutError, OSError) as exc:
                     history.append({"at_ms": self.store.clock(), "error": describe_error(exc)})
@@ -405,7 +516,7 @@ class RouteRuntime:
 
         try:
             async for try_ in AsyncRetrying(
-                stop=stop_after_attempt(max(1, policy.attempts)),
+                stop=stop,
                 wait=wait,
                 retry=retry_if_exception(retryable),
                 before_sleep=before_sleep,
@@ -427,6 +538,9 @@ class RouteRuntime:
             klass = "permanent" if exc.error_class is ErrorClass.PERMANENT else "exhausted"
             return Outcome(message, "dead", error_class=klass, error=describe_error(exc), history=history)
         except Exception as exc:
+            if is_unavailable(exc):  # never the target's fault: due again, no attempt used
+                self._store_error(exc)
+                return Outcome(message, "released", error=describe_error(exc))
             # A target bug must not kill the route: the message is kept as a dead letter with the reason.
             bound.exception("target raised an unclassified error")
             history.append({"at_ms": self.store.clock(), "error": describe_error(exc)})
@@ -434,36 +548,49 @@ class RouteRuntime:
                 message, "dead", error_class="permanent", error=describe_error(exc), history=history
             )
 
-    def _record(self, outcomes: list[Outcome]) -> None:
-        confirmed = [
-            (o.message.id, o.message.idempotency_key, o.target_ref)
-            for o in outcomes
-            if o.status == "confirmed"
-        ]
-        self.store.complete(self.target.name, confirmed, route=self.name)
-        self.metrics.delivered.labels(self.name).inc(len(confirmed))
-        for o in outcomes:
-            if o.status == "deferred":
-                self.store.retry_later(o.message.id, o.message.attempts, o.delay_ms, o.error or "")
-            elif o.status == "dead":
-                if self.on_failure is OnFailure.HALT_ROUTE:
-                    self.store.retry_later(
-                        o.message.id, o.message.attempts + len(o.history), 0, o.error or ""
-                    )
-                    self.halt(f"message {o.message.id} ({o.message.idempotency_key}) failed: {o.error}")
-                    continue
-                self.store.dead_letter_message(
-                    o.message, o.error_class or "permanent", o.error or "", o.history
-                )
-                self.metrics.dead_letters.labels(self.name, "delivery").inc()
-                log.error(
-                    "message dead-lettered",
-                    route=self.name,
-                    key=o.message.idempotency_key,
-                    trace_id=o.message.trace_id,
-                    error_class=o.error_class,
-                    reason=o.error,
-                )
+    def _flush(self) -> None:
+        """Record the outcomes not recorded yet. Each is dropped from the list once it is written, so a
+        store that fails midway leaves exactly the rest to be written when it answers again."""
+        if not self._unrecorded:
+            return
+        confirmed = [o for o in self._unrecorded if o.status == "confirmed"]
+        if confirmed:
+            self.store.complete(
+                self.target.name,
+                [(o.message.id, o.message.idempotency_key, o.target_ref) for o in confirmed],
+                route=self.name,
+            )
+            self.metrics.delivered.labels(self.name).inc(len(confirmed))
+            self._unrecorded = [o for o in self._unrecorded if o.status != "confirmed"]
+        while self._unrecorded:
+            self._record_one(self._unrecorded[0])
+            self._unrecorded.pop(0)
+
+    def _record_one(self, o: Outcome) -> None:
+        if o.status == "deferred":
+            self.store.retry_later(o.message.id, o.message.attempts, o.delay_ms, o.error or "")
+        elif o.status == "released":
+            self.store.retry_later(o.message.id, o.message.attempts, 0, o.error or "")
+        elif o.status == "dead":
+            if self.on_failure is OnFailure.HALT_ROUTE:
+                self.store.retry_later(o.message.id, o.message.attempts + len(o.history), 0, o.error or "")
+                self.halt(f"message {o.message.id} ({o.message.idempotency_key}) failed: {o.error}")
+                return
+            self.store.dead_letter_message(o.message, o.error_class or "permanent", o.error or "", o.history)
+            self.metrics.dead_letters.labels(self.name, "delivery").inc()
+            log.error(
+                "message dead-lettered",
+                route=self.name,
+                key=o.message.idempotency_key,
+                trace_id=o.message.trace_id,
+                error_class=o.error_class,
+                reason=o.error,
+            )
+
+    @property
+    def unrecorded(self) -> int:
+        """Outcomes waiting for the store to take them."""
+        return len(self._unrecorded)
 
     def pending(self) -> int:
         return self.store.count_messages(self.name, "pending")

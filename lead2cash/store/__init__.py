@@ -1,9 +1,11 @@
 """State store: SQLAlchemy Core on SQLite (default) or PostgreSQL."""
 
 from lead2cash.store.store import (
+    UNCHECKED,
     DeadLetter,
     Effect,
     EffectState,
+    Instance,
     Message,
     MessageStatus,
     NewDeadLetter,
@@ -11,13 +13,16 @@ from lead2cash.store.store import (
     RouteState,
     Store,
     XrefWrite,
+    is_unavailable,
     normalise_url,
 )
 
 __all__ = [
+    "UNCHECKED",
     "DeadLetter",
     "Effect",
     "EffectState",
+    "Instance",
     "Message",
     "MessageStatus",
     "NewDeadLetter",
@@ -25,5 +30,6 @@ __all__ = [
     "RouteState",
     "Store",
     "XrefWrite",
+    "is_unavailable",
     "normalise_url",
 ]

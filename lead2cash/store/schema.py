@@ -146,3 +146,17 @@ route_state = Table(
     Column("reason", Text),
     Column("updated_at_ms", BigInteger, nullable=False),
 )
+
+# Processes that deliver from this store (hubs, and operator commands while they deliver), with a heartbeat:
+# an instance whose row has not expired is alive, and its leases are never released by anybody else.
+instances = Table(
+    "instances",
+    metadata,
+    Column("instance", String(100), primary_key=True),
+    Column("worker_id", String(100), nullable=False),  # the lease owner it claims as
+    Column("role", String(20), nullable=False),  # hub | operator
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
+)

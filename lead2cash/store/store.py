@@ -22,6 +22,7 @@ from sqlalchemy import (
     Engine,
     bindparam,
     create_engine,
+    delete,
     event,
     exists,
     func,
@@ -32,7 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from lead2cash.store.schema import (
     checkpoint_history,
@@ -40,6 +42,7 @@ from lead2cash.store.schema import (
     dead_letters,
     effects,
     inbound_receipts,
+    instances,
     messages,
     route_state,
     sequences,
@@ -71,8 +74,32 @@ class XrefWrite(NamedTuple):
     system_id: str
 
 
+# ``checkpoint_from`` of ``Store.enqueue`` when the checkpoint is written whatever it was.
+UNCHECKED: Any = object()
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def is_unavailable(exc: BaseException | None) -> bool:
+    """The store could not be reached or could not write (a server restart, a dropped connection, a full
+    disk, a lock held too long): an outage to wait out, never a fault of the message or of its target. The
+    cause chain is searched, so a target that wrapped a store error is not blamed for it either."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OperationalError | DisconnectionError | InterfaceError | PoolTimeoutError):
+            return True
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            return True
+        if type(exc).__module__.split(".")[0] in {"sqlite3", "psycopg"} and type(exc).__name__ in {
+            "OperationalError",
+            "InterfaceError",
+        }:
+            return True  # a driver error raised outside SQLAlchemy
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class EffectState(StrEnum):
@@ -147,6 +174,19 @@ class DeadLetter:
 class Effect:
     state: EffectState
     target_ref: str | None
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A process delivering from the store, alive while its heartbeat has not expired."""
+
+    instance: str
+    worker_id: str
+    role: str  # hub | operator
+    host: str
+    pid: int
+    started_at_ms: int
+    expires_at_ms: int
 
 
 @dataclass(frozen=True)
@@ -236,7 +276,8 @@ PG_IDLE_PING_S = 10.0
 
 
 def _postgresql_engine(url: str) -> Engine:
-    engine = create_engine(url, pool_size=5, max_overflow=5)
+    # A server that does not answer must not hold the event loop for the OS's TCP timeout.
+    engine = create_engine(url, pool_size=5, max_overflow=5, connect_args={"connect_timeout": 5})
 
     # A pooled connection is pinged only when it sat idle: under load connections come back within
     # milliseconds, and a ping on every checkout (pool_pre_ping) was a round trip per store call. A
@@ -327,6 +368,7 @@ class Store:
         reason: str = "source advanced",
         receipt: tuple[str, str] | None = None,
         xrefs_written: Sequence[XrefWrite] = (),
+        checkpoint_from: str | None = UNCHECKED,
     ) -> bool:
         """Write a batch from a source and advance its checkpoint in the same transaction.
 
@@ -334,6 +376,8 @@ class Store:
         With ``receipt`` (sender, unique delivery key) the batch is written only if that delivery was never
         seen, atomically with remembering it: False means a duplicate delivery, nothing written.
         ``xrefs_written`` (a source's own state, e.g. what it has passed on) commit with the batch.
+        With ``checkpoint_from`` (the value the read started from) the checkpoint moves only if it still
+        has that value: one somebody set meanwhile (``lead2cash checkpoint set``) is not overwritten.
         """
         ts = self.clock()
         with self.engine.begin() as conn:
@@ -380,7 +424,7 @@ class Store:
                 )
             self._xref_upsert(conn, xrefs_written, ts)
             if checkpoint is not None:
-                self._checkpoint_set(conn, checkpoint[0], checkpoint[1], reason, ts)
+                self._checkpoint_set(conn, checkpoint[0], checkpoint[1], reason, ts, checkpoint_from)
         return True
 
     def claim(self, route: str, worker: str, limit: int, lease_ms: int) -> list[Message]:
@@ -447,13 +491,55 @@ class Store:
                 .values(lease_owner=None, lease_expires_at_ms=None)
             )
 
-    def release_leases(self, worker: str | None = None) -> int:
-        """Free leases held by ``worker`` (all leases when None: a single embedded hub restarting)."""
+    def release_leases(self, worker: str | None = None, *, keep_owners: Iterable[str] = ()) -> int:
+        """Free leases held by ``worker`` (every owner's when None: a single embedded hub restarting),
+        never those of ``keep_owners`` (live processes: their deliveries are in flight)."""
         stmt = update(messages).where(messages.c.lease_owner.is_not(None))
         if worker is not None:
             stmt = stmt.where(messages.c.lease_owner == worker)
+        keep = sorted(set(keep_owners))
+        if keep:
+            stmt = stmt.where(messages.c.lease_owner.not_in(keep))
         with self.engine.begin() as conn:
             return int(conn.execute(stmt.values(lease_owner=None, lease_expires_at_ms=None)).rowcount)
+
+    def release_unstarted(self, route: str, worker: str, in_flight: Iterable[int]) -> int:
+        """Free ``worker``'s leases on messages of ``route`` it is not delivering: claims whose commit a
+        store outage left in doubt, so they are not held for a whole lease."""
+        stmt = update(messages).where(
+            messages.c.route == route,
+            messages.c.lease_owner == worker,
+            messages.c.status == MessageStatus.PENDING.value,
+        )
+        busy = list(in_flight)
+        if busy:
+            stmt = stmt.where(messages.c.id.not_in(busy))
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt.values(lease_owner=None, lease_expires_at_ms=None)).rowcount)
+
+    # ------------------------------------------------------------------ live instances
+    def instance_beat(self, who: Instance) -> None:
+        """Register or renew a delivering process (``expires_at_ms`` is when it counts as gone). A write:
+        it also tells whether the store can write at all (a full disk fails it)."""
+        values = {"expires_at_ms": who.expires_at_ms}
+        stmt = self._insert(instances).values(**who.__dict__)
+        with self.engine.begin() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=["instance"], set_=values))
+
+    def instance_remove(self, instance: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(instances).where(instances.c.instance == instance))
+
+    def instances_live(self) -> list[Instance]:
+        """Processes whose heartbeat has not expired."""
+        ts = self.clock()
+        with self._read() as conn:
+            rows = conn.execute(select(instances).where(instances.c.expires_at_ms >= ts)).all()
+        return [Instance(**r._mapping) for r in rows]
+
+    def instances_expire(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(instances).where(instances.c.expires_at_ms < self.clock()))
 
     def get_message(self, message_id: int) -> Message | None:
         with self._read() as conn:
@@ -760,9 +846,17 @@ class Store:
         with self.engine.begin() as conn:
             self._checkpoint_set(conn, source, value, reason, self.clock())
 
-    def _checkpoint_set(self, conn: Connection, source: str, value: str, reason: str, ts: int) -> None:
+    def _checkpoint_set(
+        self,
+        conn: Connection,
+        source: str,
+        value: str,
+        reason: str,
+        ts: int,
+        expected: str | None = UNCHECKED,
+    ) -> None:
         previous = conn.execute(select(checkpoints.c.value).where(checkpoints.c.source == source)).scalar()
-        if previous == value:
+        if previous == value or (expected is not UNCHECKED and previous != expected):
             return
         stmt = self._insert(checkpoints).values(source=source, value=value, updated_at_ms=ts)
         conn.execute(
@@ -907,14 +1001,17 @@ def _bind(name: str) -> Any:
 
 
 __all__ = [
+    "UNCHECKED",
     "DeadLetter",
     "Effect",
     "EffectState",
+    "Instance",
     "Message",
     "MessageStatus",
     "NewDeadLetter",
     "NewMessage",
     "RouteState",
     "Store",
+    "is_unavailable",
     "normalise_url",
 ]

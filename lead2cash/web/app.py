@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lead2cash.config.schema import WebhookTrigger
 from lead2cash.routes.interfaces import WebhookSource
-from lead2cash.store import DeadLetter, XrefWrite
+from lead2cash.store import DeadLetter, XrefWrite, is_unavailable
 
 if TYPE_CHECKING:
     from lead2cash.hub import Hub
@@ -154,7 +154,11 @@ def create_app(hub: Hub) -> Starlette:
         return bearer_matches(header, admin_token.get_secret_value())
 
     async def health(_: Request) -> Response:
-        return JSONResponse({"status": "ok", "routes": sorted(hub.routes), "store": hub.store.backend})
+        body = {"status": "ok", "routes": sorted(hub.routes), "store": hub.store.backend}
+        down = hub.store_unavailable
+        if down is not None:  # the hub waits for its store: not ready, and says why
+            return JSONResponse({**body, "status": "unavailable", "reason": down}, status_code=503)
+        return JSONResponse(body)
 
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -165,7 +169,13 @@ def create_app(hub: Hub) -> Starlette:
         # The receipt is written in the inbox transaction: a failed write leaves the delivery unseen, so
         # the sender's retry is not mistaken for a duplicate.
         receipt = (f"webhook:{name}", unique) if unique else None
-        accepted = hub.routes[name].submit(records, receipt=receipt, xrefs=xrefs)
+        try:
+            accepted = hub.routes[name].submit(records, receipt=receipt, xrefs=xrefs)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            hub.store_failed(exc)  # the sender retries a 503; nothing was written
+            return 503, {"error": "the hub's store is unavailable; retry later"}
         if accepted is None:
             return 200, {"status": "duplicate", "unique_key": unique}
         hub.wake(name)
