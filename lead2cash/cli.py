@@ -527,10 +527,14 @@ def _write_sandbox_systems(path: Path, cluster: Any, state_dir: Path, hub_port: 
     yaml.default_flow_style = False
     yaml.width = 4096
     with path.open("w", encoding="utf-8") as out:
-        out.write("# Written by `lead2cash sandbox --write-systems`: the hub's systems for these sandboxes.\n")
+        out.write(
+            "# Written by `lead2cash sandbox --write-systems`: the hub's systems for these sandboxes.\n"
+        )
         yaml.dump(json.loads(json.dumps(config, default=str)), out)
     console.print(
-        f"systems     {path}  (hub state {store}, web app on port {hub_port})", highlight=False, soft_wrap=True
+        f"systems     {path}  (hub state {store}, web app on port {hub_port})",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -231,12 +231,16 @@ def run_shell(
 
 def with_ports(text: str, ports: dict[str, int]) -> str:
     for name, documented in DOC_PORTS.items():
-        text = re.sub(rf"(?<=127\.0\.0\.1:){documented}\b|(?<=localhost:){documented}\b", str(ports[name]), text)
+        text = re.sub(
+            rf"(?<=127\.0\.0\.1:){documented}\b|(?<=localhost:){documented}\b", str(ports[name]), text
+        )
     return text
 
 
 # ---------------------------------------------------------------------------------------------- background
-def start_background(block: Block, workdir: Path, env: dict[str, str], ports: dict[str, int]) -> subprocess.Popen[bytes]:
+def start_background(
+    block: Block, workdir: Path, env: dict[str, str], ports: dict[str, int]
+) -> subprocess.Popen[bytes]:
     until = workdir / block.argument.split(maxsplit=1)[1]
     log = (workdir / f"background-{Path(block.file).stem}-{block.line}.log").open("wb")
     proc = subprocess.Popen(
@@ -290,7 +294,9 @@ def run_python(block: Block, workdir: Path, env: dict[str, str], ports: dict[str
         check=False,
     )
     if proc.returncode != 0:
-        raise DocsError(f"{block.where}: the Python block failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
+        raise DocsError(
+            f"{block.where}: the Python block failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- yaml

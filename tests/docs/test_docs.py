@@ -154,3 +154,24 @@ def test_a_synopsis_is_checked_against_the_cli(tmp_path: Path) -> None:
         "page.md:5: no make target 'demoo'",
         "page.md:6: no such path tests/nowhere",
     ]
+
+
+# ---------------------------------------------------------------------------------------------- the demo's hint
+def test_the_demos_hint_names_a_lead2cash_the_shell_can_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After ``make demo`` the venv is not active: the hint must say ``.venv/bin/lead2cash``."""
+    from lead2cash.demo.lead_to_cash import lead2cash_command
+
+    bin_dir = tmp_path / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "lead2cash").write_text("#!/bin/sh\n")
+    (bin_dir / "lead2cash").chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [".venv/bin/lead2cash", "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert lead2cash_command() == ".venv/bin/lead2cash"
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")  # . .venv/bin/activate
+    assert lead2cash_command() == "lead2cash"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/lead2cash/cli.py", "demo"])
+    assert lead2cash_command() == f"{sys.executable} -m lead2cash.cli"
