@@ -48,6 +48,10 @@ KINDS = ("skip", "synopsis", "background", "same-as", "check")
 REPO_DIRS = ("config/", "docs/", "tests/", "bench/", "lead2cash/")
 DOC_PORTS = {"salesforce": 8441, "lago": 8442, "sap": 8443, "hub": 8440}
 BLOCK_TIMEOUT = 240.0
+HINT = (
+    "\n(a block that cannot run here is marked just above it, e.g. <!-- docs-test: synopsis --> or "
+    "<!-- docs-test: skip (why) -->: see tests/docs/docs_blocks.py)"
+)
 
 
 class DocsError(AssertionError):
@@ -218,6 +222,7 @@ def run_shell(
         raise DocsError(
             f"{block.file}:{step.line}: `{step.command}` failed (exit {proc.returncode}):\n"
             + outputs.get(current, proc.stdout)[-3000:]
+            + HINT
         )
     for n, step in enumerate(steps):
         printed = _squash(outputs.get(n, ""))
@@ -295,7 +300,7 @@ def run_python(block: Block, workdir: Path, env: dict[str, str], ports: dict[str
     )
     if proc.returncode != 0:
         raise DocsError(
-            f"{block.where}: the Python block failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}"
+            f"{block.where}: the Python block failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{HINT}"
         )
 
 
