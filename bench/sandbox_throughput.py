@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sandbox_throughput.py [--seconds 5] [--concurrency 32]
 
-Each simulator is started alone with ``lead2cash sandbox --only NAME`` (its own process, uvloop, TLS), then
+Each simulator is started alone with ``lead2cash sandbox --history --only NAME`` (its own process, uvloop, TLS), then
 an aiohttp client with keep-alive sends one simple authenticated read per request for ``--seconds`` at a
 fixed concurrency. The figure to meet is 1,000 requests/s per sandbox on a 2-core machine.
 """
@@ -39,6 +39,7 @@ def start(name: str, state: Path) -> tuple[subprocess.Popen[str], dict[str, Any]
         "-m",
         "lead2cash.cli",
         "sandbox",
+        "--history",  # the SAP read below needs a seeded business partner
         "--only",
         name,
         "--seed-size",

@@ -489,18 +489,31 @@ def sandbox(
     faults: Annotated[str, typer.Option(help="fault profile: none, slow, flaky, chaos")] = "none",
     state_dir: Annotated[Path, typer.Option(help="where the CA and state are kept")] = Path(".state/sandbox"),
     host: str = "127.0.0.1",
-    salesforce_port: int = 8441,
-    lago_port: int = 8442,
-    sap_port: int = 8443,
+    salesforce_port: Annotated[int, typer.Option(envvar="LEAD2CASH_SANDBOX_SALESFORCE_PORT")] = 8441,
+    lago_port: Annotated[int, typer.Option(envvar="LEAD2CASH_SANDBOX_LAGO_PORT")] = 8442,
+    sap_port: Annotated[int, typer.Option(envvar="LEAD2CASH_SANDBOX_SAP_PORT")] = 8443,
     only: Annotated[str | None, typer.Option(help="comma-separated subset, e.g. salesforce,lago")] = None,
     lead_to_cash: Annotated[
         bool,
         typer.Option(
-            "--lead-to-cash",
-            help="as `make demo` runs them: --seed-size open deals in the billing engine's currencies, "
-            "Lago and SAP empty, the billing clock at today (for `lead2cash run` on the shipped routes)",
+            "--lead-to-cash/--history",
+            help="--lead-to-cash (the default), as `make demo` runs them: --seed-size open deals in the "
+            "billing engine's currencies, Lago and SAP empty, the billing clock at today, for the shipped "
+            "routes. --history: Lago and SAP seeded with customers, invoices and postings of their own, "
+            "deals in currencies Lago refuses (to explore the APIs; the shipped routes dead-letter some)",
         ),
-    ] = False,
+    ] = True,
+    write_systems: Annotated[
+        Path | None,
+        typer.Option(
+            help="write the hub's systems file for these sandboxes there (YAML, as `make demo` writes it: "
+            "the four systems the shipped routes name, a fresh SQLite state in --state-dir, the web app "
+            "on --hub-port)"
+        ),
+    ] = None,
+    hub_port: Annotated[
+        int, typer.Option(envvar="LEAD2CASH_SANDBOX_HUB_PORT", help="the hub's web port in --write-systems")
+    ] = 8440,
 ) -> None:
     """Start the Salesforce, Lago and SAP sandboxes over HTTPS on localhost."""
     from lead2cash.sandbox.registry import build_systems
@@ -522,12 +535,47 @@ def sandbox(
     cluster = SandboxCluster(systems=systems, state_dir=state_dir, host=host, ports=ports)
     for name, running in cluster.running.items():
         console.print(f"{name:<11} {running.base_url}")
-    console.print(f"CA bundle   {cluster.ca_bundle}")
+    console.print(f"CA bundle   {cluster.ca_bundle.resolve()}", highlight=False, soft_wrap=True)
+    if write_systems is not None:
+        _write_sandbox_systems(write_systems, cluster, state_dir, hub_port)
     console.print("hub config (systems:):")
     sys.stdout.write(json.dumps(cluster.hub_config(), indent=2, default=str) + "\n")
     sys.stdout.flush()
     with contextlib.suppress(KeyboardInterrupt):
         cluster.run()
+
+
+def _write_sandbox_systems(path: Path, cluster: Any, state_dir: Path, hub_port: int) -> None:
+    """The systems file ``make demo`` writes, for these sandboxes. The sandboxes start from their seed on
+    every start, so the hub's state starts fresh with them: a cursor or cross-references left from an
+    earlier run would point at records these sandboxes never had."""
+    from ruamel.yaml import YAML
+
+    from lead2cash.demo.environment import hub_systems_config
+
+    if {"salesforce", "lago", "sap"} - set(cluster.running):
+        err.print("--write-systems needs all three sandboxes (the shipped routes use them all)")
+        raise typer.Exit(1)
+    store = (state_dir / "hub.db").resolve()
+    for stale in (store, store.with_name("hub.db-wal"), store.with_name("hub.db-shm")):
+        stale.unlink(missing_ok=True)
+    config = hub_systems_config(
+        cluster.hub_config(), store_url=f"sqlite:///{store}", web_port=hub_port, worker_id="sandbox-hub"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.width = 4096
+    with path.open("w", encoding="utf-8") as out:
+        out.write(
+            "# Written by `lead2cash sandbox --write-systems`: the hub's systems for these sandboxes.\n"
+        )
+        yaml.dump(json.loads(json.dumps(config, default=str)), out)
+    console.print(
+        f"systems     {path}  (hub state {store}, web app on port {hub_port})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- demo

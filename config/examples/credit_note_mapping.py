@@ -1,9 +1,9 @@
 """The tutorial's one small mapping function (docs/tutorial-credit-notes.md).
 
 SAP's DocumentReferenceID (XBLNR) holds 16 characters. Lago numbers a credit note after its invoice
-(``LAG-1234-001-002`` -> ``LAG-1234-001-002-CN1``), so the number rarely fits. The shipped ``lago.credit_note``
+(``LAG-1234-001-002`` -> ``LAG-1234-001-002-CN001``), so the number rarely fits. The shipped ``lago.credit_note``
 adapter does the translation; this function only shortens the number to its longest tail of whole
-``-`` segments that fits (``1234-001-002-CN1``): the dropped head is part of the organization's prefix, the same on every
+``-`` segments that fits (``001-002-CN001``): the dropped head is part of the organization's prefix, the same on every
 document, so the tail stays unique and is the same on every read (crash recovery finds the entry by it).
 """
 

@@ -102,7 +102,7 @@ def order_of(invoice: dict[str, Any]) -> str | None:
 
 
 def demo_sandboxes(seed: int, seed_size: int) -> tuple[SalesforceSandbox, LagoSandbox, SapSandbox]:
-    """The three sandboxes as the lead-to-cash demo runs them (``lead2cash sandbox --lead-to-cash`` too):
+    """The three sandboxes as the lead-to-cash demo runs them (``lead2cash sandbox`` too, by default):
     ``seed_size`` open deals in the billing engine's currencies with an API allowance no run exhausts, and
     a billing engine and ledger that start empty, the billing clock at today."""
     salesforce = SalesforceSandbox(
@@ -199,7 +199,7 @@ class LeadToCash(SandboxClients):
 
     # ------------------------------------------------------------------ configuration
     def systems_config(self, safety_lag: str, log_level: str) -> dict[str, Any]:
-        """What a deployment writes by hand, from what the sandboxes print (``lead2cash sandbox``)."""
+        """What a deployment writes by hand, from what the sandboxes print (``lead2cash sandbox --write-systems`` writes the same)."""
         return hub_systems_config(
             self.cluster.hub_config(),
             store_url=self.store_url,

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,18 @@ FAULT_PROFILES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         for name in ("salesforce", "lago", "sap")
     },
 }
+
+
+def lead2cash_command() -> str:
+    """``lead2cash`` as the shell that started the demo can call it: by name when that is this one on the
+    PATH, else by the path it was started with (``make demo`` runs ``.venv/bin/lead2cash``)."""
+    script = Path(sys.argv[0])
+    if script.name != "lead2cash":
+        return f"{sys.executable} -m lead2cash.cli"
+    found = shutil.which("lead2cash")
+    if found and Path(found).resolve() == script.resolve():
+        return "lead2cash"
+    return str(script)
 
 
 def _progress_table(p: Progress, phase: str, elapsed: float) -> Panel:
@@ -131,7 +144,7 @@ async def _run(
     console.print(
         f"state: {env.workdir / 'state.db'}   config: "
         + " ".join(str(p) for p in env.config_files)
-        + f"\ntry: lead2cash dlq list -c {' -c '.join(str(p) for p in env.config_files)}"
+        + f"\ntry: {lead2cash_command()} dlq list -c {' -c '.join(str(p) for p in env.config_files)}"
     )
     if keep_running:
         console.print("\n[bold]hub and sandboxes keep running[/bold] (Ctrl-C to stop):")

@@ -82,7 +82,7 @@ class SandboxCluster:
     def hub_config(self) -> dict[str, Any]:
         """The hub's ``systems:`` entries for these sandboxes, trusting this cluster's CA."""
         return {
-            name: {**r.system.hub_config(r.base_url), "ca_bundle": str(self.ca_bundle)}
+            name: {**r.system.hub_config(r.base_url), "ca_bundle": str(self.ca_bundle.resolve())}
             for name, r in self.running.items()
         }
 
