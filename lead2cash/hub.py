@@ -45,6 +45,13 @@ class FileSource:
         self.name = name
         self.file = file
 
+    @staticmethod
+    def parse_checkpoint(value: str) -> str:
+        """An operator's checkpoint: a line offset (a whole number)."""
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"not a line offset: {value!r}; expected a whole number")
+        return str(int(value))
+
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
         result = self.file.read_from(int(checkpoint or 0), limit)
         return SourceBatch(result.records, str(result.offset), more=result.more, rejects=result.rejects)

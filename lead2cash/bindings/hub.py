@@ -18,6 +18,13 @@ class ConfirmationsSource:
         self.store = store
         self.route = route
 
+    @staticmethod
+    def parse_checkpoint(value: str) -> str:
+        """An operator's checkpoint: the id of the last confirmed message read (a whole number)."""
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"not a message id: {value!r}; expected a whole number")
+        return str(int(value))
+
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
         rows = self.store.delivered_since(self.route, int(checkpoint or 0), limit)
         records = [

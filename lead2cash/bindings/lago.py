@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -470,6 +470,18 @@ class LagoEventSource:
         # The rest of the last listing, for the next read of the same poll: Lago has no "updated since"
         # filter, so each listing reads the whole window and must not be repeated per batch.
         self._backlog: tuple[str | None, list[Mapping[str, Any]]] = (None, [])
+
+    @staticmethod
+    def parse_checkpoint(value: str) -> str:
+        """An operator's checkpoint: the latest ``updated_at`` read (an ISO 8601 date-time)."""
+        try:
+            date.fromisoformat(value[:10])
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"not a Lago checkpoint: {value!r}; expected an ISO 8601 date-time such as 2026-12-01T00:00:00Z"
+            ) from None
+        return value
 
     # -- the state gate
     def _seen_ranks(self, lago_ids: list[str]) -> dict[str, int]:

@@ -132,17 +132,32 @@ def changes_query(spec: QuerySpec, cursor: Cursor, upper: dt.datetime, limit: in
     return format_soql(template, **values)
 
 
-def sweep_query(spec: QuerySpec, after: str, limit: int) -> str:
-    """A page of the reconciliation sweep: every live record, keyset on Id."""
+def sweep_query(spec: QuerySpec, after: str, limit: int, floor: dt.datetime | None = None) -> str:
+    """A page of the reconciliation sweep: every live record (changed since ``floor``), keyset on Id."""
     values: dict[str, Any] = {"limit": int(limit)}
     where = []
     if after:
         values["after"] = record_id(after)
         where.append("Id > {after}")
+    if floor is not None:
+        values["floor"] = floor
+        where.append("SystemModstamp >= {floor}")
     where.extend(spec.filter_clause(values))
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     template = f"SELECT {spec.select()} FROM {spec.object}{clause} ORDER BY Id ASC LIMIT {{limit}}"  # noqa: S608
     return format_soql(template, **values)
+
+
+def count_after_query(spec: QuerySpec, cursor: Cursor) -> str:
+    """How many records lie past ``cursor`` (the change query without its upper bound)."""
+    values: dict[str, Any] = {}
+    where = []
+    if cursor.ts is not None and cursor.id is not None:
+        values.update(ts=cursor.ts, id=record_id(cursor.id))
+        where.append("(SystemModstamp > {ts} OR (SystemModstamp = {ts} AND Id > {id}))")
+    where.extend(spec.filter_clause(values))
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return format_soql(f"SELECT COUNT() FROM {spec.object}{clause}", **values)  # noqa: S608
 
 
 def by_keys_query(obj: str, key_field: str, keys: Sequence[str], fields: Sequence[str]) -> str:
@@ -154,23 +169,36 @@ def by_keys_query(obj: str, key_field: str, keys: Sequence[str], fields: Sequenc
 @dataclass(frozen=True)
 class Cursor:
     """The source checkpoint: the keyset position of the last record handed to the inbox, and the state of
-    the reconciliation sweep (``sweep_after`` is None when no sweep runs; "" when one just started)."""
+    the reconciliation sweep (``sweep_after`` is None when no sweep runs; "" when one just started).
+    ``floor``: the start set by ``lead2cash checkpoint start``; the sweep leaves older records alone, so a
+    first sync that starts at a date never bills the deals won before it."""
 
     ts: dt.datetime | None = None
     id: str | None = None
     sweep_after: str | None = None
     sweep_at: dt.datetime | None = None
+    floor: dt.datetime | None = None
+
+    # The lowest record id: a cursor at (when, FIRST_ID) reads every record stamped at ``when`` or later.
+    FIRST_ID = "0" * 15
+
+    @classmethod
+    def starting_at(cls, when: dt.datetime) -> Cursor:
+        if when.tzinfo is None:
+            raise ValueError("naive datetime")
+        # Just before ``when``: the keyset is strictly after (ts, id), and ids compare above FIRST_ID.
+        return cls(ts=when, id=cls.FIRST_ID, sweep_at=when, floor=when)
 
     def dumps(self) -> str:
-        return json.dumps(
-            {
-                "ts": format_datetime(self.ts) if self.ts else None,
-                "id": self.id,
-                "sweep_after": self.sweep_after,
-                "sweep_at": format_datetime(self.sweep_at) if self.sweep_at else None,
-            },
-            sort_keys=True,
-        )
+        data: dict[str, Any] = {
+            "ts": format_datetime(self.ts) if self.ts else None,
+            "id": self.id,
+            "sweep_after": self.sweep_after,
+            "sweep_at": format_datetime(self.sweep_at) if self.sweep_at else None,
+        }
+        if self.floor is not None:
+            data["floor"] = format_datetime(self.floor)
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def loads(cls, text: str | None) -> Cursor:
@@ -186,8 +214,14 @@ class Cursor:
         after = data.get("sweep_after")
         if after:
             record_id(after)
+        if after is not None and not isinstance(after, str):
+            raise ValueError("sweep_after is not a record id")
         sweep_at = parse_datetime(data["sweep_at"]) if data.get("sweep_at") else None
-        return cls(ts, rid, after if after is not None else None, sweep_at)
+        floor = parse_datetime(data["floor"]) if data.get("floor") else None
+        unknown = set(data) - {"ts", "id", "sweep_after", "sweep_at", "floor"}
+        if unknown:
+            raise ValueError(f"unknown checkpoint field(s): {', '.join(sorted(unknown))}")
+        return cls(ts, rid, after if after is not None else None, sweep_at, floor)
 
 
 @dataclass
