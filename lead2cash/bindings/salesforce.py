@@ -261,7 +261,7 @@ class SalesforceBinding:
                 username=auth.username,
                 password=auth.password.get_secret_value() if auth.password else None,
                 private_key_file=Path(key_file) if key_file else None,
-                audience=auth.audience or config.login_url,
+                audience=auth.audience,  # default: jwt_audience(token URL), never the My Domain host
             ),
             instance_url=config.instance_url,
             api_version=config.api_version,
