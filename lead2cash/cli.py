@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -687,9 +688,14 @@ def sandbox(
         ),
     ] = False,
 ) -> None:
-    """Start the Salesforce, Lago and SAP sandboxes over HTTPS on localhost."""
+    """Start the Salesforce, Lago and SAP sandboxes over HTTPS on localhost (Ctrl-C stops them)."""
+    from lead2cash.sandbox.faults import PROFILES
     from lead2cash.sandbox.registry import build_systems
     from lead2cash.sandbox.server import SandboxCluster
+
+    if faults not in PROFILES:
+        err.print(f"unknown fault profile {faults!r}; known: {', '.join(PROFILES)}", markup=False)
+        raise typer.Exit(2)
 
     if lead_to_cash:
         from lead2cash.demo.environment import demo_sandboxes
@@ -711,34 +717,74 @@ def sandbox(
     console.print("hub config (systems:):")
     sys.stdout.write(json.dumps(cluster.hub_config(), indent=2, default=str) + "\n")
     sys.stdout.flush()
-    with contextlib.suppress(KeyboardInterrupt):
-        cluster.run()
+    # The servers run in a thread and this one waits for Ctrl-C or SIGTERM: uvicorn, when it serves in
+    # the main thread, re-raises the signal it caught after shutting down, as a KeyboardInterrupt traceback.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cluster.start_in_thread()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        cluster.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    err.print("sandboxes stopped", markup=False)
 
 
 # ---------------------------------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="where the demo keeps its state")] = Path(".state/demo"),
-    deals: Annotated[int, typer.Option(help="deals to close as won")] = 25,
+    workdir: Annotated[
+        Path,
+        typer.Option(
+            help="where the demo keeps its state (SQLite store, the systems file it writes, the sandboxes' "
+            "CA); emptied at start"
+        ),
+    ] = Path(".state/demo"),
+    deals: Annotated[int, typer.Option(help="deals to close as won in Salesforce")] = 25,
     seed: Annotated[int, typer.Option(help="seed of the sandboxes' data")] = 42,
-    advance_days: Annotated[int, typer.Option(help="days the billing clock moves on")] = 35,
+    advance_days: Annotated[
+        int,
+        typer.Option(
+            help="days the billing clock moves on after the deals are billed: subscription periods that "
+            "end within them are invoiced, posted and written back (0: one-off invoices only)"
+        ),
+    ] = 35,
     faults: Annotated[
-        str, typer.Option(help="none | flaky (20% errors and lost responses on all systems)")
+        str,
+        typer.Option(
+            help="none | flaky (20% errors and 5% lost responses on every call to every system, to see "
+            "retries and lookups at work)"
+        ),
     ] = "none",
-    keep_running: Annotated[bool, typer.Option(help="leave hub and sandboxes up afterwards")] = False,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            help="leave the hub and the sandboxes up afterwards, printing their URLs, the CA bundle, the "
+            "admin token and an admin request to try; Ctrl-C stops them"
+        ),
+    ] = False,
     minimal: Annotated[
-        bool, typer.Option(help="the smallest route instead: JSON Lines in, JSON Lines out")
+        bool,
+        typer.Option(
+            help="the smallest route instead: JSON Lines in, JSON Lines out, no sandboxes (with "
+            "--records); --deals, --advance-days, --faults and --keep-running do not apply"
+        ),
     ] = False,
     records: Annotated[int, typer.Option(help="with --minimal: orders to route")] = 500,
 ) -> None:
     """Lead to cash on the sandboxes: deals won in Salesforce, billed in Lago, posted in SAP, written back;
-    ends with the three systems reconciled. Exit 0 when they agree."""
+    ends with the three systems reconciled. Exit 0 when they agree (see docs/operating.md, "The demo")."""
     if minimal:
         from lead2cash.demo import run_minimal_demo
 
         raise typer.Exit(run_minimal_demo(workdir, records, console))
-    from lead2cash.demo.lead_to_cash import run_lead_to_cash_demo
+    from lead2cash.demo.lead_to_cash import FAULT_PROFILES, run_lead_to_cash_demo
 
+    if faults not in FAULT_PROFILES:
+        err.print(f"unknown fault profile {faults!r}; known: {', '.join(FAULT_PROFILES)}", markup=False)
+        raise typer.Exit(2)
     raise typer.Exit(
         run_lead_to_cash_demo(
             workdir,
