@@ -252,7 +252,7 @@ def run(
     """Run the hub: triggers, delivery loops, until interrupted (or until idle).
 
     With --until-idle it prints what it did per route and exits 0 when idle, 2 when --timeout passed
-    first, 3 when a halted route still has messages pending."""
+    first, 3 when a halted route still has messages pending, 4 when a source could not be read."""
     hub = _hub(paths)
 
     async def main() -> int:
@@ -304,6 +304,9 @@ def _until_idle_report(hub: Any, before: dict[str, int], idle: bool) -> int:
             line += f", HALTED: {route.halted}"
             if pending:
                 halted_with_work.append(name)
+        unread = hub.read_errors.get(name)
+        if unread:
+            line += f", SOURCE NOT READ: {unread}"
         console.print(line, markup=False, highlight=False, soft_wrap=True)
     if halted_with_work:
         err.print(
@@ -317,6 +320,13 @@ def _until_idle_report(hub: Any, before: dict[str, int], idle: bool) -> int:
     if not idle:
         err.print("timed out before the routes were idle", markup=False)
         return 2
+    if hub.read_errors:
+        err.print(
+            f"source(s) not read: {', '.join(hub.read_errors)} (the checkpoints are kept; see above)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return 4
     console.print("idle", markup=False)
     return 0
 
@@ -325,7 +335,7 @@ async def _report_lagging(hub: Any) -> None:
     """Say what the sources' safety lag held back: a run right after a change otherwise looks like a no-op."""
     for route in hub.routes.values():
         behind = getattr(route.source, "behind", None)
-        if behind is None or route.source_id is None:
+        if behind is None or route.source_id is None or route.name in hub.read_errors:
             continue
         try:
             count = await behind(hub.store.checkpoint_get(route.source_id))

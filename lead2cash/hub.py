@@ -162,6 +162,7 @@ class Hub:
         self._web: Any = None
         self._source_paused: dict[str, float] = {}
         self._polls: dict[str, asyncio.Task[int]] = {}
+        self.read_errors: dict[str, str] = {}  # route -> why its source's last read failed
 
     @staticmethod
     def _new_sqlite_files(url: str) -> list[Path]:
@@ -309,10 +310,13 @@ class Hub:
             if exc.error_class is ErrorClass.THROTTLED and exc.retry_after:
                 self._source_paused[name] = time.monotonic() + exc.retry_after
             log.warning("source read failed; checkpoint kept", route=name, error=exc.describe())
+            self.read_errors[name] = exc.describe()
             return 0
-        except Exception:
+        except Exception as exc:
             log.exception("source read failed; checkpoint kept", route=name)
+            self.read_errors[name] = f"{type(exc).__name__}: {exc}"
             return 0
+        self.read_errors.pop(name, None)
         if count:
             self.wake(name)
         return count

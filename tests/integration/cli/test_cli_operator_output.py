@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from decimal import Decimal
 from pathlib import Path
 
@@ -128,3 +129,35 @@ def test_run_until_idle_fails_when_a_route_is_halted_with_work_pending(
     assert ran.exit_code == 3, ran.output
     assert "HALTED" in ran.output and f"halted with messages pending: {ROUTE}" in ran.output
     assert "route resume" in ran.output
+
+
+UNREACHABLE = """
+state: {{url: "sqlite:///{db}"}}
+logging: {{level: ERROR}}
+systems:
+  crm:
+    type: salesforce
+    login_url: https://127.0.0.1:{port}
+    auth: {{grant_type: client_credentials, client_id: cid, client_secret: s3cret}}
+  mem: {{type: python, factory: "doubles:memory_system"}}
+routes:
+  - name: won
+    source: {{system: crm, object: Opportunity}}
+    mapping: {{adapter: salesforce.opportunity, entity: Order}}
+    target: {{system: mem, action: bill}}
+    idempotency_key: "order:{{id}}:v{{version}}"
+"""
+
+
+def test_run_until_idle_fails_when_a_source_cannot_be_read(tmp_path: Path) -> None:
+    doubles.REGISTRY.clear()
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "unreachable.yaml"
+    path.write_text(UNREACHABLE.format(db=tmp_path / "s.db", port=port))
+    ran = CliRunner().invoke(app, ["run", str(path), "--until-idle", "--timeout", "30"])
+    assert ran.exit_code == 4, ran.output
+    assert "won: read 0 (0 new), delivered 0, dead-lettered 0, pending 0, SOURCE NOT READ:" in ran.output
+    assert "source(s) not read: won" in ran.output and "idle" not in ran.output.splitlines()
+    assert "s3cret" not in ran.output
