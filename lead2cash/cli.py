@@ -7,12 +7,14 @@ import contextlib
 import json
 import signal
 import sys
+import threading
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from lead2cash.config import ConfigError, json_schema, load_config
 from lead2cash.errors import DeliveryError
@@ -249,17 +251,30 @@ def run(
         float | None, typer.Option(help="with --until-idle: give up after this many seconds")
     ] = None,
 ) -> None:
-    """Run the hub: triggers, delivery loops, until interrupted (or until idle)."""
+    """Run the hub: triggers, delivery loops, until interrupted (or until idle).
+
+    With --until-idle it prints what it did per route and exits 0 when idle, 2 when --timeout passed
+    first, 3 when a halted route still has messages pending, 4 when a source could not be read."""
     hub = _hub(paths)
 
     async def main() -> int:
         if until_idle:
             hub.role = "batch"  # not a hub that stays: operator commands do not leave delivery to it
+            before = _route_counts(hub)
             try:
                 idle = await hub.run_until_idle(timeout=timeout)
+                try:
+                    code = _until_idle_report(hub, before, idle)
+                except Exception as exc:
+                    if not _store_unavailable(exc):
+                        raise
+                    # run_until_idle waited the outage out until --timeout: no counts to report.
+                    err.print(f"the store is unavailable ({type(exc).__name__}); not idle", markup=False)
+                    return 2
+                await _report_lagging(hub)
             finally:
                 await hub.aclose_systems()
-            return 0 if idle else 2
+            return code
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, hub._stopping.set)
@@ -273,6 +288,95 @@ def run(
     raise typer.Exit(code)
 
 
+def _store_unavailable(exc: BaseException) -> bool:
+    from lead2cash.store.store import is_unavailable
+
+    return is_unavailable(exc)
+
+
+def _route_counts(hub: Any) -> dict[str, int] | None:
+    """Per route: messages in the inbox (None while the store is unavailable: the run waits that out)."""
+    try:
+        return {name: hub.store.count_messages(name) for name in hub.routes}
+    except Exception as exc:
+        if not _store_unavailable(exc):
+            raise
+        return None
+
+
+def _until_idle_report(hub: Any, before: dict[str, int] | None, idle: bool) -> int:
+    """One line per route (read, new, delivered, dead-lettered, pending), then the verdict; the exit code."""
+    after = {name: hub.store.count_messages(name) for name in hub.routes}
+    sample = hub.metrics.registry.get_sample_value
+    halted_with_work = []
+    for name, route in hub.routes.items():
+        read = sample("lead2cash_ingested_total", {"route": name}) or 0
+        delivered = sample("lead2cash_delivered_total", {"route": name}) or 0
+        dead = sum(
+            sample("lead2cash_dead_letters_total", {"route": name, "stage": stage}) or 0
+            for stage in ("mapping", "delivery")
+        )
+        pending = hub.store.count_messages(name, "pending")
+        new = (
+            f"{after[name] - before[name]} new" if before is not None else "new: unknown, the store was down"
+        )
+        line = (
+            f"{name}: read {int(read)} ({new}), delivered {int(delivered)}, "
+            f"dead-lettered {int(dead)}, pending {pending}"
+        )
+        if route.halted:
+            line += f", HALTED: {route.halted}"
+            if pending:
+                halted_with_work.append(name)
+        unread = hub.read_errors.get(name)
+        if unread:
+            line += f", SOURCE NOT READ: {unread}"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if halted_with_work:
+        err.print(
+            f"halted with messages pending: {', '.join(halted_with_work)}; fix the cause, then "
+            "`lead2cash route resume -c ... ROUTE`",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 3
+    if not idle:
+        err.print("timed out before the routes were idle", markup=False)
+        return 2
+    if hub.read_errors:
+        err.print(
+            f"source(s) not read: {', '.join(hub.read_errors)} (the checkpoints are kept; see above)",
+            markup=False,
+            soft_wrap=True,
+        )
+        return 4
+    console.print("idle", markup=False)
+    return 0
+
+
+async def _report_lagging(hub: Any) -> None:
+    """Say what the sources' safety lag held back: a run right after a change otherwise looks like a no-op."""
+    for route in hub.routes.values():
+        behind = getattr(route.source, "behind", None)
+        if behind is None or route.source_id is None or route.name in hub.read_errors:
+            continue
+        try:
+            count = await behind(hub.store.checkpoint_get(route.source_id))
+        except Exception as exc:  # a report only: never fail the run for it
+            err.print(f"{route.name}: could not count the records still ahead ({exc})", markup=False)
+            continue
+        if count:
+            lag = getattr(route.source, "safety_lag", 0.0)
+            console.print(
+                f"{route.name}: {count} record(s) newer than the safety lag ({lag:g} s) were left for the "
+                "next run",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
 # ---------------------------------------------------------------------------------------------- dlq
 @dlq_app.command("list")
 def dlq_list(
@@ -280,35 +384,74 @@ def dlq_list(
     route: Annotated[str | None, typer.Option(help="only this route")] = None,
     status: Annotated[str, typer.Option(help="open | replayed | discarded | all")] = "open",
     limit: int = 100,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object per dead letter (metadata, no payloads)")
+    ] = False,
 ) -> None:
-    """List dead letters."""
+    """List dead letters. Ids and keys are printed whole (wrapped, never cut); --json for scripts."""
+    from lead2cash.web.app import dead_letter_summary
+
     hub = _hub(config)
     rows = hub.store.dlq_list(route, None if status == "all" else status, limit)
-    table = Table("id", "route", "stage", "class", "key", "status", "reason")
+    hub.close()
+    if as_json:
+        for d in rows:
+            sys.stdout.write(json.dumps(dead_letter_summary(d)) + "\n")
+        return
+    # The values one copies (into dlq show / replay, or a search) are never cut with an ellipsis, only
+    # wrapped: ids keep their width, keys fold.
+    table = Table(
+        Column("id", no_wrap=True, min_width=max((len(str(d.id)) for d in rows), default=2)),
+        Column("route", overflow="fold"),
+        "stage",
+        "class",
+        "status",
+        Column("key", overflow="fold"),
+        Column("reason", overflow="fold"),
+    )
     for d in rows:
         table.add_row(
             str(d.id),
             d.route,
             d.stage,
             d.error_class,
-            d.idempotency_key or "",
             d.status,
+            d.idempotency_key or "",
             d.error_message[:120],
         )
     console.print(table)
-    hub.close()
+
+
+def _json_pretty(value: Any, level: int = 0) -> str:
+    """Indented JSON that writes Decimals as they are: payload amounts stay exact, digit for digit."""
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k))}: {_json_pretty(v, level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(f"{inner}{_json_pretty(v, level + 1)}" for v in value) + f"\n{pad}]"
+    if isinstance(value, Decimal):
+        return str(value)
+    return json.dumps(value, default=str)
 
 
 @dlq_app.command("show")
 def dlq_show(config: ConfigOpt, dead_letter_id: int) -> None:
-    """Show one dead letter with its original payload and attempt history."""
+    """Show one dead letter with its original payload and attempt history (payloads as JSON, exact)."""
     hub = _hub(config)
     d = hub.store.dlq_get(dead_letter_id)
     hub.close()
     if d is None:
         err.print(f"no dead letter {dead_letter_id}")
         raise typer.Exit(1)
-    sys.stdout.write(json.dumps(d.__dict__, indent=2, default=str) + "\n")
+    record = dict(d.__dict__)
+    for name in ("original_payload", "canonical_payload"):
+        text = record[name]
+        if text is not None:
+            # A reject the source could not parse stays the text it was.
+            with contextlib.suppress(ValueError):
+                record[name] = json.loads(text, parse_float=Decimal)
+    sys.stdout.write(_json_pretty(record) + "\n")
 
 
 @dlq_app.command("replay")
@@ -412,21 +555,56 @@ def dlq_discard(config: ConfigOpt, ids: Annotated[list[int], typer.Argument(help
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
+def _sources(hub: Any) -> dict[str, Any]:
+    """Checkpointed sources of the config, by checkpoint name."""
+    return {r.source_id: r.source for r in hub.routes.values() if r.source_id}
+
+
+def _unknown_source(hub: Any, source: str) -> None:
+    known = sorted(set(_sources(hub)) | set(hub.store.checkpoints_all()))
+    err.print(f"unknown source {source!r}; known: {', '.join(known)}", markup=False, soft_wrap=True)
+    hub.close()
+    raise typer.Exit(1)
+
+
 @checkpoint_app.command("show")
-def checkpoint_show(config: ConfigOpt, source: Annotated[str | None, typer.Argument()] = None) -> None:
-    """Show checkpoints (and the history of one source)."""
+def checkpoint_show(
+    config: ConfigOpt,
+    source: Annotated[str | None, typer.Argument()] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON: {source: value}, or one source with its history")
+    ] = False,
+) -> None:
+    """Show checkpoints (and the history of one source). Names and values are printed whole."""
     hub = _hub(config)
-    table = Table("source", "value")
-    for name, value in sorted(hub.store.checkpoints_all().items()):
-        if source is None or name == source:
-            table.add_row(name, value)
+    stored = hub.store.checkpoints_all()
+    if source is not None and source not in stored and source not in _sources(hub):
+        _unknown_source(hub, source)
+    values = {n: v for n, v in sorted(stored.items()) if source is None or n == source}
+    history = hub.store.checkpoint_history(source) if source else []
+    hub.close()
+    if as_json:
+        out: dict[str, Any] = dict(values)
+        if source is not None:
+            out = {"source": source, "value": values.get(source), "history": history}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    table = Table(Column("source", overflow="fold"), Column("value", overflow="fold"))
+    for name, value in values.items():
+        table.add_row(name, value)
+    if source is not None and source not in values:
+        table.add_row(source, "(none yet: the first read starts at the beginning)")
     console.print(table)
     if source:
-        history = Table("changed_at_ms", "previous", "value", "reason")
-        for h in hub.store.checkpoint_history(source):
-            history.add_row(str(h["changed_at_ms"]), str(h["previous"]), h["value"], h["reason"])
-        console.print(history)
-    hub.close()
+        changes = Table(
+            "changed_at_ms",
+            Column("previous", overflow="fold"),
+            Column("value", overflow="fold"),
+            Column("reason", overflow="fold"),
+        )
+        for h in history:
+            changes.add_row(str(h["changed_at_ms"]), str(h["previous"]), h["value"], h["reason"])
+        console.print(changes)
 
 
 @checkpoint_app.command("set")
@@ -436,15 +614,94 @@ def checkpoint_set(
     value: str,
     reason: Annotated[str, typer.Option(help="why (kept in the checkpoint history)")],
 ) -> None:
-    """Move a source's checkpoint (to re-read or to skip), with a reason kept in the history."""
+    """Move a source's checkpoint (to re-read or to skip), with a reason kept in the history. The value
+    is checked against the source's format (a Salesforce cursor, a Lago date-time, an offset)."""
     hub = _hub(config)
-    known = {r.source_id for r in hub.routes.values() if r.source_id}
-    if source not in known:
-        err.print(f"unknown source {source!r}; known: {', '.join(sorted(known))}")
+    sources = _sources(hub)
+    if source not in sources:
+        _unknown_source(hub, source)
+    parse = getattr(sources[source], "parse_checkpoint", None)
+    if parse is not None:
+        try:
+            value = parse(value)
+        except ValueError as exc:
+            err.print(f"{source}: {exc}", markup=False, highlight=False, soft_wrap=True)
+            hub.close()
+            raise typer.Exit(1) from None
+    hub.store.checkpoint_set(source, value, reason)
+    console.print(f"{source} -> {value}", markup=False, highlight=False, soft_wrap=True)
+    hub.close()
+
+
+def _when(text: str) -> Any:
+    """``now`` (None), or a date / ISO 8601 date-time (a date is its midnight UTC)."""
+    import datetime as dt
+
+    if text == "now":
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: expected now, a date (2026-12-01) or a date-time (2026-12-01T09:00:00Z)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+@checkpoint_app.command("start")
+def checkpoint_start(
+    config: ConfigOpt,
+    source: str,
+    at: Annotated[
+        str,
+        typer.Option(help="now (the source system's clock) or a date / ISO 8601 date-time, UTC by default"),
+    ] = "now",
+    reason: Annotated[str, typer.Option(help="why (kept in the checkpoint history)")] = "first sync",
+    force: Annotated[bool, typer.Option(help="also when the source has a checkpoint already")] = False,
+) -> None:
+    """Start a source at a point in time, before its first run, so that run does not bill history: only
+    records changed from then on are read (Salesforce: SystemModstamp; the reconciliation sweep too)."""
+    hub = _hub(config)
+    sources = _sources(hub)
+    if source not in sources:
+        _unknown_source(hub, source)
+    starter = getattr(sources[source], "checkpoint_at", None)
+    if starter is None:
+        err.print(f"{source}: this source cannot start at a time; use `checkpoint set`", markup=False)
         hub.close()
         raise typer.Exit(1)
+    previous = hub.store.checkpoint_get(source)
+    if previous is not None and not force:
+        err.print(
+            f"{source} has a checkpoint already ({previous}); moving it skips records: --force to do so",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        hub.close()
+        raise typer.Exit(1)
+
+    try:
+        when = _when(at)
+    except typer.BadParameter:
+        hub.close()
+        raise
+
+    async def start() -> str:
+        try:
+            value: str = await starter(when)
+            return value
+        finally:
+            await hub.aclose_systems()
+
+    try:
+        value = asyncio.run(start())
+    except Exception as exc:
+        err.print(f"{source}: cannot start the checkpoint: {exc}", markup=False, soft_wrap=True)
+        hub.close()
+        raise typer.Exit(1) from None
     hub.store.checkpoint_set(source, value, reason)
-    console.print(f"{source} -> {value}")
+    console.print(f"{source} -> {value}", markup=False, highlight=False, soft_wrap=True)
     hub.close()
 
 
@@ -515,9 +772,14 @@ def sandbox(
         int, typer.Option(envvar="LEAD2CASH_SANDBOX_HUB_PORT", help="the hub's web port in --write-systems")
     ] = 8440,
 ) -> None:
-    """Start the Salesforce, Lago and SAP sandboxes over HTTPS on localhost."""
+    """Start the Salesforce, Lago and SAP sandboxes over HTTPS on localhost (Ctrl-C stops them)."""
+    from lead2cash.sandbox.faults import PROFILES
     from lead2cash.sandbox.registry import build_systems
     from lead2cash.sandbox.server import SandboxCluster
+
+    if faults not in PROFILES:
+        err.print(f"unknown fault profile {faults!r}; known: {', '.join(PROFILES)}", markup=False)
+        raise typer.Exit(2)
 
     if lead_to_cash:
         from lead2cash.demo.environment import demo_sandboxes
@@ -541,8 +803,19 @@ def sandbox(
     console.print("hub config (systems:):")
     sys.stdout.write(json.dumps(cluster.hub_config(), indent=2, default=str) + "\n")
     sys.stdout.flush()
-    with contextlib.suppress(KeyboardInterrupt):
-        cluster.run()
+    # The servers run in a thread and this one waits for Ctrl-C or SIGTERM: uvicorn, when it serves in
+    # the main thread, re-raises the signal it caught after shutting down, as a KeyboardInterrupt traceback.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        cluster.start_in_thread()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        cluster.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    err.print("sandboxes stopped", markup=False)
 
 
 def _write_sandbox_systems(path: Path, cluster: Any, state_dir: Path, hub_port: int) -> None:
@@ -581,27 +854,56 @@ def _write_sandbox_systems(path: Path, cluster: Any, state_dir: Path, hub_port: 
 # ---------------------------------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    workdir: Annotated[Path, typer.Option(help="where the demo keeps its state")] = Path(".state/demo"),
-    deals: Annotated[int, typer.Option(help="deals to close as won")] = 25,
+    workdir: Annotated[
+        Path,
+        typer.Option(
+            help="where the demo keeps its state (SQLite store, the systems file it writes, the sandboxes' "
+            "CA); emptied at start"
+        ),
+    ] = Path(".state/demo"),
+    deals: Annotated[int, typer.Option(help="deals to close as won in Salesforce")] = 25,
     seed: Annotated[int, typer.Option(help="seed of the sandboxes' data")] = 42,
-    advance_days: Annotated[int, typer.Option(help="days the billing clock moves on")] = 35,
+    advance_days: Annotated[
+        int,
+        typer.Option(
+            help="days the billing clock moves on after the deals are billed: subscription periods that "
+            "end within them are invoiced, posted and written back (0: one-off invoices only)"
+        ),
+    ] = 35,
     faults: Annotated[
-        str, typer.Option(help="none | flaky (20% errors and lost responses on all systems)")
+        str,
+        typer.Option(
+            help="none | flaky (20% errors and 5% lost responses on every call to every system, to see "
+            "retries and lookups at work)"
+        ),
     ] = "none",
-    keep_running: Annotated[bool, typer.Option(help="leave hub and sandboxes up afterwards")] = False,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            help="leave the hub and the sandboxes up afterwards, printing their URLs, the CA bundle, the "
+            "admin token and an admin request to try; Ctrl-C stops them"
+        ),
+    ] = False,
     minimal: Annotated[
-        bool, typer.Option(help="the smallest route instead: JSON Lines in, JSON Lines out")
+        bool,
+        typer.Option(
+            help="the smallest route instead: JSON Lines in, JSON Lines out, no sandboxes (with "
+            "--records); --deals, --advance-days, --faults and --keep-running do not apply"
+        ),
     ] = False,
     records: Annotated[int, typer.Option(help="with --minimal: orders to route")] = 500,
 ) -> None:
     """Lead to cash on the sandboxes: deals won in Salesforce, billed in Lago, posted in SAP, written back;
-    ends with the three systems reconciled. Exit 0 when they agree."""
+    ends with the three systems reconciled. Exit 0 when they agree (see docs/operating.md, "The demo")."""
     if minimal:
         from lead2cash.demo import run_minimal_demo
 
         raise typer.Exit(run_minimal_demo(workdir, records, console))
-    from lead2cash.demo.lead_to_cash import run_lead_to_cash_demo
+    from lead2cash.demo.lead_to_cash import FAULT_PROFILES, run_lead_to_cash_demo
 
+    if faults not in FAULT_PROFILES:
+        err.print(f"unknown fault profile {faults!r}; known: {', '.join(FAULT_PROFILES)}", markup=False)
+        raise typer.Exit(2)
     raise typer.Exit(
         run_lead_to_cash_demo(
             workdir,

@@ -57,6 +57,13 @@ class FileSource:
         self.name = name
         self.file = file
 
+    @staticmethod
+    def parse_checkpoint(value: str) -> str:
+        """An operator's checkpoint: a line offset (a whole number)."""
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"not a line offset: {value!r}; expected a whole number")
+        return str(int(value))
+
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
         result = self.file.read_from(int(checkpoint or 0), limit)
         return SourceBatch(result.records, str(result.offset), more=result.more, rejects=result.rejects)
@@ -177,6 +184,7 @@ class Hub:
         self._polls: dict[str, asyncio.Task[int]] = {}
         for route in self.routes.values():
             route.on_store_error = self.store_failed
+        self.read_errors: dict[str, str] = {}  # route -> why its source's last read failed
 
     @staticmethod
     def _new_sqlite_files(url: str) -> list[Path]:
@@ -416,6 +424,7 @@ class Hub:
             if exc.error_class is ErrorClass.THROTTLED and exc.retry_after:
                 self._source_paused[name] = time.monotonic() + exc.retry_after
             log.warning("source read failed; checkpoint kept", route=name, error=exc.describe())
+            self.read_errors[name] = exc.describe()
             return 0
         except Exception as exc:
             if is_unavailable(exc):
@@ -423,7 +432,9 @@ class Hub:
                 log.warning("source not read: the store is unavailable", route=name)
                 return 0
             log.exception("source read failed; checkpoint kept", route=name)
+            self.read_errors[name] = f"{type(exc).__name__}: {exc}"
             return 0
+        self.read_errors.pop(name, None)
         if count:
             self.wake(name)
         return count

@@ -18,6 +18,13 @@ class ConfirmationsSource:
         self.store = store
         self.route = route
 
+    @staticmethod
+    def parse_checkpoint(value: str) -> str:
+        """An operator's checkpoint: the last confirmation number read (a whole number, not a message id)."""
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"not a confirmation number: {value!r}; expected a whole number")
+        return str(int(value))
+
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
         rows = self.store.delivered_since(self.route, int(checkpoint or 0), limit)
         records = [self._record(m) for m in rows]

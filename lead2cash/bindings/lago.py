@@ -551,12 +551,22 @@ class OrderTarget:
 
         found = await _together(*(exists(kind, code) for kind, code in unknown))
         known.update(w for w, ok in zip(unknown, found, strict=True) if ok)
-        absent = [f"{kind} {code}" for (kind, code), ok in zip(unknown, found, strict=True) if not ok]
-        if absent:
+        missing = [(kind, code) for (kind, code), ok in zip(unknown, found, strict=True) if not ok]
+        if missing:
+            # Named as Lago's own 404 would name them (code=plan_not_found; plan_code=...).
+            details: dict[str, Any] = {"order": order.id}
+            for kind, field, reason in (
+                ("plan", "plan_code", "plan_not_found"),
+                ("add-on", "add_on_code", "add_on_not_found"),
+            ):
+                codes = [code for k, code in missing if k == kind]
+                if codes:
+                    details["code"] = f"{details['code']},{reason}" if "code" in details else reason
+                    details[field] = ", ".join(codes)
+            absent = ", ".join(f"{kind} {code}" for kind, code in missing)
             raise PermanentError(
-                f"order {order.id}: Lago has no {', '.join(absent)} (check the mapping tables); "
-                "nothing of the order was billed",
-                details={"order": order.id, "missing": ",".join(absent)},
+                f"order {order.id}: Lago has no {absent} (check the mapping tables); nothing of the order was billed",
+                details=details,
             )
 
     def _billed_before(self, spec_keys: list[str]) -> set[str]:
@@ -691,6 +701,18 @@ class LagoEventSource:
         # The rest of the last listing, for the next read of the same poll: Lago has no "updated since"
         # filter, so each listing reads the whole window and must not be repeated per batch.
         self._backlog: tuple[str | None, list[Mapping[str, Any]]] = (None, [])
+
+    @staticmethod
+    def parse_checkpoint(value: str) -> str:
+        """An operator's checkpoint: the latest ``updated_at`` read (an ISO 8601 date-time)."""
+        try:
+            date.fromisoformat(value[:10])
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"not a Lago checkpoint: {value!r}; expected an ISO 8601 date-time such as 2026-12-01T00:00:00Z"
+            ) from None
+        return value
 
     # -- the state gate
     def state(self, obj: Mapping[str, Any]) -> str:

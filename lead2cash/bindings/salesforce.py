@@ -133,6 +133,38 @@ class SalesforceSource:
         self._defaults(records)
         return SourceBatch(records, None)
 
+    # ------------------------------------------------------------------ operators (lead2cash checkpoint, run)
+    @staticmethod
+    def parse_checkpoint(value: str) -> str:
+        """A checkpoint an operator typed, checked and normalised (ValueError when malformed)."""
+        try:
+            return Cursor.loads(value).dumps()
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"not a Salesforce cursor ({exc}); expected JSON such as "
+                '{"ts": "2026-12-01T00:00:00.000Z", "id": "000000000000000", "sweep_after": null, '
+                '"sweep_at": null}, or use `lead2cash checkpoint start`'
+            ) from None
+
+    async def checkpoint_at(self, when: dt.datetime | None) -> str:
+        """The checkpoint that starts reading at ``when`` (None: the org's clock now)."""
+        if when is None:
+            await self.client.start(self.budget)
+            when = await self.client.call(self.budget, self.reader.server_time, "read the org's clock")
+        return Cursor.starting_at(when).dumps()
+
+    async def behind(self, checkpoint: str | None) -> int:
+        """Records past the checkpoint: after a read that caught up, those inside the safety lag."""
+        cursor = Cursor.loads(checkpoint)
+        await self.client.start(self.budget)
+        return await self.client.call(
+            self.budget, lambda sf: self.reader.count_after(sf, cursor), f"count {self.reader.spec.object}"
+        )
+
+    @property
+    def safety_lag(self) -> float:
+        return self.reader.safety_lag
+
 
 class WritebackTarget:
     """An Invoice's billing state onto its Opportunity (update by Id, coalesced into collections).
@@ -249,7 +281,7 @@ class SalesforceBinding:
                 username=auth.username,
                 password=auth.password.get_secret_value() if auth.password else None,
                 private_key_file=Path(key_file) if key_file else None,
-                audience=auth.audience or config.login_url,
+                audience=auth.audience,  # default: jwt_audience(token URL), never the My Domain host
             ),
             instance_url=config.instance_url,
             api_version=config.api_version,

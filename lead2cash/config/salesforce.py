@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from lead2cash.config.base import Duration, Strict
 
+GENERIC_LOGIN_HOSTS = frozenset({"login.salesforce.com", "test.salesforce.com"})
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}(?:\.[A-Za-z][A-Za-z0-9_]{0,79}){0,4}$")
 
 
@@ -31,7 +33,9 @@ class SalesforceAuth(Strict):
     password: SecretStr | None = Field(None, description="password + security token (password grant)")
     private_key_file: str | None = Field(None, description="PEM private key that signs the JWT (jwt_bearer)")
     audience: str | None = Field(
-        None, description="JWT aud; default the login URL (https://login.salesforce.com or test.)"
+        None,
+        description="JWT aud; default https://login.salesforce.com (https://test.salesforce.com for a "
+        "sandbox or test. login URL), never the My Domain host",
     )
 
     @model_validator(mode="after")
@@ -78,7 +82,9 @@ class SalesforceSystemConfig(Strict):
         None, description="https://<my-domain>.my.salesforce.com; default: the token's"
     )
     login_url: str | None = Field(
-        None, description="https://login.salesforce.com (or test.); token_url derives"
+        None,
+        description="the org's My Domain URL (https://MyDomainName.my.salesforce.com), or "
+        "https://login.salesforce.com / test. (not with client_credentials); token_url derives",
     )
     token_url: str | None = Field(
         None, description="OAuth token endpoint; default <login_url>/services/oauth2/token"
@@ -109,6 +115,14 @@ class SalesforceSystemConfig(Strict):
             raise ValueError("give token_url or login_url")
         if not self.multi_currency and not self.default_currency:
             raise ValueError("default_currency is required when multi_currency is false")
+        host = (urlsplit(self.resolved_token_url).hostname or "").lower()
+        if self.auth.grant_type == "client_credentials" and host in GENERIC_LOGIN_HOSTS:
+            # Salesforce refuses this flow on its generic login hosts (help article 000886201).
+            raise ValueError(
+                f"the client_credentials flow needs the org's My Domain login URL "
+                f"(https://MyDomainName.my.salesforce.com, or MyDomainName--SandboxName.sandbox.my."
+                f"salesforce.com for a sandbox); Salesforce does not accept it on {host}"
+            )
         return self
 
     @property

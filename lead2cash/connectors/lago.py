@@ -225,13 +225,19 @@ class LagoClient:
 
     async def create_subscription(self, subscription: Mapping[str, Any]) -> dict[str, Any]:
         # An active or pending subscription with the same external_id is returned, not duplicated.
-        data = await self.request(
-            "POST",
-            "/subscriptions",
-            "subscriptions.create",
-            body={"subscription": subscription},
-            idempotent=True,
-        )
+        try:
+            data = await self.request(
+                "POST",
+                "/subscriptions",
+                "subscriptions.create",
+                body={"subscription": subscription},
+                idempotent=True,
+            )
+        except LagoNotFound as exc:
+            # Lago's 404 names no code: the dead letter must say which plan to create (or map).
+            if exc.details.get("code") == "plan_not_found":
+                exc.details["plan_code"] = subscription.get("plan_code")
+            raise
         return dict(data["subscription"])
 
     async def list_subscriptions(
@@ -254,9 +260,15 @@ class LagoClient:
         return dict(data["subscription"])
 
     async def create_one_off_invoice(self, invoice: Mapping[str, Any]) -> dict[str, Any]:
-        data = await self.request(
-            "POST", "/invoices", "invoices.create", body={"invoice": invoice}, idempotent=False
-        )
+        try:
+            data = await self.request(
+                "POST", "/invoices", "invoices.create", body={"invoice": invoice}, idempotent=False
+            )
+        except LagoNotFound as exc:
+            if exc.details.get("code") == "add_on_not_found":
+                codes = sorted({str(f.get("add_on_code")) for f in invoice.get("fees") or []})
+                exc.details["add_on_code" if len(codes) == 1 else "add_on_codes (one of)"] = ", ".join(codes)
+            raise
         return dict(data["invoice"])
 
     async def update_invoice(self, lago_id: str, invoice: Mapping[str, Any]) -> dict[str, Any]:

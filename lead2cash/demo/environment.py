@@ -122,6 +122,7 @@ def hub_systems_config(
     log_level: str = "WARNING",
     worker_id: str = "lead-to-cash-demo",
     overrides: dict[str, dict[str, Any]] | None = None,
+    admin_token: str | None = None,
 ) -> dict[str, Any]:
     """The hub's systems file for the sandboxes, from the ``systems:`` JSON they print (``printed``):
     state store, web app (the Lago webhook receiver) and the four systems the shipped routes name.
@@ -139,10 +140,13 @@ def hub_systems_config(
     }
     for name, extra in (overrides or {}).items():
         systems[name] = _merged(systems[name], extra)
+    web: dict[str, Any] = {"enabled": True, "host": "127.0.0.1", "port": web_port}
+    if admin_token:
+        web["admin_token"] = admin_token
     return {
         "state": {"url": store_url, "worker_id": worker_id},
         "logging": {"level": log_level},
-        "web": {"enabled": True, "host": "127.0.0.1", "port": web_port},
+        "web": web,
         "systems": systems,
     }
 
@@ -176,8 +180,10 @@ class LeadToCash(SandboxClients):
         config_dir: Path = CONFIG_DIR,
         safety_lag: str = "1s",
         log_level: str = "WARNING",
+        admin_token: str | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
+        self.admin_token = admin_token
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.salesforce, self.lago, self.sap = demo_sandboxes(seed, seed_size)
         self.cluster = SandboxCluster(
@@ -206,6 +212,7 @@ class LeadToCash(SandboxClients):
             web_port=self.web_port,
             safety_lag=safety_lag,
             log_level=log_level,
+            admin_token=self.admin_token,
         )
 
     # ------------------------------------------------------------------ the systems, as a person would use them

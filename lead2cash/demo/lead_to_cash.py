@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import signal
 import sys
@@ -62,6 +63,25 @@ def _progress_table(p: Progress, phase: str, elapsed: float) -> Panel:
     return Panel(table, title=f"lead2cash demo: {phase}", subtitle=f"{elapsed:,.1f} s")
 
 
+AMOUNT_COLUMNS = (
+    (
+        "won in Salesforce",
+        "net Amount (before tax) of every won Opportunity: the deals closed now and before",
+    ),
+    (
+        "invoiced in Lago",
+        "gross totals (tax included) of every invoice Lago finalized: one-off fees at once, subscription "
+        "periods as the billing clock passes their end (--advance-days)",
+    ),
+    ("receivables in SAP", "balance of the receivables account, per transaction currency"),
+    (
+        "Lago = SAP",
+        "invoiced and receivables must agree to the minor unit; won differs from them by tax and by "
+        "periods not billed yet",
+    ),
+)
+
+
 def summary_tables(agreement: Agreement, progress: Progress) -> Group:
     amounts = Table(title="amounts per currency", header_style="bold")
     for col in ("currency", "won in Salesforce", "invoiced in Lago", "receivables in SAP", "Lago = SAP"):
@@ -93,7 +113,12 @@ def summary_tables(agreement: Agreement, progress: Progress) -> Group:
         str(progress.retries),
         str(progress.dead_letters),
     )
-    return Group(amounts, counts)
+    legend = Table.grid(padding=(0, 2))
+    legend.add_column(style="bold", no_wrap=True)
+    legend.add_column()
+    for name, meaning in AMOUNT_COLUMNS:
+        legend.add_row(name, meaning)
+    return Group(amounts, legend, counts)
 
 
 async def _run(
@@ -152,6 +177,14 @@ async def _run(
             console.print(f"  {name:<11} {env.cluster.base_url(name)}")
         console.print(f"  hub         http://127.0.0.1:{env.web_port}  (/health, /metrics, /webhooks/lago)")
         console.print(f"  CA bundle   {env.cluster.ca_bundle}")
+        console.print(f"  admin token {env.admin_token}", markup=False, highlight=False)
+        console.print(
+            f"  try:        curl -s -H 'Authorization: Bearer {env.admin_token}' "
+            f"'http://127.0.0.1:{env.web_port}/admin/dead-letters?status=all'",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -176,7 +209,8 @@ def run_lead_to_cash_demo(
         raise ValueError(f"unknown fault profile {faults!r}; known: {', '.join(FAULT_PROFILES)}")
     if workdir.exists():
         shutil.rmtree(workdir)
-    env = LeadToCash(workdir, seed=seed, seed_size=max(60, deals * 3))
+    # The admin API answers only with a token; the demo makes one per run (printed with --keep-running).
+    env = LeadToCash(workdir, seed=seed, seed_size=max(60, deals * 3), admin_token=secrets.token_urlsafe(24))
     try:
         return asyncio.run(_run(env, console, deals, advance_days, faults, timeout, keep_running))
     finally:

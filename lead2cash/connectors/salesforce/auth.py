@@ -10,6 +10,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -21,6 +22,27 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GRANT_TYPES = ("client_credentials", "password", "jwt_bearer")
 
 
+LOGIN_AUDIENCE = "https://login.salesforce.com"
+TEST_AUDIENCE = "https://test.salesforce.com"
+
+
+def jwt_audience(url: str) -> str:
+    """The JWT bearer ``aud`` for a login or token URL. Salesforce takes only its authorization server
+    here, never a My Domain host (which it answers with ``audience is invalid``): test.salesforce.com for
+    sandboxes and scratch orgs, login.salesforce.com for everything else; an Experience Cloud site keeps
+    its own URL. (help.salesforce.com: "OAuth 2.0 JWT Bearer Flow for Server-to-Server Integration".)"""
+    parsed = urlsplit(url)
+    host = (parsed.hostname or "").lower()
+    if host == "test.salesforce.com" or host.endswith(
+        (".sandbox.my.salesforce.com", ".scratch.my.salesforce.com")
+    ):
+        return TEST_AUDIENCE
+    if host.endswith((".my.site.com", ".force.com")):
+        path = parsed.path.split("/services/")[0].rstrip("/")
+        return f"https://{host}{path}"
+    return LOGIN_AUDIENCE
+
+
 @dataclass(frozen=True)
 class Credentials:
     grant_type: str
@@ -29,7 +51,7 @@ class Credentials:
     username: str | None = None
     password: str | None = None
     private_key_file: Path | None = None
-    audience: str | None = None  # JWT ``aud``: the login host, e.g. https://login.salesforce.com
+    audience: str | None = None  # JWT ``aud``; default jwt_audience(token URL)
 
     def __repr__(self) -> str:  # never print secrets
         return f"Credentials(grant_type={self.grant_type!r}, client_id={self.client_id!r})"
@@ -102,7 +124,7 @@ class TokenProvider:
             claims = {
                 "iss": c.client_id,
                 "sub": c.username,
-                "aud": c.audience or self.token_url.split("/services/")[0],
+                "aud": c.audience or jwt_audience(self.token_url),
                 "exp": int(time.time()) + 180,  # token request lifetime only; never a watermark
             }
             return {"grant_type": JWT_BEARER, "assertion": jwt.encode(claims, key, algorithm="RS256")}

@@ -36,6 +36,8 @@ from lead2cash.connectors.salesforce.soql import (
     by_ids_query,
     changes_query,
     child_changes_query,
+    child_count_after_query,
+    count_after_query,
     format_datetime,
     parse_datetime,
     strip_attributes,
@@ -146,6 +148,18 @@ class ChangeReader:
             return self._burst_time
         return self.clock.read(sf, self.spec.object)
 
+    def server_time(self, sf: Salesforce) -> dt.datetime:
+        return self.clock.read(sf, self.spec.object)
+
+    def count_after(self, sf: Salesforce, cursor: Cursor) -> int:
+        """Records past the cursor: after a read that caught up, the ones within the safety lag (line items
+        changed past the child position included: each makes its parent read again)."""
+        count = int(sf.query(count_after_query(self.spec, cursor)).get("totalSize", 0))
+        child = self.spec.watched_child
+        if child is not None and cursor.child_ts is not None:
+            count += int(sf.query(child_count_after_query(self.spec, child, cursor)).get("totalSize", 0))
+        return count
+
     def read(self, sf: Salesforce, cursor: Cursor, limit: int) -> ReadResult:
         result = self._read(sf, cursor, limit)
         if result.more and result.server_time is not None:
@@ -208,7 +222,7 @@ class ChangeReader:
         room = limit - len(records)
         if room <= 0:
             return ReadResult(records, new, True, now)
-        rows = fetch_all(sf, sweep_query(self.spec, new.sweep_after, room), include_deleted=False)
+        rows = fetch_all(sf, sweep_query(self.spec, new.sweep_after, room, new.floor), include_deleted=False)
         seen = {(r["Id"], r.get("SystemModstamp")) for r in records}
         records.extend(r for r in rows if (r["Id"], r.get("SystemModstamp")) not in seen)
         if len(rows) >= room:

@@ -147,13 +147,16 @@ def changes_query(spec: QuerySpec, cursor: Cursor, upper: dt.datetime, limit: in
     return format_soql(template, **values)
 
 
-def sweep_query(spec: QuerySpec, after: str, limit: int) -> str:
-    """A page of the reconciliation sweep: every live record, keyset on Id."""
+def sweep_query(spec: QuerySpec, after: str, limit: int, floor: dt.datetime | None = None) -> str:
+    """A page of the reconciliation sweep: every live record (changed since ``floor``), keyset on Id."""
     values: dict[str, Any] = {"limit": int(limit)}
     where = []
     if after:
         values["after"] = record_id(after)
         where.append("Id > {after}")
+    if floor is not None:
+        values["floor"] = floor
+        where.append("SystemModstamp >= {floor}")
     where.extend(spec.filter_clause(values))
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     template = f"SELECT {spec.select()} FROM {spec.object}{clause} ORDER BY Id ASC LIMIT {{limit}}"  # noqa: S608
@@ -189,6 +192,35 @@ def child_changes_query(
     return format_soql(template, **values)
 
 
+def count_after_query(spec: QuerySpec, cursor: Cursor) -> str:
+    """How many records lie past ``cursor`` (the change query without its upper bound)."""
+    values: dict[str, Any] = {}
+    where = []
+    if cursor.ts is not None and cursor.id is not None:
+        values.update(ts=cursor.ts, id=record_id(cursor.id))
+        where.append("(SystemModstamp > {ts} OR (SystemModstamp = {ts} AND Id > {id}))")
+    where.extend(spec.filter_clause(values))
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return format_soql(f"SELECT COUNT() FROM {spec.object}{clause}", **values)  # noqa: S608
+
+
+def child_count_after_query(spec: QuerySpec, child: ChildQuery, cursor: Cursor) -> str:
+    """How many ``child`` records (line items) changed past the cursor's child position."""
+    assert child.object and child.parent_field
+    values: dict[str, Any] = {}
+    where = []
+    if cursor.child_ts is not None:
+        values["ts"] = cursor.child_ts
+        if cursor.child_id is not None:
+            values["id"] = record_id(cursor.child_id)
+            where.append("(SystemModstamp > {ts} OR (SystemModstamp = {ts} AND Id > {id}))")
+        else:
+            where.append("SystemModstamp > {ts}")
+    where.extend(spec.filter_clause(values, via=child.parent_relationship))
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return format_soql(f"SELECT COUNT() FROM {child.object}{clause}", **values)  # noqa: S608
+
+
 def by_keys_query(obj: str, key_field: str, keys: Sequence[str], fields: Sequence[str]) -> str:
     names = ", ".join(dict.fromkeys(identifier(f) for f in ("Id", *fields)))
     template = f"SELECT {names} FROM {identifier(obj)} WHERE {identifier(key_field)} IN {{keys}}"  # noqa: S608
@@ -200,7 +232,9 @@ class Cursor:
     """The source checkpoint: the keyset position of the last record handed to the inbox, and the state of
     the reconciliation sweep (``sweep_after`` is None when no sweep runs; "" when one just started).
     ``child_ts``/``child_id``: the position on the watched child object (line items), when there is one;
-    ``child_id`` None means after every child stamped ``child_ts``."""
+    ``child_id`` None means after every child stamped ``child_ts``.
+    ``floor``: the start set by ``lead2cash checkpoint start``; the sweep leaves older records alone, so a
+    first sync that starts at a date never bills the deals won before it."""
 
     ts: dt.datetime | None = None
     id: str | None = None
@@ -208,6 +242,18 @@ class Cursor:
     sweep_at: dt.datetime | None = None
     child_ts: dt.datetime | None = None
     child_id: str | None = None
+    floor: dt.datetime | None = None
+
+    # The lowest record id: a cursor at (when, FIRST_ID) reads every record stamped at ``when`` or later.
+    FIRST_ID = "0" * 15
+
+    @classmethod
+    def starting_at(cls, when: dt.datetime) -> Cursor:
+        if when.tzinfo is None:
+            raise ValueError("naive datetime")
+        # Just before ``when``: the keyset is strictly after (ts, id), and ids compare above FIRST_ID; the
+        # line-item position likewise, so a line item changed at ``when`` is read (a source without one ignores it).
+        return cls(ts=when, id=cls.FIRST_ID, sweep_at=when, child_ts=when, child_id=cls.FIRST_ID, floor=when)
 
     def dumps(self) -> str:
         data: dict[str, Any] = {
@@ -219,6 +265,8 @@ class Cursor:
         if self.child_ts is not None:
             data["child_ts"] = format_datetime(self.child_ts)
             data["child_id"] = self.child_id
+        if self.floor is not None:
+            data["floor"] = format_datetime(self.floor)
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -235,12 +283,18 @@ class Cursor:
         after = data.get("sweep_after")
         if after:
             record_id(after)
+        if after is not None and not isinstance(after, str):
+            raise ValueError("sweep_after is not a record id")
         sweep_at = parse_datetime(data["sweep_at"]) if data.get("sweep_at") else None
         child_ts = parse_datetime(data["child_ts"]) if data.get("child_ts") else None
         child_id = record_id(data["child_id"]) if data.get("child_id") else None
         if child_id is not None and child_ts is None:
             raise ValueError("checkpoint has child_id without child_ts")
-        return cls(ts, rid, after if after is not None else None, sweep_at, child_ts, child_id)
+        floor = parse_datetime(data["floor"]) if data.get("floor") else None
+        unknown = set(data) - {"ts", "id", "sweep_after", "sweep_at", "child_ts", "child_id", "floor"}
+        if unknown:
+            raise ValueError(f"unknown checkpoint field(s): {', '.join(sorted(unknown))}")
+        return cls(ts, rid, after if after is not None else None, sweep_at, child_ts, child_id, floor)
 
 
 @dataclass

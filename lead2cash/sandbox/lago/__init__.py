@@ -9,8 +9,9 @@ that ended (in arrears, prorated by days for partial calendar periods) and fires
 
 Conventions (see ``seed.py``): plans are coded ``<PRODUCT>__<CURRENCY>`` (``plan_code_for``), add-ons
 like the product. Taxes: the catalogue's tax codes; a customer gets its ``tax_codes`` or, when it has
-none, the tax of its country. KWD is refused by default (``unsupported_currencies``) because Lago's
-Currency enum does not list it; pass ``unsupported_currencies=()`` to exercise 3-decimal amounts.
+none, the tax of its country. Currencies are the ones Lago's own validation accepts (``currencies.py``: KWD
+and JOD included, though Lago's OpenAPI ``Currency`` enum omits them); ``unsupported_currencies`` refuses
+some more, as a Lago that does not take them would.
 
 Fault operations: ``customers.create|list|get``, ``plans.list|get``, ``add_ons.list|get``,
 ``subscriptions.create|list|get|update|terminate``, ``invoices.create|list|get|update|finalize|void``,
@@ -36,6 +37,7 @@ from typing import Any
 
 from lead2cash.sandbox.catalog import CURRENCIES
 from lead2cash.sandbox.faults import EffectCounter, Faults
+from lead2cash.sandbox.lago.currencies import LAGO_CURRENCIES
 from lead2cash.sandbox.lago.seed import plan_code_for, seed_catalog, seed_customers
 from lead2cash.sandbox.lago.store import Clock, LagoStore
 from lead2cash.sandbox.lago.webhooks import DispatchSettings, Signer, WebhookDispatcher
@@ -64,7 +66,7 @@ class LagoSandbox:
         api_url: str | None = None,
         clock_start: datetime = DEFAULT_CLOCK_START,
         grace_period_days: int = 0,
-        unsupported_currencies: tuple[str, ...] = ("KWD",),
+        unsupported_currencies: tuple[str, ...] = (),
         rate_limit_per_s: int | None = None,
     ) -> None:
         if webhook_signature not in ("hmac", "jwt"):
@@ -78,6 +80,7 @@ class LagoSandbox:
         self.clock_start = clock_start
         self.grace_period_days = grace_period_days
         self.currencies = tuple(c for c in CURRENCIES if c not in unsupported_currencies)
+        self.accepted_currencies = LAGO_CURRENCIES - set(unsupported_currencies)
         self.rate_limit_per_s = rate_limit_per_s
         self.faults = Faults("lago", seed)
         self.faults.set_profile(faults_profile)
@@ -102,6 +105,7 @@ class LagoSandbox:
             effects=self.effects,
             emit=lambda *args: self.webhooks.publish(*args),
             currencies=self.currencies,
+            accepted_currencies=self.accepted_currencies,
             grace_period_days=self.grace_period_days,
         )
         seed_catalog(store)

@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from lead2cash.sandbox.faults import EffectCounter
+from lead2cash.sandbox.lago.currencies import LAGO_CURRENCIES
 from lead2cash.sandbox.lago.money import decimal_str, round_half_up, tax_amount, to_major
 
 Emit = Callable[[str, str, dict[str, Any]], None]
@@ -663,12 +664,15 @@ class LagoStore:
         currencies: tuple[str, ...],
         grace_period_days: int = 0,
         organization_name: str = "lead2cash sandbox",
+        accepted_currencies: frozenset[str] | None = None,
     ) -> None:
         self._rng = random.Random(f"lago-ids:{seed}")
         self.clock = clock
         self.effects = effects
         self.emit = emit
-        self.currencies = currencies
+        self.currencies = currencies  # the catalogue's, seeded with plans
+        # What the API takes, as Lago's own validation (not its OpenAPI enum): see currencies.py.
+        self.accepted_currencies = LAGO_CURRENCIES if accepted_currencies is None else accepted_currencies
         self.grace_period_days = grace_period_days
         self.organization_id = self.new_id()
         self.number_prefix = f"{organization_name[:3].upper()}-{self.organization_id[-4:].upper()}"
@@ -710,7 +714,7 @@ class LagoStore:
         return add_on
 
     def check_currency(self, currency: Any) -> str:
-        if currency not in self.currencies:
+        if currency not in self.accepted_currencies:
             raise invalid(currency="value_is_invalid")
         return str(currency)
 

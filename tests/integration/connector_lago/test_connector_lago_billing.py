@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -39,8 +40,13 @@ def test_orders_bill_exactly_once_through_503_429_and_lost_invoice_responses(
     lago: LagoTestEnv, tmp_path: Path
 ) -> None:
     orders = make_orders(CI_ORDERS, prefix="ACC", seed=11)
-    kwd = make_orders(3, prefix="KWD", seed=12, currencies=("KWD",))
-    doubles.memory_system("mem", {}).records.extend([*orders, *kwd])
+    # BHD (3 decimals, like KWD) is not a currency Lago accepts: the KWD catalogue's prices, relabelled.
+    bhd = json.loads(
+        json.dumps(make_orders(3, prefix="BHD", seed=12, currencies=("KWD",)))
+        .replace('"KWD"', '"BHD"')
+        .replace('"KW"', '"BH"')
+    )
+    doubles.memory_system("mem", {}).records.extend([*orders, *bhd])
     flaky = {"error_rate": 0.3, "error_statuses": [503, 429], "retry_after_s": 0}
     lago.faults(
         {
@@ -88,13 +94,13 @@ def test_orders_bill_exactly_once_through_503_429_and_lost_invoice_responses(
         sub = lago.api.get(f"/subscriptions/{external_id}").json()["subscription"]
         assert sub["plan_amount_cents"] == cents
 
-    # KWD is no Lago currency: a permanent failure with Lago's field errors, nothing half-billed.
+    # BHD is no Lago currency: a permanent failure with Lago's field errors, nothing half-billed.
     dead = hub.store.dlq_list("bill")
-    assert {d.idempotency_key for d in dead} == {f"order:{o['id']}:v1" for o in kwd}
+    assert {d.idempotency_key for d in dead} == {f"order:{o['id']}:v1" for o in bhd}
     for d in dead:
         assert d.error_class == "permanent"
         assert "currency" in d.error_message and "value_is_invalid" in d.error_message
-    assert not any(k.startswith("KWD-") for k in effects.get("customer.create", {}))
+    assert not any(k.startswith("BHD-") for k in effects.get("customer.create", {}))
     assert hub.store.count_messages("bill", "delivered") == CI_ORDERS
     hub.close()
 

@@ -80,9 +80,25 @@ def test_invoice_totals_are_exact_in_minor_units(lago_env) -> None:
         )
 
 
-def test_kwd_is_refused_like_lago_unless_enabled() -> None:
-    # Lago's Currency enum has no KWD; the default sandbox answers as Lago would.
+@pytest.mark.parametrize(
+    ("currency", "accepted"),
+    [("KWD", True), ("JOD", True), ("BHD", False), ("OMR", False), ("TND", False), ("XYZ", False)],
+)
+def test_currencies_follow_lagos_accepted_list_not_its_openapi_enum(currency: str, accepted: bool) -> None:
+    # Lago validates against Currencies::ACCEPTED_CURRENCIES (lago-api, app/models/concerns/currencies.rb),
+    # which has KWD and JOD; its OpenAPI Currency enum lists neither. BHD, OMR and TND are on neither.
     sandbox = LagoSandbox(seed=3, seed_size=0)
+    sandbox.store.emit = lambda *_: None
+    if accepted:
+        assert sandbox.store.upsert_customer({"external_id": "k", "currency": currency}).currency == currency
+    else:
+        with pytest.raises(LagoError) as refused:
+            sandbox.store.upsert_customer({"external_id": "k", "currency": currency})
+        assert refused.value.body()["error_details"] == {"currency": ["value_is_invalid"]}
+
+
+def test_a_lago_that_refuses_a_currency_is_simulated_with_unsupported_currencies() -> None:
+    sandbox = LagoSandbox(seed=3, seed_size=0, unsupported_currencies=("KWD",))
     sandbox.store.emit = lambda *_: None
     with pytest.raises(LagoError) as refused:
         sandbox.store.upsert_customer({"external_id": "k", "currency": "KWD"})
