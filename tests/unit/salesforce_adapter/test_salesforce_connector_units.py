@@ -30,6 +30,7 @@ from lead2cash.connectors.salesforce.soql import (
     by_keys_query,
     changes_query,
     child_changes_query,
+    child_count_after_query,
     identifier,
     sweep_query,
 )
@@ -147,6 +148,37 @@ def test_cursor_round_trip() -> None:
     assert Cursor.loads(None) == Cursor()
     with pytest.raises(ValueError):
         Cursor.loads(json.dumps({"ts": "2025-01-02T03:04:05.000Z"}))
+
+
+def test_a_started_cursor_keeps_its_floor_and_line_position_and_operators_may_type_both() -> None:
+    from lead2cash.bindings.salesforce import SalesforceSource
+
+    started = Cursor.starting_at(UPPER)
+    # The line items start where the Opportunities do: a line changed at the start is read, none before.
+    assert (started.child_ts, started.child_id, started.floor) == (UPPER, Cursor.FIRST_ID, UPPER)
+    assert Cursor.loads(started.dumps()) == started
+    # `checkpoint set` takes what the reader writes: the line position and the floor together.
+    typed = json.dumps(
+        {
+            "ts": "2025-01-02T03:04:05.000Z",
+            "id": "006Dx0000000009IAA",
+            "sweep_after": None,
+            "sweep_at": None,
+            "child_ts": "2025-01-02T03:04:06.000Z",
+            "child_id": "00kDx0000000009IAA",
+            "floor": "2025-01-01T00:00:00.000Z",
+        }
+    )
+    cursor = Cursor.loads(SalesforceSource.parse_checkpoint(typed))
+    assert cursor.child_id == "00kDx0000000009IAA" and cursor.floor is not None
+    with pytest.raises(ValueError, match="unknown checkpoint field"):
+        SalesforceSource.parse_checkpoint(typed.replace('"floor"', '"flor"'))
+    # What the safety lag held back on the line items, from their own position, the filters via the parent.
+    assert _skeleton(child_count_after_query(SPEC, LINES, cursor)) == (
+        "SELECT COUNT() FROM OpportunityLineItem WHERE (SystemModstamp > 2025-01-02T03:04:06.000Z OR "
+        "(SystemModstamp = 2025-01-02T03:04:06.000Z AND Id > '?')) AND Opportunity.StageName = '?' AND "
+        "Opportunity.Type IN ('?','?')"
+    )
 
 
 @pytest.mark.parametrize(
