@@ -185,6 +185,20 @@ done > "$DOCS_TEST_SESSION"
 """
 
 
+def _run(argv: list[str], workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A block's process, its output and errors in one text, bounded by BLOCK_TIMEOUT."""
+    return subprocess.run(
+        argv,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=BLOCK_TIMEOUT,
+        check=False,
+    )
+
+
 def run_shell(
     block: Block, workdir: Path, env: dict[str, str], ports: dict[str, int], session: Path | None = None
 ) -> None:
@@ -199,16 +213,7 @@ def run_shell(
         script += [f"echo '@@docs-test step {n}@@'", with_ports(step.command, ports)]
     if session is not None:
         script.append(_SAVE_VARIABLES)
-    proc = subprocess.run(
-        ["bash", "-c", "\n".join(script)],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=BLOCK_TIMEOUT,
-        check=False,
-    )
+    proc = _run(["bash", "-c", "\n".join(script)], workdir, env)
     outputs: dict[int, str] = {}
     current = -1
     for out_line in proc.stdout.splitlines():
@@ -288,16 +293,7 @@ def run_python(block: Block, workdir: Path, env: dict[str, str], ports: dict[str
             raise DocsError(f"{block.where}: the block is not a verbatim part of {block.argument}")
     script = workdir / f"block_{Path(block.file).stem}_{block.line}.py"
     script.write_text(with_ports(block.code, ports), encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=BLOCK_TIMEOUT,
-        check=False,
-    )
+    proc = _run([sys.executable, str(script)], workdir, env)
     if proc.returncode != 0:
         raise DocsError(
             f"{block.where}: the Python block failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{HINT}"
