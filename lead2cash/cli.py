@@ -90,7 +90,7 @@ def _without_code(loaded: Any) -> Any:
     import dataclasses
 
     from lead2cash.config.sap import SapSystemConfig
-    from lead2cash.config.schema import PythonSystemConfig
+    from lead2cash.systems.python.config import PythonSystemConfig
 
     cfg = loaded.config
     systems = {}

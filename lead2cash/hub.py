@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -19,24 +17,21 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from pydantic import BaseModel
 
-from lead2cash.adapters import canonical
-from lead2cash.adapters.registry import INBOUND
 from lead2cash.canonical_model import ENTITY_TYPES
 from lead2cash.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from lead2cash.config.errors import ConfigProblems
-from lead2cash.config.schema import FileSystemConfig, PythonSystemConfig, RouteConfig
-from lead2cash.connectors.file import JsonLinesFile
+from lead2cash.config.schema import RouteConfig
 from lead2cash.errors import DeliveryError, ErrorClass
 from lead2cash.observability import REDACTOR, Metrics, configure_logging
-from lead2cash.routes.interfaces import Source, SourceBatch, Target
+from lead2cash.routes.interfaces import Source, Target
 from lead2cash.routes.mapping import KeyTemplate, build_filter, build_mapper
 from lead2cash.routes.policy import OnFailure, RetryPolicy
 from lead2cash.routes.route import RouteRuntime
 from lead2cash.store import Instance, Store, is_unavailable
-from lead2cash.systems import BUILDERS, BindingContext, SystemBinding, builder
+from lead2cash.systems import BindingContext, SystemBinding, builder, import_dotted
 from lead2cash.systems.hub.binding import ConfirmationsSource
+from lead2cash.systems.registry import check_options, inbound_adapters, system_type
 
 log = structlog.get_logger("lead2cash.hub")
 
@@ -49,80 +44,6 @@ STORE_WAIT_S = (0.25, 2.0)  # a delivery loop's first and longest wait while the
 # The store counts as back after a heartbeat written with no store error for this long: a full SQLite disk
 # may take the heartbeat's update in place and still refuse every insert.
 STORE_QUIET_S = 3.0
-
-
-# ---------------------------------------------------------------------------------------------- file system
-class FileSource:
-    def __init__(self, name: str, file: JsonLinesFile) -> None:
-        self.name = name
-        self.file = file
-
-    @staticmethod
-    def parse_checkpoint(value: str) -> str:
-        """An operator's checkpoint: a line offset (a whole number)."""
-        if not (value.isascii() and value.isdigit()):
-            raise ValueError(f"not a line offset: {value!r}; expected a whole number")
-        return str(int(value))
-
-    async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
-        result = self.file.read_from(int(checkpoint or 0), limit)
-        return SourceBatch(result.records, str(result.offset), more=result.more, rejects=result.rejects)
-
-
-class FileTarget:
-    def __init__(self, name: str, file: JsonLinesFile) -> None:
-        self.name = name
-        self.file = file
-
-    async def deliver(self, entity: BaseModel, key: str) -> str | None:
-        return f"line:{self.file.append(canonical.outbound(entity, key))}"
-
-    async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        line = self.file.find(key)
-        return f"line:{line}" if line is not None else None
-
-
-class FileSystem:
-    def __init__(self, name: str, config: FileSystemConfig, base_dir: Path) -> None:
-        self.name = name
-        directory = Path(config.directory)
-        self.directory = directory if directory.is_absolute() else base_dir / directory
-        self._files: dict[str, JsonLinesFile] = {}
-
-    def _file(self, object: str) -> JsonLinesFile:
-        if object not in self._files:
-            self._files[object] = JsonLinesFile(self.directory / f"{object}.jsonl")
-        return self._files[object]
-
-    def source(self, object: str, options: Mapping[str, Any]) -> Source:
-        return FileSource(f"{self.name}/{object}", self._file(object))
-
-    def target(self, action: str, options: Mapping[str, Any]) -> Target:
-        if action != "append":
-            raise ValueError(f"file systems support the action 'append', not {action!r}")
-        obj = options.get("object")
-        if not isinstance(obj, str):
-            raise ValueError("options.object: name the file (without .jsonl) to append to")
-        return FileTarget(f"{self.name}/{obj}", self._file(obj))
-
-
-def _import(dotted: str, search: Sequence[Path] = ()) -> Any:
-    """``package.module:attr``; a module that is not installed is looked for next to the config files, so a
-    mapping function can live beside the route that names it."""
-    module, _, attr = dotted.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except ModuleNotFoundError as exc:
-        top = module.split(".")[0]
-        if exc.name != top or not search:
-            raise
-    added = [str(d) for d in search if str(d) not in sys.path]
-    sys.path[:0] = added
-    try:
-        return getattr(importlib.import_module(module), attr)
-    finally:
-        for d in added:
-            sys.path.remove(d)
 
 
 # ---------------------------------------------------------------------------------------------- hub
@@ -153,10 +74,12 @@ class Hub:
         issues: list[ConfigIssue] = []
         created = self._new_sqlite_files(self._state_url(base_dir)) if store is None else []
         self.store = store or Store(self._state_url(base_dir))
-        self.context = BindingContext(self.store, self.config.mappings, base_dir, self.metrics)
+        self.context = BindingContext(
+            self.store, self.config.mappings, base_dir, self.metrics, config_dirs=self._config_dirs
+        )
         for name, sys_cfg in self.config.systems.items():
             try:
-                self.systems[name] = self._build_system(name, sys_cfg, base_dir)
+                self.systems[name] = self._build_system(name, sys_cfg)
             except ConfigProblems as exc:
                 issues.extend(loaded.issue(("systems", name, *p), m) for p, m in exc.problems)
             except Exception as exc:
@@ -221,19 +144,29 @@ class Hub:
                 return f"sqlite:///{(base_dir / relative).resolve()}"
         return url
 
-    def _build_system(self, name: str, cfg: Any, base_dir: Path) -> SystemBinding:
-        if isinstance(cfg, FileSystemConfig):
-            return FileSystem(name, cfg, base_dir)
-        if isinstance(cfg, PythonSystemConfig):
-            factory = _import(cfg.factory, self._config_dirs)
-            options = dict(cfg.options)
-            options.update({k: v.get_secret_value() for k, v in cfg.secrets.items()})
-            binding: SystemBinding = factory(name=name, options=options)
-            return binding
-        if cfg.type in BUILDERS:
-            built: SystemBinding = builder(cfg.type)(name, cfg, self.context)
-            return built
-        raise ValueError(f"unsupported system type {type(cfg).__name__}")
+    def _build_system(self, name: str, cfg: Any) -> SystemBinding:
+        built: SystemBinding = builder(cfg.type)(name, cfg, self.context)
+        return built
+
+    def _options(
+        self, system: str, kind: str, name: str, options: Mapping[str, Any]
+    ) -> Mapping[str, Any] | list[tuple[tuple[str | int, ...], str]]:
+        """A source's or target's options validated by the model its system type declares for the object
+        or action (the problems if they do not fit); only what the route sets, so the binding falls back
+        to the system's settings for the rest."""
+        sys_cfg = self.config.systems.get(system)
+        if sys_cfg is None:
+            return options  # the loader reports a route naming an unknown system
+        spec = system_type(sys_cfg.type)
+        problems = check_options(spec, kind, name, options)
+        if problems:
+            return problems
+        operation = spec.source(name) if kind == "object" else spec.action(name)
+        assert operation is not None
+        dumped: Mapping[str, Any] = operation.options.model_validate(dict(options)).model_dump(
+            exclude_unset=True
+        )
+        return dumped
 
     def _build_route(self, cfg: RouteConfig) -> RouteRuntime:
         problems: list[tuple[tuple[str | int, ...], str]] = []
@@ -244,10 +177,11 @@ class Hub:
             )
         adapter_fn: Any = None
         if cfg.mapping.adapter is not None:
-            inbound = INBOUND.get(cfg.mapping.adapter)
+            adapters = inbound_adapters()
+            inbound = adapters.get(cfg.mapping.adapter)
             if inbound is None:
                 problems.append(
-                    (("mapping", "adapter"), f"unknown adapter; known: {', '.join(sorted(INBOUND))}")
+                    (("mapping", "adapter"), f"unknown adapter; known: {', '.join(sorted(adapters))}")
                 )
             else:
                 opts = dict(cfg.mapping.options)
@@ -257,19 +191,27 @@ class Hub:
 
         elif cfg.mapping.function is not None:
             try:
-                adapter_fn = _import(cfg.mapping.function, self._config_dirs)
+                adapter_fn = import_dotted(cfg.mapping.function, self._config_dirs)
             except (ImportError, AttributeError) as exc:
                 problems.append((("mapping", "function"), f"cannot import: {exc}"))
         source: Source | None = None
         target: Target | None = None
-        try:
-            source = self.systems[cfg.source.system].source(cfg.source.object, cfg.source.options)
-        except Exception as exc:
-            problems.append((("source",), str(exc)))
-        try:
-            target = self.systems[cfg.target.system].target(cfg.target.action, cfg.target.options)
-        except Exception as exc:
-            problems.append((("target",), str(exc)))
+        source_options = self._options(cfg.source.system, "object", cfg.source.object, cfg.source.options)
+        if isinstance(source_options, list):
+            problems.extend((("source", *p), m) for p, m in source_options)
+        else:
+            try:
+                source = self.systems[cfg.source.system].source(cfg.source.object, source_options)
+            except Exception as exc:
+                problems.append((("source",), str(exc)))
+        target_options = self._options(cfg.target.system, "action", cfg.target.action, cfg.target.options)
+        if isinstance(target_options, list):
+            problems.extend((("target", *p), m) for p, m in target_options)
+        else:
+            try:
+                target = self.systems[cfg.target.system].target(cfg.target.action, target_options)
+            except Exception as exc:
+                problems.append((("target",), str(exc)))
         if problems or entity_type is None or adapter_fn is None or target is None:
             raise ConfigProblems(problems)
         mapper = build_mapper(

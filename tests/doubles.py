@@ -148,7 +148,7 @@ class FileBackedSystem:
         self.file = JsonLinesFile
 
     def source(self, object: str, options: Mapping[str, Any]) -> Any:
-        from lead2cash.hub import FileSource
+        from lead2cash.systems.file.binding import FileSource
 
         return FileSource(f"{self.name}/{object}", self.file(self.directory / f"{object}.jsonl"))
 

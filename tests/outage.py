@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 
 from lead2cash.connectors.file import JsonLinesFile
 from lead2cash.errors import PermanentError
-from lead2cash.hub import FileSource
 from lead2cash.routes.interfaces import Source, Target
+from lead2cash.systems.file.binding import FileSource
 
 SQLITE_MAX_PAGES = 1073741823  # SQLite's default max_page_count
 

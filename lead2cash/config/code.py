@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lead2cash.config.sap import SapSystemConfig
-from lead2cash.config.schema import HubConfig, PythonSystemConfig
+from lead2cash.config.schema import HubConfig
+from lead2cash.systems.python.config import PythonSystemConfig
 
 Loc = tuple[str | int, ...]
 

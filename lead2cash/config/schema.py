@@ -3,16 +3,13 @@ docs are generated from these models, so they are declared once."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from lead2cash.config.base import DottedPath, Duration, JMESPath, KeyTemplateStr, Name, Strict
-from lead2cash.config.hub import HubSystemConfig
-from lead2cash.config.lago import LagoSystemConfig
-from lead2cash.config.salesforce import SalesforceSystemConfig
-from lead2cash.config.sap import SapSystemConfig
+from lead2cash.systems.registry import system_types
 
 
 class StateConfig(Strict):
@@ -38,32 +35,14 @@ class WebConfig(Strict):
     admin_token: SecretStr | None = None
 
 
-class FileSystemConfig(Strict):
-    """JSON Lines files in a directory: a source reads ``<object>.jsonl``, a target appends to it."""
-
-    type: Literal["file"]
-    directory: str
-
-
-class PythonSystemConfig(Strict):
-    """A system provided by Python code: ``factory`` returns an object with ``source(object, options)`` and
-    ``target(action, options)``."""
-
-    type: Literal["python"]
-    factory: DottedPath
-    options: dict[str, Any] = Field(default_factory=dict)
-    secrets: dict[str, SecretStr] = Field(default_factory=dict)
-
-
-SystemConfig = Annotated[
-    FileSystemConfig
-    | PythonSystemConfig
-    | SalesforceSystemConfig
-    | LagoSystemConfig
-    | SapSystemConfig
-    | HubSystemConfig,
-    Field(discriminator="type"),
-]
+# Every registered system type's config model, told apart by ``type`` (see lead2cash.systems.registry).
+if TYPE_CHECKING:
+    SystemConfig = Any
+else:
+    SystemConfig = Annotated[
+        Union[tuple(spec.config for spec in system_types().values())],  # noqa: UP007 (built at run time)
+        Field(discriminator="type"),
+    ]
 
 
 class PollTrigger(Strict):

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lead2cash.adapters.registry import INBOUND
 from lead2cash.adapters.salesforce import (
     SalesforceMappingError,
     account,
@@ -20,6 +19,7 @@ from lead2cash.adapters.salesforce import (
     writeback_applied,
 )
 from lead2cash.canonical_model import Customer, Invoice, InvoiceLine, Money
+from lead2cash.systems.registry import inbound_adapters
 
 
 def _opp(**over: Any) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def _opp(**over: Any) -> dict[str, Any]:
 
 
 def test_maps_opportunity_account_and_lines() -> None:
-    order = INBOUND["salesforce.opportunity"](_opp(), {})
+    order = inbound_adapters()["salesforce.opportunity"](_opp(), {})
     assert order.id == "006Dx0000000009IAA" and order.refs["salesforce"] == order.id
     assert order.currency == "EUR" and order.status == "won" and order.order_date == dt.date(2025, 1, 2)
     assert order.customer.id == "001Dx0000000002IAA"

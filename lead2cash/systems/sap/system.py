@@ -1,0 +1,32 @@
+"""The ``sap`` system type: SAP S/4HANA, the ledger (SOAP, OData, RFC)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lead2cash.config.base import Strict
+from lead2cash.config.sap import SapSystemConfig
+from lead2cash.systems.registry import NoOptions, Operation, SystemType
+
+
+class JournalEntryOptions(Strict):
+    long_references: Literal["reject", "tail"] = Field(
+        "reject", description="a reference longer than SAP's field: dead-lettered, or its tail kept"
+    )
+
+
+SYSTEM = SystemType(
+    name="sap",
+    description="SAP S/4HANA, the ledger: journal entries posted, business partners ensured.",
+    config=SapSystemConfig,
+    build="lead2cash.systems.sap.binding:build",
+    actions=(
+        Operation("journal_entry.post", "an Invoice or CreditNote as a journal entry", JournalEntryOptions),
+        Operation("business_partner.ensure", "a Customer as a business partner", NoOptions),
+    ),
+    adapters=("lead2cash.adapters.sap",),
+    live_check="lead2cash.testing.metadata:check_sap",
+    sandbox="lead2cash.sandbox.sap:SapSandbox",
+)
