@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 
 import jmespath
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 
 class Strict(BaseModel):
@@ -31,7 +31,17 @@ def _duration(value: Any) -> Any:
     return value
 
 
-Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0, json_schema_extra={"examples": ["10s"]})]
+# In the JSON Schema a duration is what the files may say: seconds, or a number with a unit.
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+(?:\.\d+)?\s*(ms|s|m|h|d)?\s*$"},
+    ],
+    "examples": ["10s", "500ms"],
+}
+Duration = Annotated[
+    float, BeforeValidator(_duration), Field(ge=0), WithJsonSchema(_DURATION_SCHEMA, mode="validation")
+]
 
 
 def _jmespath(value: Any) -> Any:

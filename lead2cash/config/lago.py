@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from lead2cash.config.base import Duration, Strict
 
@@ -52,7 +52,25 @@ class LagoWebhookConfig(Strict):
         return self
 
 
+def _flat_webhook_schema(schema: dict[str, Any]) -> None:
+    # The flat keys are folded into ``webhook`` before validation; the JSON Schema must accept them too.
+    webhook = schema["properties"]["webhook"]
+    for flat, nested in _FLAT_WEBHOOK_KEYS.items():
+        schema["properties"][flat] = {
+            "description": f"alias of webhook.{nested} (the key the Lago sandbox prints)",
+            "type": "string",
+            **({"enum": ["hmac", "jwt"]} if nested == "signature" else {}),
+        }
+    webhook.setdefault("description", "how Lago's webhooks are verified")
+
+
 class LagoSystemConfig(Strict):
+    """The flat keys the Lago sandbox prints, `webhook_signature`, `webhook_hmac_key` and
+    `webhook_public_key_url`, are accepted as aliases of `webhook.signature`, `webhook.hmac_key` and
+    `webhook.public_key_url`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_flat_webhook_schema)
+
     type: Literal["lago"]
     base_url: str = Field(description="Lago's REST API root, ending in /api/v1")
     api_key: SecretStr

@@ -3,10 +3,10 @@ docs are generated from these models, so they are declared once."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 
 from lead2cash.config.base import DottedPath, Duration, JMESPath, KeyTemplateStr, Name, Strict
 from lead2cash.systems.registry import system_types
@@ -163,8 +163,47 @@ class HubConfig(Strict):
     routes: list[RouteConfig] = Field(default_factory=list)
 
 
+def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> None:
+    if model in seen:
+        return
+    seen.add(model)
+    for field in model.model_fields.values():
+        for arg in _flatten(field.annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                _models(arg, seen)
+
+
+def _flatten(tp: Any) -> list[Any]:
+    args = get_args(tp)
+    return [tp] if not args else [a for arg in args for a in _flatten(arg)]
+
+
+def _alias_choices(schema: dict[str, Any]) -> None:
+    """pydantic puts only a field's first name in the schema; a file may use any of its names
+    (``AliasChoices``), so each is a property and a required field needs one of them."""
+    models: set[type[BaseModel]] = set()
+    _models(HubConfig, models)
+    for model in models:
+        definition = schema.get("$defs", {}).get(model.__name__)
+        if definition is None:
+            continue
+        for field in model.model_fields.values():
+            if not isinstance(field.validation_alias, AliasChoices):
+                continue
+            names = [c for c in field.validation_alias.choices if isinstance(c, str)]
+            first = definition["properties"].get(names[0])
+            if first is None:
+                continue
+            for other in names[1:]:
+                definition["properties"][other] = {**first, "description": f"alias of {names[0]}"}
+            if names[0] in definition.get("required", []):
+                definition["required"].remove(names[0])
+                definition.setdefault("allOf", []).append({"anyOf": [{"required": [n]} for n in names]})
+
+
 def json_schema() -> dict[str, Any]:
     schema = HubConfig.model_json_schema()
+    _alias_choices(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "lead2cash hub configuration"
     return schema
