@@ -790,8 +790,14 @@ def sandbox(
         if only:
             systems = [s for s in systems if s.name in only.split(",")]
     else:
+        from lead2cash.systems.registry import sandboxes
+
         systems = build_systems(
-            seed=seed, seed_size=seed_size, faults_profile=faults, only=only.split(",") if only else None
+            seed=seed,
+            seed_size=seed_size,
+            faults_profile=faults,
+            only=only.split(",") if only else None,
+            factories=sandboxes(),
         )
     ports = {"salesforce": salesforce_port, "lago": lago_port, "sap": sap_port}
     cluster = SandboxCluster(systems=systems, state_dir=state_dir, host=host, ports=ports)

@@ -27,6 +27,7 @@ from lead2cash.adapters import lago as lago_adapter
 from lead2cash.config import ConfigIssue
 from lead2cash.errors import DeliveryError
 from lead2cash.systems.lago.binding import LagoBinding, OrderTarget
+from lead2cash.systems.registry import load, system_types
 from lead2cash.systems.salesforce.binding import (
     ACCOUNT_FIELDS,
     LINE_FIELDS,
@@ -319,20 +320,31 @@ class LiveCheck:
     # ------------------------------------------------------------------ all
     async def run(self) -> list[ConfigIssue]:
         systems = self.hub.systems
-        # Salesforce first: its catalogue is what the Lago codes are checked for.
-        order = sorted(systems, key=lambda n: 0 if isinstance(systems[n], SalesforceBinding) else 1)
+        types = list(system_types())
+        kind = {name: cfg.type for name, cfg in self.hub.config.systems.items()}
+        # In the registry's order, Salesforce before Lago: its catalogue is what the Lago codes are checked
+        # for. Each type's check is the one its declaration names.
+        order = sorted(systems, key=lambda n: types.index(kind[n]) if kind.get(n) in types else len(types))
         try:
             for name in order:
-                binding = systems[name]
-                if isinstance(binding, SalesforceBinding):
-                    await self.salesforce(name, binding)
-                elif isinstance(binding, SapSystem):
-                    await self.sap(name, binding)
-                elif isinstance(binding, LagoBinding):
-                    await self.lago(name, binding)
+                spec = system_types().get(kind.get(name, ""))
+                if spec is not None and spec.live_check:
+                    await load(spec.live_check)(self, name, systems[name])
         finally:
             await self.hub.aclose_systems()
         return self.issues
+
+
+async def check_salesforce(check: LiveCheck, name: str, binding: SalesforceBinding) -> None:
+    await check.salesforce(name, binding)
+
+
+async def check_sap(check: LiveCheck, name: str, system: SapSystem) -> None:
+    await check.sap(name, system)
+
+
+async def check_lago(check: LiveCheck, name: str, binding: LagoBinding) -> None:
+    await check.lago(name, binding)
 
 
 def check_live(hub: Any, console: Console) -> list[ConfigIssue]:

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lead2cash.config.schema import WebhookTrigger
 from lead2cash.routes.interfaces import WebhookSource
 from lead2cash.store import DeadLetter, XrefWrite, is_unavailable
+from lead2cash.systems.registry import system_types
 
 if TYPE_CHECKING:
     from lead2cash.hub import Hub
@@ -191,10 +192,10 @@ def create_app(hub: Hub) -> Starlette:
         # No await from here to the inbox write: the source's state check and its write are atomic.
         return accept(name, verified.records, verified.unique_key, verified.xrefs)
 
-    async def system_webhook(request: Request) -> Response:
-        """``POST /webhooks/<system type>`` (Lago's one endpoint): every webhook route whose source is a
-        system of that type gets the event through the same path; each source keeps what it accepts."""
-        kind = request.url.path.rsplit("/", 1)[-1]
+    async def system_webhook(kind: str, request: Request) -> Response:
+        """``POST /webhooks/<path>``, a webhook receiver a system type declares (Lago's one endpoint):
+        every webhook route whose source is a system of that type gets the event through the same path;
+        each source verifies it and keeps what it accepts."""
         names = [
             n
             for n, cfg in hub.route_configs.items()
@@ -264,11 +265,23 @@ def create_app(hub: Hub) -> Starlette:
             return JSONResponse({"error": "no such dead letter"}, status_code=404)
         return JSONResponse(dead_letter_record(found))
 
+    def receiver(kind: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            return await system_webhook(kind, request)
+
+        return endpoint
+
+    # One endpoint per webhook receiver the registered system types declare, before the per-route one.
+    receivers = [
+        Route(f"/webhooks/{hook.path}", receiver(spec.name), methods=["POST"])
+        for spec in system_types().values()
+        for hook in spec.webhooks
+    ]
     return Starlette(
         routes=[
             Route("/health", health),
             Route("/metrics", metrics),
-            Route("/webhooks/lago", system_webhook, methods=["POST"]),
+            *receivers,
             Route("/webhooks/{route}", webhook, methods=["POST"]),
             Route("/admin/dead-letters", dead_letters),
             Route("/admin/dead-letters/{id:int}", dead_letter),
