@@ -15,14 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reliability_support import report, size
-
-from lead2cash.demo.processes import (
+from harness.processes import (
     SALESFORCE_SOURCE,
     _lead2cash_cmd,
     rate_limited_routes,
     running,
 )
+from reliability_support import report, size
 
 DEALS = int(os.environ.get("LEAD2CASH_OPERATOR_DEALS", str(size(12, 200))))
 BILLING = SALESFORCE_SOURCE  # the route from won deals to Lago

@@ -5,7 +5,7 @@ The sandboxes run in their own process (``lead2cash sandbox --lead-to-cash``), t
 on disk or an external PostgreSQL. Everything here talks to them as an operator would: over HTTP (the
 Salesforce sandbox's admin API closes deals, Lago's moves the billing clock, the sandboxes' effect
 counters and request logs tell what reached each system), by signals (SIGKILL, SIGTERM) and by reading the
-state store. ``tests/reliability`` and ``bench/chaos.py`` run on this.
+state store. ``tests/reliability`` and ``bench/chaos.py`` run on this (test-only code: not shipped).
 
 The checker (``check``) compares what the three systems counted per key with what the sources imply:
 
@@ -113,7 +113,7 @@ class SandboxesProcess:
             "0",
         )
         with out.open("wb") as stdout, (workdir / "sandboxes.err").open("wb") as stderr:
-            proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, cwd=workdir)  # noqa: S603 - our own CLI
+            proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, cwd=workdir)
 
         def printed() -> tuple[dict[str, str], Path, dict[str, Any]] | None:
             if proc.poll() is not None:
@@ -195,7 +195,7 @@ class HubProcess:
         self.starts += 1
         log = self.workdir / f"hub-{self.starts:03d}.log"
         with log.open("wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
+            self.proc = subprocess.Popen(
                 self.cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, env=dict(os.environ)
             )
         self._sampler = threading.Thread(target=self._sample, args=(self.proc,), daemon=True)
