@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.processes import (
     SALESFORCE_SOURCE,
-    _lead2cash_cmd,
+    lead2cash_cmd,
     rate_limited_routes,
     running,
 )
@@ -51,7 +51,7 @@ def test_operator_commands_beside_a_running_hub_lose_and_repeat_nothing(
         def operator(*args: str) -> subprocess.CompletedProcess[str]:
             config = [a for f in env.config_files for a in ("-c", str(f))]
             return subprocess.run(
-                _lead2cash_cmd(*args[:2], *config, *args[2:]),
+                lead2cash_cmd(*args[:2], *config, *args[2:]),
                 capture_output=True,
                 text=True,
                 timeout=120,
