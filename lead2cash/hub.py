@@ -25,7 +25,7 @@ from lead2cash.config.schema import RouteConfig
 from lead2cash.errors import DeliveryError, ErrorClass
 from lead2cash.observability import REDACTOR, Metrics, configure_logging
 from lead2cash.routes.interfaces import Source, Target
-from lead2cash.routes.mapping import KeyTemplate, build_filter, build_mapper
+from lead2cash.routes.mapping import KeyTemplate, build_filter, build_mapper, unknown_fields
 from lead2cash.routes.policy import OnFailure, RetryPolicy
 from lead2cash.routes.route import RouteRuntime
 from lead2cash.store import Instance, Store, is_unavailable
@@ -212,6 +212,11 @@ class Hub:
                 target = self.systems[cfg.target.system].target(cfg.target.action, target_options)
             except Exception as exc:
                 problems.append((("target",), str(exc)))
+        if entity_type is not None:
+            for key_name in ("idempotency_key", "ordering_key"):
+                template = getattr(cfg, key_name)
+                for path in unknown_fields(template, entity_type) if template else []:
+                    problems.append(((key_name,), f"{{{path}}}: {cfg.mapping.entity} has no field {path!r}"))
         if problems or entity_type is None or adapter_fn is None or target is None:
             raise ConfigProblems(problems)
         mapper = build_mapper(

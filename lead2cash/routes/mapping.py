@@ -34,6 +34,38 @@ def build_filter(expression: str) -> Predicate:
     return predicate
 
 
+_FIELD_PATH = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+
+
+def unknown_fields(template: str, entity: type[BaseModel]) -> list[str]:
+    """The placeholders of a key template that name a field path the entity does not have (a typo that
+    would otherwise dead-letter every record). Placeholders that are more than a field path (functions,
+    projections) and paths into maps are not judged."""
+    unknown = []
+    for match in _PLACEHOLDER.finditer(template):
+        path = match.group(1).strip()
+        if not _FIELD_PATH.match(path):
+            continue
+        model: type[BaseModel] | None = entity
+        for part in path.split("."):
+            if model is None or "root" in model.model_fields:
+                break
+            field = model.model_fields.get(part)
+            if field is None:
+                unknown.append(path)
+                break
+            model = next(
+                (a for a in _classes(field.annotation) if isinstance(a, type) and issubclass(a, BaseModel)),
+                None,
+            )
+    return unknown
+
+
+def _classes(tp: Any) -> list[Any]:
+    args = getattr(tp, "__args__", None)
+    return [tp] if not args else [c for a in args for c in _classes(a)]
+
+
 class KeyTemplate:
     """``"order:{refs.salesforce}:v{version}"``: each ``{...}`` is a JMESPath over the entity's JSON form."""
 
