@@ -22,6 +22,8 @@ from pydantic_core import PydanticUndefined
 
 from lead2cash.config import base
 from lead2cash.config.schema import HubConfig
+from lead2cash.systems.registry import ANY, AnyOptions, Operation
+from lead2cash.systems.registry import system_types as registered_types
 
 INTRO = """\
 # Configuration reference
@@ -354,11 +356,51 @@ def render() -> str:
         INTRO,
         f"System types: {', '.join(f'`{k}`' for k in kinds)}. A route's `source.system` and "
         "`target.system` name a key under `systems`; the source objects and target actions each type "
-        "offers are listed in the connector docs (`docs/connectors/`).\n",
+        "offers, with their `options`, are listed under "
+        "[Sources and actions by system type](#sources-and-actions-by-system-type).\n",
         "\n".join(index) + "\n",
     ]
     parts += [render_section(s) + "\n" for s in sections]
+    parts.append(render_operations() + "\n")
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _operation(kind: str, system: str, operation: Operation) -> list[str]:
+    name = "any name" if operation.name == ANY else f"`{operation.name}`"
+    lines = [f"- {kind} {name}: {_text(operation.description)}."]
+    fields = operation.options.model_fields
+    if operation.options is AnyOptions:
+        lines.append("  Options: any; the system checks them.")
+    elif not fields:
+        lines.append("  Options: none.")
+    else:
+        lines += ["", "  | option | type | default | description |", "  |---|---|---|---|"]
+        lines += [f"  {field_row(operation.options, n, f)}" for n, f in fields.items()]
+        lines.append("")
+    return lines
+
+
+def _text(text: str) -> str:
+    return text.replace("<", "&lt;")  # outside code spans, <object> would be read as an HTML tag
+
+
+def render_operations() -> str:
+    """What each registered system type offers routes: source objects, target actions (with the options
+    each is validated against) and webhook receivers."""
+    lines = ["## Sources and actions by system type", ""]
+    for spec in registered_types().values():
+        lines += [f"### `{spec.name}`", "", _text(spec.description), ""]
+        for operation in spec.sources:
+            lines += _operation("Source object", spec.name, operation)
+        for operation in spec.actions:
+            lines += _operation("Target action", spec.name, operation)
+        for hook in spec.webhooks:
+            lines.append(
+                f"- Webhooks: `POST /webhooks/{hook.path}`; signature {hook.signature}; "
+                f"deduplicated on {hook.dedupe_key}."
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 # Descriptions of fields whose model declares none. They belong in the models' ``Field(description=...)``
