@@ -120,6 +120,7 @@ def test_the_plugin_is_in_the_schema_and_the_docs(env: dict[str, str]) -> None:
     docs = _cli(env, "config", "docs")
     assert docs.returncode == 0, docs.stderr
     assert "## System type `acme`" in docs.stdout and "| `webhook_secret` | secret |" in docs.stdout
+    assert "- Target action `post`" in docs.stdout and "`POST /webhooks/acme`" in docs.stdout
 
 
 def test_the_plugin_is_absent_without_its_entry_point(tmp_path: Path) -> None:
