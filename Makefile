@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install demo test quick lint unit bench clean
 
 $(STAMP): pyproject.toml
 	@# libfaketime runs the hub under a skewed clock in the reliability tests (Debian package faketime).
@@ -31,6 +31,11 @@ lint: install
 # pytest exits 5 when it collected nothing: that is a failure here, like any other non-zero code.
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The quick lane: everything but the tests marked slow (tests/reliability, tests/e2e and single long CLI,
+# docs and crash tests, marked in place); a couple of minutes on a loaded 2-core machine.
+quick: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
