@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import structlog
 
+from lead2cash.connectors.http import retry_after_of
 from lead2cash.connectors.quick_retry import quick_retry
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
 from lead2cash.observability import REDACTOR
@@ -143,13 +144,7 @@ def parse_error(response: httpx.Response) -> SapError:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    return retry_after_of(response.headers)
 
 
 def classify(response: httpx.Response, what: str) -> DeliveryError:

@@ -47,6 +47,7 @@ from zeep.exceptions import TransportError as ZeepTransportError
 from zeep.transports import Transport
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
+from lead2cash.connectors.http import parse_retry_after
 from lead2cash.connectors.sap import DEFAULT_WSDL
 from lead2cash.connectors.sap.odata import BasicCredentials, Credentials, OAuthClientCredentials
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
@@ -382,11 +383,7 @@ class JournalEntrySoapClient:
 
     # --- classification ------------------------------------------------------------------------------------
     def _retry_after(self) -> float | None:
-        value = getattr(self.transport.last, "retry_after", None)
-        try:
-            return float(value) if value else None
-        except ValueError:
-            return None
+        return parse_retry_after(getattr(self.transport.last, "retry_after", None))
 
     def _http_error(self, status: int | None) -> DeliveryError:
         details = {"status": status, "endpoint": self.endpoint}
