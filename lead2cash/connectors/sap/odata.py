@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import structlog
 
-from lead2cash.connectors.http import retry_after_of
+from lead2cash.connectors.http import SAP_ODATA, retry_after_of
 from lead2cash.connectors.quick_retry import quick_retry
-from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
+from lead2cash.errors import DeliveryError, PermanentError, TransientError
 from lead2cash.observability import REDACTOR
 
 log = structlog.get_logger("lead2cash.connectors.sap.odata")
@@ -160,12 +160,7 @@ def classify(response: httpx.Response, what: str) -> DeliveryError:
     if targets:
         details["fields"] = ",".join(targets)
     text = f"SAP {what} failed: {error.message}"
-    status = error.status
-    if status == 429:
-        return ThrottledError(text, retry_after=_retry_after(response), details=details)
-    if status in (408, 425) or status >= 500:
-        return TransientError(text, retry_after=_retry_after(response), details=details)
-    return PermanentError(text, details=details)
+    return SAP_ODATA.error(error.status, text, retry_after=_retry_after(response), details=details)
 
 
 def _csrf_failed(response: httpx.Response) -> bool:

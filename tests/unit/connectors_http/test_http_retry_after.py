@@ -56,3 +56,26 @@ def test_connectors_read_an_http_date_retry_after() -> None:
     for module in (lago, odata):
         wait = module._retry_after(response)
         assert wait is not None and 25 <= wait <= 31, module.__name__
+
+
+@pytest.mark.parametrize(
+    ("status", "klass"),
+    [
+        (429, "ThrottledError"),
+        (408, "TransientError"),
+        (425, "TransientError"),
+        (500, "TransientError"),
+        (503, "TransientError"),
+        (400, "PermanentError"),
+        (404, "PermanentError"),
+        (None, "PermanentError"),
+    ],
+)
+def test_the_sap_status_tables(status: int | None, klass: str) -> None:
+    from lead2cash.connectors.http import SAP_ODATA, SAP_SOAP
+
+    for table in (SAP_ODATA, SAP_SOAP):
+        error = table.error(status, "x", retry_after=3.0)
+        assert type(error).__name__ == klass
+        # A permanent refusal is not retried, so it carries no wait.
+        assert error.retry_after == (None if klass == "PermanentError" else 3.0)
