@@ -23,8 +23,9 @@ demo: install
 	$(BIN)/lead2cash demo $(DEMO_ARGS)
 
 lint: install
-	$(BIN)/ruff check lead2cash tests bench
-	$(BIN)/ruff format --check lead2cash tests bench
+	$(BIN)/ruff check lead2cash tests bench config
+	@# docs: the Python blocks of the markdown pages (ruff formats fenced python blocks)
+	$(BIN)/ruff format --check lead2cash tests bench config docs README.md
 	$(BIN)/mypy lead2cash/canonical_model lead2cash/routes lead2cash/store lead2cash/config lead2cash/hub.py
 	$(BIN)/lint-imports
 
