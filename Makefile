@@ -34,9 +34,10 @@ test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The quick lane: everything but the tests marked slow (tests/reliability, tests/e2e and single long CLI,
-# docs and crash tests, marked in place); a couple of minutes on a loaded 2-core machine.
+# docs and crash tests, marked in place), under two minutes. Two workers, one test file each at a time
+# (--dist loadfile: a file's fixtures stay in one process): most of these tests wait on sockets, not CPU.
 quick: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
