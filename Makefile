@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install demo test quick lint unit bench clean
 
 $(STAMP): pyproject.toml
 	@# libfaketime runs the hub under a skewed clock in the reliability tests (Debian package faketime).
@@ -23,14 +23,21 @@ demo: install
 	$(BIN)/lead2cash demo $(DEMO_ARGS)
 
 lint: install
-	$(BIN)/ruff check lead2cash tests bench
-	$(BIN)/ruff format --check lead2cash tests bench
+	$(BIN)/ruff check lead2cash tests bench config
+	@# docs: the Python blocks of the markdown pages (ruff formats fenced python blocks)
+	$(BIN)/ruff format --check lead2cash tests bench config docs README.md
 	$(BIN)/mypy lead2cash/canonical_model lead2cash/routes lead2cash/store lead2cash/config lead2cash/hub.py
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected nothing: that is a failure here, like any other non-zero code.
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The quick lane: everything but the tests marked slow (tests/reliability, tests/e2e and single long CLI,
+# docs and crash tests, marked in place), under two minutes. Two workers, one test file each at a time
+# (--dist loadfile: a file's fixtures stay in one process): most of these tests wait on sockets, not CPU.
+quick: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit

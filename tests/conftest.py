@@ -12,6 +12,18 @@ ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+# Whole directories of long scenarios (separate processes, hundreds of deals, SIGKILLs): the slow lane.
+# Single long tests elsewhere carry ``@pytest.mark.slow`` themselves. ``make quick`` runs ``-m "not slow"``.
+SLOW_DIRS = ("reliability", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow = [ROOT / "tests" / name for name in SLOW_DIRS]
+    for item in items:
+        if any(item.path.is_relative_to(d) for d in slow):
+            item.add_marker(pytest.mark.slow)
+
+
 def _specs_dir() -> Path:
     return Path(os.environ.get("LEAD2CASH_SPECS", ROOT.parent / "shared" / "specs")).resolve()
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydantic import BaseModel
 
 from lead2cash.routes.errors import PermanentError, ThrottledError, TransientError
@@ -40,11 +41,13 @@ class CountingTarget:
         self.effects: Counter[str] = Counter()
         self.calls = 0
         self.lookups = 0
+        self.contexts: dict[str, dict[str, object]] = {}  # key -> the log context the call ran in
         self._rng = random.Random(self.behaviour.seed)
         self._lock = threading.Lock()
 
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
         b = self.behaviour
+        self.contexts[key] = structlog.contextvars.get_contextvars()
         with self._lock:
             self.calls += 1
             calls = self.calls

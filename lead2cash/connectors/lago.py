@@ -32,6 +32,7 @@ import httpx
 import jwt
 import structlog
 
+from lead2cash.connectors.http import retry_after_of
 from lead2cash.connectors.quick_retry import quick_retry
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
 
@@ -55,19 +56,8 @@ def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    for header in ("Retry-After", "X-RateLimit-Reset"):
-        value = response.headers.get(header)
-        if value is None:
-            continue
-        try:
-            seconds = float(value)
-        except ValueError:
-            continue
-        # X-RateLimit-Reset is seconds until the window resets in Lago; an epoch timestamp is converted.
-        if seconds > 10**9:
-            seconds = max(0.0, seconds - time.time())
-        return max(0.0, seconds)
-    return None
+    # X-RateLimit-Reset: seconds until Lago's window resets (an epoch timestamp is read as that moment).
+    return retry_after_of(response.headers, ("Retry-After", "X-RateLimit-Reset"))
 
 
 def classify(response: httpx.Response, operation: str) -> DeliveryError:

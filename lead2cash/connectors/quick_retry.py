@@ -9,11 +9,17 @@ before sending again.
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError
 from lead2cash.pacing import pace
@@ -37,20 +43,39 @@ async def quick_retry(
     """``call()`` with up to ``retries`` repeats, 50 ms doubling to 2 s plus jitter, or the server's
     Retry-After when it is longer; a Retry-After beyond ``max_inline_wait`` goes up to the route, which
     pauses instead of holding a connection slot. Each repeat counts against the calling route's
-    ``rate_limit`` like any other call."""
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
+    ``rate_limit`` like any other call. On tenacity, as the router's retries are."""
+    backoff = wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05)
+
+    def retryable(exc: BaseException) -> bool:
+        if not isinstance(exc, DeliveryError) or not repeatable(exc, safe):
+            return False
+        return exc.retry_after is None or exc.retry_after <= max_inline_wait
+
+    def wait(state: RetryCallState) -> float:
+        delay = float(backoff(state))
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, DeliveryError) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        return delay
+
+    async def sleep(seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await pace()  # the repeat is a call of the route like any other
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait_s = state.next_action.sleep if state.next_action else 0.0
+        described = exc.describe() if isinstance(exc, DeliveryError) else repr(exc)
+        log.debug("repeating a call", attempt=state.attempt_number, wait_s=round(wait_s, 3), error=described)
+
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(retries + 1),
+        wait=wait,
+        retry=retry_if_exception(retryable),
+        before_sleep=before_sleep,
+        sleep=sleep,
+        reraise=True,
+    ):
+        with attempt:
             return await call()
-        except DeliveryError as exc:
-            if attempt > retries or not repeatable(exc, safe):
-                raise
-            wait = min(2.0, 0.05 * 2 ** (attempt - 1)) + random.uniform(0, 0.05)
-            if exc.retry_after is not None:
-                if exc.retry_after > max_inline_wait:
-                    raise
-                wait = max(wait, exc.retry_after)
-            log.debug("repeating a call", attempt=attempt, wait_s=round(wait, 3), error=exc.describe())
-            await asyncio.sleep(wait)
-            await pace()
+    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

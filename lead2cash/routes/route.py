@@ -420,6 +420,11 @@ class RouteRuntime:
     async def _deliver(self, message: Message, ambiguous: bool) -> Outcome:
         # This task's context: the connectors' in-call repeats take their slots from this route's ceiling.
         current_pacer.set(self._bucket)
+        # ... and every log line of the connectors it calls carries the message it serves (the hub's
+        # logging merges structlog's contextvars; each delivery is a task of its own, with its own copy).
+        structlog.contextvars.bind_contextvars(
+            route=self.name, key=message.idempotency_key, trace_id=message.trace_id
+        )
         bound = log.bind(route=self.name, key=message.idempotency_key, trace_id=message.trace_id)
         history: list[dict[str, Any]] = []
         try:

@@ -8,7 +8,6 @@ JSON lines to ``$LEAD2CASH_RELIABILITY_REPORT`` when that is set, so the bench c
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -17,8 +16,7 @@ import json
 import os
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,15 +64,6 @@ def port_is_free(port: int) -> bool:
 def hmac_b64(key: str, body: bytes) -> str:
     """Lago's (and the generic webhook trigger's) signature: base64(HMAC-SHA256(key, raw body))."""
     return base64.b64encode(hmac.new(key.encode(), body, hashlib.sha256).digest()).decode()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(step)
-    raise AssertionError(f"condition not reached within {timeout}s")
 
 
 def table_count(store: Store, table: str) -> int:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 
+from lead2cash.connectors.http import parse_retry_after
 from lead2cash.errors import ThrottledError, TransientError
 from lead2cash.observability import REDACTOR
 
@@ -141,7 +142,7 @@ class TokenProvider:
         except httpx.HTTPError as exc:
             raise TransientError(f"Salesforce token request failed: {type(exc).__name__}") from None
         if response.status_code >= 500 or response.status_code == 429:
-            retry = _retry_after(response.headers.get("retry-after"))
+            retry = parse_retry_after(response.headers.get("retry-after"))
             if retry:
                 self._not_before = max(self._not_before, time.monotonic() + retry)
             raise TransientError(
@@ -165,10 +166,3 @@ class TokenProvider:
             )
         REDACTOR.add_issued(str(body["access_token"]))
         return Token(str(body["access_token"]), body.get("instance_url") or None)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None

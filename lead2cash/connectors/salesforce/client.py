@@ -22,6 +22,7 @@ from simple_salesforce.exceptions import (
     SalesforceOperationError,
 )
 
+from lead2cash.connectors.http import parse_retry_after
 from lead2cash.connectors.salesforce.auth import Credentials, TokenProvider
 from lead2cash.connectors.salesforce.errors import classify, codes_of, daily_limit_spent
 from lead2cash.connectors.salesforce.governor import ApiGovernor, RouteBudget, parse_limit_info
@@ -152,7 +153,7 @@ class SalesforceClient:
             self._local.budget = None
 
     def _classify(self, status: int | None, content: Any, what: str) -> DeliveryError:
-        retry = _float(getattr(self._local, "retry_after", None))
+        retry = parse_retry_after(getattr(self._local, "retry_after", None))
         error = classify(
             status, content, retry_after=retry, limit_retry_after=self.settings.limit_retry_after, what=what
         )
@@ -181,10 +182,3 @@ class SalesforceClient:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.tokens.close()
         self.session.close()
-
-
-def _float(value: Any) -> float | None:
-    try:
-        return float(value) if value else None
-    except (TypeError, ValueError):
-        return None

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lead2cash.errors import ThrottledError
@@ -27,7 +28,14 @@ def parse_limit_info(header: str | None) -> tuple[int, int] | None:
 
 
 class ApiGovernor:
-    def __init__(self, *, pause_below: float = 0.1, retry_after: float = 300.0) -> None:
+    def __init__(
+        self,
+        *,
+        pause_below: float = 0.1,
+        retry_after: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock  # seconds, monotonic; injectable so tests move time instead of sleeping
         self.pause_below = pause_below
         self.retry_after = retry_after
         self.used: int | None = None
@@ -44,18 +52,18 @@ class ApiGovernor:
         with self._lock:
             self.used, self.max = used, maximum
             low = maximum <= 0 or (maximum - used) / maximum < self.pause_below
-            if low and self._blocked_until <= time.monotonic():
-                self._blocked_until = time.monotonic() + self.retry_after
+            if low and self._blocked_until <= self.clock():
+                self._blocked_until = self.clock() + self.retry_after
             elif not low:
                 self._blocked_until = 0.0
 
     def exhausted(self, retry_after: float | None = None) -> None:
         """REQUEST_LIMIT_EXCEEDED was answered: stop calling for a while."""
         with self._lock:
-            self._blocked_until = time.monotonic() + max(retry_after or 0.0, self.retry_after)
+            self._blocked_until = self.clock() + max(retry_after or 0.0, self.retry_after)
 
     def check(self) -> None:
-        wait = self._blocked_until - time.monotonic()
+        wait = self._blocked_until - self.clock()
         if wait > 0:
             raise ThrottledError(
                 "Salesforce API budget low; route paused until it returns",
@@ -85,14 +93,14 @@ class RouteBudget:
         return len(self._calls)
 
     def _expire(self) -> None:
-        horizon = time.monotonic() - DAY
+        horizon = self.governor.clock() - DAY
         with self._lock:
             while self._calls and self._calls[0] < horizon:
                 self._calls.popleft()
 
     def count(self) -> None:
         with self._lock:
-            self._calls.append(time.monotonic())
+            self._calls.append(self.governor.clock())
 
     def check(self) -> None:
         self.governor.check()
@@ -103,8 +111,8 @@ class RouteBudget:
         quota = int(maximum * self.share)
         if len(self._calls) >= quota:
             with self._lock:
-                oldest = self._calls[0] if self._calls else time.monotonic()
-            wait = max(oldest + DAY - time.monotonic(), 1.0)
+                oldest = self._calls[0] if self._calls else self.governor.clock()
+            wait = max(oldest + DAY - self.governor.clock(), 1.0)
             raise ThrottledError(
                 f"route {self.name} used its share of the Salesforce API allocation",
                 retry_after=min(wait, self.governor.retry_after),

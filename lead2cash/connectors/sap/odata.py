@@ -27,8 +27,9 @@ from typing import Any
 import httpx
 import structlog
 
+from lead2cash.connectors.http import SAP_ODATA, retry_after_of
 from lead2cash.connectors.quick_retry import quick_retry
-from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
+from lead2cash.errors import DeliveryError, PermanentError, TransientError
 from lead2cash.observability import REDACTOR
 
 log = structlog.get_logger("lead2cash.connectors.sap.odata")
@@ -143,13 +144,7 @@ def parse_error(response: httpx.Response) -> SapError:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
+    return retry_after_of(response.headers)
 
 
 def classify(response: httpx.Response, what: str) -> DeliveryError:
@@ -165,12 +160,7 @@ def classify(response: httpx.Response, what: str) -> DeliveryError:
     if targets:
         details["fields"] = ",".join(targets)
     text = f"SAP {what} failed: {error.message}"
-    status = error.status
-    if status == 429:
-        return ThrottledError(text, retry_after=_retry_after(response), details=details)
-    if status in (408, 425) or status >= 500:
-        return TransientError(text, retry_after=_retry_after(response), details=details)
-    return PermanentError(text, details=details)
+    return SAP_ODATA.error(error.status, text, retry_after=_retry_after(response), details=details)
 
 
 def _csrf_failed(response: httpx.Response) -> bool:

@@ -47,6 +47,7 @@ from zeep.exceptions import TransportError as ZeepTransportError
 from zeep.transports import Transport
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
+from lead2cash.connectors.http import SAP_SOAP, parse_retry_after
 from lead2cash.connectors.sap import DEFAULT_WSDL
 from lead2cash.connectors.sap.odata import BasicCredentials, Credentials, OAuthClientCredentials
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
@@ -382,24 +383,25 @@ class JournalEntrySoapClient:
 
     # --- classification ------------------------------------------------------------------------------------
     def _retry_after(self) -> float | None:
-        value = getattr(self.transport.last, "retry_after", None)
-        try:
-            return float(value) if value else None
-        except ValueError:
-            return None
+        return parse_retry_after(getattr(self.transport.last, "retry_after", None))
 
     def _http_error(self, status: int | None) -> DeliveryError:
         details = {"status": status, "endpoint": self.endpoint}
-        if status == 429:
-            return ThrottledError("SAP SOAP call throttled", retry_after=self._retry_after(), details=details)
         if status in (401, 403):
             if isinstance(self.session.auth, _BearerAuth):
                 self.session.auth.invalidate()
                 return TransientError("SAP SOAP call unauthorized; token refreshed", details=details)
             return PermanentError("SAP SOAP logon failed (check the credentials)", details=details)
-        if status is not None and 400 <= status < 500 and status not in (408, 425):
-            return PermanentError("SAP SOAP call refused", details=details)
-        return TransientError("SAP SOAP call failed", retry_after=self._retry_after(), details=details)
+        # No status, or one that is no error code: the call failed on the way (retried, as a 5xx is).
+        effective = status if status is not None and status >= 400 else 599
+        cls = SAP_SOAP.error_class(effective)
+        text = {ThrottledError: "SAP SOAP call throttled", PermanentError: "SAP SOAP call refused"}
+        return SAP_SOAP.error(
+            effective,
+            text.get(cls, "SAP SOAP call failed"),
+            retry_after=self._retry_after(),
+            details=details,
+        )
 
     def _fault(self, fault: Fault) -> DeliveryError:
         status = getattr(self.transport.last, "status", None)

@@ -105,6 +105,7 @@ def test_an_unknown_fault_profile_is_one_line(command: list[str], tmp_path: Path
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_keep_running_prints_a_working_admin_request_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     demo = _start(

@@ -51,6 +51,7 @@ def _billed_deals(env: LeadToCash) -> set[str]:
         hub.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_first_sync_started_now_bills_no_history_not_even_at_the_sweep(
     tmp_path: Path, store_url: str

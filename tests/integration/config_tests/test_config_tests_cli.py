@@ -33,6 +33,7 @@ def _run(*args: str | Path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.slow
 def test_shipped_config_tests_pass_against_the_sandboxes(demo: LeadToCash) -> None:
     code, out = _run("test", demo.systems_file, *ROUTE_FILES, "--tests", CONFIG / "tests")
     assert code == 0, out

@@ -36,6 +36,7 @@ def _expected(orders: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, i
     return subs, one_off, dict(per_customer)
 
 
+@pytest.mark.slow
 def test_orders_bill_exactly_once_through_503_429_and_lost_invoice_responses(
     lago: LagoTestEnv, tmp_path: Path
 ) -> None:

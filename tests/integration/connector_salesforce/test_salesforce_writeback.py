@@ -8,10 +8,11 @@ import asyncio
 import datetime as dt
 import json
 import threading
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from waiting import wait_until
 
 from lead2cash.canonical_model import Customer, Invoice, InvoiceLine, Money
 from lead2cash.hub import Hub
@@ -128,7 +129,8 @@ def test_spent_allocation_pauses_the_route_and_resumes_with_nothing_lost(org, tm
     org.admin("PUT", "salesforce/limits", json={"max": used + 12})  # ~10 calls before the governor stops
 
     def raise_allocation() -> None:
-        time.sleep(1.5)
+        # The allocation returns once the governor has paused the route (not after a guessed time).
+        wait_until(lambda: hub.metrics.paused.labels("writeback")._value.get() >= 1, 60, what="the pause")
         org.admin("PUT", "salesforce/limits", json={"max": 15000})
 
     helper = threading.Thread(target=raise_allocation)

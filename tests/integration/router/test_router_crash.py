@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from lead2cash.demo import sample_orders
 from lead2cash.store import EffectState, Store
 
@@ -39,6 +41,7 @@ def _effects(path: Path) -> Counter[str]:
     return Counter(json.loads(line)["key"] for line in path.read_text().splitlines() if line.endswith("}"))
 
 
+@pytest.mark.slow
 def test_sigkill_ten_times_during_a_2000_record_run(tmp_path: Path, store_url: str) -> None:
     records = 2000
     data = tmp_path / "data"

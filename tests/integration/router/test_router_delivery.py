@@ -10,6 +10,7 @@ from typing import Any
 
 import doubles
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from lead2cash.cli import app
@@ -255,3 +256,22 @@ def test_a_delivery_that_outlives_its_lease_is_not_started_twice(tmp_path: Path,
     assert target.lookups == 0, "nothing was ever ambiguous"
     assert len(claims) == len(set(claims)), "no message claimed twice: its lease was renewed in flight"
     hub.close()
+
+
+def test_a_connectors_log_lines_carry_the_route_key_and_trace_of_the_message(
+    tmp_path: Path, store_url: str
+) -> None:
+    """The router binds route, idempotency key and trace id in structlog's contextvars for each delivery
+    (merged into every log line by the hub's logging), so a connector logging with its own logger is
+    traced to the message it serves, and deliveries running side by side do not see each other's."""
+    _, hub = _hub(tmp_path, store_url)
+    system = doubles.REGISTRY["mem"]
+    system.records.extend(sample_orders(20, seed=5))
+    assert asyncio.run(hub.run_until_idle(timeout=60))
+    contexts = system.targets["bill"].contexts
+    traces = {m.idempotency_key: m.trace_id for m in hub.store.messages_for("orders", "delivered")}
+    hub.close()
+    assert len(contexts) == 20 and set(contexts) == set(traces)
+    for key, context in contexts.items():
+        assert context == {"route": "orders", "key": key, "trace_id": traces[key]}
+    assert structlog.contextvars.get_contextvars() == {}  # nothing leaks out of the deliveries

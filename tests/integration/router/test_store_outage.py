@@ -94,6 +94,7 @@ async def _until(predicate: Any, timeout: float, what: str) -> float:
     raise AssertionError(f"{what}: not within {timeout}s")
 
 
+@pytest.mark.slow
 def test_a_store_outage_is_waited_out_nothing_lost_nothing_dead_lettered(
     tmp_path: Path, outage: Outage
 ) -> None:
@@ -195,6 +196,7 @@ def _write_orders(path: Path, orders: list[dict[str, Any]]) -> None:
             fh.write(json.dumps(o) + "\n")
 
 
+@pytest.mark.slow
 def test_dlq_replay_beside_a_running_hub_posts_nothing_twice(tmp_path: Path, store_url: str) -> None:
     """#14.6: ``dlq replay`` from a second process while the hub delivers (a target answering in 300 ms):
     it must not release the hub's leases nor deliver what the hub has in flight."""

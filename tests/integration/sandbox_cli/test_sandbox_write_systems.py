@@ -7,10 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 from ruamel.yaml import YAML
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -34,12 +35,18 @@ def test_the_written_systems_file_is_the_demos_and_checks_from_any_directory(tmp
         cmd, cwd=tmp_path / "work", env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     written = tmp_path / "work" / "systems.sandbox.yaml"
+
+    def written_config() -> dict[str, Any] | None:
+        # The file exists before it is complete: wait until it parses as a whole systems file.
+        if proc.poll() is not None:
+            raise AssertionError(f"the sandboxes exited: {proc.stdout.read().decode()}")  # type: ignore[union-attr]
+        if not written.exists():
+            return None
+        loaded = YAML(typ="safe").load(written.read_text())
+        return loaded if isinstance(loaded, dict) and "web" in loaded and "systems" in loaded else None
+
     try:
-        deadline = time.monotonic() + 60
-        while not written.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert written.exists(), proc.stdout.read().decode() if proc.poll() is not None else "not written"
-        config = YAML(typ="safe").load(written.read_text())
+        config = wait_until(written_config, 60, step=0.1, what=f"{written} written")
         systems = config["systems"]
         assert set(systems) == {"salesforce", "lago", "sap", "hub"}
         assert systems["hub"] == {"type": "hub"}

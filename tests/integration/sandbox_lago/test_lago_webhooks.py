@@ -9,10 +9,10 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 
 import jwt
 import pytest
+from waiting import wait_until
 
 
 def make_invoice(env, customer: str) -> str:
@@ -124,9 +124,9 @@ def test_paused_deliveries_wait_then_flow(lago_env, hooks) -> None:
     lago_env.endpoint(hooks)
     lago_env.admin.put("/lago/webhooks", json={"paused": True})
     make_invoice(lago_env, lago_env.customer())
-    time.sleep(0.2)
+    # The event is queued (pending) while paused, and nothing was sent.
+    wait_until(lambda: lago_env.admin.get("/lago/webhooks").json()["pending"] >= 1, 10, what="a queued event")
     assert lago_env.receiver.accepted(hooks) == []
-    assert lago_env.admin.get("/lago/webhooks").json()["pending"] >= 1
     lago_env.admin.put("/lago/webhooks", json={"paused": False})
     lago_env.drain()
     assert len(lago_env.receiver.accepted(hooks)) == 1

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from waiting import async_wait_until
 
 from lead2cash.canonical_model import MINOR_UNITS
 from lead2cash.config.sap import SapBasicAuth, SapSystemConfig
@@ -58,14 +58,13 @@ def _sap_items(env: LeadToCash, reference: str) -> list[dict[str, Any]]:
 
 
 async def _wait(predicate: Any, timeout: float, env: LeadToCash) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await asyncio.to_thread(predicate):
-            return True
-        await asyncio.sleep(0.2)
-    return False
+    try:
+        return bool(await async_wait_until(lambda: asyncio.to_thread(predicate), timeout, step=0.2))
+    except AssertionError:
+        return False
 
 
+@pytest.mark.slow
 def test_a_credit_note_posts_exactly_one_reverse_journal_entry(
     tmp_path: Path,
 ) -> None:
@@ -110,7 +109,8 @@ def test_a_credit_note_posts_exactly_one_reverse_journal_entry(
                 # effect ledger).
                 env.drain_webhooks()
                 await env.hub.ingest(ROUTE)
-                await asyncio.sleep(0.5)
+                # Whatever the duplicate and the poll queued has been delivered (or ignored) by now.
+                await _wait(lambda: env.hub.store.count_messages(ROUTE, "pending") == 0, 10, env)
                 return invoice, note
             finally:
                 await env.stop()

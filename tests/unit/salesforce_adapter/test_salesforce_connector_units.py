@@ -211,17 +211,19 @@ def test_error_classes(status: int | None, code: str, klass: type) -> None:
 
 
 def test_governor_pauses_below_the_threshold_and_lets_a_probe_through_later() -> None:
-    gov = ApiGovernor(pause_below=0.1, retry_after=0.05)
+    now = [1000.0]
+    gov = ApiGovernor(pause_below=0.1, retry_after=0.05, clock=lambda: now[0])
     assert parse_limit_info("api-usage=95/100; per-app-api-usage=1/10(appName=x)") == (95, 100)
     gov.observe(50, 100)
     gov.check()
     gov.observe(95, 100)
     with pytest.raises(ThrottledError) as err:
         gov.check()
-    assert err.value.retry_after is not None and 0 < err.value.retry_after <= 0.05
-    import time
-
-    time.sleep(0.06)
+    assert err.value.retry_after == pytest.approx(0.05)
+    now[0] += 0.04
+    with pytest.raises(ThrottledError):
+        gov.check()  # still within the pause
+    now[0] += 0.02
     gov.check()  # one call may go to learn whether budget returned
     gov.observe(10, 1000)
     gov.check()
