@@ -397,8 +397,9 @@ class OrderTarget:
                 base = adapter.subscription_base(sub["external_id"])
                 ended[base] = max(day, ended.get(base, day))
         billed = self._billed_before(list(dict.fromkeys([*wanted, *current, *ended])))
-        # Billed before (an earlier version was delivered whole): a line it did not have is an amendment.
-        amended = bool(billed or ended) or (
+        # Billed before (Lago holds a subscription or the one-off invoice of the order): a line it did not
+        # have is an amendment. Lago's holdings, not the store's memory, say so.
+        amended = bool(ours) or (
             invoice is not None and adapter.metadata_value(invoice, adapter.METADATA_ORDER) == order.id
         )
         since = order.status_since.date() if order.status_since is not None else None
