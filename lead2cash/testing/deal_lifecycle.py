@@ -115,6 +115,7 @@ class DealModel:
     status: str = "open"
     won_ever: bool = False
     invoice: bool = False  # its one-off invoice was issued
+    credited: bool = False  # a credit note (a refund) exists for it: a reversal needs no other
     dead_letter: bool = False  # a "credit note is needed" dead letter is expected
     lines: list[Line] = field(default_factory=list)
     removed: list[Line] = field(default_factory=list)
@@ -151,7 +152,7 @@ class DealModel:
                 for line in live:
                     self._stop(line, day)
             self.status = {"lost": "lost", "reopen": "open", "delete": "deleted"}[op.kind]
-            if self.invoice:
+            if self.invoice and not self.credited:
                 self.dead_letter = True
             if op.kind == "delete":
                 return {"delete": True}
@@ -159,7 +160,7 @@ class DealModel:
         if op.kind == "pay":
             return {"pay": op.arg} if self.won_ever else None
         # Line changes are versions of the deal too: one not won, with an issued invoice, is a reversal.
-        if self.status != "won" and self.invoice and self.won_ever:
+        if self.status != "won" and self.invoice and not self.credited:
             self.dead_letter = True
         if op.kind == "add":
             line = Line(RECURRING[op.arg % 2], PRICES[op.arg % len(PRICES)], 1 + op.arg % 3)
@@ -312,12 +313,12 @@ class Lago:
         )  # fmt: skip
         return list(r.json()["credit_notes"])
 
-    def pay(self, customer: str, branch: int) -> None:
+    def pay(self, customer: str, branch: int) -> bool:
         """A payment event on the customer's latest invoice: a pending or failed one is paid; a paid one
         fails (a returned direct debit) or is refunded in full by a credit note."""
         invoices = self.invoices(customer)
         if not invoices:
-            return
+            return False
         invoice = max(invoices, key=lambda i: (i["issuing_date"], i["number"]))
         status = invoice["payment_status"]
         if status != "succeeded":
@@ -332,6 +333,8 @@ class Lago:
                                     "items": [{"fee_id": fee["lago_id"], "amount_cents": int(fee["amount_cents"])}]}}  # fmt: skip
             r = self.env.http["lago"].post("/api/v1/credit_notes", json=body, headers=self.headers)
             r.raise_for_status()
+            return bool(invoice["invoice_type"] == "one_off")
+        return False
 
     def _status(self, invoice: dict[str, Any], status: str) -> None:
         r = self.env.http["lago"].put(
@@ -405,7 +408,9 @@ async def run(
                 if change is None:
                     continue
                 if "pay" in change:
-                    await loop.run_in_executor(None, lago.pay, model.account, change["pay"])
+                    # A refund of the one-off invoice is a credit note: a later reversal needs no other.
+                    if await loop.run_in_executor(None, lago.pay, model.account, change["pay"]):
+                        model.credited = True
                 else:
                     await loop.run_in_executor(None, sf.make, model, change)
                 break  # one operation per deal and tick: the day each reaches Lago is known

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,11 +46,6 @@ plans = st.builds(
 
 
 @pytest.mark.slow
-# Open: the random batch finds deals whose Opportunity shows no invoice though Lago has several, deals whose
-# line added the day after winning is billed from the close date (both seen on today's code, not yet
-# explained: the harness's or the hub's), and a billing delivery failing on the store's unique xref
-# constraint. Not strict, so the suite stays green while they are found out; the bench prints them.
-@pytest.mark.xfail(reason="open discrepancies of the deal-lifecycle oracle, see above", strict=False)
 @pytest.mark.timeout(900)
 @settings(
     # The first example Hypothesis tries is the simplest (every deal won once, nothing else): the second is
@@ -66,10 +62,9 @@ plans = st.builds(
     ],
 )
 @given(sequences=st.lists(plans, min_size=SEQUENCES, max_size=SEQUENCES))
-def test_random_deal_lives_bill_what_finance_expects(
-    sequences: list[DealPlan], tmp_path: Path, store_url: str
-) -> None:
-    env = LeadToCash(tmp_path / "l2c", seed=31, seed_size=4, store_url=store_url)
+def test_random_deal_lives_bill_what_finance_expects(sequences: list[DealPlan], tmp_path: Path) -> None:
+    # A fresh hub state per example: the sandboxes start over and hand out the same ids again.
+    env = LeadToCash(tmp_path / uuid.uuid4().hex, seed=31, seed_size=4)
     try:
         today = datetime.now(UTC).date()
         d0 = first_of_next_month(first_of_next_month(today)) + timedelta(days=3)
@@ -83,9 +78,7 @@ def test_random_deal_lives_bill_what_finance_expects(
         outcome = asyncio.run(scenario())
     finally:
         env.close()
-    from collections import Counter
-
-    print(outcome, Counter(o.kind for p in sequences for o in p.ops), sum(p.one_time for p in sequences))
+    print(outcome)
     assert outcome.deals == SEQUENCES
     assert not outcome.problems, "\n".join(outcome.problems[:20])
     assert outcome.fees_checked > 0
