@@ -420,7 +420,7 @@ async def run(
     await loop.run_in_executor(None, lago.advance, end)
     await hub_run()
     problems, checked = await loop.run_in_executor(None, check, env, lago, models, end)
-    dead = len(env.hub.store.dlq_list(ROUTE))
+    dead = len(env.hub.store.dlq_list(ROUTE, limit=1_000_000))
     return Outcome(len(models), len(ticks), runs, hub_seconds, problems, checked, dead)
 
 
@@ -442,7 +442,9 @@ def check(env: LeadToCash, lago: Lago, models: list[DealModel], end: date) -> tu
                          int(fee["amount_cents"]))
                     )  # fmt: skip
     dead = {}
-    for letter in env.hub.store.dlq_list(ROUTE):
+    for letter in env.hub.store.dlq_list(
+        ROUTE, limit=1_000_000
+    ):  # every one (the store lists 100 by default)
         opp = letter.idempotency_key.split(":")[1]
         dead.setdefault(opp, []).append(letter.error_message or "")
     for model in models:
