@@ -193,6 +193,8 @@ class SubscriptionSpec:
     start: date
     name: str
     line_ids: tuple[str, ...]
+    # A line's own service start date (not the order's date) is behind ``start``.
+    dated: bool = False
 
     def payload(self, external_customer_id: str, external_id: str, billing_time: str) -> dict[str, Any]:
         return {
@@ -307,13 +309,16 @@ def billing_plan(
                     min(prior.start, start),
                     prior.name,
                     (*prior.line_ids, line.id),
+                    prior.dated or line.service_start is not None,
                 )
                 continue
             name = f"{line.product_name} ({order.name or order.id})"
         else:
             key = f"{order.id}:{line.id}"
             name = line.description or line.product_name
-        specs[key] = SubscriptionSpec(key, plan, cents, currency, start, name, (line.id,))
+        specs[key] = SubscriptionSpec(
+            key, plan, cents, currency, start, name, (line.id,), line.service_start is not None
+        )
     fees = tuple(
         fee_spec(
             line, table_code(addon_table, addon_table_name, line.product_code, currency, "add-on"), order.id

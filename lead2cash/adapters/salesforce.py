@@ -13,7 +13,10 @@ without ``version`` and ``source_modstamp``), and ``source_modstamp`` carries Sy
 ``order:{id}:v{version}`` is new whenever what billing sees changes, even if SystemModstamp did not move
 (formula or roll-up fields, caught by the sweep), and is unchanged when only fields the mapping ignores
 changed (such as the billing fields this hub writes back, or a sweep re-reading an unchanged record): the
-router's idempotent consumer then drops the record. Fingerprints are not ordered; ``source_modstamp`` is.
+router's idempotent consumer then drops the record. An Opportunity's fingerprint also takes the latest
+SystemModstamp of its line items when they carry one (deleted lines included, which queryAll answers and
+the mapping leaves out of the order): content that returns to a state already billed ({A} -> {A, B} ->
+{A}) is a new version, not the old one. Fingerprints are not ordered; ``source_modstamp`` is.
 
 Outbound: :func:`invoice_writeback` turns an ``Invoice`` into the Opportunity field values for write-back.
 The Opportunity is the Invoice's ``refs["salesforce"]``, else its ``order_id`` (an Order from this adapter
@@ -316,6 +319,15 @@ def opportunity(record: Mapping[str, Any], options: Mapping[str, Any]) -> Order:
     rows = children.get("records", []) if isinstance(children, Mapping) else (children or [])
     if not isinstance(rows, list):
         raise SalesforceMappingError("OpportunityLineItems", f"expected records, got {type(rows).__name__}")
+    # Every line's SystemModstamp, deleted ones included, goes into the version: a line removed again
+    # ({A} -> {A, B} -> {A}) leaves the live content as it was billed first, and only the deleted line's
+    # stamp tells the new version apart.
+    line_stamps = [
+        str(r["SystemModstamp"]) for r in rows if isinstance(r, Mapping) and r.get("SystemModstamp")
+    ]
+    if not _flag(record, "IsDeleted"):
+        # queryAll answers a live deal's deleted line items among its children: they are not sold.
+        rows = [r for r in rows if not (isinstance(r, Mapping) and r.get("IsDeleted") is True)]
     if not rows:
         raise SalesforceMappingError("OpportunityLineItems", "the opportunity has no line items")
     lines = tuple(_line(line, i, currency, o) for i, line in enumerate(rows))
@@ -343,6 +355,8 @@ def opportunity(record: Mapping[str, Any], options: Mapping[str, Any]) -> Order:
     }
     draft = Order(**data)  # type: ignore[arg-type]
     dumped = draft.model_dump(mode="json")
+    if line_stamps:
+        dumped["lines_modstamp"] = max(line_stamps)
     return draft.model_copy(
         update={"version": fingerprint(dumped), "source_modstamp": _text(record.get("SystemModstamp"))}
     )

@@ -200,8 +200,10 @@ class ChangeReader:
                 )
                 seen = {(r["Id"], r.get("SystemModstamp")) for r in records}
                 for start in range(0, len(parents), 200):
+                    # queryAll: a deleted line shows among its parent's children (its stamp moves the
+                    # parent's version), and a deleted parent is read as deleted.
                     found = fetch_all(
-                        sf, by_ids_query(self.spec, parents[start : start + 200]), include_deleted=False
+                        sf, by_ids_query(self.spec, parents[start : start + 200]), include_deleted=True
                     )
                     records.extend(r for r in found if (r["Id"], r.get("SystemModstamp")) not in seen)
                 last = rows[-1]

@@ -396,7 +396,12 @@ class OrderTarget:
             if day is not None:
                 base = adapter.subscription_base(sub["external_id"])
                 ended[base] = max(day, ended.get(base, day))
-        billed = self._billed_before([spec.key for spec in missing if spec.key not in current])
+        billed = self._billed_before(list(dict.fromkeys([*wanted, *current, *ended])))
+        # Billed before (Lago holds a subscription or the one-off invoice of the order): a line it did not
+        # have is an amendment. Lago's holdings, not the store's memory, say so.
+        amended = bool(ours) or (
+            invoice is not None and adapter.metadata_value(invoice, adapter.METADATA_ORDER) == order.id
+        )
         since = order.status_since.date() if order.status_since is not None else None
         creates: list[Awaitable[Any]] = [
             self.client.request(
@@ -418,6 +423,11 @@ class OrderTarget:
             if replaced and since is not None:
                 start = max(start, since)
             body = replace(spec, start=start).payload(external_id, sub_id, self.billing_time)
+            if amended and not replaced and not spec.dated:
+                # A line added to a deal already billed is billed from the day it reaches Lago: no
+                # subscription_at, Lago starts it now. Dated at the order's date instead, Lago would bill
+                # its current period from the period's start, days before the line existed.
+                del body["subscription_at"]
             creates.append(self.client.create_subscription(body))
             learned.append(("Subscription", spec.key, sub_id))
         learned += [

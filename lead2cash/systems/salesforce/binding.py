@@ -314,7 +314,8 @@ class SalesforceBinding:
             children: tuple[ChildQuery, ...] = (
                 ChildQuery(
                     "OpportunityLineItems",
-                    (*lines, *currency),
+                    # The stamps and deletion flag make the order's version (adapters/salesforce.py).
+                    (*lines, *currency, "SystemModstamp", "IsDeleted"),
                     object="OpportunityLineItem",
                     parent_field="OpportunityId",
                     parent_relationship="Opportunity",
