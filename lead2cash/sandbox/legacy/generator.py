@@ -207,8 +207,19 @@ def _phone_pools(seed: int) -> tuple[dict[str, list[str]], list[str]]:
             if phonenumbers.is_valid_number(number):
                 pool.append(phonenumbers.format_number(number, formats[len(pool) % 3]))
         pools[country] = pool
-    invalid = ["12345", "0000000", "555-CALL-NOW", "+1 555", "99 99", "TEL?"]
-    return pools, invalid
+    candidates = ["12345", "0000000", "555-CALL-NOW", "+1 555", "99 99", "TEL?", "000-000", "1"]
+
+    def valid_anywhere(text: str) -> bool:
+        for country in COUNTRY_NAMES:
+            try:
+                if phonenumbers.is_valid_number(phonenumbers.parse(text, country)):
+                    return True
+            except phonenumbers.NumberParseException:
+                continue
+        return False
+
+    # Only strings no country of the extract accepts: the manifest must be the truth.
+    return pools, [c for c in candidates if not valid_anywhere(c)]
 
 
 def generate(customers: int, seed: int = 7, rates: Mapping[str, float] | None = None) -> LegacyDatabase:
