@@ -382,7 +382,9 @@ def generate(customers: int, seed: int = 7, rates: Mapping[str, float] | None = 
     overlap_src = np.flatnonzero((kdraw == len(probs_k)) & (rng.random(m) < rates["overlapping_contract"]))
     # Orphans: contracts whose account number exists nowhere.
     n_orphan = int(rng.binomial(m, rates["orphan_contract"]))
-    orphan_src = rng.integers(0, m, n_orphan)
+    # Copied from contracts with no defect of their own: an orphan carries one defect, its own.
+    clean_k = np.flatnonzero(kdraw == len(probs_k))
+    orphan_src = clean_k[rng.integers(0, len(clean_k), n_orphan)] if len(clean_k) else np.zeros(0, np.int64)
     src = np.concatenate([np.arange(m), overlap_src, orphan_src])
     total = len(src)
     kind = np.concatenate(
