@@ -475,13 +475,16 @@ def run_check(gate: Gate, tables: Tables) -> tuple[pl.DataFrame, int]:
         ), total
     if check == "overlap":
         end = pl.col("end_on").fill_null(pl.date(9999, 12, 31))
-        ordered = lf.sort("customer_id", "plan_code", "start_on", key)
-        prev_end = end.cum_max().shift(1).over(["customer_id", "plan_code"])
+        ordered = lf.sort("customer_id", "product", "start_on", key)
+        # Per Lago product: an unmapped plan code is the plan gate's failure, not an overlap.
+        prev_end = end.cum_max().shift(1).over(["customer_id", "product"])
         flagged = ordered.with_columns(__prev=prev_end)
         return _fail(
             flagged,
             key,
-            pl.col("__prev").is_null() | (pl.col("start_on") > pl.col("__prev")),
+            pl.col("product").is_null()
+            | pl.col("__prev").is_null()
+            | (pl.col("start_on") > pl.col("__prev")),
             pl.lit("starts ")
             + pl.col("start_on").cast(pl.String)
             + " inside another contract for plan "

@@ -95,3 +95,16 @@ def test_gates_fail_dirty_pass_cleansed_and_detect_every_injected_defect(tmp_pat
     assert {"repair_encoding", "e164", "value_map:countries", "duplicates:merged_into"} <= set(
         changes["rule"]
     )
+
+
+def test_two_contracts_on_one_unmapped_plan_are_no_overlap(tmp_path: Path) -> None:
+    # Many customers get two contracts whose plan codes are both unknown (and often the same code): that is
+    # the plan gate's failure; the overlap gate must name only the injected overlaps.
+    db = generate(3000, seed=8, rates={"unknown_plan_code": 0.3})
+    export(db, tmp_path / "legacy")
+    cfg = load_config(CONFIG)
+    engine.cleanse(cfg, tmp_path / "legacy", tmp_path / "clean")
+    _, quarantine = engine.validate(cfg, tmp_path / "clean", True, tmp_path / "val")
+    scores = engine.score(engine.detections(quarantine, tmp_path / "clean"), db.manifest)
+    assert scores["overlapping_contract"]["precision"] == 1.0, scores["overlapping_contract"]
+    assert scores["unknown_plan_code"]["recall"] == 1.0
