@@ -1,6 +1,6 @@
 """A simulator of the Lago billing engine's REST API v1 (``/api/v1``), conforming to Lago's OpenAPI.
 
-Implemented: customers (upsert, get, list), plans and add-ons (get, list; seeded from the catalogue),
+Implemented: customers (upsert, get, list, delete), plans and add-ons (get, list; seeded from the catalogue),
 subscriptions (create, get, list, update, terminate), one-off invoices, invoices (list with filters, get,
 update metadata and payment status, finalize, void), credit notes (create, get, list), webhook endpoints
 (create, get, list, delete) and the webhook public key. Billing runs on a sandbox clock:
@@ -13,13 +13,13 @@ none, the tax of its country. Currencies are the ones Lago's own validation acce
 and JOD included, though Lago's OpenAPI ``Currency`` enum omits them); ``unsupported_currencies`` refuses
 some more, as a Lago that does not take them would.
 
-Fault operations: ``customers.create|list|get``, ``plans.list|get``, ``add_ons.list|get``,
+Fault operations: ``customers.create|list|get|delete``, ``plans.list|get``, ``add_ons.list|get``,
 ``subscriptions.create|list|get|update|terminate``, ``invoices.create|list|get|update|finalize|void``,
 ``credit_notes.create|list|get``, ``webhook_endpoints.create|list|get|delete``, ``webhooks.public_key``.
 Writes may be dropped after commit. An expired key answers 401 as Lago does for a revoked one.
 
 Effect counter (kind: key): ``customer.create``/``customer.update``: external_id;
-``subscription.create``/``subscription.terminate``: external_id; ``invoice.create``: the one-off
+``customer.delete``: external_id; ``subscription.create``/``subscription.terminate``: external_id; ``invoice.create``: the one-off
 invoice's external_customer_id; ``invoice.metadata``: ``"<key>=<value>"`` once per invoice that gains
 that pair (the hub's ``lead2cash_key=<idempotency key>`` counts billing effects per key);
 ``invoice.subscription_period``: ``"<external subscription id>:<period start>"``;

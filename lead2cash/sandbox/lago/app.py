@@ -150,6 +150,11 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         customer = store().customer(request.path_params["external_id"])
         return json_response({"customer": customer_json(customer)})
 
+    @endpoint("customers.delete", write=True)
+    async def delete_customer(request: Request) -> Response:
+        customer = store().delete_customer(request.path_params["external_id"])
+        return json_response({"customer": customer_json(customer)})
+
     # -- plans and add-ons ---------------------------------------------------------------------------
 
     @endpoint("plans.list")
@@ -216,7 +221,8 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
             sub.status = "canceled"
             sub.terminated_at = store().clock.now()
         else:
-            store().terminate_subscription(sub)
+            skip = request.query_params.get("on_termination_invoice") == "skip"
+            store().terminate_subscription(sub, invoice=not skip)
         return json_response({"subscription": sub.json()})
 
     # -- invoices ------------------------------------------------------------------------------------
@@ -376,6 +382,7 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route(f"{api}/customers", create_customer, methods=["POST"]),
         Route(f"{api}/customers", list_customers, methods=["GET"]),
         Route(f"{api}/customers/{{external_id}}", get_customer, methods=["GET"]),
+        Route(f"{api}/customers/{{external_id}}", delete_customer, methods=["DELETE"]),
         Route(f"{api}/plans", list_plans, methods=["GET"]),
         Route(f"{api}/plans/{{code}}", get_plan, methods=["GET"]),
         Route(f"{api}/add_ons", list_add_ons, methods=["GET"]),

@@ -782,6 +782,18 @@ class LagoStore:
         except KeyError:
             raise not_found("customer") from None
 
+    def delete_customer(self, external_id: str) -> Customer:
+        """Lago's DELETE /customers/{external_customer_id}: its subscriptions end (no termination invoice,
+        since Lago discards the customer's drafts) and it is gone from every listing."""
+        customer = self.customer(external_id)
+        for sub in list(self.subscriptions.values()):
+            if sub.customer is customer and sub.status in ("active", "pending"):
+                sub.status, sub.terminated_at = "terminated", self.clock.now()
+                self.effects.record("subscription.terminate", sub.external_id)
+        del self.customers[external_id]
+        self.effects.record("customer.delete", external_id)
+        return customer
+
     def customer_taxes(self, customer: Customer) -> list[Tax]:
         if customer.tax_codes:
             return [self.taxes[c] for c in customer.tax_codes]
@@ -882,11 +894,14 @@ class LagoStore:
                 self._activate(sub)
         return sub
 
-    def terminate_subscription(self, sub: Subscription, at: datetime | None = None) -> Subscription:
+    def terminate_subscription(
+        self, sub: Subscription, at: datetime | None = None, *, invoice: bool = True
+    ) -> Subscription:
+        """``invoice=False`` is Lago's ``on_termination_invoice=skip``: the unbilled part is not invoiced."""
         if sub.status == "terminated":
             raise not_found("subscription")
         now = at or self.clock.now()
-        if sub.status == "active":
+        if sub.status == "active" and invoice:
             # Bill the periods that ended, then the used part of the current one.
             self._bill_due(sub, now)
             assert sub.period_start is not None

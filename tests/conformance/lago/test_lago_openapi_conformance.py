@@ -138,6 +138,10 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     draft = billed[0]
     call("PUT", "/api/v1/invoices/{lago_id}/finalize", f"/api/v1/invoices/{draft}/finalize")
     call("DELETE", "/api/v1/subscriptions/{external_id}", "/api/v1/subscriptions/conf-sub-1")
+    # A customer deleted (what a migration's rollback does), then gone.
+    call("POST", "/api/v1/customers", json={"customer": {"external_id": "conf-gone", "name": "Gone Ltd"}})
+    call("DELETE", "/api/v1/customers/{external_id}", "/api/v1/customers/conf-gone")
+    call("GET", "/api/v1/customers/{external_id}", "/api/v1/customers/conf-gone")
 
     # Errors, in Lago's shapes.
     call("GET", "/api/v1/invoices/{lago_id}", "/api/v1/invoices/00000000-0000-4000-8000-000000000000")
