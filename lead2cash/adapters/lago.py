@@ -57,6 +57,74 @@ REFUNDS_FIELD = "lead2cash_refunds"
 """Field of an invoice the Lago source adds when it reads refunds: ``{"refund_amount_cents": n,
 "updated_at": ...}`` over the invoice's credit notes (Lago's invoice itself does not change on a refund)."""
 
+WEBHOOK_TYPES = frozenset(
+    [
+        "alert.triggered",
+        "billable_metric.created",
+        "billable_metric.deleted",
+        "billable_metric.updated",
+        "credit_note.created",
+        "credit_note.generated",
+        "credit_note.refund_failure",
+        "customer.accounting_provider_created",
+        "customer.accounting_provider_error",
+        "customer.checkout_url_generated",
+        "customer.created",
+        "customer.crm_provider_created",
+        "customer.crm_provider_error",
+        "customer.payment_provider_created",
+        "customer.payment_provider_error",
+        "customer.tax_provider_error",
+        "customer.updated",
+        "customer.vies_check",
+        "dunning_campaign.finished",
+        "event.error",
+        "events.errors",
+        "feature.created",
+        "feature.deleted",
+        "feature.updated",
+        "fee.created",
+        "fee.tax_provider_error",
+        "integration.provider_error",
+        "invoice.add_on_added",
+        "invoice.created",
+        "invoice.deleted",
+        "invoice.drafted",
+        "invoice.generated",
+        "invoice.one_off_created",
+        "invoice.paid_credit_added",
+        "invoice.payment_dispute_lost",
+        "invoice.payment_failure",
+        "invoice.payment_overdue",
+        "invoice.payment_status_updated",
+        "invoice.resynced",
+        "invoice.voided",
+        "payment.requires_action",
+        "payment.succeeded",
+        "payment_provider.error",
+        "payment_request.created",
+        "payment_request.payment_failure",
+        "payment_request.payment_status_updated",
+        "plan.created",
+        "plan.deleted",
+        "plan.updated",
+        "subscription.canceled",
+        "subscription.incomplete",
+        "subscription.started",
+        "subscription.terminated",
+        "subscription.termination_alert",
+        "subscription.trial_ended",
+        "subscription.updated",
+        "subscription.usage_threshold_reached",
+        "wallet.depleted_ongoing_balance",
+        "wallet_transaction.created",
+        "wallet_transaction.payment_failure",
+        "wallet_transaction.updated",
+    ]
+)
+"""Every ``webhook_type`` Lago's OpenAPI document declares (its webhooks section): the metric label of a
+Lago event is one of these or "other", so a body cannot mint labels."""
+
 OBJECT_KEYS = {"invoice.payment_dispute_lost": "payment_dispute_lost"}
 """Webhooks whose invoice is not under ``invoice`` (Lago names the object after the event)."""
 
@@ -713,24 +781,39 @@ def payment_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         raise ValueError(
             f"invoice.payment_status: {data.get('payment_status')!r} is not a Lago payment status"
         )
+    if data.get("status") != "finalized":
+        # A voided invoice owes nothing (its reversal is the void), a draft nothing yet: neither is a
+        # payment, whatever payment_status it still carries.
+        raise ValueError(
+            f"invoice.status: {str(data.get('status'))[:20]!r} is not a payment (only a finalized invoice is paid)"
+        )
     day = _date(data.get("updated_at"), "invoice.updated_at") or _date(
         data.get("issuing_date"), "issuing_date"
     )
     if day is None:
         raise ValueError("invoice.updated_at: missing")
-    customer = data.get("customer") or {}
     return Payment(
         id=f"{lago_id}:payment",
         refs={"lago": lago_id},
         version=record_version(record, data, "invoice"),
         source_modstamp=data.get("updated_at"),
-        customer_id=str(customer.get("external_id") or data.get("external_customer_id") or "unknown"),
+        customer_id=_customer_id(data, "invoice"),
         invoice_ids=(lago_id,),
         amount=_cents(data, "total_amount_cents", currency, "invoice"),
         status=status,
         payment_date=day,
         reference=str(data.get("number")) if data.get("number") else None,
     )
+
+
+def _customer_id(data: Mapping[str, Any], what: str) -> str:
+    """The customer's external id (the hub's own customer id): refused when absent, never guessed."""
+    customer = data.get("customer")
+    found = customer.get("external_id") if isinstance(customer, Mapping) else None
+    found = found or data.get("external_customer_id")
+    if not isinstance(found, str) or not found.strip():
+        raise ValueError(f"{what}.customer.external_id: missing (a document without its customer is refused)")
+    return found
 
 
 def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> CreditNote:
@@ -757,7 +840,6 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
     taxes = _taxes(
         data.get("applied_taxes") or [], currency, "base_amount_cents", "credit_note.applied_taxes"
     )
-    customer = data.get("customer") or {}
     voided = data.get("credit_status") == "voided"
     issue = _date(data.get("issuing_date"), "credit_note.issuing_date")
     if issue is None:
@@ -770,7 +852,7 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
         credit_note_number=str(data.get("number") or data["lago_id"]),
         invoice_id=str(data.get("lago_invoice_id")),
         invoice_number=data.get("invoice_number") or None,
-        customer_id=str(customer.get("external_id") or "unknown"),
+        customer_id=_customer_id(data, "credit_note"),
         currency=currency,
         status=CreditNoteStatus.VOIDED if voided else CreditNoteStatus.FINALIZED,
         reason=CreditNoteReason(reason)

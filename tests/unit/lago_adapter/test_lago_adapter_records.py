@@ -126,6 +126,16 @@ def test_payment_is_the_amount_left_to_pay() -> None:
     assert payment.id == "inv-1:payment"
 
 
+def test_a_payment_is_refused_without_its_customer_or_for_an_invoice_not_finalized() -> None:
+    record = {"webhook_type": "invoice.payment_status_updated", "invoice": _invoice(payment_status="failed")}
+    del record["invoice"]["customer"]
+    with pytest.raises(ValueError, match=r"invoice\.customer\.external_id: missing"):
+        adapter.payment_from_lago(record)
+    for status in ("voided", "draft"):
+        with pytest.raises(ValueError, match=rf"invoice\.status: '{status}' is not a payment"):
+            adapter.payment_from_lago({"invoice": _invoice(status=status, payment_status="failed")})
+
+
 def test_credit_note_maps_items_and_checks_totals() -> None:
     raw = {
         "lago_id": "cn-1", "number": "LAG-001-CN001", "lago_invoice_id": "inv-1", "invoice_number": "LAG-001",
@@ -141,6 +151,8 @@ def test_credit_note_maps_items_and_checks_totals() -> None:
     assert note.reason.value == "order_change" and note.invoice_id == "inv-1"
     with pytest.raises(ValueError, match="total_amount_cents"):
         adapter.credit_note_from_lago({**raw, "total_amount_cents": 1101})
+    with pytest.raises(ValueError, match=r"credit_note\.customer\.external_id: missing"):
+        adapter.credit_note_from_lago({**raw, "customer": {}})
 
 
 ORDER = {
