@@ -538,6 +538,27 @@ def _product_code(code: str | None, currency: str, options: Mapping[str, Any]) -
     return code
 
 
+FAMILY_TABLE = "product_family_table"
+"""Adapter option: a table under ``mappings`` of product code (or Lago plan/add-on code) -> product family.
+Lago's fees carry no family; the hub's own cross-reference gives it, so revenue splits by family."""
+
+
+def product_family(options: Mapping[str, Any], *codes: Any) -> str | None:
+    """The family the family table gives the first listed code (the product code, then Lago's item code),
+    else its ``_default``; None without a table or entry (the revenue table's own ``_default`` decides)."""
+    table = options.get(FAMILY_TABLE)
+    if not isinstance(table, Mapping):
+        return None
+    for code in codes:
+        if isinstance(code, str) and code in table:
+            return str(table[code])
+    fallback = table.get("_default")
+    return str(fallback) if fallback is not None else None
+
+
+INVOICE_TYPES = frozenset({"subscription", "add_on", "one_off", "credit", "progressive_billing"})
+"""Lago's ``invoice_type`` values (OpenAPI InvoiceObject): any other is refused, never posted by guess."""
+
 _KINDS = {"add_on": ChargeKind.ONE_TIME, "subscription": ChargeKind.RECURRING, "charge": ChargeKind.RECURRING}
 
 
@@ -579,11 +600,13 @@ def _line(fee: Mapping[str, Any], currency: str, options: Mapping[str, Any], i: 
     description = (
         item.get("invoice_display_name") or item.get("name") or fee.get("description") or item.get("code")
     )
+    product_code = _product_code(item.get("code"), currency, options)
     return InvoiceLine(
         id=str(fee["lago_id"]),
         refs={"lago": str(fee["lago_id"])},
         description=str(description or "fee"),
-        product_code=_product_code(item.get("code"), currency, options),
+        product_code=product_code,
+        product_family=product_family(options, product_code, item.get("code")),
         kind=_KINDS.get(str(item.get("type"))),
         quantity=units if units >= 0 else None,
         unit_price=unit_price,
@@ -704,6 +727,13 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
     if status is InvoiceStatus.FINALIZED and payment is InvoicePaymentStatus.SUCCEEDED:
         status = InvoiceStatus.PAID
     customer = customer_from_lago(data.get("customer") or {})
+    billing_type = data.get("invoice_type")
+    if billing_type is not None and billing_type not in INVOICE_TYPES:
+        raise ValueError(
+            f"invoice.invoice_type: {str(billing_type)[:30]!r} is not a Lago invoice type "
+            f"({', '.join(sorted(INVOICE_TYPES))})"
+        )
+    prepaid = data.get("prepaid_credit_amount_cents") or 0
     issue = _date(data.get("issuing_date"), "invoice.issuing_date")
     if issue is None:
         raise ValueError("invoice.issuing_date: missing")
@@ -730,6 +760,8 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         order_id=metadata_value(data, METADATA_ORDER)
         or _order_of_markers(data.get("fees") or [])
         or _order_of_subscriptions(lines),
+        billing_type=billing_type,
+        prepaid_credit=Money.from_minor_units(prepaid, currency) if prepaid else None,
     )
     _expect(invoice.subtotal, data, "sub_total_excluding_taxes_amount_cents", "the fees less coupons")
     _expect(invoice.tax_total, data, "taxes_amount_cents", "the sum of applied_taxes")

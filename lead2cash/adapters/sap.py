@@ -9,12 +9,18 @@ table's ``_default`` (a table value may split a line over several accounts by we
 deterministically and nothing is dropped); each tax is credited under its SAP tax code (``tax_codes`` maps the
 billing system's codes). Lines with the same account, tax code, profit and cost centre are summed into one
 item. A credit note (or an invoice with a negative total) posts the reverse entry.
+
+Each billing type posts by its nature (``invoice_postings``: the billing engine's invoice type ->
+``revenue`` or ``advance``). A revenue invoice is the entry above. An advance invoice (Lago's ``credit``
+invoice, a wallet top-up) is a customer prepayment: its lines are credited to ``advance_account`` (a
+liability), never to revenue. Prepaid credits applied to an invoice (wallet consumption) settle part of
+it: the advance is debited and the customer's receivable credited by that amount, in the same document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -33,6 +39,15 @@ from lead2cash.canonical_model import (
 from lead2cash.canonical_model.invoice import TaxLine
 
 DEFAULT_KEY = "_default"
+POSTING_NATURES = ("revenue", "advance")
+DEFAULT_INVOICE_POSTINGS: Mapping[str, str] = {
+    "subscription": "revenue",
+    "add_on": "revenue",
+    "one_off": "revenue",
+    "progressive_billing": "revenue",
+    "credit": "advance",
+}
+"""Lago's invoice types by nature, when the system names no ``invoice_postings`` table."""
 MAX_REFERENCE = 16  # DocumentReferenceID (XBLNR)
 MAX_HEADER_TEXT = 25
 MAX_ITEM_TEXT = 50
@@ -65,6 +80,27 @@ class PostingRules:
     # A document number longer than DocumentReferenceID: "reject" (permanent error) or "tail" (its longest
     # tail of whole "-" segments that fits, the same on every read so the crash-recovery lookup finds it).
     long_references: str = "reject"
+    invoice_postings: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_INVOICE_POSTINGS))
+    # Customer advances (a liability): wallet top-ups are credited here, prepaid credits used debited.
+    advance_account: str | None = None
+
+    def posting_nature(self, billing_type: str | None) -> str:
+        """``revenue`` or ``advance`` for a billing type (a document of no known type is revenue)."""
+        if billing_type is None:
+            return "revenue"
+        nature = self.invoice_postings.get(billing_type, self.invoice_postings.get(DEFAULT_KEY))
+        if nature is None:
+            raise PostingRuleError(f"invoice_postings: no posting for billing type {billing_type!r}")
+        if nature not in POSTING_NATURES:
+            raise PostingRuleError(
+                f"invoice_postings: {billing_type!r} -> {nature!r}; expected one of {', '.join(POSTING_NATURES)}"
+            )
+        return str(nature)
+
+    def advance(self, why: str) -> str:
+        if not self.advance_account:
+            raise PostingRuleError(f"advance_account: not configured, and {why} needs it")
+        return self.advance_account
 
     def company_code_for(self, currency: str) -> str:
         code = self.company_code_by_currency.get(currency) or self.company_code
@@ -209,6 +245,7 @@ def _entry(
     sign: int,
     header_prefix: str,
     document_type: str,
+    prepaid: Money | None = None,
 ) -> JournalEntry:
     reference = check_reference(number, rules.long_references)
     # Tax code per line: its own, else the document's only tax code (a single-rate invoice).
@@ -271,6 +308,30 @@ def _entry(
                 text=_text(tax.name or tax.code, MAX_ITEM_TEXT),
             )
         )
+    if prepaid is not None and not prepaid.is_zero():
+        # The part the customer's prepaid credits settled: owed no more, and the advance is used up.
+        advance = rules.advance("prepaid credits applied to an invoice")
+        items.append(
+            _item(
+                DebitCredit.CREDIT,
+                prepaid * sign,
+                kind=JournalItemKind.RECEIVABLE,
+                gl_account=rules.receivables_account,
+                customer_id=customer_id,
+                assignment=assignment,
+                text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
+            )
+        )
+        items.append(
+            _item(
+                DebitCredit.DEBIT,
+                prepaid * sign,
+                kind=JournalItemKind.GL,
+                gl_account=advance,
+                assignment=assignment,
+                text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
+            )
+        )
     if len(items) < 2:
         raise PostingRuleError(f"{number}: nothing to post (the document totals zero)")
     company_code = rules.company_code_for(currency)
@@ -292,8 +353,13 @@ def _entry(
 def invoice_to_journal_entry(
     invoice: Invoice, rules: PostingRules, *, posting_date: date | None = None
 ) -> JournalEntry:
-    """The ledger posting of a finalized invoice (the reverse posting when its total is negative)."""
+    """The ledger posting of a finalized invoice (the reverse posting when its total is negative), by the
+    nature of its billing type; prepaid credits applied move from the advance to the receivable."""
     reverse = invoice.total.is_negative()
+    if rules.posting_nature(invoice.billing_type) == "advance":
+        # Every line to the customer advance: one account, no revenue, no profit or cost centre.
+        account = rules.advance(f"billing type {invoice.billing_type!r}")
+        rules = replace(rules, revenue_accounts={DEFAULT_KEY: account}, profit_centers={}, cost_centers={})
     return _entry(
         entity_id=invoice.id,
         version=invoice.version,
@@ -314,6 +380,7 @@ def invoice_to_journal_entry(
         sign=1,  # amounts carry their own signs; a negative total credits the receivable
         header_prefix=rules.header_prefix,
         document_type=rules.credit_document_type if reverse else rules.document_type,
+        prepaid=invoice.prepaid_credit,
     )
 
 

@@ -108,6 +108,10 @@ class SapSystem:
             credit_document_type=cfg.credit_document_type,
             profit_centers=_table(cfg.profit_centers, tables, "profit_centers", problems),
             cost_centers=_table(cfg.cost_centers, tables, "cost_centers", problems),
+            invoice_postings=_table(cfg.invoice_postings, tables, "invoice_postings", problems)
+            if cfg.invoice_postings is not None
+            else dict(adapter.DEFAULT_INVOICE_POSTINGS),
+            advance_account=cfg.advance_account,
         )
         bp = cfg.business_partner
         self.partner_rules = adapter.PartnerRules(

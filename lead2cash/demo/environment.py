@@ -70,6 +70,9 @@ class Agreement:
     won: dict[str, Decimal] = field(default_factory=dict)
     invoiced: dict[str, Decimal] = field(default_factory=dict)
     posted: dict[str, Decimal] = field(default_factory=dict)
+    # Revenue per currency and G/L account: what Lago's fees say by product family, what SAP booked.
+    revenue_billed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    revenue_posted: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     deals: int = 0
     invoices: int = 0
     journal_entries: int = 0
@@ -131,7 +134,11 @@ def hub_systems_config(
     # The shipped routes keep account determination in mappings.yaml, not inline.
     sap.pop("revenue_account_by_family", None)
     sap.pop("tax_code_by_catalog_code", None)
-    sap.update(revenue_accounts="sap_revenue_accounts", tax_codes="sap_tax_codes")
+    sap.update(
+        revenue_accounts="sap_revenue_accounts",
+        tax_codes="sap_tax_codes",
+        invoice_postings="sap_invoice_postings",
+    )
     systems: dict[str, dict[str, Any]] = {
         "salesforce": {**printed["salesforce"], "safety_lag": safety_lag, "sweep_interval": None},
         "lago": {**printed["lago"], "plan_table": "lago_plans", "addon_table": "lago_add_ons"},
@@ -372,6 +379,7 @@ class LeadToCash(SandboxClients):
                 result.problems.append(
                     f"{ccy}: Lago invoiced {invoiced.get(ccy, 0)} but SAP receivables show {posted.get(ccy, 0)}"
                 )
+        self._compare_revenue(result, invoices, ledger)
         invoiced_orders = {order_of(inv) for inv in invoices}
         result.awaiting_invoice = sum(1 for o in opps if o["Id"] not in invoiced_orders)
         for o in opps:
@@ -399,6 +407,46 @@ class LeadToCash(SandboxClients):
                     f"opportunity {o['Id']}: SAP document {document or '-'} is not {posted_as} of {number}"
                 )
         return result
+
+    def _compare_revenue(
+        self, result: Agreement, invoices: list[dict[str, Any]], ledger: dict[str, Any]
+    ) -> None:
+        """Revenue per currency and account: each Lago fee by its product's family (the shipped tables:
+        product_families, then the SAP system's revenue table), against SAP's revenue accounts (41...)."""
+        mappings = self.hub.config.mappings
+        families = mappings.get("product_families", {})
+        table_ref = self.hub.config.systems["sap"].revenue_accounts  # type: ignore[union-attr]
+        table = mappings.get(table_ref, {}) if isinstance(table_ref, str) else table_ref
+        billed: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        for inv in invoices:
+            ccy = inv["currency"]
+            if inv.get("invoice_type") == "credit":
+                continue  # a wallet top-up is a customer advance, never revenue
+            for fee in inv.get("fees") or []:
+                code = str((fee.get("item") or {}).get("code") or "")
+                product = code.removesuffix(f"__{ccy}")
+                account = table.get(product) or table.get(families.get(product)) or table.get("_default")
+                cents = Decimal(int(fee["amount_cents"])).scaleb(-MINOR_UNITS[ccy])
+                billed[ccy][str(account)] += cents
+            coupons = int(inv.get("coupons_amount_cents") or 0)
+            if coupons:
+                billed[ccy][str(table.get("_default"))] -= Decimal(coupons).scaleb(-MINOR_UNITS[ccy])
+        posted: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        for company in ledger["company_codes"].values():
+            for ccy, bucket in company["transaction_currency"].items():
+                for account, value in bucket["accounts"].items():
+                    if account.startswith("41"):
+                        posted[ccy][account] -= Decimal(value)  # revenue is a credit balance
+        result.revenue_billed = {c: {a: v for a, v in accts.items() if v} for c, accts in billed.items()}
+        result.revenue_posted = {c: {a: v for a, v in accts.items() if v} for c, accts in posted.items()}
+        for ccy in sorted(set(result.revenue_billed) | set(result.revenue_posted)):
+            want, got = result.revenue_billed.get(ccy, {}), result.revenue_posted.get(ccy, {})
+            for account in sorted(set(want) | set(got)):
+                if want.get(account, Decimal(0)) != got.get(account, Decimal(0)):
+                    result.problems.append(
+                        f"{ccy} revenue account {account}: Lago billed {want.get(account, 0)} by product "
+                        f"family but SAP shows {got.get(account, 0)}"
+                    )
 
     def sap_receivables(self) -> str:
         return str(self.hub.config.systems["sap"].receivables_account)  # type: ignore[union-attr]

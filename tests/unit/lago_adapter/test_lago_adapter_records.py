@@ -126,6 +126,27 @@ def test_payment_is_the_amount_left_to_pay() -> None:
     assert payment.id == "inv-1:payment"
 
 
+def test_invoice_type_prepaid_credits_and_product_family_from_the_declared_table() -> None:
+    families = {"HW-GW": "Hardware", "PLAT-BASE": "Software"}
+    invoice = adapter.invoice_from_lago(_invoice(), {adapter.FAMILY_TABLE: families})
+    assert invoice.billing_type == "one_off" and str(invoice.prepaid_credit) == "100.00 EUR"
+    assert [(ln.product_code, ln.product_family) for ln in invoice.lines] == [
+        ("HW-GW", "Hardware"),
+        ("PLAT-BASE", "Software"),  # the plan code less its currency
+    ]
+    assert [ln.product_family for ln in adapter.invoice_from_lago(_invoice()).lines] == [None, None]
+    other = adapter.invoice_from_lago(_invoice(), {adapter.FAMILY_TABLE: {"_default": "Services"}})
+    assert {ln.product_family for ln in other.lines} == {"Services"}
+    assert (
+        adapter.invoice_from_lago(
+            _invoice(prepaid_credit_amount_cents=0, total_amount_cents=133159)
+        ).prepaid_credit
+        is None
+    )
+    with pytest.raises(ValueError, match=r"invoice\.invoice_type: 'gift' is not a Lago invoice type"):
+        adapter.invoice_from_lago(_invoice(invoice_type="gift"))
+
+
 def test_a_payment_is_refused_without_its_customer_or_for_an_invoice_not_finalized() -> None:
     record = {"webhook_type": "invoice.payment_status_updated", "invoice": _invoice(payment_status="failed")}
     del record["invoice"]["customer"]
