@@ -859,13 +859,16 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
     for i, item in enumerate(data.get("items") or []):
         fee = item.get("fee") or {}
         fee_item = fee.get("item") or {}
+        product_code = _product_code(fee_item.get("code"), currency, options)
         lines.append(
             CreditNoteLine(
                 id=str(item["lago_id"]),
                 refs={"lago": str(item["lago_id"])},
                 description=fee_item.get("invoice_display_name") or fee_item.get("name") or None,
                 invoice_line_id=fee.get("lago_id") or None,
-                product_code=_product_code(fee_item.get("code"), currency, options),
+                product_code=product_code,
+                # The family as the invoice's fee had it, so the reversal hits the invoice's accounts.
+                product_family=product_family(options, product_code, fee_item.get("code")),
                 amount=_cents(item, "amount_cents", currency, f"credit_note.items[{i}]"),
             )
         )

@@ -246,6 +246,7 @@ def _entry(
     header_prefix: str,
     document_type: str,
     prepaid: Money | None = None,
+    assignment_of: str | None = None,
 ) -> JournalEntry:
     reference = check_reference(number, rules.long_references)
     # Tax code per line: its own, else the document's only tax code (a single-rate invoice).
@@ -258,7 +259,9 @@ def _entry(
         [(pc, fam, desc, amount * sign) for pc, fam, desc, _c, amount in lines], rules, sap_codes, currency
     )
     items: list[JournalEntryItem] = []
-    assignment = _text(number, MAX_ASSIGNMENT)
+    # The assignment (ZUONR) is the invoice's number on its own entry and on every entry against it (a
+    # credit note, a void), so the customer's open items of one invoice match for clearing.
+    assignment = _text(assignment_of or number, MAX_ASSIGNMENT)
     gross = total * sign
     if not gross.is_zero():
         items.append(
@@ -384,6 +387,33 @@ def invoice_to_journal_entry(
     )
 
 
+VOID_SUFFIX = "-RV"
+
+
+def void_reversal_entry(
+    invoice: Invoice, rules: PostingRules, *, posting_date: date | None = None
+) -> JournalEntry:
+    """The reversal of a voided invoice's posting: the same accounts (the same rules, the same lines) on
+    the other sides, under the reference ``<number>-RV`` (its tail, by ``long_references``) so it never
+    passes for the original; the assignment stays the original's number, so the receivable clears."""
+    original = invoice_to_journal_entry(invoice, rules, posting_date=posting_date)
+    flipped = tuple(
+        item.model_copy(
+            update={"side": DebitCredit.CREDIT if item.side is DebitCredit.DEBIT else DebitCredit.DEBIT}
+        )
+        for item in original.items
+    )
+    return original.model_copy(
+        update={
+            "id": f"{invoice.id}:void",
+            "items": flipped,
+            "document_type": rules.credit_document_type,
+            "reference_id": check_reference(f"{invoice.invoice_number}{VOID_SUFFIX}", rules.long_references),
+            "header_text": _text(f"Void {invoice.invoice_number}", MAX_HEADER_TEXT),
+        }
+    )
+
+
 def credit_note_to_journal_entry(
     note: CreditNote, rules: PostingRules, *, posting_date: date | None = None
 ) -> JournalEntry:
@@ -405,6 +435,7 @@ def credit_note_to_journal_entry(
         sign=-1,  # credit note amounts are positive: the document reverses them
         header_prefix=rules.credit_header_prefix,
         document_type=rules.credit_document_type,
+        assignment_of=note.invoice_number,
     )
 
 

@@ -4,6 +4,10 @@ Target actions
     ``journal_entry.post``      Invoice, CreditNote (or a ready JournalEntry): ensure the business partner,
                                 post the balanced entry, return ``<document>/<company code>/<fiscal year>``
                                 and store it as the entity's ``sap`` cross-reference.
+    ``journal_entry.reverse``   Invoice (voided): the reversal of its posting (``<number>-RV``), or nothing
+                                when the invoice was never posted; never a second posting of the invoice.
+                                With ``after_route``/``after_key`` it waits while that route still holds
+                                the invoice's posting undelivered (the void overtook it).
     ``business_partner.ensure`` Customer: find the partner by its search key or create it.
 
 Exactly once: a posting's reference is the document number (the header's DocumentReferenceID, XBLNR, up to
@@ -45,12 +49,15 @@ from lead2cash.connectors.sap.rfc import RfcJournalPoster, pyrfc_connection_fact
 from lead2cash.connectors.sap.soap import JournalEntrySoapClient, PostingConfirmation, PostingRejected
 from lead2cash.errors import DeliveryError, PermanentError, TransientError
 from lead2cash.routes.interfaces import Source, Target
+from lead2cash.routes.mapping import KeyTemplate
 
 log = structlog.get_logger("lead2cash.bindings.sap")
 
 SYSTEM = "sap"
 CLOSED_PERIOD_MESSAGES = ("201(F5)",)  # "Posting period ... is not open"
-ACTIONS = ("journal_entry.post", "business_partner.ensure")
+ACTIONS = ("journal_entry.post", "journal_entry.reverse", "business_partner.ensure")
+NOT_POSTED = "not-posted"
+"""A reversal's confirmation when the voided invoice was never posted: nothing to reverse, nothing sent."""
 _SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
@@ -200,6 +207,22 @@ class SapSystem:
             if long_references not in ("reject", "tail"):
                 raise ConfigProblems([(("options", "long_references"), "expected reject or tail")])
             return JournalEntryTarget(self, long_references)
+        if action == "journal_entry.reverse":
+            known = {"long_references", "after_route", "after_key"}
+            unknown = sorted(set(options) - known)
+            if unknown:
+                raise ConfigProblems(
+                    [(("options", unknown[0]), f"unknown option; known: {', '.join(sorted(known))}")]
+                )
+            if ("after_route" in options) != ("after_key" in options):
+                raise ConfigProblems([(("options",), "give after_route and after_key together")])
+            long_references = options.get("long_references", "reject")
+            if long_references not in ("reject", "tail"):
+                raise ConfigProblems([(("options", "long_references"), "expected reject or tail")])
+            after = (
+                (str(options["after_route"]), str(options["after_key"])) if "after_route" in options else None
+            )
+            return ReversalTarget(self, long_references, after)
         if action == "business_partner.ensure":
             return PartnerTarget(self)
         raise ValueError(f"unknown SAP action {action!r}; known: {', '.join(ACTIONS)}")
@@ -539,6 +562,74 @@ class JournalEntryTarget:
                 f"{adapter.MAX_REFERENCE}; posted entries could not be found and would be posted again",
                 details=where,
             )
+
+
+class ReversalTarget(JournalEntryTarget):
+    """``journal_entry.reverse``: a voided invoice's posting reversed, found first by the invoice's own
+    cross-reference, then by its reference in SAP. Never posted: nothing is sent."""
+
+    def __init__(self, system: SapSystem, long_references: str, after: tuple[str, str] | None) -> None:
+        super().__init__(system, long_references)
+        self.name = f"{system.name}/journal_entry.reverse"
+        self.after = after
+
+    def _entry(self, entity: BaseModel, posting_date: date | None = None) -> JournalEntry:
+        if not isinstance(entity, Invoice):
+            raise PermanentError(f"journal_entry.reverse takes Invoice entities, not {type(entity).__name__}")
+        try:
+            return adapter.void_reversal_entry(entity, self.rules, posting_date=posting_date)
+        except adapter.PostingRuleError as exc:
+            raise PermanentError(f"cannot map to a reversal: {exc}", details={"entity": entity.id}) from exc
+
+    async def _original(self, invoice: Invoice) -> str | None:
+        known = self.system.xref_get("Invoice", invoice.id)
+        if known is not None:
+            return known
+        try:
+            original = adapter.invoice_to_journal_entry(invoice, self.rules)
+        except adapter.PostingRuleError:
+            return None  # it could never have been posted under these rules
+        return await self.find(original.company_code, original.reference_id)
+
+    def _waiting_for_original(self, invoice: Invoice) -> bool:
+        """The original posting is still queued on its route (the void overtook it): wait for it."""
+        if self.after is None or self.system.store is None:
+            return False
+        route, template = self.after
+        key = KeyTemplate(template).render(invoice.model_dump(mode="json"))
+        message = self.system.store.message_by_key(route, key)
+        return message is not None and message.status == "pending"
+
+    async def deliver(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        entry = self._entry(entity)
+        assert isinstance(entity, Invoice)
+        if await self._original(entity) is None:
+            if self._waiting_for_original(entity):
+                raise TransientError(
+                    "the voided invoice's posting is still on its way; its reversal waits for it",
+                    details={"invoice": entity.invoice_number},
+                )
+            log.info("voided invoice was never posted: nothing to reverse", invoice=entity.invoice_number)
+            return NOT_POSTED
+        debtors = await self._debtors(entity, entry)
+        ref = await self._post(entry, debtors)
+        self.system.xref_put("InvoiceVoid", entity.id, ref)
+        return ref
+
+    async def lookup(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        known = self.system.xref_get("InvoiceVoid", entity_id(entity))
+        if known is not None:
+            return known
+        entry = self._entry(entity)
+        found = await self.find(entry.company_code, entry.reference_id)
+        if found is not None:
+            self.system.xref_put("InvoiceVoid", entity_id(entity), found)
+        return found
+
+    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
+        return {"journal_entry": self._entry(entity).model_dump(mode="json")}
 
 
 def entity_id(entity: BaseModel) -> str:

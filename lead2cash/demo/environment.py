@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -188,6 +188,7 @@ class LeadToCash(SandboxClients):
         safety_lag: str = "1s",
         log_level: str = "WARNING",
         admin_token: str | None = None,
+        extra_route_files: Sequence[Path] = (),
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.admin_token = admin_token
@@ -201,7 +202,11 @@ class LeadToCash(SandboxClients):
         self.store_url = store_url or f"sqlite:///{self.workdir / 'state.db'}"
         self.systems_file = self.workdir / "systems.yaml"
         self.systems_file.write_text(json.dumps(self.systems_config(safety_lag, log_level), indent=2))
-        self.config_files = [self.systems_file, *(config_dir / name for name in ROUTE_FILES)]
+        self.config_files = [
+            self.systems_file,
+            *(config_dir / name for name in ROUTE_FILES),
+            *extra_route_files,  # e.g. config/accounting.yaml: voids and credit notes
+        ]
         self.hub = Hub.from_files(self.config_files)
         ca = ssl.create_default_context(cafile=str(self.cluster.ca_bundle))
         self.http = {
