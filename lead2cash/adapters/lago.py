@@ -876,6 +876,9 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
         data.get("applied_taxes") or [], currency, "base_amount_cents", "credit_note.applied_taxes"
     )
     voided = data.get("credit_status") == "voided"
+    # Lago's credit note names no invoice type; its items' fees do: wallet credits are fees of type
+    # "credit", found on top-up invoices only.
+    fee_types = {str(((i.get("fee") or {}).get("item") or {}).get("type")) for i in data.get("items") or []}
     issue = _date(data.get("issuing_date"), "credit_note.issuing_date")
     if issue is None:
         raise ValueError("credit_note.issuing_date: missing")
@@ -896,6 +899,7 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
         issue_date=issue,
         lines=lines,
         taxes=taxes,
+        billing_type="credit" if fee_types == {"credit"} else None,
     )
     for field, value, what in (
         ("sub_total_excluding_taxes_amount_cents", note.subtotal, "the items"),

@@ -417,7 +417,11 @@ def void_reversal_entry(
 def credit_note_to_journal_entry(
     note: CreditNote, rules: PostingRules, *, posting_date: date | None = None
 ) -> JournalEntry:
-    """The reverse posting for a credit note: receivable credited, revenue and tax debited."""
+    """The reverse posting for a credit note: receivable credited, revenue and tax debited; the credit
+    note of an advance (a wallet top-up) debits the advance instead of revenue."""
+    if rules.posting_nature(note.billing_type) == "advance":
+        account = rules.advance(f"a credit note of billing type {note.billing_type!r}")
+        rules = replace(rules, revenue_accounts={DEFAULT_KEY: account}, profit_centers={}, cost_centers={})
     return _entry(
         entity_id=note.id,
         version=note.version,

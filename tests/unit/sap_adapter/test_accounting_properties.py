@@ -152,7 +152,7 @@ def _credit_note(
     c: Customer, invoice: dict[str, Any], fee: dict[str, Any], cents: int, n: int
 ) -> dict[str, Any]:
     cur = c.currency
-    tax = _tax(cents, cur)
+    tax = 0 if fee["item"]["type"] == "credit" else _tax(cents, cur)  # wallet credits bear no tax
     return {
         "lago_id": f"cn-{c.n}-{n}", "number": f"{invoice['number']}-CN{n}", "currency": cur,
         "lago_invoice_id": invoice["lago_id"], "invoice_number": invoice["number"],
@@ -200,6 +200,7 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
     sim = Simulation()
     customers = [Customer(n, cur) for n, cur in enumerate(currencies)]
     open_invoices: dict[int, list[dict[str, Any]]] = defaultdict(list)  # posted revenue invoices
+    top_ups: dict[int, list[dict[str, Any]]] = defaultdict(list)
     credited: dict[str, int] = defaultdict(int)  # fee id -> cents credited
     voided: set[str] = set()
 
@@ -224,22 +225,29 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
             else:
                 raw = _invoice(c, i, "credit", [(0, step[1])], 0)
                 c.wallet += step[1]
+                top_ups[who].append(raw)
             c.owed += raw["total_amount_cents"]
             sim.records.extend([("invoices", {"webhook_type": "invoice.created", "invoice": raw})] * times)
         elif step[0] == "credit_note":
             _, pick, percent = step
-            candidates = [r for r in open_invoices[who] if r["lago_id"] not in voided]
+            candidates = [r for r in open_invoices[who] + top_ups[who] if r["lago_id"] not in voided]
             if not candidates:
                 continue
             raw_invoice = candidates[pick % len(candidates)]
             fee = raw_invoice["fees"][0]
             cents = (fee["amount_cents"] - credited[fee["lago_id"]]) * percent // 100
+            top_up = raw_invoice["invoice_type"] == "credit"
+            if top_up:
+                cents = min(cents, c.wallet)  # Lago takes back credits the wallet still holds
             if cents <= 0:
                 continue
             credited[fee["lago_id"]] += cents
             raw = _credit_note(c, raw_invoice, fee, cents, i)
             c.owed -= raw["total_amount_cents"]
-            revenue(c, fee, -cents)
+            if top_up:
+                c.wallet -= cents
+            else:
+                revenue(c, fee, -cents)
             sim.records.extend(
                 [("credit_notes", {"webhook_type": "credit_note.created", "credit_note": raw})] * times
             )

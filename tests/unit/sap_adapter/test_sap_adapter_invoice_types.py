@@ -10,7 +10,7 @@ import pytest
 from sap_factories import customer
 
 from lead2cash.adapters import sap
-from lead2cash.canonical_model import Invoice, InvoiceLine, Money, TaxLine
+from lead2cash.canonical_model import CreditNote, CreditNoteLine, Invoice, InvoiceLine, Money, TaxLine
 
 RULES = sap.PostingRules(
     receivables_account="12100000",
@@ -83,3 +83,22 @@ def test_unknown_types_and_a_missing_advance_account_are_refused_by_name() -> No
         _rows(_invoice("credit"), none)
     with pytest.raises(sap.PostingRuleError, match="advance_account: not configured"):
         _rows(_invoice("one_off", prepaid="10.00"), none)
+
+
+def test_a_credit_note_of_a_top_up_debits_the_advance_not_revenue() -> None:
+    def note(billing_type: str | None) -> CreditNote:
+        return CreditNote.build(
+            id="cn-1", credit_note_number="LAG-1-002-CN1", invoice_id="inv-2", invoice_number="LAG-1-002",
+            customer_id="cust-7", currency="EUR", status="finalized", issue_date=date(2026, 1, 6),
+            lines=[CreditNoteLine(id="l1", product_family="Hardware", amount=eur("40.00"))],
+            billing_type=billing_type,
+        )  # fmt: skip
+
+    rows = [(i.kind.value, i.side.value, i.gl_account, str(i.amount.amount), i.assignment)
+            for i in sap.credit_note_to_journal_entry(note("credit"), RULES).items]  # fmt: skip
+    assert rows == [
+        ("receivable", "credit", "12100000", "40.00", "LAG-1-002"),  # the invoice's number: it clears
+        ("gl", "debit", "21800000", "40.00", "LAG-1-002"),
+    ]
+    revenue = sap.credit_note_to_journal_entry(note(None), RULES)
+    assert [i.gl_account for i in revenue.items] == ["12100000", "41300000"]
