@@ -833,9 +833,18 @@ def payment_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         invoice_ids=(lago_id,),
         amount=_cents(data, "total_amount_cents", currency, "invoice"),
         status=status,
+        method=_provider(data),
         payment_date=day,
         reference=str(data.get("number")) if data.get("number") else None,
     )
+
+
+def _provider(data: Mapping[str, Any]) -> str | None:
+    """The customer's payment provider (stripe, gocardless, adyen...), as Lago's customer object names it."""
+    customer = data.get("customer")
+    config = customer.get("billing_configuration") if isinstance(customer, Mapping) else None
+    provider = config.get("payment_provider") if isinstance(config, Mapping) else None
+    return str(provider) if isinstance(provider, str) and provider else None
 
 
 def _customer_id(data: Mapping[str, Any], what: str) -> str:

@@ -34,6 +34,8 @@ from lead2cash.canonical_model import (
     JournalEntryItem,
     JournalItemKind,
     Money,
+    Payment,
+    PaymentStatus,
     sum_money,
 )
 from lead2cash.canonical_model.invoice import TaxLine
@@ -83,6 +85,20 @@ class PostingRules:
     invoice_postings: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_INVOICE_POSTINGS))
     # Customer advances (a liability): wallet top-ups are credited here, prepaid credits used debited.
     advance_account: str | None = None
+    # Bank / clearing account of incoming payments: "<provider>:<currency>", "<currency>", "<provider>"
+    # or "_default" -> G/L account, tried in that order.
+    clearing_accounts: Mapping[str, Any] = field(default_factory=dict)
+    payment_document_type: str = "DZ"
+
+    def clearing_account(self, currency: str, provider: str | None) -> str:
+        keys = [f"{provider}:{currency}", currency, provider] if provider else [currency]
+        for key in (*keys, DEFAULT_KEY):
+            if key in self.clearing_accounts:
+                return str(self.clearing_accounts[key])
+        raise PostingRuleError(
+            f"clearing_accounts: no account for currency {currency} (provider {provider or '-'}) "
+            f"and no {DEFAULT_KEY!r} entry"
+        )
 
     def posting_nature(self, billing_type: str | None) -> str:
         """``revenue`` or ``advance`` for a billing type (a document of no known type is revenue)."""
@@ -388,6 +404,68 @@ def invoice_to_journal_entry(
 
 
 VOID_SUFFIX = "-RV"
+
+
+def payment_reference(payment: Payment, rules: PostingRules) -> str:
+    """``<invoice number>-P<version>``: one document per state of the invoice's payment, whatever it
+    clears (the lookup after a lost response finds it by this reference alone)."""
+    number = payment.reference or payment.invoice_ids[0]
+    return check_reference(f"{number}-P{payment.version}", rules.long_references)
+
+
+def payment_cleared_amount(payment: Payment) -> Money:
+    """What this payment state has cleared on the receivable: the amount once it succeeded, nothing
+    while pending, after a failure (a returned debit) or a refund."""
+    if payment.status is PaymentStatus.SUCCEEDED:
+        return payment.amount
+    return Money.from_minor_units(0, payment.amount.currency)
+
+
+def payment_to_journal_entry(
+    payment: Payment, cleared_before: Money, rules: PostingRules
+) -> JournalEntry | None:
+    """The clearing of a payment state against what earlier states cleared: a success clears the
+    receivable against the bank/clearing account, a failure after it reverses only what was cleared.
+    None: nothing changes on the ledger (a failure of a payment never cleared, a repeat)."""
+    delta = payment_cleared_amount(payment) - cleared_before
+    if delta.is_zero():
+        return None
+    number = payment.reference or payment.invoice_ids[0]
+    account = rules.clearing_account(payment.amount.currency, payment.method)
+    assignment = _text(number, MAX_ASSIGNMENT)
+    text = _text(f"Payment {number} {payment.status.value}", MAX_ITEM_TEXT)
+    items = [
+        _item(
+            DebitCredit.DEBIT,
+            delta,
+            kind=JournalItemKind.GL,
+            gl_account=account,
+            assignment=assignment,
+            text=text,
+        ),
+        _item(
+            DebitCredit.CREDIT,
+            delta,
+            kind=JournalItemKind.RECEIVABLE,
+            gl_account=rules.receivables_account,
+            customer_id=payment.customer_id,
+            assignment=assignment,
+            text=text,
+        ),
+    ]
+    return JournalEntry(
+        id=f"{payment.id}:v{payment.version}:je",
+        refs=dict(payment.refs),
+        version=payment.version,
+        company_code=rules.company_code_for(payment.amount.currency),
+        document_type=rules.payment_document_type,
+        document_date=payment.payment_date,
+        posting_date=payment.payment_date,
+        reference_id=payment_reference(payment, rules),
+        header_text=_text(f"Payment {number}", MAX_HEADER_TEXT),
+        source_document_id=payment.id,
+        items=tuple(items),
+    )
 
 
 def void_reversal_entry(

@@ -138,6 +138,7 @@ def hub_systems_config(
         revenue_accounts="sap_revenue_accounts",
         tax_codes="sap_tax_codes",
         invoice_postings="sap_invoice_postings",
+        clearing_accounts="sap_clearing_accounts",
     )
     systems: dict[str, dict[str, Any]] = {
         "salesforce": {**printed["salesforce"], "safety_lag": safety_lag, "sweep_interval": None},

@@ -1,7 +1,8 @@
 """Voided invoices and credit notes on the shipped accounting routes (config/accounting.yaml) with the
 shipped routes, on the three sandboxes, from Lago's own webhooks: a posted invoice that is voided gets a
 reversal document (<number>-RV, never a second posting), a credit note the reverse entry on the
-invoice's revenue accounts (by product family) with the invoice's number as the assignment."""
+invoice's revenue accounts (by product family) with the invoice's number as the assignment, and a payment
+that succeeds, is returned and succeeds again clears the receivable against the bank once net."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def test_a_void_is_reversed_once_and_a_credit_note_reverses_its_invoices_account
         assert await env.wait_settled(timeout=180), env.progress()
         one_offs = [i for i in env.lago_invoices(detailed=True)
                     if i["invoice_type"] == "one_off" and i["status"] == "finalized"]  # fmt: skip
-        assert len(one_offs) >= 2, "the seed closed too few deals with one-time lines"
-        voided, credited = one_offs[0], one_offs[1]
+        assert len(one_offs) >= 3, "the seed closed too few deals with one-time lines"
+        voided, credited, paid = one_offs[0], one_offs[1], one_offs[2]
         chosen["before"] = _balances(env)
         _lago(env, "POST", f"/invoices/{voided['lago_id']}/void")
         fee = credited["fees"][0]
@@ -54,11 +55,17 @@ def test_a_void_is_reversed_once_and_a_credit_note_reverses_its_invoices_account
         note = _lago(env, "POST", "/credit_notes", json={"credit_note": {
             "invoice_id": credited["lago_id"], "reason": "order_change",
             "items": [{"fee_id": fee["lago_id"], "amount_cents": half}]}})["credit_note"]  # fmt: skip
-        chosen.update(voided=voided, credited=credited, fee=fee, note=note)
+        # Paid, the debit returned (failed), paid again: three clearings, the second reversing the first.
+        for status in ("succeeded", "failed", "succeeded"):
+            _lago(env, "PUT", f"/invoices/{paid['lago_id']}", json={"invoice": {"payment_status": status}})
+            await asyncio.sleep(1.1)  # Lago's updated_at has whole seconds: each state its own second
+        chosen.update(voided=voided, credited=credited, fee=fee, note=note, paid=paid)
         wanted = {sap_reference(f"{voided['number']}-RV"), sap_reference(note["number"])}
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if wanted <= {d["DocumentReferenceID"] for d in env.sap_documents()}:
+            posted = {d["DocumentReferenceID"] for d in env.sap_documents()}
+            clearings = [r for r in posted if "-P" in r]
+            if wanted <= posted and len(clearings) >= 3:
                 break
             await asyncio.sleep(0.5)
         await asyncio.sleep(1.0)  # duplicates and late webhooks, had they posted anything, would be in
@@ -77,6 +84,12 @@ def test_a_void_is_reversed_once_and_a_credit_note_reverses_its_invoices_account
     before = chosen["before"]
     moved = {k: after.get(k, Decimal(0)) - before.get(k, Decimal(0)) for k in set(after) | set(before)}
     expected: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    paid = chosen["paid"]
+    clearings = sorted(r for r in refs if "-P" in r)
+    assert len(clearings) == 3, clearings  # succeeded, failed (reversing it), succeeded: once each
+    # The paid invoice's receivable is cleared against the bank: it moved by minus its total.
+    expected[(paid["currency"], RECEIVABLES_ACCOUNT)] -= _money(paid["total_amount_cents"], paid["currency"])
+    expected[(paid["currency"], "11001020")] += _money(paid["total_amount_cents"], paid["currency"])
     for invoice, fees, gross, tax in (
         (
             voided,

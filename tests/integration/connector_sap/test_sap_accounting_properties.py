@@ -1,7 +1,7 @@
 """The accounting property (tests/unit/sap_adapter/test_accounting_properties.py) through the router and
 the SAP sandbox: each random sequence's records go to three routes declared as the shipped ones are
 (lago.invoice -> journal_entry.post, lago.invoice -> journal_entry.reverse, lago.credit_note ->
-journal_entry.post, the shipped mapping tables), duplicates included, and what SAP booked is read back:
+journal_entry.post, lago.payment -> payment.clear, the shipped mapping tables), duplicates included, and what SAP booked is read back:
 per customer the receivable equals what Lago says is owed, the customer advance equals the wallets,
 revenue is on each fee's family account, every document once and every document balanced.
 
@@ -27,7 +27,12 @@ from test_accounting_properties import ADVANCE, MAPPINGS, RECEIVABLE, SEQUENCES,
 from lead2cash.hub import Hub
 
 RETRY = {"attempts": 60, "initial_backoff": "10ms", "max_backoff": "50ms", "jitter": "5ms"}
-SOURCES = {"invoices": "mem_invoices", "voids": "mem_voids", "credit_notes": "mem_notes"}
+SOURCES = {
+    "invoices": "mem_invoices",
+    "voids": "mem_voids",
+    "credit_notes": "mem_notes",
+    "payments": "mem_payments",
+}
 
 
 def _route(name: str, action: str, key: str, adapter: str, entity: str, **options: Any) -> dict[str, Any]:
@@ -41,7 +46,7 @@ def _route(name: str, action: str, key: str, adapter: str, entity: str, **option
         },
         "target": {"system": "s4", "action": action, "options": {"long_references": "tail", **options}},
         "idempotency_key": key,
-        "ordering_key": "{customer.id}" if entity == "Invoice" else "{customer_id}",
+        "ordering_key": {"Invoice": "{customer.id}", "Payment": "{id}"}.get(entity, "{customer_id}"),
         "retry": RETRY,
     }
 
@@ -62,7 +67,11 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
     system = sap_system(sap_box, invoice_postings="sap_invoice_postings")
     system.pop("revenue_account_by_family")
     system.pop("tax_code_by_catalog_code")
-    system.update(revenue_accounts="sap_revenue_accounts", tax_codes="sap_tax_codes")
+    system.update(
+        revenue_accounts="sap_revenue_accounts",
+        tax_codes="sap_tax_codes",
+        clearing_accounts="sap_clearing_accounts",
+    )
     workdir = Path(tempfile.mkdtemp(prefix="l2c-accounting-"))
     config = {
         "state": {"url": f"sqlite:///{workdir / 'state.db'}"},
@@ -86,6 +95,7 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
             _route(
                 "credit_notes", "journal_entry.post", "credit-note:{id}", "lago.credit_note", "CreditNote"
             ),
+            _route("payments", "payment.clear", "payment:{id}:v{version}", "lago.payment", "Payment"),
         ],
     }
     path = workdir / "accounting.yaml"

@@ -36,6 +36,7 @@ RULES = sap.PostingRules(
     company_code_by_currency={"EUR": "1010", "JPY": "1510", "KWD": "4810"},
     invoice_postings=MAPPINGS["sap_invoice_postings"],
     advance_account=ADVANCE,
+    clearing_accounts=MAPPINGS["sap_clearing_accounts"],
     long_references="tail",
 )
 OPTIONS = {lago.FAMILY_TABLE: MAPPINGS["product_families"]}
@@ -79,6 +80,7 @@ class Book:
     """The SAP side: entries posted once per key, balances per (customer or "-", account)."""
 
     keys: set[str] = field(default_factory=set)
+    cleared: dict[str, Any] = field(default_factory=dict)  # invoice id -> Money its payments cleared
     balances: dict[tuple[str, str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     references: list[str] = field(default_factory=list)
     revenue_expected: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
@@ -176,6 +178,7 @@ STEP = st.one_of(
     st.tuples(st.just("top_up"), st.integers(1, 3_000_000)),
     st.tuples(st.just("credit_note"), st.integers(0, 50), st.integers(1, 100)),  # which invoice, percent
     st.tuples(st.just("void"), st.integers(0, 50), st.booleans()),  # which invoice, before its posting?
+    st.tuples(st.just("payment"), st.integers(0, 50), st.sampled_from(["succeeded", "failed"])),
 )  # fmt: skip
 SEQUENCE = st.lists(
     st.tuples(st.integers(0, 2), STEP, st.booleans()),  # customer, step, delivered twice?
@@ -201,6 +204,7 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
     customers = [Customer(n, cur) for n, cur in enumerate(currencies)]
     open_invoices: dict[int, list[dict[str, Any]]] = defaultdict(list)  # posted revenue invoices
     top_ups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    payments: dict[str, list[str]] = defaultdict(list)  # invoice id -> payment states, in order
     credited: dict[str, int] = defaultdict(int)  # fee id -> cents credited
     voided: set[str] = set()
 
@@ -251,13 +255,35 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
             sim.records.extend(
                 [("credit_notes", {"webhook_type": "credit_note.created", "credit_note": raw})] * times
             )
+        elif step[0] == "payment":
+            _, pick, status = step
+            candidates = [
+                r for r in open_invoices[who] + top_ups[who]
+                if r["lago_id"] not in voided and r["total_amount_cents"] > 0
+            ]  # fmt: skip
+            if not candidates:
+                continue
+            raw_invoice = candidates[pick % len(candidates)]
+            states = payments[raw_invoice["lago_id"]]
+            was_paid = bool(states) and states[-1] == "succeeded"
+            states.append(status)
+            if status == "succeeded" and not was_paid:
+                c.owed -= raw_invoice["total_amount_cents"]
+            elif status == "failed" and was_paid:  # a returned debit: owed again
+                c.owed += raw_invoice["total_amount_cents"]
+            record = {
+                "webhook_type": "invoice.payment_status_updated",
+                "invoice": {**raw_invoice, "payment_status": status},
+                lago.SEQUENCE_FIELD: len(states),
+            }
+            sim.records.extend([("payments", record)] * times)
         else:
             _, pick, before_posting = step
-            # Lago voids an invoice with nothing settled on it: no prepaid credits, no credit notes.
+            # Lago voids an invoice with nothing settled on it: no prepaid credits, credit notes, payments.
             candidates = [
                 r for r in open_invoices[who]
                 if r["lago_id"] not in voided and not r["prepaid_credit_amount_cents"]
-                and not any(credited[f["lago_id"]] for f in r["fees"])
+                and not any(credited[f["lago_id"]] for f in r["fees"]) and not payments[r["lago_id"]]
             ]  # fmt: skip
             if not candidates:
                 continue
@@ -283,6 +309,15 @@ def post(book: Book, route: str, record: dict[str, Any]) -> None:
     if route == "invoices":
         invoice = lago.invoice_from_lago(record, OPTIONS)
         book.apply(f"invoice:{invoice.invoice_number}", sap.invoice_to_journal_entry(invoice, RULES))
+    elif route == "payments":
+        payment = lago.payment_from_lago(record)
+        key = f"payment:{payment.id}:v{payment.version}"
+        if key in book.keys:
+            return
+        invoice_id = payment.invoice_ids[0]
+        cleared = book.cleared.get(invoice_id, sap.payment_cleared_amount(payment) * 0)
+        book.apply(key, sap.payment_to_journal_entry(payment, cleared, RULES))
+        book.cleared[invoice_id] = sap.payment_cleared_amount(payment)
     elif route == "credit_notes":
         note = lago.credit_note_from_lago(record, OPTIONS)
         book.apply(f"credit-note:{note.id}", sap.credit_note_to_journal_entry(note, RULES))

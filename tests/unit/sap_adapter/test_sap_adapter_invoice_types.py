@@ -102,3 +102,39 @@ def test_a_credit_note_of_a_top_up_debits_the_advance_not_revenue() -> None:
     ]
     revenue = sap.credit_note_to_journal_entry(note(None), RULES)
     assert [i.gl_account for i in revenue.items] == ["12100000", "41300000"]
+
+
+def test_a_payment_clears_what_its_state_changes_and_a_failure_reverses_only_that() -> None:
+    from lead2cash.canonical_model import Payment
+
+    rules = replace(RULES, clearing_accounts={"stripe:EUR": "11001021", "_default": "11001020"})
+
+    def payment(status: str, version: int, method: str | None = None) -> Payment:
+        return Payment(
+            id="inv-1:payment", version=version, customer_id="cust-7", invoice_ids=("inv-1",),
+            amount=eur("178.50"), status=status, payment_date=date(2026, 1, 9), reference="LAG-1-001",
+            method=method,
+        )  # fmt: skip
+
+    def rows(entry):  # type: ignore[no-untyped-def]
+        return [(i.kind.value, i.side.value, i.gl_account, str(i.amount.amount)) for i in entry.items]
+
+    zero = eur("0.00")
+    paid = sap.payment_to_journal_entry(payment("succeeded", 2), zero, rules)
+    assert paid is not None and paid.reference_id == "LAG-1-001-P2" and paid.document_type == "DZ"
+    assert rows(paid) == [
+        ("gl", "debit", "11001020", "178.50"),
+        ("receivable", "credit", "12100000", "178.50"),
+    ]
+    returned = sap.payment_to_journal_entry(payment("failed", 3), eur("178.50"), rules)
+    assert returned is not None
+    assert rows(returned) == [
+        ("gl", "credit", "11001020", "178.50"),
+        ("receivable", "debit", "12100000", "178.50"),
+    ]
+    assert sap.payment_to_journal_entry(payment("failed", 1), zero, rules) is None  # never cleared: nothing
+    assert sap.payment_to_journal_entry(payment("succeeded", 4), eur("178.50"), rules) is None  # a repeat
+    by_provider = sap.payment_to_journal_entry(payment("succeeded", 2, "stripe"), zero, rules)
+    assert by_provider is not None and by_provider.items[0].gl_account == "11001021"
+    with pytest.raises(sap.PostingRuleError, match="clearing_accounts: no account for currency EUR"):
+        sap.payment_to_journal_entry(payment("succeeded", 2), zero, RULES)
