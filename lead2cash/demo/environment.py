@@ -73,6 +73,7 @@ class Agreement:
     # Revenue per currency and G/L account: what Lago's fees say by product family, what SAP booked.
     revenue_billed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     revenue_posted: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    customers: int = 0  # (customer, currency) receivables compared between Lago and SAP
     deals: int = 0
     invoices: int = 0
     journal_entries: int = 0
@@ -386,6 +387,7 @@ class LeadToCash(SandboxClients):
                     f"{ccy}: Lago invoiced {invoiced.get(ccy, 0)} but SAP receivables show {posted.get(ccy, 0)}"
                 )
         self._compare_revenue(result, invoices, ledger)
+        self._compare_customers(result, invoices)
         invoiced_orders = {order_of(inv) for inv in invoices}
         result.awaiting_invoice = sum(1 for o in opps if o["Id"] not in invoiced_orders)
         for o in opps:
@@ -413,6 +415,53 @@ class LeadToCash(SandboxClients):
                     f"opportunity {o['Id']}: SAP document {document or '-'} is not {posted_as} of {number}"
                 )
         return result
+
+    def sap_receivables_by_customer(self) -> dict[tuple[str, str], Decimal]:
+        """SAP's open items on the receivable per (customer's partner number, currency), read as finance
+        would: API_OPLACCTGDOCITEMCUBE_SRV, the customer line items of the reconciliation account."""
+        sap_cfg = self.hub.config.systems["sap"]
+        auth = (sap_cfg.auth.username, sap_cfg.auth.password.get_secret_value())  # type: ignore[union-attr]
+        url = "/sap/opu/odata/sap/API_OPLACCTGDOCITEMCUBE_SRV/A_OperationalAcctgDocItemCube"
+        params: dict[str, Any] | None = {
+            "$filter": f"GLAccount eq '{self.sap_receivables()}'",
+            "$select": "Customer,AmountInTransactionCurrency,TransactionCurrency",
+            "$format": "json",
+        }
+        out: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        while url:
+            r = self.http["sap"].get(url, params=params, auth=auth)
+            r.raise_for_status()
+            data = r.json()["d"]
+            for row in data["results"]:
+                out[(str(row["Customer"]), row["TransactionCurrency"])] += Decimal(
+                    row["AmountInTransactionCurrency"]
+                )
+            url, params = data.get("__next") or "", None
+        return dict(out)
+
+    def _compare_customers(self, result: Agreement, invoices: list[dict[str, Any]]) -> None:
+        """Per customer and currency: what Lago invoiced against SAP's open items on the receivable (no
+        payment is posted on the demo's routes, so both are the invoices' amounts to pay)."""
+        billed: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for inv in invoices:
+            customer = str((inv.get("customer") or {}).get("external_id"))
+            ccy = inv["currency"]
+            billed[(customer, ccy)] += Decimal(int(inv["total_amount_cents"])).scaleb(-MINOR_UNITS[ccy])
+        partners = {
+            c: self.hub.store.xref_get("Customer", c, "sap") for c in {customer for customer, _ in billed}
+        }
+        booked = self.sap_receivables_by_customer()
+        customer_of = {p: c for c, p in partners.items() if p}
+        posted: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for (partner, ccy), amount in booked.items():
+            posted[(customer_of.get(partner, f"partner {partner}"), ccy)] += amount
+        result.customers = len(set(billed) | set(posted))
+        for key in sorted(set(billed) | set(posted)):
+            if billed.get(key, Decimal(0)) != posted.get(key, Decimal(0)):
+                result.problems.append(
+                    f"customer {key[0]} ({key[1]}): Lago invoiced {billed.get(key, 0)} but SAP's receivable "
+                    f"shows {posted.get(key, 0)}"
+                )
 
     def _compare_revenue(
         self, result: Agreement, invoices: list[dict[str, Any]], ledger: dict[str, Any]

@@ -37,3 +37,4 @@ def test_revenue_lands_on_the_account_of_its_product_family(env: LeadToCash) -> 
     # More than the software account: the one-time hardware/training/services fees found their own.
     assert accounts - {REVENUE_ACCOUNT_BY_FAMILY["Software"]}, agreement.revenue_posted
     assert agreement.revenue_posted == agreement.revenue_billed
+    assert agreement.customers >= 3  # each customer's receivable in SAP agreed with Lago, per currency
