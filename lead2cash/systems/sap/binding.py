@@ -82,6 +82,19 @@ def _table(
     return value
 
 
+def _posting_options(options: Mapping[str, Any], known: set[str]) -> str:
+    """A posting action's options checked against ``known``; its ``long_references`` policy."""
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigProblems(
+            [(("options", unknown[0]), f"unknown option; known: {', '.join(sorted(known))}")]
+        )
+    long_references = options.get("long_references", "reject")
+    if long_references not in ("reject", "tail"):
+        raise ConfigProblems([(("options", "long_references"), "expected reject or tail")])
+    return str(long_references)
+
+
 def _credentials(cfg: SapSystemConfig) -> Credentials:
     if isinstance(cfg.auth, SapBasicAuth):
         return BasicCredentials(cfg.auth.username, cfg.auth.password.get_secret_value())
@@ -206,37 +219,17 @@ class SapSystem:
 
     def target(self, action: str, options: Mapping[str, Any]) -> Target:
         if action == "journal_entry.post":
-            unknown = sorted(set(options) - {"long_references"})
-            if unknown:
-                raise ConfigProblems([(("options", unknown[0]), "unknown option; known: long_references")])
-            long_references = options.get("long_references", "reject")
-            if long_references not in ("reject", "tail"):
-                raise ConfigProblems([(("options", "long_references"), "expected reject or tail")])
-            return JournalEntryTarget(self, long_references)
+            return JournalEntryTarget(self, _posting_options(options, {"long_references"}))
         if action == "journal_entry.reverse":
-            known = {"long_references", "after_route", "after_key"}
-            unknown = sorted(set(options) - known)
-            if unknown:
-                raise ConfigProblems(
-                    [(("options", unknown[0]), f"unknown option; known: {', '.join(sorted(known))}")]
-                )
+            long_references = _posting_options(options, {"long_references", "after_route", "after_key"})
             if ("after_route" in options) != ("after_key" in options):
                 raise ConfigProblems([(("options",), "give after_route and after_key together")])
-            long_references = options.get("long_references", "reject")
-            if long_references not in ("reject", "tail"):
-                raise ConfigProblems([(("options", "long_references"), "expected reject or tail")])
             after = (
                 (str(options["after_route"]), str(options["after_key"])) if "after_route" in options else None
             )
             return ReversalTarget(self, long_references, after)
         if action == "payment.clear":
-            unknown = sorted(set(options) - {"long_references"})
-            if unknown:
-                raise ConfigProblems([(("options", unknown[0]), "unknown option; known: long_references")])
-            long_references = options.get("long_references", "reject")
-            if long_references not in ("reject", "tail"):
-                raise ConfigProblems([(("options", "long_references"), "expected reject or tail")])
-            return PaymentTarget(self, long_references)
+            return PaymentTarget(self, _posting_options(options, {"long_references"}))
         if action == "business_partner.ensure":
             return PartnerTarget(self)
         raise ValueError(f"unknown SAP action {action!r}; known: {', '.join(ACTIONS)}")
