@@ -130,7 +130,8 @@ class Metrics:
         self.webhook_events = Counter(
             "lead2cash_webhook_events_total",
             "Verified webhook deliveries by sending system, event type and what became of them "
-            "(accepted, duplicate, ignored: no route reads it, dead_letter: refused at mapping)",
+            "(accepted, duplicate, ignored: nothing queued as no route reads it or its effect is known, "
+            "dead_letter: refused at mapping)",
             ["source", "type", "outcome"],
             registry=r,
         )
