@@ -50,7 +50,8 @@ def main() -> int:
         env = {**os.environ, variable: str(size)}
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test, "--hypothesis-show-statistics"],
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout=0", test,
+             "--hypothesis-show-statistics"],
             cwd=ROOT, env=env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         seconds = time.perf_counter() - started
