@@ -185,6 +185,19 @@ class Hub:
                 )
             else:
                 opts = dict(cfg.mapping.options)
+                # An option ending in "_table" names a table under mappings: the adapter gets the table.
+                for option, value in cfg.mapping.options.items():
+                    if option.endswith("_table") and isinstance(value, str):
+                        if value in self.config.mappings:
+                            opts[option] = self.config.mappings[value]
+                        else:
+                            known = ", ".join(sorted(self.config.mappings)) or "none"
+                            problems.append(
+                                (
+                                    ("mapping", "options", option),
+                                    f"no table {value!r} under mappings (known: {known})",
+                                )
+                            )
 
                 def adapter_fn(record: Mapping[str, Any], _f: Any = inbound, _o: Any = opts) -> Any:
                     return _f(record, _o)

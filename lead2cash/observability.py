@@ -127,6 +127,14 @@ class Metrics:
         self.dead_letters = Counter(
             "lead2cash_dead_letters_total", "Dead letters", ["route", "stage"], registry=r
         )
+        self.webhook_events = Counter(
+            "lead2cash_webhook_events_total",
+            "Verified webhook deliveries by sending system, event type and what became of them "
+            "(accepted, duplicate, ignored: nothing queued as no route reads it or its effect is known, "
+            "dead_letter: refused at mapping)",
+            ["source", "type", "outcome"],
+            registry=r,
+        )
         self.recovered = Counter(
             "lead2cash_recovered_total", "Unconfirmed effects found by lookup", ["route"], registry=r
         )

@@ -57,6 +57,74 @@ REFUNDS_FIELD = "lead2cash_refunds"
 """Field of an invoice the Lago source adds when it reads refunds: ``{"refund_amount_cents": n,
 "updated_at": ...}`` over the invoice's credit notes (Lago's invoice itself does not change on a refund)."""
 
+WEBHOOK_TYPES = frozenset(
+    [
+        "alert.triggered",
+        "billable_metric.created",
+        "billable_metric.deleted",
+        "billable_metric.updated",
+        "credit_note.created",
+        "credit_note.generated",
+        "credit_note.refund_failure",
+        "customer.accounting_provider_created",
+        "customer.accounting_provider_error",
+        "customer.checkout_url_generated",
+        "customer.created",
+        "customer.crm_provider_created",
+        "customer.crm_provider_error",
+        "customer.payment_provider_created",
+        "customer.payment_provider_error",
+        "customer.tax_provider_error",
+        "customer.updated",
+        "customer.vies_check",
+        "dunning_campaign.finished",
+        "event.error",
+        "events.errors",
+        "feature.created",
+        "feature.deleted",
+        "feature.updated",
+        "fee.created",
+        "fee.tax_provider_error",
+        "integration.provider_error",
+        "invoice.add_on_added",
+        "invoice.created",
+        "invoice.deleted",
+        "invoice.drafted",
+        "invoice.generated",
+        "invoice.one_off_created",
+        "invoice.paid_credit_added",
+        "invoice.payment_dispute_lost",
+        "invoice.payment_failure",
+        "invoice.payment_overdue",
+        "invoice.payment_status_updated",
+        "invoice.resynced",
+        "invoice.voided",
+        "payment.requires_action",
+        "payment.succeeded",
+        "payment_provider.error",
+        "payment_request.created",
+        "payment_request.payment_failure",
+        "payment_request.payment_status_updated",
+        "plan.created",
+        "plan.deleted",
+        "plan.updated",
+        "subscription.canceled",
+        "subscription.incomplete",
+        "subscription.started",
+        "subscription.terminated",
+        "subscription.termination_alert",
+        "subscription.trial_ended",
+        "subscription.updated",
+        "subscription.usage_threshold_reached",
+        "wallet.depleted_ongoing_balance",
+        "wallet_transaction.created",
+        "wallet_transaction.payment_failure",
+        "wallet_transaction.updated",
+    ]
+)
+"""Every ``webhook_type`` Lago's OpenAPI document declares (its webhooks section): the metric label of a
+Lago event is one of these or "other", so a body cannot mint labels."""
+
 OBJECT_KEYS = {"invoice.payment_dispute_lost": "payment_dispute_lost"}
 """Webhooks whose invoice is not under ``invoice`` (Lago names the object after the event)."""
 
@@ -475,6 +543,27 @@ def _product_code(code: str | None, currency: str, options: Mapping[str, Any]) -
     return code
 
 
+FAMILY_TABLE = "product_family_table"
+"""Adapter option: a table under ``mappings`` of product code (or Lago plan/add-on code) -> product family.
+Lago's fees carry no family; the hub's own cross-reference gives it, so revenue splits by family."""
+
+
+def product_family(options: Mapping[str, Any], *codes: Any) -> str | None:
+    """The family the family table gives the first listed code (the product code, then Lago's item code),
+    else its ``_default``; None without a table or entry (the revenue table's own ``_default`` decides)."""
+    table = options.get(FAMILY_TABLE)
+    if not isinstance(table, Mapping):
+        return None
+    for code in codes:
+        if isinstance(code, str) and code in table:
+            return str(table[code])
+    fallback = table.get("_default")
+    return str(fallback) if fallback is not None else None
+
+
+INVOICE_TYPES = frozenset({"subscription", "add_on", "one_off", "credit", "progressive_billing"})
+"""Lago's ``invoice_type`` values (OpenAPI InvoiceObject): any other is refused, never posted by guess."""
+
 _KINDS = {"add_on": ChargeKind.ONE_TIME, "subscription": ChargeKind.RECURRING, "charge": ChargeKind.RECURRING}
 
 
@@ -516,11 +605,13 @@ def _line(fee: Mapping[str, Any], currency: str, options: Mapping[str, Any], i: 
     description = (
         item.get("invoice_display_name") or item.get("name") or fee.get("description") or item.get("code")
     )
+    product_code = _product_code(item.get("code"), currency, options)
     return InvoiceLine(
         id=str(fee["lago_id"]),
         refs={"lago": str(fee["lago_id"])},
         description=str(description or "fee"),
-        product_code=_product_code(item.get("code"), currency, options),
+        product_code=product_code,
+        product_family=product_family(options, product_code, item.get("code")),
         kind=_KINDS.get(str(item.get("type"))),
         quantity=units if units >= 0 else None,
         unit_price=unit_price,
@@ -641,6 +732,13 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
     if status is InvoiceStatus.FINALIZED and payment is InvoicePaymentStatus.SUCCEEDED:
         status = InvoiceStatus.PAID
     customer = customer_from_lago(data.get("customer") or {})
+    billing_type = data.get("invoice_type")
+    if billing_type is not None and billing_type not in INVOICE_TYPES:
+        raise ValueError(
+            f"invoice.invoice_type: {str(billing_type)[:30]!r} is not a Lago invoice type "
+            f"({', '.join(sorted(INVOICE_TYPES))})"
+        )
+    prepaid = data.get("prepaid_credit_amount_cents") or 0
     issue = _date(data.get("issuing_date"), "invoice.issuing_date")
     if issue is None:
         raise ValueError("invoice.issuing_date: missing")
@@ -667,6 +765,8 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         order_id=metadata_value(data, METADATA_ORDER)
         or _order_of_markers(data.get("fees") or [])
         or _order_of_subscriptions(lines),
+        billing_type=billing_type,
+        prepaid_credit=Money.from_minor_units(prepaid, currency) if prepaid else None,
     )
     _expect(invoice.subtotal, data, "sub_total_excluding_taxes_amount_cents", "the fees less coupons")
     _expect(invoice.tax_total, data, "taxes_amount_cents", "the sum of applied_taxes")
@@ -718,24 +818,48 @@ def payment_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         raise ValueError(
             f"invoice.payment_status: {data.get('payment_status')!r} is not a Lago payment status"
         )
+    if data.get("status") != "finalized":
+        # A voided invoice owes nothing (its reversal is the void), a draft nothing yet: neither is a
+        # payment, whatever payment_status it still carries.
+        raise ValueError(
+            f"invoice.status: {str(data.get('status'))[:20]!r} is not a payment (only a finalized invoice is paid)"
+        )
     day = _date(data.get("updated_at"), "invoice.updated_at") or _date(
         data.get("issuing_date"), "issuing_date"
     )
     if day is None:
         raise ValueError("invoice.updated_at: missing")
-    customer = data.get("customer") or {}
     return Payment(
         id=f"{lago_id}:payment",
         refs={"lago": lago_id},
         version=record_version(record, data, "invoice"),
         source_modstamp=data.get("updated_at"),
-        customer_id=str(customer.get("external_id") or data.get("external_customer_id") or "unknown"),
+        customer_id=_customer_id(data, "invoice"),
         invoice_ids=(lago_id,),
         amount=_cents(data, "total_amount_cents", currency, "invoice"),
         status=status,
+        method=_provider(data),
         payment_date=day,
         reference=str(data.get("number")) if data.get("number") else None,
     )
+
+
+def _provider(data: Mapping[str, Any]) -> str | None:
+    """The customer's payment provider (stripe, gocardless, adyen...), as Lago's customer object names it."""
+    customer = data.get("customer")
+    config = customer.get("billing_configuration") if isinstance(customer, Mapping) else None
+    provider = config.get("payment_provider") if isinstance(config, Mapping) else None
+    return str(provider) if isinstance(provider, str) and provider else None
+
+
+def _customer_id(data: Mapping[str, Any], what: str) -> str:
+    """The customer's external id (the hub's own customer id): refused when absent, never guessed."""
+    customer = data.get("customer")
+    found = customer.get("external_id") if isinstance(customer, Mapping) else None
+    found = found or data.get("external_customer_id")
+    if not isinstance(found, str) or not found.strip():
+        raise ValueError(f"{what}.customer.external_id: missing (a document without its customer is refused)")
+    return found
 
 
 def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> CreditNote:
@@ -749,21 +873,26 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
     for i, item in enumerate(data.get("items") or []):
         fee = item.get("fee") or {}
         fee_item = fee.get("item") or {}
+        product_code = _product_code(fee_item.get("code"), currency, options)
         lines.append(
             CreditNoteLine(
                 id=str(item["lago_id"]),
                 refs={"lago": str(item["lago_id"])},
                 description=fee_item.get("invoice_display_name") or fee_item.get("name") or None,
                 invoice_line_id=fee.get("lago_id") or None,
-                product_code=_product_code(fee_item.get("code"), currency, options),
+                product_code=product_code,
+                # The family as the invoice's fee had it, so the reversal hits the invoice's accounts.
+                product_family=product_family(options, product_code, fee_item.get("code")),
                 amount=_cents(item, "amount_cents", currency, f"credit_note.items[{i}]"),
             )
         )
     taxes = _taxes(
         data.get("applied_taxes") or [], currency, "base_amount_cents", "credit_note.applied_taxes"
     )
-    customer = data.get("customer") or {}
     voided = data.get("credit_status") == "voided"
+    # Lago's credit note names no invoice type; its items' fees do: wallet credits are fees of type
+    # "credit", found on top-up invoices only.
+    fee_types = {str(((i.get("fee") or {}).get("item") or {}).get("type")) for i in data.get("items") or []}
     issue = _date(data.get("issuing_date"), "credit_note.issuing_date")
     if issue is None:
         raise ValueError("credit_note.issuing_date: missing")
@@ -775,7 +904,7 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
         credit_note_number=str(data.get("number") or data["lago_id"]),
         invoice_id=str(data.get("lago_invoice_id")),
         invoice_number=data.get("invoice_number") or None,
-        customer_id=str(customer.get("external_id") or "unknown"),
+        customer_id=_customer_id(data, "credit_note"),
         currency=currency,
         status=CreditNoteStatus.VOIDED if voided else CreditNoteStatus.FINALIZED,
         reason=CreditNoteReason(reason)
@@ -784,6 +913,7 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
         issue_date=issue,
         lines=lines,
         taxes=taxes,
+        billing_type="credit" if fee_types == {"credit"} else None,
     )
     for field, value, what in (
         ("sub_total_excluding_taxes_amount_cents", note.subtotal, "the items"),

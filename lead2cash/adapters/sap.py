@@ -9,12 +9,18 @@ table's ``_default`` (a table value may split a line over several accounts by we
 deterministically and nothing is dropped); each tax is credited under its SAP tax code (``tax_codes`` maps the
 billing system's codes). Lines with the same account, tax code, profit and cost centre are summed into one
 item. A credit note (or an invoice with a negative total) posts the reverse entry.
+
+Each billing type posts by its nature (``invoice_postings``: the billing engine's invoice type ->
+``revenue`` or ``advance``). A revenue invoice is the entry above. An advance invoice (Lago's ``credit``
+invoice, a wallet top-up) is a customer prepayment: its lines are credited to ``advance_account`` (a
+liability), never to revenue. Prepaid credits applied to an invoice (wallet consumption) settle part of
+it: the advance is debited and the customer's receivable credited by that amount, in the same document.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -28,11 +34,22 @@ from lead2cash.canonical_model import (
     JournalEntryItem,
     JournalItemKind,
     Money,
+    Payment,
+    PaymentStatus,
     sum_money,
 )
 from lead2cash.canonical_model.invoice import TaxLine
 
 DEFAULT_KEY = "_default"
+POSTING_NATURES = ("revenue", "advance")
+DEFAULT_INVOICE_POSTINGS: Mapping[str, str] = {
+    "subscription": "revenue",
+    "add_on": "revenue",
+    "one_off": "revenue",
+    "progressive_billing": "revenue",
+    "credit": "advance",
+}
+"""Lago's invoice types by nature, when the system names no ``invoice_postings`` table."""
 MAX_REFERENCE = 16  # DocumentReferenceID (XBLNR)
 MAX_HEADER_TEXT = 25
 MAX_ITEM_TEXT = 50
@@ -65,6 +82,41 @@ class PostingRules:
     # A document number longer than DocumentReferenceID: "reject" (permanent error) or "tail" (its longest
     # tail of whole "-" segments that fits, the same on every read so the crash-recovery lookup finds it).
     long_references: str = "reject"
+    invoice_postings: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_INVOICE_POSTINGS))
+    # Customer advances (a liability): wallet top-ups are credited here, prepaid credits used debited.
+    advance_account: str | None = None
+    # Bank / clearing account of incoming payments: "<provider>:<currency>", "<currency>", "<provider>"
+    # or "_default" -> G/L account, tried in that order.
+    clearing_accounts: Mapping[str, Any] = field(default_factory=dict)
+    payment_document_type: str = "DZ"
+
+    def clearing_account(self, currency: str, provider: str | None) -> str:
+        keys = [f"{provider}:{currency}", currency, provider] if provider else [currency]
+        for key in (*keys, DEFAULT_KEY):
+            if key in self.clearing_accounts:
+                return str(self.clearing_accounts[key])
+        raise PostingRuleError(
+            f"clearing_accounts: no account for currency {currency} (provider {provider or '-'}) "
+            f"and no {DEFAULT_KEY!r} entry"
+        )
+
+    def posting_nature(self, billing_type: str | None) -> str:
+        """``revenue`` or ``advance`` for a billing type (a document of no known type is revenue)."""
+        if billing_type is None:
+            return "revenue"
+        nature = self.invoice_postings.get(billing_type, self.invoice_postings.get(DEFAULT_KEY))
+        if nature is None:
+            raise PostingRuleError(f"invoice_postings: no posting for billing type {billing_type!r}")
+        if nature not in POSTING_NATURES:
+            raise PostingRuleError(
+                f"invoice_postings: {billing_type!r} -> {nature!r}; expected one of {', '.join(POSTING_NATURES)}"
+            )
+        return str(nature)
+
+    def advance(self, why: str) -> str:
+        if not self.advance_account:
+            raise PostingRuleError(f"advance_account: not configured, and {why} needs it")
+        return self.advance_account
 
     def company_code_for(self, currency: str) -> str:
         code = self.company_code_by_currency.get(currency) or self.company_code
@@ -209,6 +261,8 @@ def _entry(
     sign: int,
     header_prefix: str,
     document_type: str,
+    prepaid: Money | None = None,
+    assignment_of: str | None = None,
 ) -> JournalEntry:
     reference = check_reference(number, rules.long_references)
     # Tax code per line: its own, else the document's only tax code (a single-rate invoice).
@@ -221,7 +275,9 @@ def _entry(
         [(pc, fam, desc, amount * sign) for pc, fam, desc, _c, amount in lines], rules, sap_codes, currency
     )
     items: list[JournalEntryItem] = []
-    assignment = _text(number, MAX_ASSIGNMENT)
+    # The assignment (ZUONR) is the invoice's number on its own entry and on every entry against it (a
+    # credit note, a void), so the customer's open items of one invoice match for clearing.
+    assignment = _text(assignment_of or number, MAX_ASSIGNMENT)
     gross = total * sign
     if not gross.is_zero():
         items.append(
@@ -271,6 +327,30 @@ def _entry(
                 text=_text(tax.name or tax.code, MAX_ITEM_TEXT),
             )
         )
+    if prepaid is not None and not prepaid.is_zero():
+        # The part the customer's prepaid credits settled: owed no more, and the advance is used up.
+        advance = rules.advance("prepaid credits applied to an invoice")
+        items.append(
+            _item(
+                DebitCredit.CREDIT,
+                prepaid * sign,
+                kind=JournalItemKind.RECEIVABLE,
+                gl_account=rules.receivables_account,
+                customer_id=customer_id,
+                assignment=assignment,
+                text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
+            )
+        )
+        items.append(
+            _item(
+                DebitCredit.DEBIT,
+                prepaid * sign,
+                kind=JournalItemKind.GL,
+                gl_account=advance,
+                assignment=assignment,
+                text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
+            )
+        )
     if len(items) < 2:
         raise PostingRuleError(f"{number}: nothing to post (the document totals zero)")
     company_code = rules.company_code_for(currency)
@@ -292,8 +372,13 @@ def _entry(
 def invoice_to_journal_entry(
     invoice: Invoice, rules: PostingRules, *, posting_date: date | None = None
 ) -> JournalEntry:
-    """The ledger posting of a finalized invoice (the reverse posting when its total is negative)."""
+    """The ledger posting of a finalized invoice (the reverse posting when its total is negative), by the
+    nature of its billing type; prepaid credits applied move from the advance to the receivable."""
     reverse = invoice.total.is_negative()
+    if rules.posting_nature(invoice.billing_type) == "advance":
+        # Every line to the customer advance: one account, no revenue, no profit or cost centre.
+        account = rules.advance(f"billing type {invoice.billing_type!r}")
+        rules = replace(rules, revenue_accounts={DEFAULT_KEY: account}, profit_centers={}, cost_centers={})
     return _entry(
         entity_id=invoice.id,
         version=invoice.version,
@@ -314,13 +399,107 @@ def invoice_to_journal_entry(
         sign=1,  # amounts carry their own signs; a negative total credits the receivable
         header_prefix=rules.header_prefix,
         document_type=rules.credit_document_type if reverse else rules.document_type,
+        prepaid=invoice.prepaid_credit,
+    )
+
+
+VOID_SUFFIX = "-RV"
+
+
+def payment_reference(payment: Payment, rules: PostingRules) -> str:
+    """``<invoice number>-P<version>``: one document per state of the invoice's payment, whatever it
+    clears (the lookup after a lost response finds it by this reference alone)."""
+    number = payment.reference or payment.invoice_ids[0]
+    return check_reference(f"{number}-P{payment.version}", rules.long_references)
+
+
+def payment_cleared_amount(payment: Payment) -> Money:
+    """What this payment state has cleared on the receivable: the amount once it succeeded, nothing
+    while pending, after a failure (a returned debit) or a refund."""
+    if payment.status is PaymentStatus.SUCCEEDED:
+        return payment.amount
+    return Money.from_minor_units(0, payment.amount.currency)
+
+
+def payment_to_journal_entry(
+    payment: Payment, cleared_before: Money, rules: PostingRules
+) -> JournalEntry | None:
+    """The clearing of a payment state against what earlier states cleared: a success clears the
+    receivable against the bank/clearing account, a failure after it reverses only what was cleared.
+    None: nothing changes on the ledger (a failure of a payment never cleared, a repeat)."""
+    delta = payment_cleared_amount(payment) - cleared_before
+    if delta.is_zero():
+        return None
+    number = payment.reference or payment.invoice_ids[0]
+    account = rules.clearing_account(payment.amount.currency, payment.method)
+    assignment = _text(number, MAX_ASSIGNMENT)
+    text = _text(f"Payment {number} {payment.status.value}", MAX_ITEM_TEXT)
+    items = [
+        _item(
+            DebitCredit.DEBIT,
+            delta,
+            kind=JournalItemKind.GL,
+            gl_account=account,
+            assignment=assignment,
+            text=text,
+        ),
+        _item(
+            DebitCredit.CREDIT,
+            delta,
+            kind=JournalItemKind.RECEIVABLE,
+            gl_account=rules.receivables_account,
+            customer_id=payment.customer_id,
+            assignment=assignment,
+            text=text,
+        ),
+    ]
+    return JournalEntry(
+        id=f"{payment.id}:v{payment.version}:je",
+        refs=dict(payment.refs),
+        version=payment.version,
+        company_code=rules.company_code_for(payment.amount.currency),
+        document_type=rules.payment_document_type,
+        document_date=payment.payment_date,
+        posting_date=payment.payment_date,
+        reference_id=payment_reference(payment, rules),
+        header_text=_text(f"Payment {number}", MAX_HEADER_TEXT),
+        source_document_id=payment.id,
+        items=tuple(items),
+    )
+
+
+def void_reversal_entry(
+    invoice: Invoice, rules: PostingRules, *, posting_date: date | None = None
+) -> JournalEntry:
+    """The reversal of a voided invoice's posting: the same accounts (the same rules, the same lines) on
+    the other sides, under the reference ``<number>-RV`` (its tail, by ``long_references``) so it never
+    passes for the original; the assignment stays the original's number, so the receivable clears."""
+    original = invoice_to_journal_entry(invoice, rules, posting_date=posting_date)
+    flipped = tuple(
+        item.model_copy(
+            update={"side": DebitCredit.CREDIT if item.side is DebitCredit.DEBIT else DebitCredit.DEBIT}
+        )
+        for item in original.items
+    )
+    return original.model_copy(
+        update={
+            "id": f"{invoice.id}:void",
+            "items": flipped,
+            "document_type": rules.credit_document_type,
+            "reference_id": check_reference(f"{invoice.invoice_number}{VOID_SUFFIX}", rules.long_references),
+            "header_text": _text(f"Void {invoice.invoice_number}", MAX_HEADER_TEXT),
+        }
     )
 
 
 def credit_note_to_journal_entry(
     note: CreditNote, rules: PostingRules, *, posting_date: date | None = None
 ) -> JournalEntry:
-    """The reverse posting for a credit note: receivable credited, revenue and tax debited."""
+    """The reverse posting for a credit note: receivable credited, revenue and tax debited; the credit
+    note of an advance (a wallet top-up) debits the advance instead of revenue."""
+    if rules.posting_nature(note.billing_type) == "advance":
+        account = rules.advance(f"a credit note of billing type {note.billing_type!r}")
+        rules = replace(rules, revenue_accounts={DEFAULT_KEY: account}, profit_centers={}, cost_centers={})
     return _entry(
         entity_id=note.id,
         version=note.version,
@@ -338,6 +517,7 @@ def credit_note_to_journal_entry(
         sign=-1,  # credit note amounts are positive: the document reverses them
         header_prefix=rules.credit_header_prefix,
         document_type=rules.credit_document_type,
+        assignment_of=note.invoice_number,
     )
 
 

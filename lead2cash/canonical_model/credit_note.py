@@ -79,6 +79,9 @@ class CreditNote(CanonicalEntity):
     subtotal: Money
     tax_total: Money
     total: Money
+    billing_type: NonEmptyStr | None = None
+    """The billing type of the credited invoice when the credit note tells it (Lago: ``credit`` for the
+    credit note of a wallet top-up): the ledger reverses it on the accounts that type posts to."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -193,9 +193,20 @@ class Invoice(CanonicalEntity):
     total: Money
     order_id: NonEmptyStr | None = None
     """Canonical id of the Order this invoice bills, when known."""
+    billing_type: NonEmptyStr | None = None
+    """The billing engine's type of document (Lago's ``invoice_type``: subscription, add_on, one_off,
+    credit, progressive_billing). The ledger posts each type by its nature (a ``credit`` invoice is a wallet
+    top-up: a customer prepayment, not revenue); None: the source does not tell (posted as revenue)."""
+    prepaid_credit: Money | None = None
+    """Part of the total settled by the customer's prepaid credits (a wallet), not owed: the ledger moves
+    it from the customer advance to the receivable."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.prepaid_credit is not None and (
+            self.prepaid_credit.currency != self.currency or self.prepaid_credit.is_negative()
+        ):
+            raise ValueError(f"prepaid_credit: expected a non-negative amount in {self.currency}")
         if self.due_date is not None and self.due_date < self.issue_date:
             raise ValueError(f"due_date ({self.due_date}) must not be before issue_date ({self.issue_date})")
         if self.status is InvoiceStatus.PAID and self.payment_status is not InvoicePaymentStatus.SUCCEEDED:

@@ -134,6 +134,21 @@ class SapSystemConfig(Strict):
     )
     profit_centers: TableRef | None = None
     cost_centers: TableRef | None = None
+    invoice_postings: TableRef | None = Field(
+        None,
+        description="billing engine invoice type -> revenue | advance (default: Lago's credit invoices "
+        "are advances, every other type revenue)",
+    )
+    advance_account: str | None = Field(
+        None,
+        description="customer advances (liability): wallet top-ups credited, prepaid credits applied debited",
+    )
+    clearing_accounts: TableRef | None = Field(
+        None,
+        description="incoming payments' bank/clearing account: '<provider>:<currency>', '<currency>', "
+        "'<provider>' or _default -> G/L account (action payment.clear)",
+    )
+    payment_document_type: str = Field("DZ", max_length=5, description="document type of payment clearings")
     document_type: str = Field("DR", max_length=5)
     credit_document_type: str = Field("DG", max_length=5)
     posting_date: Literal["invoice_date", "today_if_closed"] = "invoice_date"

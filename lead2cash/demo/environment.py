@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -70,6 +70,10 @@ class Agreement:
     won: dict[str, Decimal] = field(default_factory=dict)
     invoiced: dict[str, Decimal] = field(default_factory=dict)
     posted: dict[str, Decimal] = field(default_factory=dict)
+    # Revenue per currency and G/L account: what Lago's fees say by product family, what SAP booked.
+    revenue_billed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    revenue_posted: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    customers: int = 0  # (customer, currency) receivables compared between Lago and SAP
     deals: int = 0
     invoices: int = 0
     journal_entries: int = 0
@@ -131,7 +135,12 @@ def hub_systems_config(
     # The shipped routes keep account determination in mappings.yaml, not inline.
     sap.pop("revenue_account_by_family", None)
     sap.pop("tax_code_by_catalog_code", None)
-    sap.update(revenue_accounts="sap_revenue_accounts", tax_codes="sap_tax_codes")
+    sap.update(
+        revenue_accounts="sap_revenue_accounts",
+        tax_codes="sap_tax_codes",
+        invoice_postings="sap_invoice_postings",
+        clearing_accounts="sap_clearing_accounts",
+    )
     systems: dict[str, dict[str, Any]] = {
         "salesforce": {**printed["salesforce"], "safety_lag": safety_lag, "sweep_interval": None},
         "lago": {**printed["lago"], "plan_table": "lago_plans", "addon_table": "lago_add_ons"},
@@ -181,6 +190,7 @@ class LeadToCash(SandboxClients):
         safety_lag: str = "1s",
         log_level: str = "WARNING",
         admin_token: str | None = None,
+        extra_route_files: Sequence[Path] = (),
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.admin_token = admin_token
@@ -194,7 +204,11 @@ class LeadToCash(SandboxClients):
         self.store_url = store_url or f"sqlite:///{self.workdir / 'state.db'}"
         self.systems_file = self.workdir / "systems.yaml"
         self.systems_file.write_text(json.dumps(self.systems_config(safety_lag, log_level), indent=2))
-        self.config_files = [self.systems_file, *(config_dir / name for name in ROUTE_FILES)]
+        self.config_files = [
+            self.systems_file,
+            *(config_dir / name for name in ROUTE_FILES),
+            *extra_route_files,  # e.g. config/accounting.yaml: voids and credit notes
+        ]
         self.hub = Hub.from_files(self.config_files)
         ca = ssl.create_default_context(cafile=str(self.cluster.ca_bundle))
         self.http = {
@@ -372,6 +386,8 @@ class LeadToCash(SandboxClients):
                 result.problems.append(
                     f"{ccy}: Lago invoiced {invoiced.get(ccy, 0)} but SAP receivables show {posted.get(ccy, 0)}"
                 )
+        self._compare_revenue(result, invoices, ledger)
+        self._compare_customers(result, invoices)
         invoiced_orders = {order_of(inv) for inv in invoices}
         result.awaiting_invoice = sum(1 for o in opps if o["Id"] not in invoiced_orders)
         for o in opps:
@@ -399,6 +415,93 @@ class LeadToCash(SandboxClients):
                     f"opportunity {o['Id']}: SAP document {document or '-'} is not {posted_as} of {number}"
                 )
         return result
+
+    def sap_receivables_by_customer(self) -> dict[tuple[str, str], Decimal]:
+        """SAP's open items on the receivable per (customer's partner number, currency), read as finance
+        would: API_OPLACCTGDOCITEMCUBE_SRV, the customer line items of the reconciliation account."""
+        sap_cfg = self.hub.config.systems["sap"]
+        auth = (sap_cfg.auth.username, sap_cfg.auth.password.get_secret_value())  # type: ignore[union-attr]
+        url = "/sap/opu/odata/sap/API_OPLACCTGDOCITEMCUBE_SRV/A_OperationalAcctgDocItemCube"
+        params: dict[str, Any] | None = {
+            "$filter": f"GLAccount eq '{self.sap_receivables()}'",
+            "$select": "Customer,AmountInTransactionCurrency,TransactionCurrency",
+            "$format": "json",
+        }
+        out: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        while url:
+            r = self.http["sap"].get(url, params=params, auth=auth)
+            r.raise_for_status()
+            data = r.json()["d"]
+            for row in data["results"]:
+                out[(str(row["Customer"]), row["TransactionCurrency"])] += Decimal(
+                    row["AmountInTransactionCurrency"]
+                )
+            url, params = data.get("__next") or "", None
+        return dict(out)
+
+    def _compare_customers(self, result: Agreement, invoices: list[dict[str, Any]]) -> None:
+        """Per customer and currency: what Lago invoiced against SAP's open items on the receivable (no
+        payment is posted on the demo's routes, so both are the invoices' amounts to pay)."""
+        billed: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for inv in invoices:
+            customer = str((inv.get("customer") or {}).get("external_id"))
+            ccy = inv["currency"]
+            billed[(customer, ccy)] += Decimal(int(inv["total_amount_cents"])).scaleb(-MINOR_UNITS[ccy])
+        partners = {
+            c: self.hub.store.xref_get("Customer", c, "sap") for c in {customer for customer, _ in billed}
+        }
+        booked = self.sap_receivables_by_customer()
+        customer_of = {p: c for c, p in partners.items() if p}
+        posted: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for (partner, ccy), amount in booked.items():
+            posted[(customer_of.get(partner, f"partner {partner}"), ccy)] += amount
+        result.customers = len(set(billed) | set(posted))
+        for key in sorted(set(billed) | set(posted)):
+            if billed.get(key, Decimal(0)) != posted.get(key, Decimal(0)):
+                result.problems.append(
+                    f"customer {key[0]} ({key[1]}): Lago invoiced {billed.get(key, 0)} but SAP's receivable "
+                    f"shows {posted.get(key, 0)}"
+                )
+
+    def _compare_revenue(
+        self, result: Agreement, invoices: list[dict[str, Any]], ledger: dict[str, Any]
+    ) -> None:
+        """Revenue per currency and account: each Lago fee by its product's family (the shipped tables:
+        product_families, then the SAP system's revenue table), against SAP's revenue accounts (41...)."""
+        mappings = self.hub.config.mappings
+        families = mappings.get("product_families", {})
+        table_ref = self.hub.config.systems["sap"].revenue_accounts  # type: ignore[union-attr]
+        table = mappings.get(table_ref, {}) if isinstance(table_ref, str) else table_ref
+        billed: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        for inv in invoices:
+            ccy = inv["currency"]
+            if inv.get("invoice_type") == "credit":
+                continue  # a wallet top-up is a customer advance, never revenue
+            for fee in inv.get("fees") or []:
+                code = str((fee.get("item") or {}).get("code") or "")
+                product = code.removesuffix(f"__{ccy}")
+                account = table.get(product) or table.get(families.get(product)) or table.get("_default")
+                cents = Decimal(int(fee["amount_cents"])).scaleb(-MINOR_UNITS[ccy])
+                billed[ccy][str(account)] += cents
+            coupons = int(inv.get("coupons_amount_cents") or 0)
+            if coupons:
+                billed[ccy][str(table.get("_default"))] -= Decimal(coupons).scaleb(-MINOR_UNITS[ccy])
+        posted: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        for company in ledger["company_codes"].values():
+            for ccy, bucket in company["transaction_currency"].items():
+                for account, value in bucket["accounts"].items():
+                    if account.startswith("41"):
+                        posted[ccy][account] -= Decimal(value)  # revenue is a credit balance
+        result.revenue_billed = {c: {a: v for a, v in accts.items() if v} for c, accts in billed.items()}
+        result.revenue_posted = {c: {a: v for a, v in accts.items() if v} for c, accts in posted.items()}
+        for ccy in sorted(set(result.revenue_billed) | set(result.revenue_posted)):
+            want, got = result.revenue_billed.get(ccy, {}), result.revenue_posted.get(ccy, {})
+            for account in sorted(set(want) | set(got)):
+                if want.get(account, Decimal(0)) != got.get(account, Decimal(0)):
+                    result.problems.append(
+                        f"{ccy} revenue account {account}: Lago billed {want.get(account, 0)} by product "
+                        f"family but SAP shows {got.get(account, 0)}"
+                    )
 
     def sap_receivables(self) -> str:
         return str(self.hub.config.systems["sap"].receivables_account)  # type: ignore[union-attr]

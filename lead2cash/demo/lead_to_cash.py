@@ -95,6 +95,18 @@ def summary_tables(agreement: Agreement, progress: Progress) -> Group:
             str(posted if posted is not None else "-"),
             "yes" if invoiced == posted else "NO",
         )
+    revenue = Table(title="revenue per account (Lago's fees by product family, SAP's revenue accounts)",
+                    header_style="bold")  # fmt: skip
+    for col in ("currency", "account", "billed in Lago", "booked in SAP", "Lago = SAP"):
+        revenue.add_column(col, justify="right" if col not in ("currency", "account") else "left")
+    for ccy in sorted(set(agreement.revenue_billed) | set(agreement.revenue_posted)):
+        billed, booked = agreement.revenue_billed.get(ccy, {}), agreement.revenue_posted.get(ccy, {})
+        for account in sorted(set(billed) | set(booked)):
+            want, got = billed.get(account), booked.get(account)
+            revenue.add_row(
+                ccy, account, str(want if want is not None else "-"), str(got if got is not None else "-"),
+                "yes" if want == got else "NO",
+            )  # fmt: skip
     counts = Table(title="records", header_style="bold")
     for col in (
         "deals won",
@@ -118,7 +130,7 @@ def summary_tables(agreement: Agreement, progress: Progress) -> Group:
     legend.add_column()
     for name, meaning in AMOUNT_COLUMNS:
         legend.add_row(name, meaning)
-    return Group(amounts, legend, counts)
+    return Group(amounts, legend, revenue, counts)
 
 
 async def _run(

@@ -34,6 +34,9 @@ class WebhookDelivery:
     unique_key: str | None
     records: list[Mapping[str, Any]]
     xrefs: Sequence[XrefWrite] = ()
+    # The sender's event type, from a closed list of the system's types ("other" beyond it): a metric
+    # label, so never free text from the body.
+    event_type: str = "-"
 
 
 @runtime_checkable

@@ -192,10 +192,21 @@ class RouteRuntime:
                 ordering_key=ordering,
             )
         except Exception as exc:  # a bad record is quarantined; the batch goes on
-            reason = describe_error(exc)
-            log.warning("record dead-lettered at mapping", route=self.name, trace_id=trace_id, reason=reason)
-            self.metrics.dead_letters.labels(self.name, "mapping").inc()
-            return NewDeadLetter(original_payload=_json(record), error_message=reason, trace_id=trace_id)
+            # Logged and counted by the caller once the store took it (a duplicate delivery stores nothing).
+            return NewDeadLetter(
+                original_payload=_json(record), error_message=describe_error(exc), trace_id=trace_id
+            )
+
+    def _count_dead(self, dead: Sequence[NewDeadLetter]) -> None:
+        for d in dead:
+            log.warning(
+                "record dead-lettered at mapping",
+                route=self.name,
+                trace_id=d.trace_id,
+                reason=d.error_message,
+            )
+        if dead:
+            self.metrics.dead_letters.labels(self.name, "mapping").inc(len(dead))
 
     def submit(
         self,
@@ -207,14 +218,28 @@ class RouteRuntime:
         checkpoint_from: str | None = UNCHECKED,
     ) -> int | None:
         """Map records and write them to the inbox (with the checkpoint, in one transaction). With a
-        ``receipt`` (sender, delivery key), a delivery seen before writes nothing and returns None."""
+        ``receipt`` (sender, delivery key), a delivery seen before writes nothing and returns None: it is
+        recognised before any mapping, so a duplicate maps, logs and counts nothing."""
+        done = self.submit_counted(records, checkpoint, rejects, receipt, xrefs, checkpoint_from)
+        return None if done is None else done[0]
+
+    def submit_counted(
+        self,
+        records: list[Mapping[str, Any]],
+        checkpoint: str | None = None,
+        rejects: Sequence[tuple[str, str]] = (),
+        receipt: tuple[str, str] | None = None,
+        xrefs: Sequence[XrefWrite] = (),
+        checkpoint_from: str | None = UNCHECKED,
+    ) -> tuple[int, int] | None:
+        """``submit``, answering (messages queued, dead letters written), or None for a duplicate."""
+        if receipt is not None and self.store.receipt_seen(*receipt):
+            return None
         new: list[NewMessage] = []
         dead: list[NewDeadLetter] = [
             NewDeadLetter(original_payload=raw, error_message=reason, trace_id=uuid.uuid4().hex)
             for raw, reason in rejects
         ]
-        if dead:
-            self.metrics.dead_letters.labels(self.name, "mapping").inc(len(dead))
         for record in records:
             item = self._to_message(record)
             if isinstance(item, NewMessage):
@@ -231,9 +256,10 @@ class RouteRuntime:
             xrefs_written=xrefs,
             checkpoint_from=checkpoint_from,
         ):
-            return None
+            return None  # a concurrent copy of the delivery won the receipt: it counts, this one not
+        self._count_dead(dead)
         self.metrics.ingested.labels(self.name).inc(len(new))
-        return len(new)
+        return len(new), len(dead)
 
     async def replay_mapping(self, dead: DeadLetter, *, stored_payload: bool = False) -> Replayed:
         """Replay a mapping-stage dead letter: read its record again from the source (it may have been
@@ -275,6 +301,7 @@ class RouteRuntime:
         new = [m for m in mapped if self.store.message_by_key(self.name, m.idempotency_key) is None]
         again = [i for i in items if isinstance(i, NewDeadLetter)]
         self.store.enqueue(self.name, new, dead=again, xrefs_written=xrefs)
+        self._count_dead(again)
         self.store.dlq_mark(dead.id, "replayed")
         self.metrics.ingested.labels(self.name).inc(len(new))
         if again:

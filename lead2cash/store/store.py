@@ -982,6 +982,15 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(self._receipt_insert, row).first() is not None
 
+    def receipt_seen(self, sender: str, unique_key: str) -> bool:
+        """Was this delivery key of this sender remembered already? A read: the remembering itself is
+        ``enqueue``'s, in the inbox transaction."""
+        q = select(inbound_receipts.c.unique_key).where(
+            inbound_receipts.c.sender == sender, inbound_receipts.c.unique_key == unique_key
+        )
+        with self._read() as conn:
+            return conn.execute(q).first() is not None
+
     # ------------------------------------------------------------------ route state
     def route_state_get(self, route: str) -> RouteState | None:
         with self._read() as conn:

@@ -46,6 +46,7 @@ CONNECTION_KEYS = frozenset(
         "company_code",
         "company_code_by_currency",
         "receivables_account",
+        "advance_account",
     }
 )
 # Sandbox keys that are aliases of a user key: the user's table wins.

@@ -166,31 +166,46 @@ def create_app(hub: Hub) -> Starlette:
 
     def accept(
         name: str, records: list[Any], unique: str | None, xrefs: Sequence[XrefWrite] = ()
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any], str]:
+        """Status, body and the outcome of one delivery for one route (accepted, duplicate, ignored,
+        dead_letter, unavailable)."""
         # The receipt is written in the inbox transaction: a failed write leaves the delivery unseen, so
         # the sender's retry is not mistaken for a duplicate.
         receipt = (f"webhook:{name}", unique) if unique else None
         try:
-            accepted = hub.routes[name].submit(records, receipt=receipt, xrefs=xrefs)
+            done = hub.routes[name].submit_counted(records, receipt=receipt, xrefs=xrefs)
         except Exception as exc:
             if not is_unavailable(exc):
                 raise
             hub.store_failed(exc)  # the sender retries a 503; nothing was written
-            return 503, {"error": "the hub's store is unavailable; retry later"}
-        if accepted is None:
-            return 200, {"status": "duplicate", "unique_key": unique}
+            return 503, {"error": "the hub's store is unavailable; retry later"}, "unavailable"
+        if done is None:
+            return 200, {"status": "duplicate", "unique_key": unique}, "duplicate"
+        accepted, dead = done
         hub.wake(name)
-        return 202, {"status": "accepted", "records": accepted}
+        outcome = "accepted" if accepted else "dead_letter" if dead else "ignored"
+        return 202, {"status": "accepted", "records": accepted}, outcome
+
+    def count_event(source: str, event_type: str, outcomes: Sequence[str]) -> None:
+        """One count per delivery: the best of what the routes made of it."""
+        outcome = next(
+            (o for o in ("accepted", "dead_letter", "unavailable", "duplicate") if o in outcomes), "ignored"
+        )
+        hub.metrics.webhook_events.labels(source, event_type, outcome).inc()
+        if outcome == "ignored":
+            # Acknowledged (the sender must not retry it) and counted; no route reads it.
+            log.debug("webhook event read by no route; acknowledged", source=source, type=event_type)
 
     async def push_verified(
         name: str, source: WebhookSource, request: Request, body: bytes
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any], str, str]:
         # The system's own verification (e.g. Lago's signatures) and its own delivery key.
         verified = await source.verify_webhook(request.headers, body)
         if verified is None:
-            return 401, {"error": "invalid or missing signature"}
+            return 401, {"error": "invalid or missing signature"}, "refused", "-"
         # No await from here to the inbox write: the source's state check and its write are atomic.
-        return accept(name, verified.records, verified.unique_key, verified.xrefs)
+        status, data, outcome = accept(name, verified.records, verified.unique_key, verified.xrefs)
+        return status, data, outcome, verified.event_type
 
     async def system_webhook(kind: str, request: Request) -> Response:
         """``POST /webhooks/<path>``, a webhook receiver a system type declares (Lago's one endpoint):
@@ -211,9 +226,12 @@ def create_app(hub: Hub) -> Starlette:
         except BodyTooLarge:
             return JSONResponse({"error": f"body exceeds {limit} bytes"}, status_code=413)
         results = {n: await push_verified(n, hub.routes[n].source, request, body) for n in names}  # type: ignore[arg-type]
-        statuses = [status for status, _ in results.values()]
+        statuses = [status for status, *_ in results.values()]
         status = 401 if all(s == 401 for s in statuses) else 202 if 202 in statuses else 200
-        return JSONResponse({n: data for n, (_, data) in results.items()}, status_code=status)
+        if status != 401:  # an unverified body is counted nowhere: its type is anybody's text
+            types = [t for s, _, _, t in results.values() if s != 401]
+            count_event(kind, types[0], [o for _, _, o, _ in results.values()])
+        return JSONResponse({n: data for n, (_, data, *_) in results.items()}, status_code=status)
 
     async def webhook(request: Request) -> Response:
         name = request.path_params["route"]
@@ -227,7 +245,9 @@ def create_app(hub: Hub) -> Starlette:
             return JSONResponse({"error": f"body exceeds {trigger.max_body_bytes} bytes"}, status_code=413)
         source = hub.routes[name].source
         if isinstance(source, WebhookSource):
-            status, data = await push_verified(name, source, request, body)
+            status, data, outcome, event_type = await push_verified(name, source, request, body)
+            if status != 401:
+                count_event(cfg.source.system, event_type, [outcome])
             return JSONResponse(data, status_code=status)
         if trigger.secret is None or not hmac_valid(
             trigger.secret.get_secret_value(), body, request.headers.get(trigger.signature_header)
@@ -241,7 +261,8 @@ def create_app(hub: Hub) -> Starlette:
         if not all(isinstance(r, dict) for r in records):
             return JSONResponse({"error": "expected a JSON object or a list of objects"}, status_code=400)
         unique = request.headers.get(trigger.unique_key_header) if trigger.unique_key_header else None
-        status, data = accept(name, records, unique)
+        status, data, outcome = accept(name, records, unique)
+        count_event(cfg.source.system, "-", [outcome])
         return JSONResponse(data, status_code=status)
 
     async def dead_letters(request: Request) -> Response:

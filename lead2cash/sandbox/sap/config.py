@@ -7,7 +7,7 @@ Choices (the hub's shipped mapping tables point at these):
   ``1010`` DE/EUR, ``1110`` GB/GBP, ``1510`` JP/JPY, ``1710`` US/USD, ``4810`` KW/KWD. All use chart of
   accounts ``YCOA`` and fiscal year variant ``K4`` (fiscal year = calendar year, period = month).
 * Accounts: ``12100000`` receivables (reconciliation account for customers, not postable directly),
-  ``22000000`` output tax, revenue per product family ``41000000`` Software, ``41100000`` Services,
+  ``22000000`` output tax, ``21800000`` customer advances (wallet top-ups, a liability), revenue per product family ``41000000`` Software, ``41100000`` Services,
   ``41200000`` Training, ``41300000`` Hardware, ``11001020`` bank (incoming payments).
 * Tax codes are two characters per country, as in SAP's country tax procedures. Catalogue code -> SAP code:
   ``DE_VAT_19`` -> ``A1`` (DE, 19 %), ``GB_VAT_20`` -> ``A1`` (GB, 20 %), ``JP_CT_10`` -> ``A1`` (JP, 10 %),
@@ -83,6 +83,7 @@ class GLAccount:
 
 RECEIVABLES_ACCOUNT = "12100000"
 OUTPUT_TAX_ACCOUNT = "22000000"
+ADVANCES_ACCOUNT = "21800000"
 REVENUE_ACCOUNT_BY_FAMILY = {
     "Software": "41000000",
     "Services": "41100000",
@@ -96,6 +97,7 @@ GL_ACCOUNTS: dict[str, GLAccount] = {
         GLAccount("11001020", "Bank 1 (Incoming)", True, "BANK"),
         GLAccount(RECEIVABLES_ACCOUNT, "Receivables Domestic", True, "RECV", reconciliation_for="D"),
         GLAccount(OUTPUT_TAX_ACCOUNT, "Output Tax", True, "LIAB"),
+        GLAccount(ADVANCES_ACCOUNT, "Customer Advances (Prepaid Credits)", True, "LIAB"),
         GLAccount("41000000", "Revenue Software", False, "REV"),
         GLAccount("41100000", "Revenue Services", False, "REV"),
         GLAccount("41200000", "Revenue Training", False, "REV"),

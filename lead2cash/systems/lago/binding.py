@@ -894,12 +894,14 @@ class LagoEventSource:
             payload = loads(body)
         except (ValueError, RecursionError):  # not JSON, or nested deeper than any event is
             log.warning("signed Lago webhook is not JSON; acknowledged and ignored", unique_key=unique)
-            return WebhookDelivery(unique, [])
-        if not isinstance(payload, dict) or payload.get("webhook_type") not in self.events:
-            return WebhookDelivery(unique, [])
-        obj, read = await self.webhook_object(str(payload["webhook_type"]), payload)
+            return WebhookDelivery(unique, [], event_type="not_json")
+        kind = payload.get("webhook_type") if isinstance(payload, dict) else None
+        event_type = str(kind) if kind in adapter.WEBHOOK_TYPES else "other"
+        if kind not in self.events:
+            return WebhookDelivery(unique, [], event_type=event_type)
+        obj, read = await self.webhook_object(str(kind), payload)
         if obj is None or not obj.get("lago_id"):
-            return WebhookDelivery(unique, [])
+            return WebhookDelivery(unique, [], event_type=event_type)
         admitted, writes, unsure = self._admit([obj], read=read)
         records: list[Mapping[str, Any]]
         if unsure:
@@ -908,7 +910,7 @@ class LagoEventSource:
             admitted, writes, _ = self._admit([current], read=True)
             read = True
         records = [self._record(o, n, None if read else payload) for o, n in admitted]
-        return WebhookDelivery(unique, records, writes)
+        return WebhookDelivery(unique, records, writes, event_type=event_type)
 
 
 class InvoiceSource(LagoEventSource):

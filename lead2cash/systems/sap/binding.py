@@ -4,6 +4,14 @@ Target actions
     ``journal_entry.post``      Invoice, CreditNote (or a ready JournalEntry): ensure the business partner,
                                 post the balanced entry, return ``<document>/<company code>/<fiscal year>``
                                 and store it as the entity's ``sap`` cross-reference.
+    ``journal_entry.reverse``   Invoice (voided): the reversal of its posting (``<number>-RV``), or nothing
+                                when the invoice was never posted; never a second posting of the invoice.
+                                With ``after_route``/``after_key`` it waits while that route still holds
+                                the invoice's posting undelivered (the void overtook it).
+    ``payment.clear``           Payment (one per state of an invoice's payment): the receivable cleared
+                                against the bank/clearing account by what this state changes (a success
+                                clears the amount, a failure after it reverses only what was cleared),
+                                under ``<invoice number>-P<version>``; nothing when nothing changes.
     ``business_partner.ensure`` Customer: find the partner by its search key or create it.
 
 Exactly once: a posting's reference is the document number (the header's DocumentReferenceID, XBLNR, up to
@@ -29,7 +37,7 @@ from lxml import etree
 from pydantic import BaseModel
 
 from lead2cash.adapters import sap as adapter
-from lead2cash.canonical_model import CreditNote, Customer, Invoice, JournalEntry
+from lead2cash.canonical_model import CreditNote, Customer, Invoice, JournalEntry, Money, Payment
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.sap import SapBasicAuth, SapSystemConfig
 from lead2cash.connectors.sap.odata import (
@@ -44,13 +52,16 @@ from lead2cash.connectors.sap.rfc import RfcJournalPoster, pyrfc_connection_fact
 from lead2cash.connectors.sap.soap import JournalEntrySoapClient, PostingConfirmation, PostingRejected
 from lead2cash.errors import DeliveryError, PermanentError, TransientError
 from lead2cash.routes.interfaces import Source, Target
+from lead2cash.routes.mapping import KeyTemplate
 from lead2cash.systems import BindingContext
 
 log = structlog.get_logger("lead2cash.bindings.sap")
 
 SYSTEM = "sap"
 CLOSED_PERIOD_MESSAGES = ("201(F5)",)  # "Posting period ... is not open"
-ACTIONS = ("journal_entry.post", "business_partner.ensure")
+ACTIONS = ("journal_entry.post", "journal_entry.reverse", "payment.clear", "business_partner.ensure")
+NOT_POSTED = "not-posted"
+"""A reversal's confirmation when the voided invoice was never posted: nothing to reverse, nothing sent."""
 _SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
 
 
@@ -69,6 +80,19 @@ def _table(
             return {}
         return tables[value]
     return value
+
+
+def _posting_options(options: Mapping[str, Any], known: set[str]) -> str:
+    """A posting action's options checked against ``known``; its ``long_references`` policy."""
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigProblems(
+            [(("options", unknown[0]), f"unknown option; known: {', '.join(sorted(known))}")]
+        )
+    long_references = options.get("long_references", "reject")
+    if long_references not in ("reject", "tail"):
+        raise ConfigProblems([(("options", "long_references"), "expected reject or tail")])
+    return str(long_references)
 
 
 def _credentials(cfg: SapSystemConfig) -> Credentials:
@@ -108,6 +132,12 @@ class SapSystem:
             credit_document_type=cfg.credit_document_type,
             profit_centers=_table(cfg.profit_centers, tables, "profit_centers", problems),
             cost_centers=_table(cfg.cost_centers, tables, "cost_centers", problems),
+            invoice_postings=_table(cfg.invoice_postings, tables, "invoice_postings", problems)
+            if cfg.invoice_postings is not None
+            else dict(adapter.DEFAULT_INVOICE_POSTINGS),
+            advance_account=cfg.advance_account,
+            clearing_accounts=_table(cfg.clearing_accounts, tables, "clearing_accounts", problems),
+            payment_document_type=cfg.payment_document_type,
         )
         bp = cfg.business_partner
         self.partner_rules = adapter.PartnerRules(
@@ -189,13 +219,17 @@ class SapSystem:
 
     def target(self, action: str, options: Mapping[str, Any]) -> Target:
         if action == "journal_entry.post":
-            unknown = sorted(set(options) - {"long_references"})
-            if unknown:
-                raise ConfigProblems([(("options", unknown[0]), "unknown option; known: long_references")])
-            long_references = options.get("long_references", "reject")
-            if long_references not in ("reject", "tail"):
-                raise ConfigProblems([(("options", "long_references"), "expected reject or tail")])
-            return JournalEntryTarget(self, long_references)
+            return JournalEntryTarget(self, _posting_options(options, {"long_references"}))
+        if action == "journal_entry.reverse":
+            long_references = _posting_options(options, {"long_references", "after_route", "after_key"})
+            if ("after_route" in options) != ("after_key" in options):
+                raise ConfigProblems([(("options",), "give after_route and after_key together")])
+            after = (
+                (str(options["after_route"]), str(options["after_key"])) if "after_route" in options else None
+            )
+            return ReversalTarget(self, long_references, after)
+        if action == "payment.clear":
+            return PaymentTarget(self, _posting_options(options, {"long_references"}))
         if action == "business_partner.ensure":
             return PartnerTarget(self)
         raise ValueError(f"unknown SAP action {action!r}; known: {', '.join(ACTIONS)}")
@@ -535,6 +569,150 @@ class JournalEntryTarget:
                 f"{adapter.MAX_REFERENCE}; posted entries could not be found and would be posted again",
                 details=where,
             )
+
+
+class ReversalTarget(JournalEntryTarget):
+    """``journal_entry.reverse``: a voided invoice's posting reversed, found first by the invoice's own
+    cross-reference, then by its reference in SAP. Never posted: nothing is sent."""
+
+    def __init__(self, system: SapSystem, long_references: str, after: tuple[str, str] | None) -> None:
+        super().__init__(system, long_references)
+        self.name = f"{system.name}/journal_entry.reverse"
+        self.after = after
+
+    def _entry(self, entity: BaseModel, posting_date: date | None = None) -> JournalEntry:
+        if not isinstance(entity, Invoice):
+            raise PermanentError(f"journal_entry.reverse takes Invoice entities, not {type(entity).__name__}")
+        try:
+            return adapter.void_reversal_entry(entity, self.rules, posting_date=posting_date)
+        except adapter.PostingRuleError as exc:
+            raise PermanentError(f"cannot map to a reversal: {exc}", details={"entity": entity.id}) from exc
+
+    async def _original(self, invoice: Invoice) -> str | None:
+        known = self.system.xref_get("Invoice", invoice.id)
+        if known is not None:
+            return known
+        try:
+            original = adapter.invoice_to_journal_entry(invoice, self.rules)
+        except adapter.PostingRuleError:
+            return None  # it could never have been posted under these rules
+        return await self.find(original.company_code, original.reference_id)
+
+    def _waiting_for_original(self, invoice: Invoice) -> bool:
+        """The original posting is still queued on its route (the void overtook it): wait for it."""
+        if self.after is None or self.system.store is None:
+            return False
+        route, template = self.after
+        key = KeyTemplate(template).render(invoice.model_dump(mode="json"))
+        message = self.system.store.message_by_key(route, key)
+        return message is not None and message.status == "pending"
+
+    async def deliver(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        entry = self._entry(entity)
+        assert isinstance(entity, Invoice)
+        if await self._original(entity) is None:
+            if self._waiting_for_original(entity):
+                raise TransientError(
+                    "the voided invoice's posting is still on its way; its reversal waits for it",
+                    details={"invoice": entity.invoice_number},
+                )
+            log.info("voided invoice was never posted: nothing to reverse", invoice=entity.invoice_number)
+            return NOT_POSTED
+        debtors = await self._debtors(entity, entry)
+        ref = await self._post(entry, debtors)
+        self.system.xref_put("InvoiceVoid", entity.id, ref)
+        return ref
+
+    async def lookup(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        known = self.system.xref_get("InvoiceVoid", entity_id(entity))
+        if known is not None:
+            return known
+        entry = self._entry(entity)
+        found = await self.find(entry.company_code, entry.reference_id)
+        if found is not None:
+            self.system.xref_put("InvoiceVoid", entity_id(entity), found)
+        return found
+
+    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
+        return {"journal_entry": self._entry(entity).model_dump(mode="json")}
+
+
+NOTHING_TO_CLEAR = "nothing-to-clear"
+"""A payment state's confirmation when it changes nothing on the ledger (a failure never cleared)."""
+
+
+class PaymentTarget(JournalEntryTarget):
+    """``payment.clear``. What an invoice's payments have cleared so far is kept as a cross-reference
+    (``PaymentCleared``: ``<invoice id>|<minor units>``), written with each posting and by the lookup that
+    finds one after a lost response; per-invoice ordering (the route's ordering key) keeps it exact."""
+
+    def __init__(self, system: SapSystem, long_references: str) -> None:
+        super().__init__(system, long_references)
+        self.name = f"{system.name}/payment.clear"
+
+    @staticmethod
+    def _payment(entity: BaseModel) -> Payment:
+        if not isinstance(entity, Payment) or not entity.invoice_ids:
+            raise PermanentError(
+                f"payment.clear takes Payment entities of one invoice, not {type(entity).__name__}"
+            )
+        return entity
+
+    def _cleared(self, payment: Payment) -> Money:
+        invoice = payment.invoice_ids[0]
+        value = self.system.store.xref_get("PaymentCleared", invoice, SYSTEM) if self.system.store else None
+        cents = int(value.rsplit("|", 1)[1]) if value else 0
+        return Money.from_minor_units(cents, payment.amount.currency)
+
+    def _remember(self, payment: Payment) -> None:
+        if self.system.store is None:
+            return
+        invoice = payment.invoice_ids[0]
+        cents = adapter.payment_cleared_amount(payment).to_minor_units()
+        self.system.store.xref_put("PaymentCleared", invoice, SYSTEM, f"{invoice}|{cents}")
+
+    def _entry(self, entity: BaseModel, posting_date: date | None = None) -> JournalEntry:
+        payment = self._payment(entity)
+        try:
+            entry = adapter.payment_to_journal_entry(payment, self._cleared(payment), self.rules)
+        except adapter.PostingRuleError as exc:
+            raise PermanentError(f"cannot map the payment: {exc}", details={"payment": payment.id}) from exc
+        if entry is None:
+            raise _NothingToClear
+        return entry if posting_date is None else entry.model_copy(update={"posting_date": posting_date})
+
+    async def deliver(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        payment = self._payment(entity)
+        try:
+            entry = self._entry(payment)
+        except _NothingToClear:
+            return NOTHING_TO_CLEAR
+        debtors = await self._debtors(payment, entry)
+        ref = await self._post(entry, debtors)
+        self._remember(payment)
+        return ref
+
+    async def lookup(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        payment = self._payment(entity)
+        company_code = self.rules.company_code_for(payment.amount.currency)
+        found = await self.find(company_code, adapter.payment_reference(payment, self.rules))
+        if found is not None:
+            self._remember(payment)  # posted before a lost response: what it cleared counts
+        return found
+
+    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
+        try:
+            return {"journal_entry": self._entry(entity).model_dump(mode="json")}
+        except _NothingToClear:
+            return {"journal_entry": None}
+
+
+class _NothingToClear(Exception):
+    pass
 
 
 def entity_id(entity: BaseModel) -> str:

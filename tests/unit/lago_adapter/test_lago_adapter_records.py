@@ -126,6 +126,37 @@ def test_payment_is_the_amount_left_to_pay() -> None:
     assert payment.id == "inv-1:payment"
 
 
+def test_invoice_type_prepaid_credits_and_product_family_from_the_declared_table() -> None:
+    families = {"HW-GW": "Hardware", "PLAT-BASE": "Software"}
+    invoice = adapter.invoice_from_lago(_invoice(), {adapter.FAMILY_TABLE: families})
+    assert invoice.billing_type == "one_off" and str(invoice.prepaid_credit) == "100.00 EUR"
+    assert [(ln.product_code, ln.product_family) for ln in invoice.lines] == [
+        ("HW-GW", "Hardware"),
+        ("PLAT-BASE", "Software"),  # the plan code less its currency
+    ]
+    assert [ln.product_family for ln in adapter.invoice_from_lago(_invoice()).lines] == [None, None]
+    other = adapter.invoice_from_lago(_invoice(), {adapter.FAMILY_TABLE: {"_default": "Services"}})
+    assert {ln.product_family for ln in other.lines} == {"Services"}
+    assert (
+        adapter.invoice_from_lago(
+            _invoice(prepaid_credit_amount_cents=0, total_amount_cents=133159)
+        ).prepaid_credit
+        is None
+    )
+    with pytest.raises(ValueError, match=r"invoice\.invoice_type: 'gift' is not a Lago invoice type"):
+        adapter.invoice_from_lago(_invoice(invoice_type="gift"))
+
+
+def test_a_payment_is_refused_without_its_customer_or_for_an_invoice_not_finalized() -> None:
+    record = {"webhook_type": "invoice.payment_status_updated", "invoice": _invoice(payment_status="failed")}
+    del record["invoice"]["customer"]
+    with pytest.raises(ValueError, match=r"invoice\.customer\.external_id: missing"):
+        adapter.payment_from_lago(record)
+    for status in ("voided", "draft"):
+        with pytest.raises(ValueError, match=rf"invoice\.status: '{status}' is not a payment"):
+            adapter.payment_from_lago({"invoice": _invoice(status=status, payment_status="failed")})
+
+
 def test_credit_note_maps_items_and_checks_totals() -> None:
     raw = {
         "lago_id": "cn-1", "number": "LAG-001-CN001", "lago_invoice_id": "inv-1", "invoice_number": "LAG-001",
@@ -141,6 +172,8 @@ def test_credit_note_maps_items_and_checks_totals() -> None:
     assert note.reason.value == "order_change" and note.invoice_id == "inv-1"
     with pytest.raises(ValueError, match="total_amount_cents"):
         adapter.credit_note_from_lago({**raw, "total_amount_cents": 1101})
+    with pytest.raises(ValueError, match=r"credit_note\.customer\.external_id: missing"):
+        adapter.credit_note_from_lago({**raw, "customer": {}})
 
 
 ORDER = {

@@ -1,0 +1,140 @@
+"""Each billing type posted by its nature: a wallet top-up to the customer advance (never revenue),
+prepaid credits applied moved from the advance to the receivable, an unknown type refused by name."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import pytest
+from sap_factories import customer
+
+from lead2cash.adapters import sap
+from lead2cash.canonical_model import CreditNote, CreditNoteLine, Invoice, InvoiceLine, Money, TaxLine
+
+RULES = sap.PostingRules(
+    receivables_account="12100000",
+    revenue_accounts={"Software": "41000000", "Hardware": "41300000", "_default": "41000000"},
+    tax_codes={"DE_VAT_19": "A1"},
+    company_code_by_currency={"EUR": "1010"},
+    advance_account="21800000",
+)
+
+
+def eur(x: str) -> Money:
+    return Money(amount=x, currency="EUR")
+
+
+def _invoice(billing_type: str | None, prepaid: str | None = None, taxed: bool = True) -> Invoice:
+    lines = [
+        InvoiceLine(id="a", description="Gateway", product_family="Hardware", net_amount=eur("100.00")),
+        InvoiceLine(id="b", description="Platform", product_family="Software", net_amount=eur("50.00")),
+    ]
+    taxes = [TaxLine(code="DE_VAT_19", rate="19", amount=eur("28.50"))] if taxed else []
+    return Invoice.build(
+        id="inv-1", invoice_number="LAG-1-001", customer=customer(7), currency="EUR", status="finalized",
+        issue_date=date(2026, 1, 5), lines=lines, taxes=taxes, billing_type=billing_type,
+        prepaid_credit=eur(prepaid) if prepaid else None,
+    )  # fmt: skip
+
+
+def _rows(invoice: Invoice, rules: sap.PostingRules = RULES) -> list[tuple[str, str, str, str]]:
+    entry = sap.invoice_to_journal_entry(invoice, rules)
+    signed = sum(i.amount.amount if i.side.value == "debit" else -i.amount.amount for i in entry.items)
+    assert signed == 0, "the entry does not balance"
+    return [(i.kind.value, i.side.value, i.gl_account, str(i.amount.amount)) for i in entry.items]
+
+
+def test_revenue_types_post_revenue_by_family() -> None:
+    for kind in ("subscription", "add_on", "one_off", "progressive_billing", None):
+        assert _rows(_invoice(kind)) == [
+            ("receivable", "debit", "12100000", "178.50"),
+            ("gl", "credit", "41300000", "100.00"),
+            ("gl", "credit", "41000000", "50.00"),
+            ("tax", "credit", "22000000", "28.50"),
+        ], kind
+
+
+def test_a_wallet_top_up_is_a_customer_advance_never_revenue() -> None:
+    assert _rows(_invoice("credit", taxed=False)) == [
+        ("receivable", "debit", "12100000", "150.00"),
+        ("gl", "credit", "21800000", "150.00"),
+    ]
+
+
+def test_prepaid_credits_applied_move_from_the_advance_to_the_receivable() -> None:
+    rows = _rows(_invoice("subscription", prepaid="78.50"))
+    assert rows[-2:] == [
+        ("receivable", "credit", "12100000", "78.50"),
+        ("gl", "debit", "21800000", "78.50"),
+    ]
+    receivable = sum(float(a) * (1 if side == "debit" else -1) for k, side, _, a in rows if k == "receivable")
+    assert receivable == 100.00  # what is left to pay: total 178.50 less 78.50 of credits
+
+
+def test_unknown_types_and_a_missing_advance_account_are_refused_by_name() -> None:
+    with pytest.raises(sap.PostingRuleError, match="invoice_postings: no posting for billing type 'gift'"):
+        _rows(_invoice("gift"))
+    bad = replace(RULES, invoice_postings={"credit": "income"})
+    with pytest.raises(sap.PostingRuleError, match="expected one of revenue, advance"):
+        _rows(_invoice("credit"), bad)
+    none = replace(RULES, advance_account=None)
+    with pytest.raises(sap.PostingRuleError, match="advance_account: not configured"):
+        _rows(_invoice("credit"), none)
+    with pytest.raises(sap.PostingRuleError, match="advance_account: not configured"):
+        _rows(_invoice("one_off", prepaid="10.00"), none)
+
+
+def test_a_credit_note_of_a_top_up_debits_the_advance_not_revenue() -> None:
+    def note(billing_type: str | None) -> CreditNote:
+        return CreditNote.build(
+            id="cn-1", credit_note_number="LAG-1-002-CN1", invoice_id="inv-2", invoice_number="LAG-1-002",
+            customer_id="cust-7", currency="EUR", status="finalized", issue_date=date(2026, 1, 6),
+            lines=[CreditNoteLine(id="l1", product_family="Hardware", amount=eur("40.00"))],
+            billing_type=billing_type,
+        )  # fmt: skip
+
+    rows = [(i.kind.value, i.side.value, i.gl_account, str(i.amount.amount), i.assignment)
+            for i in sap.credit_note_to_journal_entry(note("credit"), RULES).items]  # fmt: skip
+    assert rows == [
+        ("receivable", "credit", "12100000", "40.00", "LAG-1-002"),  # the invoice's number: it clears
+        ("gl", "debit", "21800000", "40.00", "LAG-1-002"),
+    ]
+    revenue = sap.credit_note_to_journal_entry(note(None), RULES)
+    assert [i.gl_account for i in revenue.items] == ["12100000", "41300000"]
+
+
+def test_a_payment_clears_what_its_state_changes_and_a_failure_reverses_only_that() -> None:
+    from lead2cash.canonical_model import Payment
+
+    rules = replace(RULES, clearing_accounts={"stripe:EUR": "11001021", "_default": "11001020"})
+
+    def payment(status: str, version: int, method: str | None = None) -> Payment:
+        return Payment(
+            id="inv-1:payment", version=version, customer_id="cust-7", invoice_ids=("inv-1",),
+            amount=eur("178.50"), status=status, payment_date=date(2026, 1, 9), reference="LAG-1-001",
+            method=method,
+        )  # fmt: skip
+
+    def rows(entry):  # type: ignore[no-untyped-def]
+        return [(i.kind.value, i.side.value, i.gl_account, str(i.amount.amount)) for i in entry.items]
+
+    zero = eur("0.00")
+    paid = sap.payment_to_journal_entry(payment("succeeded", 2), zero, rules)
+    assert paid is not None and paid.reference_id == "LAG-1-001-P2" and paid.document_type == "DZ"
+    assert rows(paid) == [
+        ("gl", "debit", "11001020", "178.50"),
+        ("receivable", "credit", "12100000", "178.50"),
+    ]
+    returned = sap.payment_to_journal_entry(payment("failed", 3), eur("178.50"), rules)
+    assert returned is not None
+    assert rows(returned) == [
+        ("gl", "credit", "11001020", "178.50"),
+        ("receivable", "debit", "12100000", "178.50"),
+    ]
+    assert sap.payment_to_journal_entry(payment("failed", 1), zero, rules) is None  # never cleared: nothing
+    assert sap.payment_to_journal_entry(payment("succeeded", 4), eur("178.50"), rules) is None  # a repeat
+    by_provider = sap.payment_to_journal_entry(payment("succeeded", 2, "stripe"), zero, rules)
+    assert by_provider is not None and by_provider.items[0].gl_account == "11001021"
+    with pytest.raises(sap.PostingRuleError, match="clearing_accounts: no account for currency EUR"):
+        sap.payment_to_journal_entry(payment("succeeded", 2), zero, RULES)
