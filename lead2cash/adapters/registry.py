@@ -21,6 +21,7 @@ _SYSTEM_MODULES = (
     "lead2cash.adapters.lago",
     "lead2cash.adapters.sap",
     "lead2cash.adapters.hub",
+    "lead2cash.adapters.usage",
 )
 
 
