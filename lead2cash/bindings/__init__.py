@@ -39,6 +39,7 @@ BUILDERS: dict[str, str] = {
     "lago": "lead2cash.bindings.lago:build",
     "sap": "lead2cash.bindings.sap:build",
     "hub": "lead2cash.bindings.hub:build",
+    "nats": "lead2cash.bindings.nats:build",
 }
 
 

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from lead2cash.config.base import DottedPath, Duration, JMESPath, KeyTemplateStr, Name, Strict
 from lead2cash.config.hub import HubSystemConfig
 from lead2cash.config.lago import LagoSystemConfig
+from lead2cash.config.nats import NatsSystemConfig
 from lead2cash.config.salesforce import SalesforceSystemConfig
 from lead2cash.config.sap import SapSystemConfig
 
@@ -61,7 +62,8 @@ SystemConfig = Annotated[
     | SalesforceSystemConfig
     | LagoSystemConfig
     | SapSystemConfig
-    | HubSystemConfig,
+    | HubSystemConfig
+    | NatsSystemConfig,
     Field(discriminator="type"),
 ]
 

@@ -23,7 +23,7 @@ def test_the_committed_reference_is_current() -> None:
 def test_every_system_type_section_and_field_is_documented() -> None:
     text = render()
     sections = collect()
-    assert system_types(sections) == ["file", "python", "salesforce", "lago", "sap", "hub"]
+    assert system_types(sections) == ["file", "python", "salesforce", "lago", "sap", "hub", "nats"]
     for kind in system_types(sections):
         assert f"## System type `{kind}`" in text
     for section in sections:
