@@ -9,7 +9,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -401,7 +401,10 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         throttled = events_throttled()
         if throttled is not None:
             return throttled
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the sender died mid-request (a SIGKILL): nothing was taken in
+            return Response(status_code=400)
         try:
             body = json.loads(raw) if raw else {}
         except ValueError:
