@@ -51,7 +51,7 @@ async def anchor_worker(nats_url: str, lago_url: str, api_key: str, ca: str, wor
     from nats.js import api
 
     from lead2cash.adapters.usage import api_call, call_detail_record
-    from lead2cash.bindings.lago_usage import lago_event
+    from lead2cash.systems.lago.usage import lago_event
 
     nc = await nats.connect(servers=[nats_url], max_reconnect_attempts=-1)
     js = nc.jetstream()

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from lead2cash.bindings.lago_usage import SendUsageOptions, UsageTarget
 from lead2cash.canonical_model import UsageEvent
 from lead2cash.connectors.lago import LagoClient
 from lead2cash.errors import PermanentError
 from lead2cash.sandbox.lago import LagoSandbox
+from lead2cash.systems.lago.usage import SendUsageOptions, UsageTarget
 
 
 @pytest.fixture(scope="module")

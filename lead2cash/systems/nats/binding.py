@@ -20,11 +20,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lead2cash.bindings import BindingContext
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.nats import NatsSourceOptions, NatsSystemConfig
 from lead2cash.connectors.nats import Fetched, JetStreamConsumer
 from lead2cash.routes.interfaces import Source, SourceBatch, Target
+from lead2cash.systems import BindingContext
 
 
 class JetStreamSource:

@@ -5,7 +5,7 @@ Target actions:
   lines; later versions of a billed order are reconciled (subscriptions replaced or terminated) or
   dead-lettered with the reason when only a person can decide (a finalized invoice needs a credit note).
 - ``upsert_customer`` (Customer).
-- ``send_usage`` (UsageEvent): batches of up to 100 events to ``POST /events/batch`` (``lago_usage.py``).
+- ``send_usage`` (UsageEvent): batches of up to 100 events to ``POST /events/batch`` (``usage.py``).
 
 Source objects (``WebhookSource``s; with ``trigger: {type: webhook, poll_fallback: 60s}`` they are also
 polled): ``invoices`` (``invoice.*`` events) and ``credit_notes`` (``credit_note.*``).
@@ -25,8 +25,6 @@ import structlog
 from pydantic import BaseModel
 
 from lead2cash.adapters import lago as adapter
-from lead2cash.bindings import BindingContext
-from lead2cash.bindings.lago_usage import UsageTarget
 from lead2cash.canonical_model import Customer, Order
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.lago import LagoSystemConfig
@@ -34,6 +32,8 @@ from lead2cash.connectors.lago import LagoClient, WebhookVerifier, loads
 from lead2cash.errors import PermanentError
 from lead2cash.routes.interfaces import SourceBatch, WebhookDelivery
 from lead2cash.store import Store, XrefWrite
+from lead2cash.systems import BindingContext
+from lead2cash.systems.lago.usage import UsageTarget
 
 log = structlog.get_logger("lead2cash.bindings.lago")
 
