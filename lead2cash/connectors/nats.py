@@ -68,7 +68,6 @@ class JetStreamConsumer:
         self._down_logged = False
 
     async def _subscription(self) -> Any:
-        import nats
         from nats.js import api
         from nats.js.errors import NotFoundError
 
@@ -81,17 +80,9 @@ class JetStreamConsumer:
             if self._sub is not None and self._nc is not None and not self._nc.is_closed:
                 return self._sub
             try:
-                nc = await nats.connect(
-                    servers=self.servers,
-                    connect_timeout=self.connect_timeout,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    **self._auth,
-                )
+                # nats-py retries a first connect forever once reconnects are allowed: bound it, so a
+                # read with NATS down fails (logged, transient) and the next poll tries again.
+                nc = await asyncio.wait_for(self._connect(), timeout=self.connect_timeout * 2 + 1)
             except Exception as exc:
                 raise self._unavailable("connect", exc) from exc
             try:
@@ -127,6 +118,21 @@ class JetStreamConsumer:
                 log.info("NATS reachable again", servers=self.servers)
                 self._down_logged = False
             return self._sub
+
+    async def _connect(self) -> Any:
+        import nats
+
+        return await nats.connect(
+            servers=self.servers,
+            connect_timeout=self.connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            **self._auth,
+        )
 
     def _unavailable(self, what: str, exc: BaseException) -> TransientError:
         if not self._down_logged:
