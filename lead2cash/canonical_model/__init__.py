@@ -48,6 +48,7 @@ from lead2cash.canonical_model.party import Address, Contact, Customer
 from lead2cash.canonical_model.payment import Payment, PaymentStatus
 from lead2cash.canonical_model.product import BillingPeriod, ChargeKind, Product
 from lead2cash.canonical_model.subscription import Subscription, SubscriptionStatus
+from lead2cash.canonical_model.usage import UsageEvent
 
 ENTITY_TYPES: Final[dict[str, type[CanonicalEntity]]] = {
     cls.__name__: cls
@@ -61,6 +62,7 @@ ENTITY_TYPES: Final[dict[str, type[CanonicalEntity]]] = {
         CreditNote,
         Payment,
         JournalEntry,
+        UsageEvent,
     )
 }
 """Entity class name -> class, for reviving stored payloads by their recorded ``entity_type``."""
@@ -127,6 +129,7 @@ __all__ = [
     "TaxLine",
     "UnknownCountryError",
     "UnknownCurrencyError",
+    "UsageEvent",
     "entity_from_json",
     "minor_units",
     "normalize_country",

@@ -62,6 +62,19 @@ class RereadableSource(Protocol):
 
 
 @runtime_checkable
+class AcknowledgingSource(Protocol):
+    """A source that must be told when a batch it read is safe in the inbox (a message bus: NATS
+    JetStream acks, Kafka commits offsets). ``committed`` is called after the inbox transaction of every
+    batch; a batch whose transaction failed is never acknowledged, so the bus delivers it again."""
+
+    name: str
+
+    async def read(self, checkpoint: str | None, limit: int) -> SourceBatch: ...
+
+    async def committed(self, batch: SourceBatch) -> None: ...
+
+
+@runtime_checkable
 class WebhookSource(Protocol):
     """A source that also receives pushes. ``verify_webhook`` checks the raw body with the system's own
     scheme and returns the delivery, or None to answer 401."""

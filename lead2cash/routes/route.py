@@ -28,7 +28,15 @@ from tenacity import (
 from lead2cash.observability import REDACTOR, Metrics
 from lead2cash.pacing import RateLimiter, current_pacer
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
-from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, RereadableSource, Source, Target
+from lead2cash.routes.interfaces import (
+    AcknowledgingSource,
+    KeyFunction,
+    Mapper,
+    Predicate,
+    RereadableSource,
+    Source,
+    Target,
+)
 from lead2cash.routes.policy import OnFailure, RetryPolicy
 from lead2cash.store import (
     UNCHECKED,
@@ -323,6 +331,9 @@ class RouteRuntime:
             total += (
                 self.submit(records, cp, batch.rejects, xrefs=batch.xrefs, checkpoint_from=checkpoint) or 0
             )
+            if isinstance(self.source, AcknowledgingSource):
+                # The batch is in the inbox (committed): only now may a bus forget it.
+                await self.source.committed(batch)
             if batch.checkpoint is not None:
                 if (
                     batch.checkpoint != checkpoint

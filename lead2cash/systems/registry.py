@@ -35,6 +35,7 @@ BUILTIN: dict[str, str] = {
     "lago": "lead2cash.systems.lago.system:SYSTEM",
     "sap": "lead2cash.systems.sap.system:SYSTEM",
     "hub": "lead2cash.systems.hub.system:SYSTEM",
+    "nats": "lead2cash.systems.nats.system:SYSTEM",
 }
 
 ANY = "*"  # an operation name that stands for every object (a file name, an sObject, a route)

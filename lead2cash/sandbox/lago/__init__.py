@@ -15,7 +15,10 @@ some more, as a Lago that does not take them would.
 
 Fault operations: ``customers.create|list|get|delete``, ``plans.list|get``, ``add_ons.list|get``,
 ``subscriptions.create|list|get|update|terminate``, ``invoices.create|list|get|update|finalize|void``,
-``credit_notes.create|list|get``, ``webhook_endpoints.create|list|get|delete``, ``webhooks.public_key``.
+``credit_notes.create|list|get``, ``webhook_endpoints.create|list|get|delete``, ``webhooks.public_key``,
+``billable_metrics.create|list|get``, ``plans.create``, ``events.create|batch|get``,
+``customers.current_usage``. Usage billing (metrics, charges, events, current usage) is ``usage.py``;
+event ingestion has a ceiling of its own, ``events_rate_limit_per_s`` (500 requests/s as Lago's default).
 Writes may be dropped after commit. An expired key answers 401 as Lago does for a revoked one.
 
 Effect counter (kind: key): ``customer.create``/``customer.update``: external_id;
@@ -24,7 +27,8 @@ invoice's external_customer_id; ``invoice.metadata``: ``"<key>=<value>"`` once p
 that pair (the hub's ``lead2cash_key=<idempotency key>`` counts billing effects per key);
 ``invoice.subscription_period``: ``"<external subscription id>:<period start>"``;
 ``invoice.finalize``/``invoice.void``: lago_id; ``invoice.payment_status``: ``"<lago_id>:<status>"``;
-``credit_note.create``: invoice lago_id.
+``credit_note.create``: invoice lago_id; ``event.create``: transaction_id, once per event stored (a
+resent transaction id is deduplicated and not counted again).
 
 Lago's one-off invoice create accepts no metadata: metadata is set by ``PUT /invoices/{lago_id}``.
 """
@@ -68,6 +72,7 @@ class LagoSandbox:
         grace_period_days: int = 0,
         unsupported_currencies: tuple[str, ...] = (),
         rate_limit_per_s: int | None = None,
+        events_rate_limit_per_s: int | None = 500,
     ) -> None:
         if webhook_signature not in ("hmac", "jwt"):
             raise ValueError("webhook_signature must be 'hmac' or 'jwt'")
@@ -82,6 +87,8 @@ class LagoSandbox:
         self.currencies = tuple(c for c in CURRENCIES if c not in unsupported_currencies)
         self.accepted_currencies = LAGO_CURRENCIES - set(unsupported_currencies)
         self.rate_limit_per_s = rate_limit_per_s
+        # Lago's event ingestion ceiling (requests/s on /events and /events/batch; None: no ceiling).
+        self.events_rate_limit_per_s = events_rate_limit_per_s
         self.faults = Faults("lago", seed)
         self.faults.set_profile(faults_profile)
         self.effects = EffectCounter()

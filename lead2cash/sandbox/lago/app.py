@@ -9,12 +9,14 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from lead2cash.sandbox.faults import admin_routes
-from lead2cash.sandbox.lago.store import LagoError, paginate, parse_datetime
+from lead2cash.sandbox.lago.money import tax_amount
+from lead2cash.sandbox.lago.store import LagoError, paginate, parse_datetime, ts
+from lead2cash.sandbox.lago.usage import MAX_BATCH, UsageError, charge_usage_json
 
 if TYPE_CHECKING:
     from lead2cash.sandbox.lago import LagoSandbox
@@ -322,6 +324,145 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
     async def json_public_key(_: Request) -> Response:
         return json_response({"webhook": {"public_key": sandbox.signer.public_key_b64}})
 
+    # -- usage: billable metrics, plans with charges, events, current usage ----------------------------
+
+    @endpoint("billable_metrics.create", write=True)
+    async def create_billable_metric(request: Request) -> Response:
+        try:
+            metric = store().usage.create_metric(await body_of(request, "billable_metric"))
+        except UsageError as exc:
+            raise LagoError(exc.status, exc.code, exc.details) from None
+        store().emit("billable_metric.created", "billable_metric", metric.json())
+        return json_response({"billable_metric": metric.json()})
+
+    @endpoint("billable_metrics.list")
+    async def list_billable_metrics(request: Request) -> Response:
+        items = list(store().usage.metrics.values())
+        return listing(request, "billable_metrics", items, lambda m: m.json())
+
+    @endpoint("billable_metrics.get")
+    async def get_billable_metric(request: Request) -> Response:
+        metric = store().usage.metrics.get(request.path_params["code"])
+        if metric is None:
+            raise LagoError(404, "billable_metric_not_found")
+        return json_response({"billable_metric": metric.json()})
+
+    @endpoint("plans.create", write=True)
+    async def create_plan(request: Request) -> Response:
+        plan = store().create_plan(await body_of(request, "plan"))
+        store().emit("plan.created", "plan", plan.json())
+        return json_response({"plan": plan.json()})
+
+    events_rate = {"window": 0, "count": 0}
+
+    def events_throttled() -> Response | None:
+        """Lago's own ceiling on event ingestion (requests per second, single and batch alike)."""
+        limit = sandbox.events_rate_limit_per_s
+        if not limit:
+            return None
+        window = int(monotonic())
+        if events_rate["window"] != window:
+            events_rate["window"], events_rate["count"] = window, 0
+        events_rate["count"] += 1
+        if events_rate["count"] <= limit:
+            return None
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": "1",
+            "Retry-After": "1",
+        }
+        body = {"status": 429, "error": "Too Many Requests", "code": "too_many_requests"}
+        return json_response(body, 429, headers)
+
+    def event_json(event: Any) -> dict[str, Any]:
+        sub = store().subscriptions.get(event.external_subscription_id)
+        return event.json(sub.lago_id if sub else None, None)
+
+    def take_events(items: list[Any]) -> list[Any]:
+        usage = store().usage
+        taken = [usage.ingest(item) for item in items]
+        new = [event for event, fresh in taken if fresh]
+        for event in new:
+            sandbox.effects.record("event.create", event.transaction_id)
+        errors = usage.processing_errors(new)
+        if errors:
+            store().emit("events.errors", "events_errors", errors)
+        return [event for event, _ in taken]
+
+    @endpoint("events.create", write=True)
+    async def create_event(request: Request) -> Response:
+        throttled = events_throttled()
+        if throttled is not None:
+            return throttled
+        data = await body_of(request, "event")
+        errors = store().usage.check_event(data)
+        if errors:
+            raise LagoError(422, "validation_errors", errors)
+        (event,) = take_events([data])
+        return json_response({"event": event_json(event)})
+
+    @endpoint("events.batch", write=True)
+    async def create_batch_events(request: Request) -> Response:
+        throttled = events_throttled()
+        if throttled is not None:
+            return throttled
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the sender died mid-request (a SIGKILL): nothing was taken in
+            return Response(status_code=400)
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            raise LagoError(400, msg="BadRequest: invalid JSON body") from None
+        items = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            raise LagoError(400, msg="BadRequest: param is missing or the value is empty: events")
+        if len(items) > MAX_BATCH:
+            raise LagoError(422, "validation_errors", {"events": ["too_many_events"]})
+        usage = store().usage
+        # One invalid event fails the request: its errors are keyed by its index in the batch.
+        details = {str(i): e for i, item in enumerate(items) if (e := usage.check_event(item))}
+        if details:
+            raise LagoError(422, "validation_errors", details)  # type: ignore[arg-type]
+        events = take_events(items)
+        return json_response({"events": [event_json(e) for e in events]})
+
+    @endpoint("events.get")
+    async def get_event(request: Request) -> Response:
+        tx = request.path_params["transaction_id"]
+        event = next((e for (_, t), e in store().usage.events.items() if t == tx), None)
+        if event is None:
+            raise LagoError(404, "event_not_found")
+        return json_response({"event": event_json(event)})
+
+    @endpoint("customers.current_usage")
+    async def current_usage(request: Request) -> Response:
+        customer = store().customer(request.path_params["external_id"])
+        sub_id = request.query_params.get("external_subscription_id")
+        sub = store().subscriptions.get(sub_id or "")
+        if sub is None or sub.customer is not customer or sub.status != "active":
+            raise LagoError(404, "subscription_not_found")
+        start, end = store().current_period(sub)
+        currency = customer.currency or sub.plan.currency
+        charges = store().usage.charges_usage(sub.external_id, sub.plan.charges, start, end, currency)
+        amount = sum(c.amount_cents for c in charges)
+        apply_taxes = request.query_params.get("apply_taxes", "true") != "false"
+        taxes = store().customer_taxes(customer) if apply_taxes else []
+        tax = sum(tax_amount(amount, t.rate) for t in taxes)
+        usage = {
+            "from_datetime": ts(start),
+            "to_datetime": ts(end - timedelta(seconds=1)),
+            "issuing_date": end.date().isoformat(),
+            "lago_invoice_id": None,
+            "currency": currency,
+            "amount_cents": amount,
+            "taxes_amount_cents": tax,
+            "total_amount_cents": amount + tax,
+            "charges_usage": [charge_usage_json(c, currency) for c in charges],
+        }
+        return json_response({"customer_usage": usage})
+
     # -- sandbox admin -------------------------------------------------------------------------------
 
     def clock_json() -> dict[str, Any]:
@@ -406,6 +547,14 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route(f"{api}/webhook_endpoints", list_webhook_endpoints, methods=["GET"]),
         Route(f"{api}/webhook_endpoints/{{lago_id}}", get_webhook_endpoint, methods=["GET"]),
         Route(f"{api}/webhook_endpoints/{{lago_id}}", delete_webhook_endpoint, methods=["DELETE"]),
+        Route(f"{api}/billable_metrics", create_billable_metric, methods=["POST"]),
+        Route(f"{api}/billable_metrics", list_billable_metrics, methods=["GET"]),
+        Route(f"{api}/billable_metrics/{{code}}", get_billable_metric, methods=["GET"]),
+        Route(f"{api}/plans", create_plan, methods=["POST"]),
+        Route(f"{api}/events", create_event, methods=["POST"]),
+        Route(f"{api}/events/batch", create_batch_events, methods=["POST"]),
+        Route(f"{api}/events/{{transaction_id:path}}", get_event, methods=["GET"]),
+        Route(f"{api}/customers/{{external_id}}/current_usage", current_usage, methods=["GET"]),
         Route(f"{api}/webhooks/public_key", public_key, methods=["GET"]),
         Route(f"{api}/webhooks/json_public_key", json_public_key, methods=["GET"]),
         Route("/__sandbox/lago/clock", get_clock, methods=["GET"]),

@@ -17,6 +17,7 @@ from typing import Any
 from lead2cash.sandbox.faults import EffectCounter
 from lead2cash.sandbox.lago.currencies import LAGO_CURRENCIES
 from lead2cash.sandbox.lago.money import decimal_str, round_half_up, tax_amount, to_major
+from lead2cash.sandbox.lago.usage import Charge, Usage, UsageError
 
 Emit = Callable[[str, str, dict[str, Any]], None]
 
@@ -138,6 +139,7 @@ class Plan:
     description: str = ""
     pay_in_advance: bool = False
     taxes: list[Tax] = field(default_factory=list)
+    charges: list[Charge] = field(default_factory=list)  # usage charges (usage.py)
 
     def json(self) -> dict[str, Any]:
         return {
@@ -153,7 +155,7 @@ class Plan:
             "trial_period": 0.0,
             "pay_in_advance": self.pay_in_advance,
             "bill_charges_monthly": None,
-            "charges": [],
+            "charges": [c.json() for c in self.charges],
             "taxes": [t.json() for t in self.taxes],
         }
 
@@ -348,7 +350,7 @@ class AppliedTax:
 @dataclass
 class Fee:
     lago_id: str
-    item_type: str  # add_on | subscription
+    item_type: str  # add_on | subscription | charge
     item_code: str
     item_name: str
     item_id: str
@@ -363,6 +365,8 @@ class Fee:
     to_date: datetime | None = None
     subscription: Subscription | None = None
     credited_cents: int = 0
+    charge_id: str | None = None  # a usage charge's fee
+    events_count: int | None = None
 
     @property
     def taxes_amount_cents(self) -> int:
@@ -376,7 +380,7 @@ class Fee:
         sub = self.subscription
         return {
             "lago_id": self.lago_id,
-            "lago_charge_id": None,
+            "lago_charge_id": self.charge_id,
             "lago_charge_filter_id": None,
             "lago_invoice_id": invoice.lago_id,
             "lago_true_up_fee_id": None,
@@ -394,7 +398,7 @@ class Fee:
             "total_aggregated_units": decimal_str(self.units),
             "total_amount_cents": self.amount_cents + self.taxes_amount_cents,
             "total_amount_currency": self.currency,
-            "events_count": None,
+            "events_count": self.events_count,
             "pay_in_advance": False,
             "invoiceable": True,
             "from_date": ts(self.from_date),
@@ -415,7 +419,7 @@ class Fee:
                 "name": self.item_name,
                 "description": self.description,
                 "lago_item_id": self.item_id,
-                "item_type": "AddOn" if self.item_type == "add_on" else "Subscription",
+                "item_type": _ITEM_TYPES[self.item_type],
             },
             "applied_taxes": [
                 {
@@ -433,6 +437,9 @@ class Fee:
                 for t in self.taxes
             ],
         }
+
+
+_ITEM_TYPES = {"add_on": "AddOn", "subscription": "Subscription", "charge": "BillableMetric"}
 
 
 @dataclass
@@ -686,6 +693,7 @@ class LagoStore:
         self.credit_notes: dict[str, CreditNote] = {}
         self.webhook_endpoints: dict[str, WebhookEndpoint] = {}
         self._customer_seq = 0
+        self.usage = Usage(self.new_id, self.clock.now)
 
     # -- identifiers -------------------------------------------------------------------------------
 
@@ -707,6 +715,29 @@ class LagoStore:
         plan = Plan(self.new_id(), code, name, interval, amount_cents, currency, self.clock.now(), **kw)
         self.plans[code] = plan
         return plan
+
+    def create_plan(self, data: dict[str, Any]) -> Plan:
+        """``POST /plans``: a plan with its usage charges (standard, package, graduated)."""
+        errors = {k: ["value_is_mandatory"] for k in ("name", "code", "interval", "amount_currency")
+                  if not data.get(k)}  # fmt: skip
+        if not isinstance(data.get("amount_cents"), int):
+            errors["amount_cents"] = ["value_is_mandatory"]
+        if data.get("interval") and data["interval"] not in ("weekly", *INTERVAL_MONTHS):
+            errors["interval"] = ["value_is_invalid"]
+        if data.get("code") in self.plans:
+            errors["code"] = ["value_already_exist"]
+        if errors:
+            raise LagoError(422, "validation_errors", errors)
+        currency = self.check_currency(data["amount_currency"])
+        try:
+            charges = self.usage.build_charges(data.get("charges"))
+        except UsageError as exc:
+            raise LagoError(exc.status, exc.code, exc.details) from None
+        return self.add_plan(
+            str(data["code"]), str(data["name"]), str(data["interval"]), int(data["amount_cents"]), currency,
+            description=data.get("description") or "", pay_in_advance=bool(data.get("pay_in_advance")),
+            charges=charges,
+        )  # fmt: skip
 
     def add_add_on(self, code: str, name: str, amount_cents: int, currency: str, **kw: Any) -> AddOn:
         add_on = AddOn(self.new_id(), code, name, amount_cents, currency, self.clock.now(), **kw)
@@ -963,10 +994,12 @@ class LagoStore:
             from_date=from_dt,
             to_date=to_dt,
         )
+        # Usage charges are billed in arrears on the same invoice, over the same dates.
+        fees = [fee, *self._charge_fees(sub, midnight(start), midnight(end), currency, from_dt, to_dt)]
         # The billing run for a period happens at its end, but never before the subscription existed (a
         # subscription that ends in the past, created late, is billed when the next run sees it).
         billed_at = max(sub.created_at, min(now, midnight(end)))
-        invoice = self._new_invoice(sub.customer, "subscription", currency, [fee], issuing=billed_at.date())
+        invoice = self._new_invoice(sub.customer, "subscription", currency, fees, issuing=billed_at.date())
         invoice.subscriptions = [sub]
         invoice.billing_periods = [
             {
@@ -991,6 +1024,32 @@ class LagoStore:
             self._finalize(invoice, invoice.issuing_date)
             self.emit("invoice.created", "invoice", invoice.extended_json())
         return invoice
+
+    def _charge_fees(
+        self,
+        sub: Subscription,
+        start: datetime,
+        end: datetime,
+        currency: str,
+        from_dt: datetime,
+        to_dt: datetime,
+    ) -> list[Fee]:
+        fees = []
+        taxes = self.customer_taxes(sub.customer)
+        for usage in self.usage.charges_usage(sub.external_id, sub.plan.charges, start, end, currency):
+            fee = self._make_fee(
+                "charge", usage.charge.metric.code, usage.charge.metric.name, usage.charge.metric.lago_id,
+                Decimal(1), usage.amount_cents, currency, taxes, subscription=sub, from_date=from_dt,
+                to_date=to_dt, charge_id=usage.charge.lago_id, events_count=usage.events_count,
+            )  # fmt: skip
+            fee.units = usage.units
+            fees.append(fee)
+        return fees
+
+    def current_period(self, sub: Subscription) -> tuple[datetime, datetime]:
+        """[from, to) of the subscription's open billing period."""
+        start = sub.period_start or sub.subscription_at.date()
+        return midnight(start), midnight(sub.boundary())
 
     def finalize_due_drafts(self) -> None:
         today = self.clock.today()

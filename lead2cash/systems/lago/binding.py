@@ -5,6 +5,7 @@ Target actions:
   lines; later versions of a billed order are reconciled (subscriptions replaced or terminated) or
   dead-lettered with the reason when only a person can decide (a finalized invoice needs a credit note).
 - ``upsert_customer`` (Customer).
+- ``send_usage`` (UsageEvent): batches of up to 100 events to ``POST /events/batch`` (``usage.py``).
 
 Source objects (``WebhookSource``s; with ``trigger: {type: webhook, poll_fallback: 60s}`` they are also
 polled): ``invoices`` (``invoice.*`` events) and ``credit_notes`` (``credit_note.*``).
@@ -32,6 +33,7 @@ from lead2cash.errors import PermanentError
 from lead2cash.routes.interfaces import SourceBatch, WebhookDelivery
 from lead2cash.store import Store, XrefWrite
 from lead2cash.systems import BindingContext
+from lead2cash.systems.lago.usage import UsageTarget
 
 log = structlog.get_logger("lead2cash.bindings.lago")
 
@@ -149,7 +151,9 @@ class LagoBinding:
             return InvoiceSource(self, consumer, events or INVOICE_EVENTS)
         return CreditNoteSource(self, consumer, events or CREDIT_NOTE_EVENTS)
 
-    def target(self, action: str, options: Mapping[str, Any]) -> OrderTarget | CustomerTarget:
+    def target(self, action: str, options: Mapping[str, Any]) -> OrderTarget | CustomerTarget | UsageTarget:
+        if action == "send_usage":
+            return UsageTarget.from_options(f"{self.name}/events", self.client, options)
         if action == "bill_order":
             unknown = set(options) - BILL_ORDER_OPTIONS
             if unknown:
@@ -183,7 +187,12 @@ class LagoBinding:
         if action == "upsert_customer":
             return CustomerTarget(self)
         raise ConfigProblems(
-            [(("action",), f"Lago target actions are bill_order, upsert_customer; not {action!r}")]
+            [
+                (
+                    ("action",),
+                    f"Lago target actions are bill_order, upsert_customer, send_usage; not {action!r}",
+                )
+            ]
         )
 
     # ------------------------------------------------------------------ shared helpers

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from lead2cash.config.base import Strict
 from lead2cash.config.lago import LagoSystemConfig
+from lead2cash.systems.lago.usage import SendUsageOptions
 from lead2cash.systems.registry import NoOptions, Operation, SystemType, WebhookReceiver
 
 _CONSUMER = Field(
@@ -51,6 +52,7 @@ SYSTEM = SystemType(
     actions=(
         Operation("bill_order", "an Order as subscriptions and a one-off invoice", BillOrderOptions),
         Operation("upsert_customer", "a Customer created or updated", NoOptions),
+        Operation("send_usage", "UsageEvents in batches of up to 100 (POST /events/batch)", SendUsageOptions),
     ),
     adapters=("lead2cash.adapters.lago",),
     webhooks=(

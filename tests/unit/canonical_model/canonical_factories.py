@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from lead2cash.canonical_model import (
@@ -23,6 +23,7 @@ from lead2cash.canonical_model import (
     Product,
     Subscription,
     TaxLine,
+    UsageEvent,
 )
 
 
@@ -288,6 +289,18 @@ def make_journal_entry(**overrides: Any) -> JournalEntry:
     return JournalEntry(**(fields | overrides))
 
 
+def make_usage_event(**overrides: Any) -> UsageEvent:
+    fields: dict[str, Any] = {
+        "id": "api:req-1",
+        "customer_id": "CUST-1",
+        "subscription_id": "SUB-1",
+        "metric_code": "api_calls",
+        "timestamp": datetime(2026, 1, 5, 10, 0, 0, 123000, tzinfo=UTC),
+        "properties": {"bytes": "5120.5", "endpoint": "/v1/orders"},
+    }
+    return UsageEvent(**(fields | overrides))
+
+
 def all_entities() -> list[CanonicalEntity]:
     return [
         make_contact(),
@@ -299,4 +312,5 @@ def all_entities() -> list[CanonicalEntity]:
         make_credit_note(),
         make_payment(),
         make_journal_entry(),
+        make_usage_event(),
     ]

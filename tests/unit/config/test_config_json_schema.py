@@ -18,9 +18,12 @@ from lead2cash.systems.registry import load, sandboxes, system_types
 
 ROOT = Path(__file__).resolve().parents[3]
 HUB_SECTIONS = {"version", "state", "logging", "web", "systems", "mappings", "routes"}
-# Hub configuration files under config/ (config/tests/ holds config tests, another format).
+# Hub configuration files under config/ (config/tests/ holds config tests and config/migration/ migration
+# mappings, other formats checked by their own loaders).
 SHIPPED = sorted(
-    p for p in (ROOT / "config").rglob("*.yaml") if "tests" not in p.relative_to(ROOT / "config").parts
+    p
+    for p in (ROOT / "config").rglob("*.yaml")
+    if not {"tests", "migration"} & set(p.relative_to(ROOT / "config").parts)
 )
 
 
