@@ -416,12 +416,12 @@ class Hub:
             return trigger.poll_fallback
         return None
 
-    async def ingest(self, name: str) -> int:
+    async def ingest(self, name: str, fence: tuple[str, int] | None = None) -> int:
         route = self.routes[name]
         if time.monotonic() < self._source_paused.get(name, 0.0):
             return 0
         try:
-            count = await route.ingest_once()
+            count = await route.ingest_once(fence)
         except DeliveryError as exc:
             # The source's system said no for now (throttled, unavailable): the checkpoint is kept, and a
             # throttled source is not asked again before its Retry-After (deliveries go on).
@@ -449,21 +449,26 @@ class Hub:
         (the scheduler would warn) and the running read, which pages until the source is drained, covers it.
         Only the worker holding the source's lease reads it: N workers spend one worker's API budget."""
         running = self._polls.get(name)
+        # The lease is renewed on every tick, a long read's included; a read whose lease was lost (this
+        # process stalled) has its next batch refused by the store.
+        token = await self._hold_source(name)
         if running is not None and not running.done():
             log.debug("source still being read; poll tick skipped", route=name)
             return
-        if not await self._hold_source(name):
+        if token is None:
             return
-        self._polls[name] = asyncio.create_task(self.ingest(name), name=f"poll:{name}")
+        fence = (self.lease_owner, token) if token else None
+        self._polls[name] = asyncio.create_task(self.ingest(name, fence), name=f"poll:{name}")
 
-    async def _hold_source(self, name: str) -> bool:
+    async def _hold_source(self, name: str) -> int | None:
         """Take or keep the lease on polling this route's source. It lasts several poll intervals (at least
         the message lease), so its holder keeps it from tick to tick, and another worker takes over once
-        the holder has missed them (it died or stalled)."""
+        the holder has missed them (it died or stalled). Returns the lease's token (0: a route without a
+        source, nothing to hold), None when another worker holds it."""
         source_id = self.routes[name].source_id
         interval = self._polled(name) or 0.0
         if source_id is None:
-            return True
+            return 0
         ttl_ms = int(max(3 * interval, self.config.state.lease) * 1000)
         call = functools.partial(self.store.source_lease, source_id, self.lease_owner, ttl_ms)
         try:
@@ -472,10 +477,10 @@ class Hub:
             if not is_unavailable(exc):
                 raise
             self.store_failed(exc)
-            return False
+            return None
         if token is None:
             log.debug("source polled by another worker", route=name, source=source_id)
-        return token is not None
+        return token
 
     def wake(self, name: str) -> None:
         event = self._wake.get(name)

@@ -30,6 +30,7 @@ from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.lago import LagoSystemConfig
 from lead2cash.connectors.lago import LagoClient, WebhookVerifier, loads
 from lead2cash.errors import PermanentError
+from lead2cash.pacing import fence
 from lead2cash.routes.interfaces import SourceBatch, WebhookDelivery
 from lead2cash.store import Store, XrefWrite
 
@@ -398,6 +399,9 @@ class OrderTarget:
                 ended[base] = max(day, ended.get(base, day))
         billed = self._billed_before([spec.key for spec in missing if spec.key not in current])
         since = order.status_since.date() if order.status_since is not None else None
+        # Subscriptions under new ids and a one-off invoice are not idempotent in Lago (found by the reads
+        # above): right before they go, make sure no other worker took the delivery over meanwhile.
+        await fence()
         creates: list[Awaitable[Any]] = [
             self.client.request(
                 "PUT",
@@ -513,6 +517,7 @@ class OrderTarget:
             for f in invoice.get("fees") or []
             if int(f.get("amount_cents") or 0) > 0
         ]
+        await fence()  # no idempotency key in Lago: only the holder of the delivery issues it
         await self.client.request(
             "POST",
             "/credit_notes",

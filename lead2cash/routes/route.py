@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from lead2cash.observability import REDACTOR, Metrics
-from lead2cash.pacing import RateLimiter, current_pacer
+from lead2cash.pacing import LeaseLost, RateLimiter, current_fence, current_pacer
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import KeyFunction, Mapper, Predicate, RereadableSource, Source, Target
 from lead2cash.routes.policy import OnFailure, RetryPolicy
@@ -73,11 +73,6 @@ def _describe(exc: BaseException) -> str:
 
 RECORD_WINDOW_S = 0.005
 STORE_RETRY_S = (0.25, 2.0)  # first and longest wait between store calls while the store is unavailable
-
-
-class LeaseLost(Exception):
-    """The message was claimed by another worker since this one claimed it (this one stalled past its
-    lease): the delivery stops before calling the target and records nothing."""
 
 
 class StoreUnavailable(Exception):
@@ -219,9 +214,11 @@ class RouteRuntime:
         receipt: tuple[str, str] | None = None,
         xrefs: Sequence[XrefWrite] = (),
         checkpoint_from: str | None = UNCHECKED,
+        fence: tuple[str, int] | None = None,
     ) -> int | None:
         """Map records and write them to the inbox (with the checkpoint, in one transaction). With a
-        ``receipt`` (sender, delivery key), a delivery seen before writes nothing and returns None."""
+        ``receipt`` (sender, delivery key), a delivery seen before writes nothing and returns None; so does
+        a batch read under a source lease (``fence``: owner, token) that another worker has taken since."""
         new: list[NewMessage] = []
         dead: list[NewDeadLetter] = [
             NewDeadLetter(original_payload=raw, error_message=reason, trace_id=uuid.uuid4().hex)
@@ -236,6 +233,7 @@ class RouteRuntime:
             elif item is not None:
                 dead.append(item)
         cp = (self.source_id, checkpoint) if checkpoint is not None and self.source_id else None
+        cp_source = self.source_id
         if not self.store.enqueue(
             self.name,
             new,
@@ -244,6 +242,7 @@ class RouteRuntime:
             receipt=receipt,
             xrefs_written=xrefs,
             checkpoint_from=checkpoint_from,
+            source_fence=(cp_source, *fence) if fence is not None and cp_source else None,
         ):
             return None
         self.metrics.ingested.labels(self.name).inc(len(new))
@@ -297,8 +296,10 @@ class RouteRuntime:
             return Replayed(read, "duplicate")
         return Replayed(read, "queued" if new else "filtered")
 
-    async def ingest_once(self) -> int:
-        """Read the source from its checkpoint until it has nothing more; returns records enqueued."""
+    async def ingest_once(self, fence: tuple[str, int] | None = None) -> int:
+        """Read the source from its checkpoint until it has nothing more; returns records enqueued. With
+        ``fence`` (owner, token of the source's lease) the read stops at the first batch the store refuses
+        because another worker took the source over."""
         if self.source is None or self.source_id is None:
             return 0
         total = 0
@@ -307,9 +308,13 @@ class RouteRuntime:
             batch = await self.source.read(checkpoint, self.batch_size)
             records = list(batch.records)
             cp = batch.checkpoint
-            total += (
-                self.submit(records, cp, batch.rejects, xrefs=batch.xrefs, checkpoint_from=checkpoint) or 0
+            written = self.submit(
+                records, cp, batch.rejects, xrefs=batch.xrefs, checkpoint_from=checkpoint, fence=fence
             )
+            if written is None:
+                log.warning("source lease lost during a read; batch dropped", route=self.name)
+                return total
+            total += written
             if batch.checkpoint is not None:
                 if (
                     batch.checkpoint != checkpoint
@@ -473,6 +478,12 @@ class RouteRuntime:
     async def _deliver(self, message: Message, ambiguous: bool, worker: str) -> Outcome:
         # This task's context: the connectors' in-call repeats take their slots from this route's ceiling.
         current_pacer.set(self._bucket)
+
+        async def still_mine() -> None:
+            if not await self._still_mine(message, worker):
+                raise LeaseLost()
+
+        current_fence.set(still_mine)
         bound = log.bind(route=self.name, key=message.idempotency_key, trace_id=message.trace_id)
         history: list[dict[str, Any]] = []
         try:
@@ -554,8 +565,7 @@ class RouteRuntime:
                     await self._bucket.acquire()
                 # Right before the call: a worker that stalled past its lease, whose message another
                 # worker took over, must not deliver it a second time.
-                if not await self._still_mine(message, worker):
-                    raise LeaseLost()
+                await still_mine()
                 started = time.perf_counter()
                 try:
                     # Any failure after the request may have left the target leaves the key ambiguous.

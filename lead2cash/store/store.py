@@ -380,6 +380,7 @@ class Store:
         receipt: tuple[str, str] | None = None,
         xrefs_written: Sequence[XrefWrite] = (),
         checkpoint_from: str | None = UNCHECKED,
+        source_fence: tuple[str, str, int] | None = None,
     ) -> bool:
         """Write a batch from a source and advance its checkpoint in the same transaction.
 
@@ -389,9 +390,22 @@ class Store:
         ``xrefs_written`` (a source's own state, e.g. what it has passed on) commit with the batch.
         With ``checkpoint_from`` (the value the read started from) the checkpoint moves only if it still
         has that value: one somebody set meanwhile (``lead2cash checkpoint set``) is not overwritten.
+        With ``source_fence`` (source, owner, token of its source lease) the batch is written only while
+        that lease is still the source's: a poller that stalled while another took the source over must
+        not pass on what it read before (an older state of records the new poller has passed on since).
+        False: nothing written.
         """
         ts = self.clock()
         with self.engine.begin() as conn:
+            if source_fence is not None:
+                q = select(source_leases.c.owner, source_leases.c.token).where(
+                    source_leases.c.source == source_fence[0]
+                )
+                if not self.is_sqlite:
+                    q = q.with_for_update()  # held to commit: no takeover between check and write
+                row = conn.execute(q).first()
+                if row is None or (row.owner, row.token) != source_fence[1:]:
+                    return False
             if receipt is not None:
                 seen = conn.execute(
                     self._receipt_insert,

@@ -77,3 +77,21 @@ def test_one_worker_at_a_time_holds_a_source_and_another_takes_over_when_it_expi
     store.source_lease_release("B")  # a stopping hub lets the next one poll at once
     assert store.source_lease("r:src", "A", 3_000) is not None
     store.close()
+
+
+def test_a_batch_read_under_a_lost_source_lease_is_not_written(store_url: str) -> None:
+    ticks = [1_000_000]
+    store = Store(store_url, clock=lambda: ticks[0])
+    a = store.source_lease("r:src", "A", 3_000)
+    assert a is not None
+    ticks[0] += 5_000  # A stalls mid-read; B takes the source over and passes the newer state on
+    b = store.source_lease("r:src", "B", 3_000)
+    assert b is not None
+    newer = [NewMessage("order:1:v2", "Order", "{}", "t2")]
+    assert store.enqueue("r", newer, checkpoint=("r:src", "2"), source_fence=("r:src", "B", b))
+    # A resumes with what it read before: nothing of it is written, not even its messages.
+    older = [NewMessage("order:1:v1", "Order", "{}", "t1")]
+    assert not store.enqueue("r", older, checkpoint=("r:src", "1"), source_fence=("r:src", "A", a))
+    assert [m.idempotency_key for m in store.messages_for("r")] == ["order:1:v2"]
+    assert store.checkpoint_get("r:src") == "2"
+    store.close()
