@@ -3,9 +3,9 @@ environment on top of them.
 
 ``LeadToCash`` (lead2cash/demo/environment.py) serves the sandboxes from a thread of the hub's own process:
 on this 2-core machine the hub and three simulators then share one GIL, which understates the hub. Here the
-sandboxes are built exactly as ``LeadToCash`` builds them (same seed, currencies, API limit, billing clock)
-but served by a child process (``python bench/_l2c_support.py serve ...``) that prints the hub's ``systems:``
-entries as one JSON line; ``RemoteLeadToCash`` is ``LeadToCash`` with its sandboxes there.
+sandboxes are built exactly as ``LeadToCash`` builds them (``demo_sandboxes``) but served by a child process,
+``lead2cash sandbox --lead-to-cash``, started by the tests' launcher (``tests/harness/sandboxes.py``);
+``RemoteLeadToCash`` is ``LeadToCash`` with its sandboxes there.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ import argparse
 import contextlib
 import json
 import math
-import os
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +22,11 @@ from typing import Any
 
 import httpx
 
-from lead2cash.demo.environment import CONFIG_DIR, DEMO_CURRENCIES, ROUTE_FILES, LeadToCash, free_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the sandbox launcher (tests/harness)
+
+from harness.sandboxes import SandboxesProcess
+
+from lead2cash.demo.environment import CONFIG_DIR, ROUTE_FILES, LeadToCash, demo_sandboxes, free_port
 from lead2cash.hub import Hub
 
 # Of the seeded opportunities, 80 % are open and 10 % already won (sandbox/salesforce/seed.py, STAGES).
@@ -36,39 +37,6 @@ WON_SHARE = 0.1
 def seed_size_for(won: int) -> int:
     """A seed size whose already-won plus open opportunities cover ``won`` (with a margin)."""
     return max(20, math.ceil(won / (OPEN_SHARE + WON_SHARE) * 1.06))
-
-
-# ---------------------------------------------------------------------------------------------- child process
-def serve(seed: int, seed_size: int, state_dir: Path, only: list[str]) -> None:
-    """Build the sandboxes as ``LeadToCash`` does and serve them on uvloop; print the hub config first."""
-    from datetime import UTC, datetime
-
-    from lead2cash.sandbox.lago import LagoSandbox
-    from lead2cash.sandbox.salesforce import SalesforceSandbox
-    from lead2cash.sandbox.sap import SapSandbox
-    from lead2cash.sandbox.server import SandboxCluster
-
-    systems: list[Any] = []
-    if "salesforce" in only:
-        systems.append(
-            SalesforceSandbox(
-                seed=seed, seed_size=seed_size, daily_api_limit=10_000_000, currencies=DEMO_CURRENCIES
-            )
-        )
-    if "lago" in only:
-        systems.append(LagoSandbox(seed=seed, seed_size=0, clock_start=datetime.now(UTC)))
-    if "sap" in only:
-        systems.append(SapSandbox(seed=seed, seed_size=0))
-    cluster = SandboxCluster(systems=systems, state_dir=state_dir)
-    info = {
-        "hub_config": cluster.hub_config(),
-        "base_urls": {name: cluster.base_url(name) for name in cluster.running},
-        "ca_bundle": str(cluster.ca_bundle),
-        "pid": os.getpid(),
-    }
-    sys.stdout.write(json.dumps(info, default=str) + "\n")
-    sys.stdout.flush()
-    cluster.run()
 
 
 def set_latency(sandboxes: Any, ms: int) -> None:
@@ -82,84 +50,13 @@ def set_latency(sandboxes: Any, ms: int) -> None:
             ).raise_for_status()
 
 
-class SandboxProcess:
-    """The three sandboxes in a child process; the same face as ``SandboxCluster`` for the environment."""
-
-    def __init__(self, state_dir: Path, *, seed: int = 42, seed_size: int = 60, timeout: float = 120) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "serve",
-            "--seed",
-            str(seed),
-            "--seed-size",
-            str(seed_size),
-            "--state-dir",
-            str(state_dir),
-        ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1")
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the sandbox process exited ({self.proc.wait(timeout)})")
-        info = json.loads(line)
-        self._hub_config: dict[str, Any] = info["hub_config"]
-        self.base_urls: dict[str, str] = info["base_urls"]
-        self.ca_bundle = Path(info["ca_bundle"])
-        deadline = time.monotonic() + timeout
-        with httpx.Client(verify=str(self.ca_bundle), timeout=2, trust_env=False) as client:
-            while True:  # listening sockets exist before uvicorn serves: wait for an answer
-                try:
-                    client.get(f"{self.base_urls['lago']}/__sandbox/faults")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        self.stop()
-                        raise RuntimeError("the sandbox process did not come up") from None
-                    time.sleep(0.05)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def hub_config(self) -> dict[str, Any]:
-        copy: dict[str, Any] = json.loads(json.dumps(self._hub_config))  # a copy the caller may change
-        return copy
-
-    def base_url(self, name: str) -> str:
-        return self.base_urls[name]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-
-
 class SandboxThread:
     """The same sandboxes served from a thread of this process (as ``LeadToCash`` does), same face."""
 
     def __init__(self, state_dir: Path, *, seed: int = 42, seed_size: int = 60) -> None:
-        from datetime import UTC, datetime
-
-        from lead2cash.sandbox.lago import LagoSandbox
-        from lead2cash.sandbox.salesforce import SalesforceSandbox
-        from lead2cash.sandbox.sap import SapSandbox
         from lead2cash.sandbox.server import SandboxCluster
 
-        systems: list[Any] = [
-            SalesforceSandbox(
-                seed=seed, seed_size=seed_size, daily_api_limit=10_000_000, currencies=DEMO_CURRENCIES
-            ),
-            LagoSandbox(seed=seed, seed_size=0, clock_start=datetime.now(UTC)),
-            SapSandbox(seed=seed, seed_size=0),
-        ]
+        systems: list[Any] = list(demo_sandboxes(seed, seed_size))
         self.cluster = SandboxCluster(systems=systems, state_dir=state_dir)
         self.cluster.start_in_thread()
         self.ca_bundle = self.cluster.ca_bundle
@@ -177,7 +74,7 @@ class SandboxThread:
 class Org:
     """Salesforce as sales uses it, over the sandbox's REST API: count won deals, close more as won."""
 
-    def __init__(self, sandboxes: SandboxProcess | SandboxThread) -> None:
+    def __init__(self, sandboxes: SandboxesProcess | SandboxThread) -> None:
         sf = sandboxes.hub_config()["salesforce"]
         self.client = httpx.Client(
             base_url=sandboxes.base_url("salesforce"),
@@ -212,7 +109,7 @@ class Org:
         self.client.close()
 
 
-def close_won_total(sandboxes: SandboxProcess | SandboxThread, total: int) -> int:
+def close_won_total(sandboxes: SandboxesProcess | SandboxThread, total: int) -> int:
     """Close open deals as won until ``total`` are won (the seed already holds some); returns the count."""
     org = Org(sandboxes)
     try:
@@ -279,7 +176,8 @@ class RemoteLeadToCash(LeadToCash):
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.cluster = SandboxProcess(self.workdir / "sandbox", seed=seed, seed_size=seed_size)  # type: ignore[assignment]
+        self.admin_token = None
+        self.cluster = SandboxesProcess.start(self.workdir / "sandbox", seed=seed, seed_size=seed_size)  # type: ignore[assignment]
         self.web_port = free_port()
         self.store_url = store_url or f"sqlite:///{self.workdir / 'state.db'}"
         self.systems_file = self.workdir / "systems.yaml"
@@ -311,7 +209,7 @@ def spy_summary(raw: Path, top: int = 25) -> str:
         frames = stack.split(";")
         # A child process's stacks hang under the parent's; the last "process ..." frame names the owner.
         at = max(i for i, f in enumerate(frames) if f.startswith("process "))
-        proc = "sandboxes" if "_l2c_support.py serve" in frames[at] else "hub/bench"
+        proc = "sandboxes" if "lead2cash.cli sandbox" in frames[at] else "hub/bench"
         names = [re.sub(r" \((.*?):\d+\)", r" (\1)", f) for f in frames[at + 1 :]]
         n = int(count)
         total[proc] += n
@@ -335,16 +233,8 @@ def main() -> None:
     p = sub.add_parser("spy-summary", help="summarise a py-spy raw profile per process")
     p.add_argument("raw", type=Path)
     p.add_argument("--top", type=int, default=25)
-    s = sub.add_parser("serve", help="serve the three sandboxes (as LeadToCash builds them)")
-    s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--seed-size", type=int, default=60)
-    s.add_argument("--state-dir", type=Path, required=True)
-    s.add_argument("--only", default="salesforce,lago,sap")
     args = parser.parse_args()
-    if args.command == "spy-summary":
-        print(spy_summary(args.raw, args.top))
-        return
-    serve(args.seed, args.seed_size, args.state_dir, args.only.split(","))
+    print(spy_summary(args.raw, args.top))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 
 small: the CI sizes (crash: 150 deals, 8 kills per backend; faulty: 16 deals); large: crash 10,000 deals
 and 20 SIGKILLs per backend, faulty 300 deals. Sandboxes, hub and PostgreSQL are separate processes
-(``lead2cash.demo.processes``); the hub runs the shipped routes (crash) or the shipped routes with a
+(``tests/harness/processes.py``); the hub runs the shipped routes (crash) or the shipped routes with a
 ``rate_limit`` per route, a quicker retry policy and a 2 s poll (faulty). Each run ends with the checker:
 per key, lost / duplicated / unexpected effects as Salesforce, Lago and SAP counted them, against what the
 won deals and Lago's invoices ask for. Prints one row per scenario and backend:
@@ -32,10 +32,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the reliability harness (tests/harness)
 
 from _l2c_support import pg_schema  # noqa: E402
-
-from lead2cash.demo.processes import (  # noqa: E402
+from harness.processes import (  # noqa: E402
     CrashReport,
     FaultyReport,
     Figures,

@@ -27,7 +27,7 @@ answer in about a millisecond and both sides are bound by their own CPU (the hub
 record against a script that keeps none); with a network's latency both are bound by round trips, which is
 the situation against real systems.
 
-Sandboxes: ``process`` (default) serves the three simulators from a child process (bench/_l2c_support.py),
+Sandboxes: ``process`` (default) serves the three simulators from a child process (``lead2cash sandbox --lead-to-cash``),
 so the hub (or the baseline) has this process to itself; ``thread`` is ``LeadToCash`` as is (one process,
 one GIL, which understates the hub). Each run gets fresh sandboxes.
 """
@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _l2c_support import (
     Org,
     RemoteLeadToCash,
-    SandboxProcess,
+    SandboxesProcess,
     SandboxThread,
     close_won_total,
     pg_schema,
@@ -335,8 +335,8 @@ def _rows(env: LeadToCash, route: str, with_source: bool = False) -> list[dict[s
 async def baseline(deals: int, mode: str, client: str, concurrency: int, latency_ms: int = 0) -> Result:
     state = Path(tempfile.mkdtemp(prefix="l2c-baseline-")) / "sandbox"
     seed_size = seed_size_for(deals)
-    sandboxes: SandboxProcess | SandboxThread = (
-        SandboxProcess(state, seed_size=seed_size)
+    sandboxes: SandboxesProcess | SandboxThread = (
+        SandboxesProcess.start(state, seed_size=seed_size)
         if mode == "process"
         else SandboxThread(state, seed_size=seed_size)
     )

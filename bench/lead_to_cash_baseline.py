@@ -616,9 +616,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _l2c_support import SandboxProcess, close_won_total, seed_size_for
+    from _l2c_support import SandboxesProcess, close_won_total, seed_size_for
 
-    sandboxes = SandboxProcess(
+    sandboxes = SandboxesProcess.start(
         Path(tempfile.mkdtemp()) / "sandbox", seed=args.seed, seed_size=seed_size_for(args.deals)
     )
     try:

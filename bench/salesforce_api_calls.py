@@ -24,12 +24,12 @@ from typing import Any
 import httpx
 
 from lead2cash.adapters.salesforce import opportunity
-from lead2cash.bindings import BindingContext
-from lead2cash.bindings.salesforce import build
 from lead2cash.canonical_model import Customer, Invoice, InvoiceLine, Order
 from lead2cash.config.salesforce import SalesforceSystemConfig
 from lead2cash.sandbox.salesforce import SalesforceSandbox
 from lead2cash.sandbox.server import SandboxCluster
+from lead2cash.systems import BindingContext
+from lead2cash.systems.salesforce.binding import build
 
 
 def _invoice(order: Order, n: int) -> Invoice:

@@ -392,7 +392,7 @@ def dlq_list(
     from lead2cash.web.app import dead_letter_summary
 
     hub = _hub(config)
-    rows = hub.store.dlq_list(route, None if status == "all" else status, limit)
+    rows = hub.store.dlq_list(route, status, limit)
     hub.close()
     if as_json:
         for d in rows:

@@ -24,8 +24,6 @@ from pydantic import BaseModel
 
 from lead2cash.adapters import canonical
 from lead2cash.adapters.registry import INBOUND
-from lead2cash.bindings import BUILDERS, BindingContext, SystemBinding, builder
-from lead2cash.bindings.hub import ConfirmationsSource
 from lead2cash.canonical_model import ENTITY_TYPES
 from lead2cash.config import ConfigError, ConfigIssue, LoadedConfig, load_config
 from lead2cash.config.errors import ConfigProblems
@@ -38,6 +36,8 @@ from lead2cash.routes.mapping import KeyTemplate, build_filter, build_mapper
 from lead2cash.routes.policy import OnFailure, RetryPolicy
 from lead2cash.routes.route import RouteRuntime
 from lead2cash.store import Instance, Store, is_unavailable
+from lead2cash.systems import BUILDERS, BindingContext, SystemBinding, builder
+from lead2cash.systems.hub.binding import ConfirmationsSource
 
 log = structlog.get_logger("lead2cash.hub")
 

@@ -1,6 +1,6 @@
 """The three sandboxes over HTTP, as a person or an auditor would use them: their public APIs, retried
 through injected faults, and the sandboxes' admin API. Shared by the in-process demo harness
-(``LeadToCash``) and the separate-process one (``processes.Systems``)."""
+(``LeadToCash``) and the separate-process one (``tests/harness``)."""
 
 from __future__ import annotations
 

@@ -933,10 +933,12 @@ class Store:
     def dlq_list(
         self, route: str | None = None, status: str | None = "open", limit: int = 100
     ) -> list[DeadLetter]:
+        """Dead letters of ``route`` (any route: None) with ``status`` (any status: None or ``"all"``, as the
+        CLI and the admin API spell it)."""
         q = select(dead_letters)
         if route:
             q = q.where(dead_letters.c.route == route)
-        if status:
+        if status and status != "all":
             q = q.where(dead_letters.c.status == status)
         with self._read() as conn:
             return [_dead_letter(r) for r in conn.execute(q.order_by(dead_letters.c.id).limit(limit))]
@@ -945,7 +947,7 @@ class Store:
         q = select(func.count()).select_from(dead_letters)
         if route:
             q = q.where(dead_letters.c.route == route)
-        if status:
+        if status and status != "all":
             q = q.where(dead_letters.c.status == status)
         with self._read() as conn:
             return int(conn.execute(q).scalar_one())

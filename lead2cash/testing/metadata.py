@@ -24,17 +24,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from lead2cash.adapters import lago as lago_adapter
-from lead2cash.bindings.lago import LagoBinding, OrderTarget
-from lead2cash.bindings.salesforce import (
+from lead2cash.config import ConfigIssue
+from lead2cash.errors import DeliveryError
+from lead2cash.systems.lago.binding import LagoBinding, OrderTarget
+from lead2cash.systems.salesforce.binding import (
     ACCOUNT_FIELDS,
     LINE_FIELDS,
     OPPORTUNITY_FIELDS,
     SalesforceBinding,
     WritebackTarget,
 )
-from lead2cash.bindings.sap import SapSystem
-from lead2cash.config import ConfigIssue
-from lead2cash.errors import DeliveryError
+from lead2cash.systems.sap.binding import SapSystem
 
 # Writeback field -> Salesforce field types that can hold its value.
 WRITEBACK_TYPES: dict[str, frozenset[str]] = {

@@ -252,7 +252,7 @@ def create_app(hub: Hub) -> Starlette:
             return JSONResponse(
                 {"error": f"status must be one of {', '.join(DLQ_STATUSES)}"}, status_code=400
             )
-        rows = hub.store.dlq_list(route, None if status == "all" else status, DLQ_LIMIT)
+        rows = hub.store.dlq_list(route, status, DLQ_LIMIT)
         return JSONResponse([dead_letter_summary(d) for d in rows])
 
     async def dead_letter(request: Request) -> Response:

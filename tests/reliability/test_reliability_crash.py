@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lead2cash.demo.processes import run_crash_scenario
+from harness.processes import run_crash_scenario
 
 DEALS = int(os.environ.get("LEAD2CASH_CRASH_DEALS", "150"))
 KILLS = int(os.environ.get("LEAD2CASH_CRASH_KILLS", "8"))

@@ -8,7 +8,7 @@ effects above its ceiling in any second (or any 5 seconds), and no dead letter (
 permanent).
 
 The routes are the shipped ones with three changes, written to a copy of config/lead-to-cash.yaml: a
-``rate_limit`` per route, a quicker retry policy and a 2 s poll (see ``lead2cash.demo.processes``).
+``rate_limit`` per route, a quicker retry policy and a 2 s poll (see ``tests/harness/processes.py``).
 CI size: ``LEAD2CASH_FAULTY_DEALS`` (16) deals; ``bench/chaos.py`` runs more.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lead2cash.demo.processes import call_starts, peak_rate, retry_after_violations, run_faulty_scenario
+from harness.processes import call_starts, peak_rate, retry_after_violations, run_faulty_scenario
 
 DEALS = int(os.environ.get("LEAD2CASH_FAULTY_DEALS", "16"))
 KINDS = ("429", "503", "timeout", "reset", "commit_then_drop", "expired_session")

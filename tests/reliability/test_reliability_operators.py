@@ -15,14 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reliability_support import report, size
-
-from lead2cash.demo.processes import (
+from harness.processes import (
     SALESFORCE_SOURCE,
-    _lead2cash_cmd,
+    lead2cash_cmd,
     rate_limited_routes,
     running,
 )
+from reliability_support import report, size
 
 DEALS = int(os.environ.get("LEAD2CASH_OPERATOR_DEALS", str(size(12, 200))))
 BILLING = SALESFORCE_SOURCE  # the route from won deals to Lago
@@ -52,7 +51,7 @@ def test_operator_commands_beside_a_running_hub_lose_and_repeat_nothing(
         def operator(*args: str) -> subprocess.CompletedProcess[str]:
             config = [a for f in env.config_files for a in ("-c", str(f))]
             return subprocess.run(
-                _lead2cash_cmd(*args[:2], *config, *args[2:]),
+                lead2cash_cmd(*args[:2], *config, *args[2:]),
                 capture_output=True,
                 text=True,
                 timeout=120,

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from harness.sandboxes import SandboxesProcess
 from hostile_soap import hostile_soap
 from reliability_support import (
     PeakRss,
-    SandboxProcess,
     free_port,
     hmac_b64,
     inbox_census,
@@ -337,9 +337,9 @@ def _create_wide_opportunities(base: str, ca: str, count: int) -> int:
 
 
 def test_a_page_of_2000_wide_salesforce_records_is_read_with_bounded_memory(tmp_path: Path) -> None:
-    sandbox = SandboxProcess("salesforce", tmp_path / "sandbox", seed_size=4)
+    sandbox = SandboxesProcess.start(tmp_path / "sandbox", seed_size=4, only=["salesforce"])
     try:
-        sf = dict(sandbox.config["salesforce"])
+        sf = dict(sandbox.printed["salesforce"])
         page_bytes = _create_wide_opportunities(sf["instance_url"], sf["ca_bundle"], RECORDS)
         time.sleep(2.0)  # the org clock the hub reads (HTTP Date) has whole seconds: let it pass the writes
         fields = ["Name", "Description", "StageName", "CloseDate", "IsClosed", "IsWon", "Amount", "AccountId"]

@@ -26,10 +26,10 @@ from typing import Any
 
 import httpx
 import pytest
+from harness.processes import running
 from outage import TcpProxy
 from reliability_support import report, size
 
-from lead2cash.demo.processes import running
 from lead2cash.store import Store
 
 TESTS = Path(__file__).resolve().parents[1]

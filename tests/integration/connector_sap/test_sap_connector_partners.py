@@ -9,8 +9,8 @@ import doubles
 import sap_factories as f
 from sap_hub_config import ROUTE, sap_system, write_config
 
-from lead2cash.bindings.sap import SapSystem
 from lead2cash.hub import Hub
+from lead2cash.systems.sap.binding import SapSystem
 
 BP = "/sap/opu/odata/sap/API_BUSINESS_PARTNER"
 

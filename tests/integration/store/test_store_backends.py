@@ -114,6 +114,10 @@ def test_dead_letter_requeue_and_discard(store_url: str) -> None:
         store.dlq_requeue(d1)
     store.dlq_mark(d2, "discarded")
     assert store.count_messages("r", "discarded") == 1
+    # "all" (what the CLI and the admin API pass) is every status, not a status named "all".
+    assert [d.status for d in store.dlq_list("r", "all")] == ["replayed", "discarded"]
+    assert store.dlq_count("r", "all") == 2 and store.dlq_count("r", None) == 2
+    assert store.dlq_list("r") == []  # open ones only, by default
     store.close()
 
 

@@ -4,7 +4,7 @@ gate value says (the gate itself runs end to end in tests/e2e/test_payment_lifec
 from __future__ import annotations
 
 from lead2cash.adapters import lago as adapter
-from lead2cash.bindings.lago import _Passed, _short, _stamp
+from lead2cash.systems.lago.binding import _Passed, _short, _stamp
 
 
 def test_states_are_not_ordered_and_a_return_to_a_state_is_the_same_state() -> None:

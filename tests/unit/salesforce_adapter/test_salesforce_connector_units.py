@@ -151,7 +151,7 @@ def test_cursor_round_trip() -> None:
 
 
 def test_a_started_cursor_keeps_its_floor_and_line_position_and_operators_may_type_both() -> None:
-    from lead2cash.bindings.salesforce import SalesforceSource
+    from lead2cash.systems.salesforce.binding import SalesforceSource
 
     started = Cursor.starting_at(UPPER)
     # The line items start where the Opportunities do: a line changed at the start is read, none before.

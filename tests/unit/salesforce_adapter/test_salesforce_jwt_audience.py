@@ -12,10 +12,10 @@ import respx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from lead2cash.bindings import BindingContext
-from lead2cash.bindings.salesforce import SalesforceBinding
 from lead2cash.config.salesforce import SalesforceSystemConfig
 from lead2cash.connectors.salesforce.auth import jwt_audience
+from lead2cash.systems import BindingContext
+from lead2cash.systems.salesforce.binding import SalesforceBinding
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ The sandboxes run in their own process (``lead2cash sandbox --lead-to-cash``), t
 on disk or an external PostgreSQL. Everything here talks to them as an operator would: over HTTP (the
 Salesforce sandbox's admin API closes deals, Lago's moves the billing clock, the sandboxes' effect
 counters and request logs tell what reached each system), by signals (SIGKILL, SIGTERM) and by reading the
-state store. ``tests/reliability`` and ``bench/chaos.py`` run on this.
+state store. ``tests/reliability`` and ``bench/chaos.py`` run on this (test-only code: not shipped).
 
 The checker (``check``) compares what the three systems counted per key with what the sources imply:
 
@@ -29,7 +29,6 @@ import os
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -40,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from harness.sandboxes import SandboxesProcess, lead2cash_cmd, wait_for
 from lead2cash.demo.clients import HarnessError, SandboxClients
 from lead2cash.demo.environment import (
     CONFIG_DIR,
@@ -69,110 +69,12 @@ RESEND_WINDOW_S = 10.0
 
 
 # ---------------------------------------------------------------------------------------------- processes
-def _wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise HarnessError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _lead2cash_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lead2cash.cli", *args]
-
-
-@dataclass
-class SandboxesProcess:
-    """``lead2cash sandbox --lead-to-cash`` in its own process; what it printed, parsed."""
-
-    proc: subprocess.Popen[bytes]
-    urls: dict[str, str]
-    ca_bundle: Path
-    printed: dict[str, Any]
-
-    @classmethod
-    def start(cls, workdir: Path, *, seed: int, seed_size: int, timeout: float = 60) -> SandboxesProcess:
-        workdir.mkdir(parents=True, exist_ok=True)
-        out = workdir / "sandboxes.out"
-        cmd = _lead2cash_cmd(
-            "sandbox",
-            "--lead-to-cash",
-            "--seed",
-            str(seed),
-            "--seed-size",
-            str(seed_size),
-            "--state-dir",
-            str(workdir / "sandbox-state"),
-            "--salesforce-port",
-            "0",
-            "--lago-port",
-            "0",
-            "--sap-port",
-            "0",
-        )
-        with out.open("wb") as stdout, (workdir / "sandboxes.err").open("wb") as stderr:
-            proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, cwd=workdir)  # noqa: S603 - our own CLI
-
-        def printed() -> tuple[dict[str, str], Path, dict[str, Any]] | None:
-            if proc.poll() is not None:
-                raise HarnessError(
-                    f"the sandboxes exited ({proc.returncode}): {(workdir / 'sandboxes.err').read_text()[-2000:]}"
-                )
-            text = out.read_text(errors="replace")
-            _, sep, rest = text.partition("hub config (systems:):\n")
-            if not sep or not rest.rstrip().endswith("}"):
-                return None
-            try:
-                systems = json.loads(rest)
-            except json.JSONDecodeError:
-                return None
-            # The JSON, not the console lines above it (rich wraps those at 80 columns): every entry
-            # carries the CA bundle; the base URLs are the systems' own.
-            urls = {
-                "salesforce": str(systems["salesforce"]["instance_url"]),
-                "lago": str(systems["lago"]["base_url"]).removesuffix("/api/v1"),
-                "sap": str(systems["sap"]["base_url"]),
-            }
-            return urls, Path(systems["salesforce"]["ca_bundle"]), systems
-
-        try:
-            urls, ca, systems = _wait_for(printed, timeout, "the sandboxes to print their config")
-        except BaseException:
-            proc.kill()
-            raise
-        sandboxes = cls(proc, urls, ca, systems)
-        # Listening is not serving yet: wait until each answers its admin API.
-        with httpx.Client(
-            verify=ssl.create_default_context(cafile=str(ca)), timeout=5, trust_env=False
-        ) as client:
-
-            def up() -> bool:
-                try:
-                    return all(client.get(f"{u}/__sandbox/faults").status_code == 200 for u in urls.values())
-                except httpx.TransportError:
-                    return False
-
-            _wait_for(up, timeout, "the sandboxes to answer")
-        return sandboxes
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
 class HubProcess:
     """``lead2cash run`` in its own process: start, SIGKILL, SIGTERM, restart; peak RSS sampled with psutil
     over every run."""
 
     def __init__(self, config_files: list[Path], workdir: Path, web_port: int) -> None:
-        self.cmd = _lead2cash_cmd("run", *(str(p) for p in config_files))
+        self.cmd = lead2cash_cmd("run", *(str(p) for p in config_files))
         self.workdir = workdir
         self.web_port = web_port
         self.proc: subprocess.Popen[bytes] | None = None
@@ -195,7 +97,7 @@ class HubProcess:
         self.starts += 1
         log = self.workdir / f"hub-{self.starts:03d}.log"
         with log.open("wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
+            self.proc = subprocess.Popen(
                 self.cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, env=dict(os.environ)
             )
         self._sampler = threading.Thread(target=self._sample, args=(self.proc,), daemon=True)
@@ -212,7 +114,7 @@ class HubProcess:
             except httpx.TransportError:
                 return False
 
-        _wait_for(healthy, timeout, "the hub's /health", interval=0.1)
+        wait_for(healthy, timeout, "the hub's /health", interval=0.1)
 
     def _sample(self, proc: subprocess.Popen[bytes]) -> None:
         import psutil

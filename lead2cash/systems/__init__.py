@@ -35,10 +35,10 @@ class BindingContext:
 
 # type in config -> "module:function(name, config, context) -> SystemBinding"
 BUILDERS: dict[str, str] = {
-    "salesforce": "lead2cash.bindings.salesforce:build",
-    "lago": "lead2cash.bindings.lago:build",
-    "sap": "lead2cash.bindings.sap:build",
-    "hub": "lead2cash.bindings.hub:build",
+    "salesforce": "lead2cash.systems.salesforce.binding:build",
+    "lago": "lead2cash.systems.lago.binding:build",
+    "sap": "lead2cash.systems.sap.binding:build",
+    "hub": "lead2cash.systems.hub.binding:build",
 }
 
 

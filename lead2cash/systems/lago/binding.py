@@ -24,7 +24,6 @@ import structlog
 from pydantic import BaseModel
 
 from lead2cash.adapters import lago as adapter
-from lead2cash.bindings import BindingContext
 from lead2cash.canonical_model import Customer, Order
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.lago import LagoSystemConfig
@@ -33,6 +32,7 @@ from lead2cash.errors import PermanentError
 from lead2cash.pacing import fence
 from lead2cash.routes.interfaces import SourceBatch, WebhookDelivery
 from lead2cash.store import Store, XrefWrite
+from lead2cash.systems import BindingContext
 
 log = structlog.get_logger("lead2cash.bindings.lago")
 

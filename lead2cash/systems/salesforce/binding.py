@@ -21,7 +21,6 @@ from lead2cash.adapters.salesforce import (
     opportunity_id_of,
     writeback_applied,
 )
-from lead2cash.bindings import BindingContext
 from lead2cash.canonical_model import Invoice
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.salesforce import SalesforceSystemConfig, SalesforceWritebackFields
@@ -40,6 +39,7 @@ from lead2cash.connectors.salesforce.soql import record_id
 from lead2cash.errors import PermanentError
 from lead2cash.routes.interfaces import Source, SourceBatch, Target
 from lead2cash.store import Store
+from lead2cash.systems import BindingContext
 
 ACCOUNT_FIELDS = (
     "Id", "Name", "BillingStreet", "BillingCity", "BillingState", "BillingPostalCode", "BillingCountry",

@@ -6,10 +6,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lead2cash.bindings import BindingContext
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.routes.interfaces import Source, SourceBatch, Target
 from lead2cash.store import Message, MessageStatus, Store
+from lead2cash.systems import BindingContext
 
 
 class ConfirmationsSource:

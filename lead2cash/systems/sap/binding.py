@@ -29,7 +29,6 @@ from lxml import etree
 from pydantic import BaseModel
 
 from lead2cash.adapters import sap as adapter
-from lead2cash.bindings import BindingContext
 from lead2cash.canonical_model import CreditNote, Customer, Invoice, JournalEntry
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.sap import SapBasicAuth, SapSystemConfig
@@ -46,6 +45,7 @@ from lead2cash.connectors.sap.soap import JournalEntrySoapClient, PostingConfirm
 from lead2cash.errors import DeliveryError, PermanentError, TransientError
 from lead2cash.pacing import fence
 from lead2cash.routes.interfaces import Source, Target
+from lead2cash.systems import BindingContext
 
 log = structlog.get_logger("lead2cash.bindings.sap")
 

@@ -1,0 +1,1 @@
+"""The lago system type."""

@@ -1,0 +1,1 @@
+"""The sap system type."""
