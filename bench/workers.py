@@ -28,12 +28,14 @@ from typing import Any
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # the reliability harness (tests/harness)
 
-from _l2c_support import pg_schema, seed_size_for
+from _l2c_support import pg_schema, seed_size_for  # noqa: E402
+from harness.processes import HubProcess, ProcessLeadToCash, running  # noqa: E402
 
-from lead2cash.demo.environment import ROUTES, free_port
-from lead2cash.demo.processes import HubProcess, ProcessLeadToCash, running
+from lead2cash.demo.environment import ROUTES, free_port  # noqa: E402
 
 GOALS = {2: 1.7, 4: 3.0}
 LEASE = "30s"

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from harness.processes import HubProcess, ProcessLeadToCash, rate_limited_routes, running
 
 from lead2cash.demo.environment import free_port
-from lead2cash.demo.processes import HubProcess, ProcessLeadToCash, rate_limited_routes, running
 
 DEALS = int(os.environ.get("LEAD2CASH_WORKERS_DEALS", "60"))
 ROUNDS = int(os.environ.get("LEAD2CASH_WORKERS_ROUNDS", "6"))
