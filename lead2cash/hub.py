@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -44,6 +45,9 @@ STORE_WAIT_S = (0.25, 2.0)  # a delivery loop's first and longest wait while the
 # The store counts as back after a heartbeat written with no store error for this long: a full SQLite disk
 # may take the heartbeat's update in place and still refuse every insert.
 STORE_QUIET_S = 3.0
+# An idle delivery loop whose store says work is due yet claims none (ordering keys held by a message in
+# flight at another worker) backs off from the first to the longest wait instead of asking again at once.
+IDLE_BACKOFF_S = (0.01, 0.5)
 
 
 # ---------------------------------------------------------------------------------------------- hub
@@ -372,12 +376,12 @@ class Hub:
             return trigger.poll_fallback
         return None
 
-    async def ingest(self, name: str) -> int:
+    async def ingest(self, name: str, fence: tuple[str, int] | None = None) -> int:
         route = self.routes[name]
         if time.monotonic() < self._source_paused.get(name, 0.0):
             return 0
         try:
-            count = await route.ingest_once()
+            count = await route.ingest_once(fence)
         except DeliveryError as exc:
             # The source's system said no for now (throttled, unavailable): the checkpoint is kept, and a
             # throttled source is not asked again before its Retry-After (deliveries go on).
@@ -402,12 +406,41 @@ class Hub:
     async def _poll(self, name: str) -> None:
         """The scheduler's tick: start a read of the source unless the last one is still reading. The
         first read of a large backlog outlasts several ticks; that is expected, so a tick is skipped here
-        (the scheduler would warn) and the running read, which pages until the source is drained, covers it."""
+        (the scheduler would warn) and the running read, which pages until the source is drained, covers it.
+        Only the worker holding the source's lease reads it: N workers spend one worker's API budget."""
         running = self._polls.get(name)
+        # The lease is renewed on every tick, a long read's included; a read whose lease was lost (this
+        # process stalled) has its next batch refused by the store.
+        token = await self._hold_source(name)
         if running is not None and not running.done():
             log.debug("source still being read; poll tick skipped", route=name)
             return
-        self._polls[name] = asyncio.create_task(self.ingest(name), name=f"poll:{name}")
+        if token is None:
+            return
+        fence = (self.lease_owner, token) if token else None
+        self._polls[name] = asyncio.create_task(self.ingest(name, fence), name=f"poll:{name}")
+
+    async def _hold_source(self, name: str) -> int | None:
+        """Take or keep the lease on polling this route's source. It lasts several poll intervals (at least
+        the message lease), so its holder keeps it from tick to tick, and another worker takes over once
+        the holder has missed them (it died or stalled). Returns the lease's token (0: a route without a
+        source, nothing to hold), None when another worker holds it."""
+        source_id = self.routes[name].source_id
+        interval = self._polled(name) or 0.0
+        if source_id is None:
+            return 0
+        ttl_ms = int(max(3 * interval, self.config.state.lease) * 1000)
+        call = functools.partial(self.store.source_lease, source_id, self.lease_owner, ttl_ms)
+        try:
+            token = await asyncio.to_thread(call) if self.store.offload else call()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self.store_failed(exc)
+            return None
+        if token is None:
+            log.debug("source polled by another worker", route=name, source=source_id)
+        return token
 
     def wake(self, name: str) -> None:
         event = self._wake.get(name)
@@ -418,13 +451,19 @@ class Hub:
         route = self.routes[name]
         event = self._wake.setdefault(name, asyncio.Event())
         store_wait = 0.0
+        idle_wait = 0.0
         while not self._stopping.is_set():
             try:
                 handled = await route.deliver_once(self.lease_owner)
                 if handled:
+                    idle_wait = 0.0
                     continue
                 event.clear()
-                due = self.store.next_due_ms(name)
+                due = (
+                    await asyncio.to_thread(self.store.next_due_ms, name)
+                    if self.store.offload
+                    else self.store.next_due_ms(name)
+                )
                 store_wait = 0.0
             except Exception as exc:
                 # Nothing ends this loop but a stop: a store outage is waited out, anything else logged.
@@ -438,6 +477,9 @@ class Hub:
                     await asyncio.wait_for(self._stopping.wait(), timeout=store_wait)
                 continue
             wait = 1.0 if due is None else min(1.0, max(0.0, (due - self.store.clock()) / 1000))
+            if due is not None and wait <= 0.0:
+                idle_wait = min(IDLE_BACKOFF_S[1], max(IDLE_BACKOFF_S[0], idle_wait * 2))
+                wait = idle_wait
             wait = max(wait, route.paused_for)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=max(wait, 0.01))
@@ -519,6 +561,10 @@ class Hub:
                 log.exception("task failed", task=task.get_name())
         self._tasks.clear()
         self._polls.clear()
+        try:
+            self.store.source_lease_release(self.lease_owner)
+        except Exception as exc:  # they expire on their own
+            log.warning("could not give up source leases", error=str(exc).splitlines()[0][:200])
         self._unregister()
         log.info("hub stopped")
 

@@ -4,12 +4,18 @@ The route takes a slot before each delivery and each lookup. A connector that re
 delivery (a quick retry of a failed read) takes one more from the pacer of the route it is working for,
 found in ``current_pacer``: the route sets it in the task of each delivery, and the tasks a target starts
 from there inherit it.
+
+The same way, ``current_fence`` holds the route's ownership check for the message being delivered: a
+connector whose write has no idempotency key of its own (an SAP journal entry) calls ``fence()`` right
+before sending it, after the reads that prepare it, so a worker that stalled during those reads and lost
+the message meanwhile does not write it a second time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 
@@ -31,6 +37,22 @@ class RateLimiter:
 
 
 current_pacer: ContextVar[RateLimiter | None] = ContextVar("lead2cash_pacer", default=None)
+
+
+class LeaseLost(Exception):
+    """Another worker claimed the message since this one did (this one stalled past its lease): the
+    delivery stops before writing and records nothing."""
+
+
+current_fence: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("lead2cash_fence", default=None)
+
+
+async def fence() -> None:
+    """Raise ``LeaseLost`` unless this worker still holds the message being delivered (no-op outside a
+    delivery)."""
+    check = current_fence.get()
+    if check is not None:
+        await check()
 
 
 async def pace() -> None:

@@ -2,7 +2,9 @@
 
 Delivery per message: reserve the key in the effect ledger, mark it sent, call the target, confirm.
 A key found "sent" (a crash or a lost response between the call and the confirmation) is first looked up
-in the target and resent only when the target has no trace of it. Retries use tenacity with exponential
+in the target and resent only when the target has no trace of it. Every ledger step and outcome is fenced
+by the token the message was claimed with, and ownership is re-checked right before the target is called:
+a worker that stalled past its lease (and lost the message to another) writes nothing. Retries use tenacity with exponential
 backoff and jitter, stretched to any Retry-After the target sent.
 """
 
@@ -12,9 +14,9 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel, ValidationError
@@ -26,7 +28,7 @@ from tenacity import (
 )
 
 from lead2cash.observability import REDACTOR, Metrics
-from lead2cash.pacing import RateLimiter, current_pacer
+from lead2cash.pacing import LeaseLost, RateLimiter, current_fence, current_pacer
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import (
     AcknowledgingSource,
@@ -41,6 +43,7 @@ from lead2cash.routes.policy import OnFailure, RetryPolicy
 from lead2cash.store import (
     UNCHECKED,
     DeadLetter,
+    Effect,
     EffectState,
     Message,
     NewDeadLetter,
@@ -51,6 +54,7 @@ from lead2cash.store import (
 )
 
 log = structlog.get_logger("lead2cash.route")
+T = TypeVar("T")
 
 
 def _json(data: Any) -> str:
@@ -87,7 +91,8 @@ class StoreUnavailable(Exception):
 @dataclass
 class Outcome:
     message: Message
-    # confirmed | dead | deferred | released (the store failed under it: due again, no attempt used)
+    # confirmed | dead | deferred | released (the store failed under it: due again, no attempt used) |
+    # superseded (another worker holds the message now: nothing to record)
     status: str
     target_ref: str | None = None
     error_class: str | None = None
@@ -135,6 +140,10 @@ class RouteRuntime:
         self._sem = asyncio.Semaphore(self.concurrency)
         self._unrecorded: list[Outcome] = []  # outcomes the store could not take yet (it was unavailable)
         self._claims_in_doubt = False  # a claim failed midway: leases may be held on messages not started
+        # Message id -> monotonic time until which this process vouches for its lease without asking the
+        # store (half a lease after it was claimed or renewed). Past it (the process stalled, or the
+        # delivery waited long), ownership is checked in the store right before the target is called.
+        self._held_until: dict[int, float] = {}
         # Set by the hub: told of every store error (it reports the store unavailable meanwhile).
         self.on_store_error: Any = None
         self._bucket = RateLimiter(self.rate_limit) if self.rate_limit else None
@@ -224,11 +233,13 @@ class RouteRuntime:
         receipt: tuple[str, str] | None = None,
         xrefs: Sequence[XrefWrite] = (),
         checkpoint_from: str | None = UNCHECKED,
+        fence: tuple[str, int] | None = None,
     ) -> int | None:
         """Map records and write them to the inbox (with the checkpoint, in one transaction). With a
         ``receipt`` (sender, delivery key), a delivery seen before writes nothing and returns None: it is
-        recognised before any mapping, so a duplicate maps, logs and counts nothing."""
-        done = self.submit_counted(records, checkpoint, rejects, receipt, xrefs, checkpoint_from)
+        recognised before any mapping, so a duplicate maps, logs and counts nothing. So does a batch read
+        under a source lease (``fence``: owner, token) that another worker has taken since."""
+        done = self.submit_counted(records, checkpoint, rejects, receipt, xrefs, checkpoint_from, fence)
         return None if done is None else done[0]
 
     def submit_counted(
@@ -239,6 +250,7 @@ class RouteRuntime:
         receipt: tuple[str, str] | None = None,
         xrefs: Sequence[XrefWrite] = (),
         checkpoint_from: str | None = UNCHECKED,
+        fence: tuple[str, int] | None = None,
     ) -> tuple[int, int] | None:
         """``submit``, answering (messages queued, dead letters written), or None for a duplicate."""
         if receipt is not None and self.store.receipt_seen(*receipt):
@@ -255,6 +267,7 @@ class RouteRuntime:
             elif item is not None:
                 dead.append(item)
         cp = (self.source_id, checkpoint) if checkpoint is not None and self.source_id else None
+        cp_source = self.source_id
         if not self.store.enqueue(
             self.name,
             new,
@@ -263,6 +276,7 @@ class RouteRuntime:
             receipt=receipt,
             xrefs_written=xrefs,
             checkpoint_from=checkpoint_from,
+            source_fence=(cp_source, *fence) if fence is not None and cp_source else None,
         ):
             return None  # a concurrent copy of the delivery won the receipt: it counts, this one not
         self._count_dead(dead)
@@ -318,8 +332,10 @@ class RouteRuntime:
             return Replayed(read, "duplicate")
         return Replayed(read, "queued" if new else "filtered")
 
-    async def ingest_once(self) -> int:
-        """Read the source from its checkpoint until it has nothing more; returns records enqueued."""
+    async def ingest_once(self, fence: tuple[str, int] | None = None) -> int:
+        """Read the source from its checkpoint until it has nothing more; returns records enqueued. With
+        ``fence`` (owner, token of the source's lease) the read stops at the first batch the store refuses
+        because another worker took the source over."""
         if self.source is None or self.source_id is None:
             return 0
         total = 0
@@ -328,9 +344,14 @@ class RouteRuntime:
             batch = await self.source.read(checkpoint, self.batch_size)
             records = list(batch.records)
             cp = batch.checkpoint
-            total += (
-                self.submit(records, cp, batch.rejects, xrefs=batch.xrefs, checkpoint_from=checkpoint) or 0
+            written = self.submit(
+                records, cp, batch.rejects, xrefs=batch.xrefs, checkpoint_from=checkpoint, fence=fence
             )
+            if written is None:
+                # Not in the inbox: a bus keeps it unacknowledged for the worker that holds the lease now.
+                log.warning("source lease lost during a read; batch dropped", route=self.name)
+                return total
+            total += written
             if isinstance(self.source, AcknowledgingSource):
                 # The batch is in the inbox (committed): only now may a bus forget it.
                 await self.source.committed(batch)
@@ -357,7 +378,7 @@ class RouteRuntime:
         if self._halted and time.monotonic() >= self._halt_checked + 5.0:
             # An operator may have resumed the route from another process (lead2cash route resume).
             self._halt_checked = time.monotonic()
-            state = self.store.route_state_get(self.name)
+            state = await self._call(self.store.route_state_get, self.name)
             if state is None or state.status != "halted":
                 self._halted = None
                 log.info("route resumed", route=self.name)
@@ -374,17 +395,25 @@ class RouteRuntime:
             while True:
                 if time.monotonic() >= store_retry_at:
                     try:
-                        self._flush()
+                        await self._call(self._flush)
                         if self._claims_in_doubt:
-                            self.store.release_unstarted(self.name, worker, in_flight.values())
+                            await self._call(
+                                self.store.release_unstarted, self.name, worker, list(in_flight.values())
+                            )
                             self._claims_in_doubt = False
                         if len(in_flight) < self.concurrency and not self._halted and self.paused_for <= 0:
-                            handled += self._start(worker, self.batch_size - len(in_flight), in_flight)
+                            handled += await self._start(worker, self.batch_size - len(in_flight), in_flight)
                         if in_flight and time.monotonic() - renewed >= renew_every:
                             # A delivery may outlive its lease (retries, Retry-After): keep it ours, so no
                             # claim (another worker's, or this one's refill) takes a message in flight.
-                            self.store.renew_leases(in_flight.values(), worker, lease_ms)
+                            asked = time.monotonic()
+                            ids = list(in_flight.values())
+                            await self._call(self.store.renew_leases, ids, worker, lease_ms)
                             renewed = time.monotonic()
+                            # Renewal is by owner, not token: a message lost meanwhile is still caught by
+                            # the token check before its target call and by every fenced write.
+                            for mid in ids:
+                                self._held_until[mid] = asked + self.lease_s / 2
                         store_wait = 0.0
                     except Exception as exc:
                         if not is_unavailable(exc) or not in_flight:
@@ -409,17 +438,25 @@ class RouteRuntime:
                     more, _ = await asyncio.wait(set(in_flight) - done, timeout=RECORD_WINDOW_S)
                     done |= more
                 for task in done:
-                    del in_flight[task]
+                    self._held_until.pop(in_flight.pop(task), None)
                 self._unrecorded.extend(t.result() for t in done)
         finally:
             for task in in_flight:  # the hub is stopping: the leases of these are recovered at start
                 task.cancel()
+                self._held_until.pop(in_flight[task], None)
 
-    def _start(self, worker: str, limit: int, in_flight: dict[asyncio.Task[Outcome], int]) -> int:
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """A store call from the event loop: in a thread where the store asks for it (PostgreSQL), so a
+        network round trip never holds the other deliveries of this process."""
+        if self.store.offload:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    async def _start(self, worker: str, limit: int, in_flight: dict[asyncio.Task[Outcome], int]) -> int:
         if limit <= 0:
             return 0
         try:
-            return self._claim_and_start(worker, limit, in_flight)
+            return await self._claim_and_start(worker, limit, in_flight)
         except Exception as exc:
             if is_unavailable(exc):
                 # The claim may have committed without our hearing it, or claimed messages were not
@@ -427,18 +464,27 @@ class RouteRuntime:
                 self._claims_in_doubt = True
             raise
 
-    def _claim_and_start(self, worker: str, limit: int, in_flight: dict[asyncio.Task[Outcome], int]) -> int:
+    def _claim(
+        self, worker: str, limit: int, busy: set[int]
+    ) -> tuple[list[Message], dict[str, Effect], set[int]]:
         claimed = self.store.claim(self.name, worker, limit, int(self.lease_s * 1000))
         # A message whose lease ran out while it was still in flight here is not started twice.
-        busy = set(in_flight.values())
         claimed = [m for m in claimed if m.id not in busy]
-        if not claimed:
+        before, held = self.store.effects_start(self.target.name, self.name, claimed)
+        return claimed, before, held
+
+    async def _claim_and_start(
+        self, worker: str, limit: int, in_flight: dict[asyncio.Task[Outcome], int]
+    ) -> int:
+        asked = time.monotonic()
+        claimed, before, held = await self._call(self._claim, worker, limit, set(in_flight.values()))
+        started = [m for m in claimed if m.id in held]
+        if not started:
             return 0
-        target = self.target.name
-        before = self.store.effects_reserve(target, self.name, [(m.idempotency_key, m.id) for m in claimed])
+        vouched = asked + self.lease_s / 2
         known: list[Outcome] = []
         to_send: list[Message] = []
-        for m in claimed:
+        for m in started:
             prior = before.get(m.idempotency_key)
             if prior is not None and prior.state is EffectState.CONFIRMED:
                 known.append(Outcome(m, "confirmed", prior.target_ref))
@@ -449,13 +495,27 @@ class RouteRuntime:
             for m in to_send
             if (p := before.get(m.idempotency_key)) is not None and p.state is EffectState.SENT
         }
-        self.store.effects_mark(target, [m.idempotency_key for m in to_send], EffectState.SENT)
         self._unrecorded.extend(known)
         for m in to_send:
-            in_flight[asyncio.create_task(self._deliver(m, m.idempotency_key in ambiguous))] = m.id
-        return len(claimed)
+            self._held_until[m.id] = vouched
+            task = asyncio.create_task(self._deliver(m, m.idempotency_key in ambiguous, worker))
+            in_flight[task] = m.id
+        return len(started)
 
-    async def _deliver(self, message: Message, ambiguous: bool) -> Outcome:
+    async def _still_mine(self, message: Message, worker: str) -> bool:
+        """Whether this worker still holds ``message``: vouched for locally within half a lease of its
+        claim or renewal (the monotonic clock runs on while a process is stopped, so a stall shows), asked
+        of the store otherwise (compare-and-set on the token, extending the lease)."""
+        if time.monotonic() < self._held_until.get(message.id, 0.0):
+            return True
+        asked = time.monotonic()
+        lease_ms = int(self.lease_s * 1000)
+        mine = await self._call(self.store.lease_check, message.id, message.lease_token, worker, lease_ms)
+        if mine:
+            self._held_until[message.id] = asked + self.lease_s / 2
+        return mine
+
+    async def _deliver(self, message: Message, ambiguous: bool, worker: str) -> Outcome:
         # This task's context: the connectors' in-call repeats take their slots from this route's ceiling.
         current_pacer.set(self._bucket)
         # ... and every log line of the connectors it calls carries the message it serves (the hub's
@@ -463,6 +523,12 @@ class RouteRuntime:
         structlog.contextvars.bind_contextvars(
             route=self.name, key=message.idempotency_key, trace_id=message.trace_id
         )
+
+        async def still_mine() -> None:
+            if not await self._still_mine(message, worker):
+                raise LeaseLost()
+
+        current_fence.set(still_mine)
         bound = log.bind(route=self.name, key=message.idempotency_key, trace_id=message.trace_id)
         history: list[dict[str, Any]] = []
         try:
@@ -542,6 +608,9 @@ class RouteRuntime:
                         return found
                 if self._bucket is not None:
                     await self._bucket.acquire()
+                # Right before the call: a worker that stalled past its lease, whose message another
+                # worker took over, must not deliver it a second time.
+                await still_mine()
                 started = time.perf_counter()
                 try:
                     # Any failure after the request may have left the target leaves the key ambiguous.
@@ -568,6 +637,9 @@ class RouteRuntime:
                 with try_:
                     ref = await attempt()
             return Outcome(message, "confirmed", ref, history=history)
+        except LeaseLost:
+            bound.warning("lease lost to another worker; not delivered", worker=worker)
+            return Outcome(message, "superseded")
         except DeliveryError as exc:
             if (
                 exc.error_class is not ErrorClass.PERMANENT
@@ -598,28 +670,53 @@ class RouteRuntime:
             return
         confirmed = [o for o in self._unrecorded if o.status == "confirmed"]
         if confirmed:
-            self.store.complete(
+            written = self.store.complete(
                 self.target.name,
                 [(o.message.id, o.message.idempotency_key, o.target_ref) for o in confirmed],
                 route=self.name,
+                tokens={o.message.id: o.message.lease_token for o in confirmed},
             )
-            self.metrics.delivered.labels(self.name).inc(len(confirmed))
+            self.metrics.delivered.labels(self.name).inc(len(written))
+            for o in confirmed:
+                if o.message.id not in written:
+                    self._superseded(o)
             self._unrecorded = [o for o in self._unrecorded if o.status != "confirmed"]
         while self._unrecorded:
             self._record_one(self._unrecorded[0])
             self._unrecorded.pop(0)
 
+    def _superseded(self, o: Outcome) -> None:
+        # The effect stays "sent": the worker holding the message now looks it up before sending.
+        log.warning(
+            "outcome not recorded: another worker holds the message now",
+            route=self.name,
+            key=o.message.idempotency_key,
+            trace_id=o.message.trace_id,
+            outcome=o.status,
+        )
+
     def _record_one(self, o: Outcome) -> None:
-        if o.status == "deferred":
-            self.store.retry_later(o.message.id, o.message.attempts, o.delay_ms, o.error or "")
-        elif o.status == "released":
-            self.store.retry_later(o.message.id, o.message.attempts, 0, o.error or "")
+        m = o.message
+        if o.status == "superseded":
+            return
+        if o.status in {"deferred", "released"}:
+            delay = o.delay_ms if o.status == "deferred" else 0
+            if not self.store.retry_later(m.id, m.attempts, delay, o.error or "", token=m.lease_token):
+                self._superseded(o)
         elif o.status == "dead":
             if self.on_failure is OnFailure.HALT_ROUTE:
-                self.store.retry_later(o.message.id, o.message.attempts + len(o.history), 0, o.error or "")
-                self.halt(f"message {o.message.id} ({o.message.idempotency_key}) failed: {o.error}")
+                attempts = m.attempts + len(o.history)
+                if self.store.retry_later(m.id, attempts, 0, o.error or "", token=m.lease_token):
+                    self.halt(f"message {m.id} ({m.idempotency_key}) failed: {o.error}")
+                else:
+                    self._superseded(o)
                 return
-            self.store.dead_letter_message(o.message, o.error_class or "permanent", o.error or "", o.history)
+            if (
+                self.store.dead_letter_message(m, o.error_class or "permanent", o.error or "", o.history)
+                is None
+            ):
+                self._superseded(o)
+                return
             self.metrics.dead_letters.labels(self.name, "delivery").inc()
             log.error(
                 "message dead-lettered",

@@ -39,6 +39,9 @@ messages = Table(
     Column("next_attempt_at_ms", BigInteger, nullable=False),
     Column("lease_owner", String(100)),
     Column("lease_expires_at_ms", BigInteger),
+    # The fencing token: raised by every claim. Ledger steps and outcomes are written only under the token
+    # the writer claimed with, so a worker that lost its lease (it stalled past it) writes nothing.
+    Column("lease_token", BigInteger, nullable=False, server_default="0"),
     Column("last_error", Text),
     Column("target_ref", String(500)),
     Column("trace_id", String(64), nullable=False),
@@ -145,6 +148,17 @@ route_state = Table(
     Column("paused_until_ms", BigInteger),
     Column("reason", Text),
     Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+# One worker at a time polls a source: the one holding its lease (taken over once it expires). ``token``
+# rises with every change of owner.
+source_leases = Table(
+    "source_leases",
+    metadata,
+    Column("source", String(200), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=False),
 )
 
 # Processes that deliver from this store (hubs, and operator commands while they deliver), with a heartbeat:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     bindparam,
+    case,
     create_engine,
     delete,
     event,
@@ -46,6 +47,7 @@ from lead2cash.store.schema import (
     messages,
     route_state,
     sequences,
+    source_leases,
     xrefs,
 )
 
@@ -140,6 +142,7 @@ class Message:
     target_ref: str | None
     trace_id: str
     confirmed_seq: int | None = None  # the route's confirmation number, once delivered
+    lease_token: int = 0  # the fencing token of the claim that returned it
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,7 @@ def _message(row: Any) -> Message:
         target_ref=row.target_ref,
         trace_id=row.trace_id,
         confirmed_seq=row.confirmed_seq,
+        lease_token=row.lease_token,
     )
 
 
@@ -334,6 +338,13 @@ class Store:
     def backend(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
 
+    @property
+    def offload(self) -> bool:
+        """Whether a caller on an event loop runs store calls in a thread: a PostgreSQL call waits for a
+        network round trip, which would hold every other delivery of the process; a SQLite call is a few
+        microseconds of local work that a thread hand-off would only slow down."""
+        return not self.is_sqlite
+
     def migrate(self) -> None:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -369,6 +380,7 @@ class Store:
         receipt: tuple[str, str] | None = None,
         xrefs_written: Sequence[XrefWrite] = (),
         checkpoint_from: str | None = UNCHECKED,
+        source_fence: tuple[str, str, int] | None = None,
     ) -> bool:
         """Write a batch from a source and advance its checkpoint in the same transaction.
 
@@ -378,9 +390,22 @@ class Store:
         ``xrefs_written`` (a source's own state, e.g. what it has passed on) commit with the batch.
         With ``checkpoint_from`` (the value the read started from) the checkpoint moves only if it still
         has that value: one somebody set meanwhile (``lead2cash checkpoint set``) is not overwritten.
+        With ``source_fence`` (source, owner, token of its source lease) the batch is written only while
+        that lease is still the source's: a poller that stalled while another took the source over must
+        not pass on what it read before (an older state of records the new poller has passed on since).
+        False: nothing written.
         """
         ts = self.clock()
         with self.engine.begin() as conn:
+            if source_fence is not None:
+                q = select(source_leases.c.owner, source_leases.c.token).where(
+                    source_leases.c.source == source_fence[0]
+                )
+                if not self.is_sqlite:
+                    q = q.with_for_update()  # held to commit: no takeover between check and write
+                row = conn.execute(q).first()
+                if row is None or (row.owner, row.token) != source_fence[1:]:
+                    return False
             if receipt is not None:
                 seen = conn.execute(
                     self._receipt_insert,
@@ -459,7 +484,12 @@ class Store:
         stmt = (
             update(messages)
             .where(messages.c.id.in_(due.scalar_subquery()))
-            .values(lease_owner=worker, lease_expires_at_ms=ts + lease_ms, updated_at_ms=ts)
+            .values(
+                lease_owner=worker,
+                lease_expires_at_ms=ts + lease_ms,
+                lease_token=messages.c.lease_token + 1,
+                updated_at_ms=ts,
+            )
             .returning(*messages.c)
         )
         with self.engine.begin() as conn:
@@ -479,6 +509,32 @@ class Store:
                 .values(lease_expires_at_ms=ts + lease_ms)
             )
         return int(result.rowcount or 0)
+
+    def lease_check(self, message_id: int, token: int, worker: str, lease_ms: int) -> bool:
+        """Whether ``worker`` still holds message ``message_id`` under ``token`` (nobody claimed it since);
+        if so its lease is extended by ``lease_ms`` in the same statement, so the call that follows has a
+        whole lease. Compare-and-set: a worker that stalled past its lease and lost the message gets False."""
+        ts = self.clock()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(messages)
+                .where(
+                    messages.c.id == message_id,
+                    messages.c.lease_token == token,
+                    messages.c.lease_owner == worker,
+                    messages.c.status == MessageStatus.PENDING.value,
+                )
+                .values(lease_expires_at_ms=ts + lease_ms)
+            )
+        return bool(result.rowcount)
+
+    def _held(self, conn: Connection, tokens: Mapping[int, int]) -> set[int]:
+        """The messages of ``tokens`` (id -> fencing token) that still carry that token, row-locked on
+        PostgreSQL to the end of the transaction so no claim takes them meanwhile."""
+        q = select(messages.c.id, messages.c.lease_token).where(messages.c.id.in_(list(tokens)))
+        if not self.is_sqlite:
+            q = q.with_for_update()
+        return {r.id for r in conn.execute(q) if r.lease_token == tokens[r.id]}
 
     def release(self, message_ids: Iterable[int], worker: str) -> None:
         ids = list(message_ids)
@@ -516,6 +572,42 @@ class Store:
             stmt = stmt.where(messages.c.id.not_in(busy))
         with self.engine.begin() as conn:
             return int(conn.execute(stmt.values(lease_owner=None, lease_expires_at_ms=None)).rowcount)
+
+    # ------------------------------------------------------------------ source leases
+    def source_lease(self, source: str, owner: str, ttl_ms: int) -> int | None:
+        """Take or keep the lease on polling ``source``: its token when ``owner`` holds it now (it held it,
+        or it was free or expired), None while another owner's lease runs. One statement, so two workers
+        racing for a free source cannot both win."""
+        ts = self.clock()
+        stmt = self._insert(source_leases).values(
+            source=source, owner=owner, token=1, expires_at_ms=ts + ttl_ms
+        )
+        changed = source_leases.c.owner != owner
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["source"],
+            set_={
+                "owner": owner,
+                "expires_at_ms": ts + ttl_ms,
+                "token": case((changed, source_leases.c.token + 1), else_=source_leases.c.token),
+            },
+            where=or_(source_leases.c.owner == owner, source_leases.c.expires_at_ms < ts),
+        ).returning(source_leases.c.token)
+        with self.engine.begin() as conn:
+            token = conn.execute(stmt).scalar()
+        return int(token) if token is not None else None
+
+    def source_lease_release(self, owner: str) -> None:
+        """Give up ``owner``'s source leases (a stopping hub): another worker polls at once."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(source_leases).where(source_leases.c.owner == owner))
+
+    def source_lease_holders(self) -> dict[str, str]:
+        """Who polls each source now (unexpired leases)."""
+        q = select(source_leases.c.source, source_leases.c.owner).where(
+            source_leases.c.expires_at_ms >= self.clock()
+        )
+        with self._read() as conn:
+            return {r.source: r.owner for r in conn.execute(q)}
 
     # ------------------------------------------------------------------ live instances
     def instance_beat(self, who: Instance) -> None:
@@ -586,8 +678,17 @@ class Store:
             return int(conn.execute(q).scalar_one())
 
     def next_due_ms(self, route: str) -> int | None:
-        """When the earliest pending message of ``route`` is due (None when nothing is pending)."""
-        q = select(func.min(messages.c.next_attempt_at_ms)).where(
+        """When the earliest pending message of ``route`` is due (None when nothing is pending). One leased
+        by a worker is due when its lease runs out, not before: another worker waits for that, it does not
+        spin on a message it cannot claim."""
+        due = case(
+            (
+                messages.c.lease_expires_at_ms > messages.c.next_attempt_at_ms,
+                messages.c.lease_expires_at_ms,
+            ),
+            else_=messages.c.next_attempt_at_ms,
+        )
+        q = select(func.min(due)).where(
             messages.c.route == route, messages.c.status == MessageStatus.PENDING.value
         )
         with self._read() as conn:
@@ -640,6 +741,57 @@ class Store:
                 .values(state=state.value, updated_at_ms=self.clock())
             )
 
+    def effects_start(
+        self, target: str, route: str, claimed: Sequence[Message]
+    ) -> tuple[dict[str, Effect], set[int]]:
+        """The ledger step before delivery, in one transaction and fenced: for each claimed message still
+        held under its token, the effect's state before (absent = new) is returned and the effect becomes
+        sent (unless confirmed). Returns (states before, ids of the messages still held); a message another
+        worker claimed since is left alone and must not be delivered."""
+        if not claimed:
+            return {}, set()
+        ts = self.clock()
+        with self.engine.begin() as conn:
+            held = self._held(conn, {m.id: m.lease_token for m in claimed})
+            mine = [m for m in claimed if m.id in held]
+            if not mine:
+                return {}, held
+            keys = [m.idempotency_key for m in mine]
+            existing = {
+                r.idempotency_key: Effect(EffectState(r.state), r.target_ref)
+                for r in conn.execute(
+                    select(effects.c.idempotency_key, effects.c.state, effects.c.target_ref).where(
+                        effects.c.target == target, effects.c.idempotency_key.in_(keys)
+                    )
+                )
+            }
+            fresh = [
+                {
+                    "target": target,
+                    "idempotency_key": m.idempotency_key,
+                    "state": EffectState.SENT.value,
+                    "route": route,
+                    "message_id": m.id,
+                    "updated_at_ms": ts,
+                }
+                for m in mine
+                if m.idempotency_key not in existing
+            ]
+            if fresh:
+                conn.execute(self._insert(effects).on_conflict_do_nothing(), fresh)
+            again = [k for k, e in existing.items() if e.state is not EffectState.CONFIRMED]
+            if again:
+                conn.execute(
+                    update(effects)
+                    .where(
+                        effects.c.target == target,
+                        effects.c.idempotency_key.in_(again),
+                        effects.c.state != EffectState.CONFIRMED.value,
+                    )
+                    .values(state=EffectState.SENT.value, updated_at_ms=ts)
+                )
+        return existing, held
+
     def effect_get(self, target: str, key: str) -> Effect | None:
         with self._read() as conn:
             row = conn.execute(
@@ -657,13 +809,20 @@ class Store:
             return int(conn.execute(q).scalar_one())
 
     def complete(
-        self, target: str, done: Sequence[tuple[int, str, str | None]], *, route: str | None = None
-    ) -> None:
+        self,
+        target: str,
+        done: Sequence[tuple[int, str, str | None]],
+        *,
+        route: str | None = None,
+        tokens: Mapping[int, int] | None = None,
+    ) -> set[int]:
         """Confirm effects and mark their messages delivered, atomically: (message_id, key, target_ref).
         Each message gets its route's next confirmation number (``route``: the messages' route, read
-        from the first one when not given)."""
+        from the first one when not given). With ``tokens`` (message id -> fencing token) only messages
+        still held under their token are written: the ids written are returned. The effect of one that
+        was not stays sent, so whoever holds it now looks the effect up before sending again."""
         if not done:
-            return
+            return set()
         ts = self.clock()
         with self.engine.begin() as conn:
             if route is None:
@@ -674,6 +833,13 @@ class Store:
                 self._sequence_take, {"name": f"confirmed:{route}", "n": len(done)}
             ).scalar_one()
             first = int(last) - len(done) + 1
+            if tokens is not None:
+                # After the counter (its lock comes first in every completion); a number left unused is a
+                # gap, which readers of confirmations never wait for.
+                held = self._held(conn, tokens)
+                done = [d for d in done if d[0] in held]
+                if not done:
+                    return set()
             conn.execute(
                 update(effects)
                 .where(
@@ -697,14 +863,20 @@ class Store:
                 ),
                 [{"b_id": mid, "b_ref": ref, "b_seq": first + i} for i, (mid, _, ref) in enumerate(done)],
             )
+        return {mid for mid, _, _ in done}
 
-    def retry_later(self, message_id: int, attempts: int, delay_ms: int, error: str) -> None:
+    def retry_later(
+        self, message_id: int, attempts: int, delay_ms: int, error: str, *, token: int | None = None
+    ) -> bool:
+        """Make a message due again after ``delay_ms``; with ``token`` only while it carries that fencing
+        token (False: another worker claimed it since, nothing written)."""
         ts = self.clock()
+        stmt = update(messages).where(messages.c.id == message_id)
+        if token is not None:
+            stmt = stmt.where(messages.c.lease_token == token)
         with self.engine.begin() as conn:
-            conn.execute(
-                update(messages)
-                .where(messages.c.id == message_id)
-                .values(
+            result = conn.execute(
+                stmt.values(
                     attempts=attempts,
                     next_attempt_at_ms=ts + delay_ms,
                     last_error=error,
@@ -713,15 +885,18 @@ class Store:
                     updated_at_ms=ts,
                 )
             )
+        return bool(result.rowcount)
 
     def dead_letter_message(
         self, message: Message, error_class: str, error_message: str, history: list[dict[str, Any]]
-    ) -> int:
+    ) -> int | None:
+        """Move a message to the dead letters, fenced: only while it carries the token ``message`` was
+        claimed with (None: another worker claimed it since, nothing written)."""
         ts = self.clock()
         with self.engine.begin() as conn:
-            conn.execute(
+            marked = conn.execute(
                 update(messages)
-                .where(messages.c.id == message.id)
+                .where(messages.c.id == message.id, messages.c.lease_token == message.lease_token)
                 .values(
                     status=MessageStatus.DEAD.value,
                     attempts=len(history),
@@ -731,6 +906,8 @@ class Store:
                     updated_at_ms=ts,
                 )
             )
+            if not marked.rowcount:
+                return None
             result = conn.execute(
                 insert(dead_letters).values(
                     route=message.route,

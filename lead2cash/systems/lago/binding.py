@@ -30,6 +30,7 @@ from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.lago import LagoSystemConfig
 from lead2cash.connectors.lago import LagoClient, WebhookVerifier, loads
 from lead2cash.errors import PermanentError
+from lead2cash.pacing import fence
 from lead2cash.routes.interfaces import SourceBatch, WebhookDelivery
 from lead2cash.store import Store, XrefWrite
 from lead2cash.systems import BindingContext
@@ -412,6 +413,9 @@ class OrderTarget:
             invoice is not None and adapter.metadata_value(invoice, adapter.METADATA_ORDER) == order.id
         )
         since = order.status_since.date() if order.status_since is not None else None
+        # Subscriptions under new ids and a one-off invoice are not idempotent in Lago (found by the reads
+        # above): right before they go, make sure no other worker took the delivery over meanwhile.
+        await fence()
         creates: list[Awaitable[Any]] = [
             self.client.request(
                 "PUT",
@@ -532,6 +536,7 @@ class OrderTarget:
             for f in invoice.get("fees") or []
             if int(f.get("amount_cents") or 0) > 0
         ]
+        await fence()  # no idempotency key in Lago: only the holder of the delivery issues it
         await self.client.request(
             "POST",
             "/credit_notes",

@@ -51,6 +51,7 @@ from lead2cash.connectors.sap.odata import (
 from lead2cash.connectors.sap.rfc import RfcJournalPoster, pyrfc_connection_factory, split_obj_key
 from lead2cash.connectors.sap.soap import JournalEntrySoapClient, PostingConfirmation, PostingRejected
 from lead2cash.errors import DeliveryError, PermanentError, TransientError
+from lead2cash.pacing import fence
 from lead2cash.routes.interfaces import Source, Target
 from lead2cash.routes.mapping import KeyTemplate
 from lead2cash.systems import BindingContext
@@ -464,6 +465,9 @@ class JournalEntryTarget:
         return ref
 
     async def _post(self, entry: JournalEntry, debtors: Mapping[str, str]) -> str:
+        # A journal entry has no idempotency key SAP enforces: right before it goes, after the partner
+        # reads that prepare it, make sure no other worker took the delivery over meanwhile.
+        await fence()
         if self.system.soap is not None:
             body = adapter.journal_entry_to_soap(entry, debtors, self.system.soap_header)
             soap = self.system.soap
