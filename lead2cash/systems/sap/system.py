@@ -17,6 +17,13 @@ class JournalEntryOptions(Strict):
     )
 
 
+class ReversalOptions(JournalEntryOptions):
+    after_route: str | None = Field(
+        None, description="with after_key: a void waits for this route's posting of the same invoice"
+    )
+    after_key: str | None = Field(None, description="the key template of that posting (with after_route)")
+
+
 SYSTEM = SystemType(
     name="sap",
     description="SAP S/4HANA, the ledger: journal entries posted, business partners ensured.",
@@ -24,6 +31,16 @@ SYSTEM = SystemType(
     build="lead2cash.systems.sap.binding:build",
     actions=(
         Operation("journal_entry.post", "an Invoice or CreditNote as a journal entry", JournalEntryOptions),
+        Operation(
+            "journal_entry.reverse",
+            "a voided Invoice's posting reversed (<number>-RV); nothing for one never posted",
+            ReversalOptions,
+        ),
+        Operation(
+            "payment.clear",
+            "a Payment: the receivable cleared against the clearing account (<number>-P<version>)",
+            JournalEntryOptions,
+        ),
         Operation("business_partner.ensure", "a Customer as a business partner", NoOptions),
     ),
     adapters=("lead2cash.adapters.sap",),

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import uuid
 from pathlib import Path
@@ -138,11 +139,17 @@ def test_refused_payments_ignored_types_and_duplicates(
                 if hub._web is not None and hub._web.started:
                     break
                 await asyncio.sleep(0.05)
-            with structlog.testing.capture_logs() as captured:
-                for unique, raw in deliveries:
-                    headers = {"X-Lago-Signature": _sign(raw, key), "X-Lago-Unique-Key": unique}
-                    response = await local.post("/webhooks/lago", content=raw, headers=headers)
-                    statuses.append((unique, response.status_code))
+            # The DEBUG lines are asserted: a level filter an earlier test configured must not drop them.
+            config = structlog.get_config()
+            structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+            try:
+                with structlog.testing.capture_logs() as captured:
+                    for unique, raw in deliveries:
+                        headers = {"X-Lago-Signature": _sign(raw, key), "X-Lago-Unique-Key": unique}
+                        response = await local.post("/webhooks/lago", content=raw, headers=headers)
+                        statuses.append((unique, response.status_code))
+            finally:
+                structlog.configure(**config)
             logged.extend(captured)
             dead = hub.store.dlq_list(route="payments")
             return {
