@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
 from lead2cash.canonical_model import UsageEvent
@@ -33,7 +33,9 @@ def _timestamp(value: Any, field: str) -> datetime:
     if isinstance(value, bool):
         raise ValueError(f"{field}: not a timestamp: {value!r}")
     if isinstance(value, int | Decimal) or (isinstance(value, str) and value.replace(".", "", 1).isdigit()):
-        return datetime.fromtimestamp(float(Decimal(str(value))), UTC)
+        # Exact to the microsecond: a float of a long epoch value would round it.
+        micros = (Decimal(str(value)) * 1_000_000).to_integral_value(ROUND_HALF_EVEN)
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros))
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
