@@ -360,6 +360,7 @@ class Hub:
         if self.store.is_sqlite:
             # One hub process per SQLite file: a lease of no live process is left by a crashed run.
             released = self.store.release_leases(None, keep_owners=live)
+            released += self.store.source_leases_release_orphans(live)
         elif self.lease_owner in live:
             released = 0  # another live process claims as this worker id: its leases are its own
         else:

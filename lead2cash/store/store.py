@@ -601,6 +601,15 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(delete(source_leases).where(source_leases.c.owner == owner))
 
+    def source_leases_release_orphans(self, keep_owners: set[str]) -> int:
+        """Release the source leases of every owner but ``keep_owners`` (the live processes): after a
+        crash on a one-process store, the restarted hub polls at once instead of waiting the lease out."""
+        stmt = delete(source_leases)
+        if keep_owners:
+            stmt = stmt.where(source_leases.c.owner.not_in(keep_owners))
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount)
+
     def source_lease_holders(self) -> dict[str, str]:
         """Who polls each source now (unexpired leases)."""
         q = select(source_leases.c.source, source_leases.c.owner).where(

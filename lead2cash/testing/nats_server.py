@@ -42,6 +42,7 @@ class NatsServer:
             raise RuntimeError("nats-server is not installed (Debian package nats-server)")
         self.store_dir = store_dir
         self.port = _free_port()
+        self.monitor_port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -60,6 +61,8 @@ class NatsServer:
             "-js",
             "-sd",
             str(self.store_dir),
+            "-m",
+            str(self.monitor_port),
         ]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - our own argv
         log.close()
@@ -70,6 +73,14 @@ class NatsServer:
             if time.monotonic() > deadline:
                 raise RuntimeError("nats-server did not listen in time")
             time.sleep(0.05)
+
+    def connections(self) -> int:
+        """Clients connected now, from the server's monitoring endpoint (``/connz``)."""
+        import httpx
+
+        reply = httpx.get(f"http://127.0.0.1:{self.monitor_port}/connz", timeout=2, trust_env=False)
+        reply.raise_for_status()
+        return int(reply.json()["num_connections"])
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -79,6 +79,18 @@ def test_one_worker_at_a_time_holds_a_source_and_another_takes_over_when_it_expi
     store.close()
 
 
+def test_a_crashed_runs_source_leases_are_released_but_a_live_workers_are_kept(store_url: str) -> None:
+    ticks = [1_000_000]
+    store = Store(store_url, clock=lambda: ticks[0])
+    assert store.source_lease("r:src", "dead", 60_000) is not None
+    assert store.source_lease("q:src", "live", 60_000) is not None
+    assert store.source_lease("r:src", "restarted", 60_000) is None  # a minute to wait without release
+    assert store.source_leases_release_orphans({"live", "restarted"}) == 1
+    assert store.source_lease("r:src", "restarted", 60_000) is not None
+    assert store.source_lease("q:src", "restarted", 60_000) is None
+    store.close()
+
+
 def test_a_batch_read_under_a_lost_source_lease_is_not_written(store_url: str) -> None:
     ticks = [1_000_000]
     store = Store(store_url, clock=lambda: ticks[0])

@@ -114,6 +114,8 @@ def test_usage_reaches_lago_exactly_once_through_a_sigkill_and_a_nats_outage(
         assert at_kill < RECORDS, "the kill landed after the run: nothing was in flight"
         hub.start()
         _wait(lambda: stored() >= at_kill + RECORDS // 4, 180, "progress after the restart", step=0.05)
+        # The restarted hub may progress from its inbox alone: the outage must hit a live connection.
+        _wait(lambda: nats_server.connections() >= 1, 60, "the restarted hub connected to NATS")
         nats_server.stop()  # an outage mid-run: the hub waits, logs, and resumes
         time.sleep(2)
         nats_server.start()
