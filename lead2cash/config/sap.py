@@ -73,6 +73,12 @@ class SapSoapConfig(Strict):
     soap_version: Literal["1.1", "1.2"] = "1.1"
     workers: int = Field(8, ge=1, le=64, description="threads for the blocking zeep client")
     timeout: Duration = 60.0
+    bulk_size: int = Field(
+        100, ge=1, le=1000, description="journal entries per bulk message (the deliveries in flight)"
+    )
+    bulk_linger: Duration = Field(
+        0.02, le=5, description="how long a bulk message waits for more entries once started"
+    )
     logical_system: str | None = Field(
         None, max_length=10, description="OriginalReferenceDocumentLogicalSystem of posted entries"
     )

@@ -5,8 +5,8 @@ CSRF: SAP Gateway binds the token to the session cookie. The client fetches it w
 ``x-csrf-token: Fetch``, keeps the cookie in its jar, and on ``403 CSRF token validation failed`` fetches a
 fresh token and retries the write once (sessions expire, and SAP answers that way when they do).
 
-``$batch`` is not used: the hub's writes are one deep insert per new business partner and one SOAP call per
-journal entry, so batching would save no round trip on the paths that matter.
+``$batch`` is not used: the hub's writes are one deep insert per new business partner, and journal entries go
+in bulk SOAP messages; partner reads are gathered into one query (``or`` of search keys) instead.
 """
 
 from __future__ import annotations
@@ -494,6 +494,7 @@ class ODataClient:
         select: Iterable[str] | None = None,
         orderby: str | None = None,
         limit: int | None = None,
+        expand: Iterable[str] | None = None,
     ) -> list[dict[str, Any]]:
         """All entities matching ``filter`` (built with :func:`eq` / :func:`and_`), following server-driven
         paging (``__next``) and otherwise paging with ``$skip``/``$top``."""
@@ -504,6 +505,8 @@ class ODataClient:
             params["$select"] = ",".join(odata_property(s) for s in select)
         if orderby:
             params["$orderby"] = orderby
+        if expand:
+            params["$expand"] = ",".join(expand)
         results: list[dict[str, Any]] = []
         skip = 0
         while True:

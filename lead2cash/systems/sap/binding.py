@@ -52,6 +52,7 @@ from lead2cash.connectors.sap.rfc import RfcJournalPoster, pyrfc_connection_fact
 from lead2cash.connectors.sap.soap import JournalEntrySoapClient, PostingConfirmation, PostingRejected
 from lead2cash.errors import DeliveryError, PermanentError, TransientError
 from lead2cash.pacing import fence
+from lead2cash.routes.batching import Coalescer
 from lead2cash.routes.interfaces import Source, Target
 from lead2cash.routes.mapping import KeyTemplate
 from lead2cash.systems import BindingContext
@@ -210,9 +211,33 @@ class SapSystem:
             logical_system=cfg.soap.logical_system,
         )
         self.partners = PartnerDirectory(self)
+        self.bulk: Coalescer[dict[str, Any], PostingConfirmation] = Coalescer(
+            self._post_bulk, max_size=cfg.soap.bulk_size, linger=cfg.soap.bulk_linger
+        )
         self.lookup_checked = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncIterator[None] | None = None
+
+    async def _post_bulk(self, bodies: list[dict[str, Any]]) -> list[PostingConfirmation | BaseException]:
+        """One bulk message for the entries of the deliveries in flight; each entry's own confirmation.
+        A message SAP refuses as a whole for its form (a SOAP sender fault, a schema violation) posts
+        nothing: then each entry goes alone, so only a faulty entry fails. Any other failure of the call
+        (a timeout, a 5xx) leaves every entry in doubt: each delivery's lookup by reference decides."""
+        soap = self.soap
+        assert soap is not None
+        try:
+            return list(await soap.post(soap.bulk_request(bodies)))
+        except PermanentError as exc:
+            if len(bodies) == 1 or not ({"fault_code", "zeep"} & set(exc.details)):
+                raise
+        log.warning("bulk journal entry message refused as a whole; sending its entries one by one")
+        out: list[PostingConfirmation | BaseException] = []
+        for body in bodies:
+            try:
+                out.append((await soap.post(soap.bulk_request([body])))[0])
+            except DeliveryError as exc:
+                out.append(exc)
+        return out
 
     # --- SystemBinding --------------------------------------------------------------------------------
     def source(self, object: str, options: Mapping[str, Any]) -> Source:
@@ -274,16 +299,40 @@ class SapSystem:
         )
 
 
+class PartnerNotReady(TransientError):
+    """The business partner exists but is no customer in SAP yet (another route or system is still
+    creating it, or the partner the hub remembered is gone): a wait, retried with the route's policy and
+    dead-lettered ("exhausted", replayable) only once the policy is spent."""
+
+
+FIND_BATCH = 40
+"""Search keys per partner query (an ``or`` filter; SAP Gateway's URL stays well under 8 KB)."""
+
+
 class PartnerDirectory:
-    """Business partners by canonical customer: cross-reference, then search key, then deep insert."""
+    """Business partners by canonical customer: cross-reference, then search key, then deep insert.
+
+    Cache: a customer's partner number is its ``Customer`` cross-reference (the store remembers stable
+    cross-references in memory); which company codes a partner has is remembered in this process. Reads
+    of concurrent deliveries go as one query (``SearchTerm1 eq 'A' or ...`` with the partners' customer
+    company codes expanded), so a backfill pays one partner read per batch, not one per invoice.
+    Invalidation: SAP's word wins. A company code that SAP refuses a posting for (351(F5)) is forgotten;
+    a remembered number that SAP does not know as a customer is not trusted again until the search key
+    finds it (a partner deleted or archived, a sandbox reset)."""
 
     def __init__(self, system: SapSystem) -> None:
         self.system = system
         self.odata = system.odata
         self.service = system.cfg.odata.business_partner
         self._companies: set[tuple[str, str]] = set()
+        self._not_customer: set[str] = set()
+        self._stale: set[str] = set()  # customer ids whose remembered partner SAP did not know
         self._locks: dict[str, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._finder: Coalescer[str, str | None] = Coalescer(
+            self._find_many, max_size=FIND_BATCH, linger=0.005
+        )
+        self.reads = 0
 
     def search_key(self, customer: Customer) -> str:
         raw = self.system.search_expr.search(customer.model_dump(mode="json"))
@@ -308,21 +357,58 @@ class PartnerDirectory:
         return self._locks.setdefault(key, asyncio.Lock())
 
     async def find(self, key: str) -> str | None:
+        """The partner with search key ``key`` (the lowest number if several share it), or None; the
+        reads of concurrent callers go as one query."""
+        return await self._finder.submit(key)
+
+    async def _find_many(self, keys: list[str]) -> list[str | None]:
         field = self.system.partner_rules.search_field
+        unique = sorted(set(keys))
+        self.reads += 1
         rows = await self.odata.query(
-            self.service, "A_BusinessPartner", filter=eq(field, key), select=["BusinessPartner"], limit=5
+            self.service,
+            "A_BusinessPartner",
+            filter=" or ".join(eq(field, k) for k in unique),
+            select=[
+                "BusinessPartner",
+                field,
+                "to_Customer/Customer",
+                "to_Customer/to_CustomerCompany/CompanyCode",
+            ],
+            expand=["to_Customer/to_CustomerCompany"],
+            limit=5 * len(unique),
         )
-        numbers = sorted(str(r["BusinessPartner"]) for r in rows if r.get("BusinessPartner"))
-        if len(numbers) > 1:
-            log.warning(
-                "several business partners share a search key; using the lowest", key=key, found=numbers
-            )
-        return numbers[0] if numbers else None
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            number = str(row.get("BusinessPartner") or "")
+            if not number:
+                continue
+            found.setdefault(str(row.get(field) or "").upper(), []).append(number)
+            customer = row.get("to_Customer")
+            if not isinstance(customer, Mapping) or not customer.get("Customer"):
+                self._not_customer.add(number)
+                continue
+            self._not_customer.discard(number)
+            companies = customer.get("to_CustomerCompany")
+            if isinstance(companies, Mapping):
+                companies = companies.get("results")
+            for company in companies or []:
+                if isinstance(company, Mapping) and company.get("CompanyCode"):
+                    self._companies.add((number, str(company["CompanyCode"])))
+        out: list[str | None] = []
+        for key in keys:
+            numbers = sorted(set(found.get(key.upper(), [])))
+            if len(numbers) > 1:
+                log.warning(
+                    "several business partners share a search key; using the lowest", key=key, found=numbers
+                )
+            out.append(numbers[0] if numbers else None)
+        return out
 
     async def ensure(self, customer: Customer, company_code: str) -> str:
         key = self.search_key(customer)
         async with self._lock(key):
-            number = self.system.xref_get("Customer", customer.id)
+            number = None if customer.id in self._stale else self.system.xref_get("Customer", customer.id)
             if number is None:
                 number = await self.find(key)
                 if number is None:
@@ -341,23 +427,55 @@ class PartnerDirectory:
                     created = await self.odata.create(self.service, "A_BusinessPartner", payload)
                     number = str(created["BusinessPartner"])
                     self._companies.add((number, company_code))
+                    self._not_customer.discard(number)
                     log.info("business partner created", customer=customer.id, partner=number)
                 self.system.xref_put("Customer", customer.id, number)
-            await self._ensure_company(number, company_code)
+                self._stale.discard(customer.id)
+            try:
+                await self._ensure_company(number, company_code, key=key)
+            except PartnerNotReady:
+                self._stale.add(customer.id)  # found again by its search key on the next attempt
+                raise
             return number
 
-    async def _ensure_company(self, number: str, company_code: str) -> None:
+    async def _ensure_company(self, number: str, company_code: str, *, key: str | None = None) -> None:
         if (number, company_code) in self._companies:
             return
-        row = await self.odata.get_entity(
-            self.service, "A_CustomerCompany", {"Customer": number, "CompanyCode": company_code}
-        )
-        if row is None:
-            payload = adapter.customer_company_payload(
-                company_code, self.system.rules.receivables_account, self.system.partner_rules
+        found = await self.find(key) if key is not None else None
+        if (number, company_code) in self._companies:
+            return
+        if found == number and number in self._not_customer:
+            raise self._not_ready(number, company_code)
+        if found != number:
+            row = await self.odata.get_entity(
+                self.service, "A_CustomerCompany", {"Customer": number, "CompanyCode": company_code}
             )
+            if row is not None:
+                self._companies.add((number, company_code))
+                return
+        payload = adapter.customer_company_payload(
+            company_code, self.system.rules.receivables_account, self.system.partner_rules
+        )
+        try:
             await self.odata.create(self.service, "A_CustomerCompany", {"Customer": number, **payload})
+        except PermanentError as exc:
+            if exc.details.get("status") == 404:
+                # "Customer ... does not exist": the partner is not (yet) a customer in SAP.
+                raise self._not_ready(number, company_code) from exc
+            raise
         self._companies.add((number, company_code))
+
+    def forget_company(self, number: str, company_code: str) -> None:
+        """SAP refused a posting for the partner in this company code: ask SAP again next time."""
+        self._companies.discard((number, company_code))
+
+    @staticmethod
+    def _not_ready(number: str, company_code: str) -> PartnerNotReady:
+        return PartnerNotReady(
+            f"SAP business partner {number} is not a customer yet (its customer data is still being "
+            "created, or the partner is gone); waiting for it",
+            details={"partner": number, "company_code": company_code},
+        )
 
 
 class PartnerTarget:
@@ -470,10 +588,19 @@ class JournalEntryTarget:
         await fence()
         if self.system.soap is not None:
             body = adapter.journal_entry_to_soap(entry, debtors, self.system.soap_header)
-            soap = self.system.soap
-            confirmations = await soap.post(soap.bulk_request([body]))
-            confirmation: PostingConfirmation = confirmations[0]
+            # With the entries of the other deliveries in flight: one bulk message, one confirmation each.
+            confirmation: PostingConfirmation = await self.system.bulk.submit(body)
             if not confirmation.posted:
+                if _partner_unknown_in(confirmation):
+                    # SAP does not know the partner in this company code (any more): what the hub
+                    # remembered is wrong; ask SAP again on the next attempt instead of dead-lettering.
+                    for number in debtors.values():
+                        self.system.partners.forget_company(number, entry.company_code)
+                    raise PartnerNotReady(
+                        "SAP does not know the business partner in the company code: "
+                        + "; ".join(confirmation.errors)[:300],
+                        details={"reference": entry.reference_id, "company_code": entry.company_code},
+                    )
                 raise PostingRejected(confirmation, entry.reference_id)
             return (
                 f"{confirmation.accounting_document}/{confirmation.company_code}/{confirmation.fiscal_year}"
@@ -721,6 +848,17 @@ class _NothingToClear(Exception):
 
 def entity_id(entity: BaseModel) -> str:
     return str(getattr(entity, "id", ""))
+
+
+PARTNER_UNKNOWN_MESSAGES = ("351(F5)",)  # "Customer ... is not defined in company code ..."
+
+
+def _partner_unknown_in(confirmation: PostingConfirmation) -> bool:
+    return any(
+        (i.severity or "") >= "3"
+        and ((i.type_id or "") in PARTNER_UNKNOWN_MESSAGES or "is not defined in company code" in i.note)
+        for i in confirmation.log
+    )
 
 
 def _closed_period(exc: DeliveryError) -> bool:
