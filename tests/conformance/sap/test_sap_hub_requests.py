@@ -128,7 +128,7 @@ def check_string(where: str, facets: tuple[str, str | None, bool], value: str) -
 
 def check_filter(entity_set: str, model: Model, text: str) -> list[str]:
     problems: list[str] = []
-    rest = _CLAUSE.sub("", text).replace(" and ", "").strip(" ()")
+    rest = _CLAUSE.sub("", text).replace(" and ", "").replace(" or ", "").strip(" ()")
     if rest:
         problems.append(f"{entity_set} $filter: unexpected expression {rest!r} in {text!r}")
     for name, literal in _CLAUSE.findall(text):
@@ -165,6 +165,15 @@ def check_payload(entity_set: str, model: Model, payload: dict[str, Any]) -> lis
     return problems
 
 
+def _navigate(model: Model, entity_set: str, navs: list[str]) -> str | None:
+    for nav in navs:
+        target = model.navs.get(entity_set, {}).get(nav)
+        if target is None:
+            return None
+        entity_set = target
+    return entity_set
+
+
 def check_request(specs_dir: Path, cache: dict[str, Model], call: dict[str, Any]) -> list[str]:
     path = unquote(urlsplit(call["url"]).path)
     assert path.startswith(ODATA_ROOT), path
@@ -188,8 +197,16 @@ def check_request(specs_dir: Path, cache: dict[str, Model], call: dict[str, Any]
     if "$filter" in params:
         problems += check_filter(entity_set, model, params["$filter"])
     for name in filter(None, params.get("$select", "").split(",")):
-        if name not in model.props[entity_set]:
+        # A path selects a property of an entity set reached by navigation properties.
+        *navs, prop = name.split("/")
+        target = _navigate(model, entity_set, navs)
+        if target is None:
+            problems.append(f"{entity_set} $select: {name} does not follow navigation properties")
+        elif prop not in model.props[target]:
             problems.append(f"{entity_set} $select: {name} is not a property")
+    for name in filter(None, params.get("$expand", "").split(",")):
+        if _navigate(model, entity_set, name.split("/")) is None:
+            problems.append(f"{entity_set} $expand: {name} is not a navigation path")
     if call["body"] is not None:
         problems += check_payload(entity_set, model, call["body"])
     return problems
@@ -222,7 +239,13 @@ def recorded(tmp_path_factory, sap_conf_cluster):  # type: ignore[no-untyped-def
     assert len(invoice.invoice_number) == 16
 
     async def scenario() -> None:
-        posted = await target.deliver(invoice, "conformance")
+        # Three deliveries in flight at once: one bulk message with three entries.
+        others = [
+            f.invoice(n, "EUR", number_prefix="CNF1C12-1", issue_date=date(2024, 11, 15)) for n in (32, 33)
+        ]
+        posted, *_ = await asyncio.gather(
+            *(target.deliver(i, f"conformance-{i.id}") for i in (invoice, *others))
+        )
         assert await target.find("1010", invoice.invoice_number) == posted
         partner = system.xref_get("Customer", invoice.customer.id)
         await system.partners._ensure_company(partner, "1710")
@@ -270,8 +293,14 @@ def test_the_journal_entry_message_validates_against_the_published_wsdl(specs_di
     )
     payload = etree.fromstring(messages[0], parser).find(f"{SOAP11}Body")[0]
     assert schema.validate(etree.fromstring(etree.tostring(payload))), schema.error_log.last_error
-    entry = payload.find(".//JournalEntry")
-    assert entry.findtext("DocumentReferenceID") == "CNF1C12-1-000031"
+    # The deliveries in flight went as one bulk message: one request (and message header) per entry.
+    requests = payload.findall("JournalEntryCreateRequest")
+    assert [r.findtext("JournalEntry/DocumentReferenceID") for r in requests] == [
+        "CNF1C12-1-000031",
+        "CNF1C12-1-000032",
+        "CNF1C12-1-000033",
+    ]
+    assert len({r.findtext("MessageHeader/ID") for r in requests}) == 3
 
 
 GL_ITEMS = "https://s4.invalid/sap/opu/odata/sap/API_GLACCOUNTLINEITEM/GLAccountLineItem"
@@ -291,6 +320,9 @@ PARTNERS = "https://s4.invalid/sap/opu/odata/sap/API_BUSINESS_PARTNER/A_Business
         ({"url": GL_ITEMS, "params": {"$filter": "DocumentReferenceID eq 'X'"}}, "is not a property"),
         ({"url": GL_ITEMS, "params": {"$select": "DocumentReferenceID"}}, "$select: DocumentReferenceID"),
         ({"url": PARTNERS, "body": {"SearchTerm1": "X" * 21}}, "longer than MaxLength 20"),
+        ({"url": PARTNERS, "params": {"$expand": "to_CustomerCompany"}}, "is not a navigation path"),
+        ({"url": PARTNERS, "params": {"$select": "to_Customer/Reference"}}, "is not a property"),
+        ({"url": PARTNERS, "params": {"$filter": "SearchTerm1 eq 'A' or Foo eq 'B'"}}, "Foo is not"),
         (
             {"url": PARTNERS, "body": {"to_Customer": {"to_CustomerCompany": [{"Reference": "1"}]}}},
             "A_CustomerCompany.Reference is not declared",

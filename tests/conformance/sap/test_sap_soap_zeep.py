@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 import requests
+from lxml import etree
 from zeep import Client, Settings
 from zeep.transports import Transport
 
@@ -145,3 +146,56 @@ def test_hostile_xml_is_refused_quickly(sap_conf, payload):
     assert b"root:" not in r.content
     # The sandbox runs in this process: no expansion means no memory growth worth mentioning.
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 50_000
+
+
+def _bulk(references: list[str]) -> dict:
+    """One bulk message with an entry per reference (each with its own message header)."""
+    requests_ = [_request(r)["JournalEntryCreateRequest"][0] for r in references]
+    now = datetime.now(UTC).replace(microsecond=0)
+    return {
+        "MessageHeader": {"ID": {"_value_1": "BULK-" + references[0]}, "CreationDateTime": now},
+        "JournalEntryCreateRequest": requests_,
+    }
+
+
+def test_bulk_message_is_answered_entry_by_entry(zeep_client, sap_conf_cluster, sap_conf, specs_dir):
+    """Many JournalEntryCreateRequests in one call: one JournalEntryCreateConfirmation each, in order,
+    each with its own message header (ReferenceID = the request's ID), document and log; a failed entry
+    (unbalanced) gets document 0000000000 and severity 3, and its neighbours are posted. The raw response
+    validates against the published WSDL's schema."""
+    references = [f"ZBULK-{n}" for n in range(5)]
+    request = _bulk(references)
+    request["JournalEntryCreateRequest"][2]["JournalEntry"]["DebtorItem"][0]["AmountInTransactionCurrency"][
+        "_value_1"
+    ] = Decimal("1.00")
+    service = zeep_client.create_service(f"{SFIN}binding", sap_conf_cluster.base_url("sap") + SOAP_PATH)
+    envelope = zeep_client.create_message(service, "JournalEntryCreateRequestConfirmation_In", **request)
+    raw = sap_conf.post(SOAP_PATH, content=etree.tostring(envelope), headers={"content-type": "text/xml"})
+    assert raw.status_code == 200, raw.text
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    wsdl = specs_dir / "sap" / "JOURNALENTRYCREATEREQUESTCONFI.wsdl"
+    schema = etree.XMLSchema(
+        etree.fromstring(
+            etree.tostring(etree.parse(str(wsdl), parser).find(".//{http://www.w3.org/2001/XMLSchema}schema"))
+        )
+    )
+    body = etree.fromstring(raw.content, parser).find("{http://schemas.xmlsoap.org/soap/envelope/}Body")[0]
+    assert body.tag == f"{SFIN}JournalEntryBulkCreateConfirmation"
+    assert schema.validate(etree.fromstring(etree.tostring(body))), schema.error_log.last_error
+    confirmations = body.findall("JournalEntryCreateConfirmation")
+    assert [c.findtext("MessageHeader/ReferenceID") for c in confirmations] == [
+        f"MSG-{r}" for r in references
+    ]
+    documents = [c.findtext("JournalEntryCreateConfirmation/AccountingDocument") for c in confirmations]
+    severities = [c.findtext("Log/MaximumLogItemSeverityCode") for c in confirmations]
+    assert severities == ["1", "1", "3", "1", "1"]
+    assert documents[2] == "0000000000"
+    posted = [d for i, d in enumerate(documents) if i != 2]
+    assert len(set(posted)) == 4 and all(len(d) == 10 and d != "0000000000" for d in posted)
+    assert body.findtext("Log/MaximumLogItemSeverityCode") == "3"
+
+    # zeep, from the published WSDL, reads the same structure: one confirmation per entry.
+    again = _bulk([f"ZBULK2-{n}" for n in range(3)])
+    result = service.JournalEntryCreateRequestConfirmation_In(**again)
+    assert len(result.JournalEntryCreateConfirmation) == 3
+    assert all(c.Log.MaximumLogItemSeverityCode == "1" for c in result.JournalEntryCreateConfirmation)
