@@ -220,6 +220,12 @@ async def backfill(
         lago = env.hub.systems["lago"].client  # type: ignore[attr-defined]
         calls["lago (connector count)"] = int(lago.calls)
         calls.update({f"  lago {op}": int(n) for op, n in lago.calls_by_operation.most_common()})
+        sap = env.hub.systems["sap"]
+        soap_calls = int(sap.soap.calls) if sap.soap is not None else 0  # type: ignore[attr-defined]
+        calls["sap (connector count)"] = int(sap.odata.calls) + soap_calls  # type: ignore[attr-defined]
+        calls["  sap SOAP bulk messages"] = soap_calls
+        calls["  sap journal entries in them"] = int(sap.bulk.items)  # type: ignore[attr-defined]
+        calls["  sap OData requests"] = int(sap.odata.calls)  # type: ignore[attr-defined]
         result = Backfill(
             won, (last - t0_ms) / 1000, settled, routes, t0_ms, env.hub.store.dlq_count(), calls
         )
