@@ -1,7 +1,7 @@
 """The Lago target ``send_usage``: canonical usage events into ``POST /events/batch``.
 
 The router delivers one message at a time, many at once (``concurrency``); this target gathers the
-deliveries in flight into batches of at most 100 events (Lago's limit), sent as soon as a batch is full
+deliveries in flight (``lead2cash.routes.batching.Coalescer``) into batches of at most 100 events (Lago's limit), sent as soon as a batch is full
 or ``linger`` after its first event. Each delivery still ends on its own:
 
 - Exactly once rests on Lago's dedupe by ``transaction_id`` (the event's canonical id): a resent event is
@@ -28,6 +28,7 @@ from lead2cash.config.base import Duration, Strict
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.connectors.lago import LagoClient
 from lead2cash.errors import DeliveryError, PermanentError
+from lead2cash.routes.batching import Coalescer
 
 MAX_BATCH = 100
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -78,9 +79,10 @@ class UsageTarget:
         self.options = options
         self._interval = 1.0 / options.requests_per_second
         self._next_at = 0.0
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[str]]] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._sending: set[asyncio.Task[None]] = set()
+        # The batch assembly shared with other batching targets (lead2cash/routes/batching.py).
+        self._batches: Coalescer[dict[str, Any], str] = Coalescer(
+            self._send, max_size=options.batch_size, linger=options.linger
+        )
         self.requests = 0
         self.refused = 0
 
@@ -97,30 +99,11 @@ class UsageTarget:
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
         if not isinstance(entity, UsageEvent):
             raise PermanentError(f"send_usage takes UsageEvent, not {type(entity).__name__}")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[str] = loop.create_future()
-        self._pending.append((lago_event(entity), future))
-        if len(self._pending) >= self.options.batch_size:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.options.linger, self._flush)
-        return await future
+        return await self._batches.submit(lago_event(entity))
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
         # Lago deduplicates by transaction_id: sending again is the lookup, and costs no double count.
         return None
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._pending:
-            batch = [p for p in self._pending[: self.options.batch_size] if not p[1].done()]
-            del self._pending[: self.options.batch_size]
-            if batch:
-                task = asyncio.get_running_loop().create_task(self._send(batch))
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
 
     async def _pace(self) -> None:
         loop = asyncio.get_running_loop()
@@ -130,48 +113,40 @@ class UsageTarget:
         if at > now:
             await asyncio.sleep(at - now)
 
-    async def _send(self, batch: list[tuple[dict[str, Any], asyncio.Future[str]]]) -> None:
-        remaining = batch
-        try:
-            while remaining:
-                await self._pace()
-                self.requests += 1
-                try:
-                    await self.client.request(
-                        "POST",
-                        "/events/batch",
-                        "events.batch",
-                        body={"events": [body for body, _ in remaining]},
-                        idempotent=True,  # Lago dedupes by transaction_id: a repeat counts once
+    async def _send(self, batch: list[dict[str, Any]]) -> list[str | BaseException]:
+        """One result per event: its reference, or the reason Lago refused it. A failure of the whole
+        request is raised (each waiting delivery fails with it)."""
+        results: list[str | BaseException | None] = [None] * len(batch)
+        remaining = list(range(len(batch)))
+        while remaining:
+            await self._pace()
+            self.requests += 1
+            try:
+                await self.client.request(
+                    "POST",
+                    "/events/batch",
+                    "events.batch",
+                    body={"events": [batch[i] for i in remaining]},
+                    idempotent=True,  # Lago dedupes by transaction_id: a repeat counts once
+                )
+            except DeliveryError as exc:
+                bad = _per_event(exc)
+                if bad is None or not set(bad) <= set(range(len(remaining))):
+                    if not any(r is not None for r in results):
+                        raise
+                    for i in remaining:  # events refused earlier keep their own reason
+                        results[i] = _copy(exc)
+                    break
+                for index, errors in bad.items():
+                    body = batch[remaining[index]]
+                    self.refused += 1
+                    results[remaining[index]] = PermanentError(
+                        f"Lago refused usage event {body['transaction_id']}: {errors}",
+                        details={"status": 422, "error_details": errors},
                     )
-                except DeliveryError as exc:
-                    bad = _per_event(exc)
-                    if bad is None or not set(bad) <= set(range(len(remaining))):
-                        for _, future in remaining:
-                            if not future.done():
-                                future.set_exception(_copy(exc))
-                        return
-                    for index, errors in bad.items():
-                        body, future = remaining[index]
-                        self.refused += 1
-                        if not future.done():
-                            future.set_exception(
-                                PermanentError(
-                                    f"Lago refused usage event {body['transaction_id']}: {errors}",
-                                    details={"status": 422, "error_details": errors},
-                                )
-                            )
-                    remaining = [r for i, r in enumerate(remaining) if i not in bad]
-                    continue
-                for body, future in remaining:
-                    if not future.done():
-                        future.set_result(f"event:{body['transaction_id']}")
-                return
-        except asyncio.CancelledError:
-            for _, future in remaining:
-                future.cancel()
-            raise
-        except Exception as exc:  # each waiting delivery fails with it (the router records the reason)
-            for _, future in remaining:
-                if not future.done():
-                    future.set_exception(exc)
+                remaining = [r for n, r in enumerate(remaining) if n not in bad]
+                continue
+            for i in remaining:
+                results[i] = f"event:{batch[i]['transaction_id']}"
+            break
+        return [r if r is not None else PermanentError("no result") for r in results]
