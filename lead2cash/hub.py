@@ -111,6 +111,7 @@ class Hub:
         self._web: Any = None
         self._source_paused: dict[str, float] = {}
         self._polls: dict[str, asyncio.Task[int]] = {}
+        self._ticks: dict[str, asyncio.Task[None]] = {}
         for route in self.routes.values():
             route.on_store_error = self.store_failed
         self.read_errors: dict[str, str] = {}  # route -> why its source's last read failed
@@ -407,6 +408,16 @@ class Hub:
         return count
 
     async def _poll(self, name: str) -> None:
+        # The scheduler's job returns at once: the lease renewal is a store round trip that can outlast a
+        # short interval on a busy machine, and a job still running at the next tick makes the scheduler
+        # warn. A tick whose renewal is still under way is skipped here instead.
+        tick = self._ticks.get(name)
+        if tick is not None and not tick.done():
+            log.debug("source lease still being renewed; poll tick skipped", route=name)
+            return
+        self._ticks[name] = asyncio.create_task(self._poll_tick(name), name=f"tick:{name}")
+
+    async def _poll_tick(self, name: str) -> None:
         """The scheduler's tick: start a read of the source unless the last one is still reading. The
         first read of a large backlog outlasts several ticks; that is expected, so a tick is skipped here
         (the scheduler would warn) and the running read, which pages until the source is drained, covers it.
@@ -552,7 +563,7 @@ class Hub:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
-        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._polls.values()]
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._ticks.values(), *self._polls.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -564,6 +575,7 @@ class Hub:
                 log.exception("task failed", task=task.get_name())
         self._tasks.clear()
         self._polls.clear()
+        self._ticks.clear()
         try:
             self.store.source_lease_release(self.lease_owner)
         except Exception as exc:  # they expire on their own
