@@ -26,4 +26,7 @@ class ThreeWayConfig(Strict):
 
 
 class ReconcileConfig(Strict):
-    three_way: ThreeWayConfig = Field(default_factory=lambda: ThreeWayConfig())
+    three_way: ThreeWayConfig = Field(
+        default_factory=lambda: ThreeWayConfig(),
+        description="CRM won deals <-> billing <-> ledger (`lead2cash reconcile three-way`)",
+    )

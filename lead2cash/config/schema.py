@@ -162,7 +162,9 @@ class HubConfig(Strict):
     systems: dict[Name, SystemConfig] = Field(default_factory=dict)
     mappings: dict[Name, dict[str, Any]] = Field(default_factory=dict, description="named value maps")
     routes: list[RouteConfig] = Field(default_factory=list)
-    reconcile: ReconcileConfig = Field(default_factory=lambda: ReconcileConfig())
+    reconcile: ReconcileConfig = Field(
+        default_factory=lambda: ReconcileConfig(), description="reconciliations the hub runs on a schedule"
+    )
 
 
 def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> None:

@@ -24,6 +24,7 @@ import httpx
 from lead2cash.demo.clients import SandboxClients
 from lead2cash.hub import Hub
 from lead2cash.reconcile.three_way import ThreeWayReport, reconcile_sync
+from lead2cash.reconcile.three_way import order_of as order_of  # the demo's and the tests' name for it
 from lead2cash.sandbox.lago import LagoSandbox
 from lead2cash.sandbox.salesforce import SalesforceSandbox
 from lead2cash.sandbox.sap import SapSandbox
