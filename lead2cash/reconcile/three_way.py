@@ -360,9 +360,14 @@ class ThreeWay:
         sap = self.systems[self.ledger]
         cfg = self.config.systems[self.ledger]
         service = cfg.odata.operational_acctg_doc_item
+        from lead2cash.connectors.sap.odata import eq
+
+        # Only the accounts compared: a real tenant's cube holds every journal entry item of the company.
+        accounts = sorted({self.receivables, *self.revenue_accounts})
         rows = await sap.odata.query(
             service,
             cfg.lookup.entity_set,
+            filter=" or ".join(eq("GLAccount", a) for a in accounts),
             select=[
                 "DocumentReferenceID",
                 "AccountingDocument",
