@@ -46,7 +46,7 @@ def three_way(
     from lead2cash.reconcile.three_way import ThreeWay
 
     try:
-        hub = Hub.from_files(config, configure_logs=False)
+        hub = Hub.from_files(config)
     except ConfigError as exc:
         err.print(f"[red]{len(exc.issues)} configuration error(s)[/red]")
         for issue in exc.issues:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +150,22 @@ def test_planted_faults_are_found_with_cause_and_fix(env: LeadToCash) -> None:
     assert table.exit_code == 1 and "deal_not_won" in table.output and "dead_letter" in table.output
 
 
+def test_the_fixes_it_names_clear_their_differences(env: LeadToCash) -> None:
+    rows = json.loads(_cli(env, "--json").output)["differences"]
+    replays = [r["fix"].split("`")[1] for r in rows if r["cause"] == "dead_letter"]
+    assert replays
+    for command in replays:  # as the operator pastes it
+        args = shlex.split(command)
+        assert args[0] == "lead2cash"
+        replayed = CliRunner().invoke(app, args[1:])
+        assert replayed.exit_code == 0, replayed.output
+    _until_idle(env)  # the pending posting: what a running hub does by itself
+    result = _cli(env, "--json")
+    assert result.exit_code == 1
+    left = json.loads(result.output)["differences"]
+    assert {r["cause"] for r in left} == {"deal_not_won"}, left
+
+
 def test_the_hub_runs_it_on_a_schedule_and_exposes_metrics(env: LeadToCash) -> None:
     sample = env.hub.metrics.registry.get_sample_value
     check = {"check": "three_way"}
@@ -169,14 +186,14 @@ def test_the_hub_runs_it_on_a_schedule_and_exposes_metrics(env: LeadToCash) -> N
     text = asyncio.run(scenario())
     assert sample("lead2cash_reconcile_last_run_timestamp", check), "the scheduled run did not finish"
     assert sample("lead2cash_reconcile_clean", check) == 0
-    dead = sum(
-        sample("lead2cash_reconcile_differences", {**check, "currency": ccy, "cause": "dead_letter"}) or 0
+    lost = sum(
+        sample("lead2cash_reconcile_differences", {**check, "currency": ccy, "cause": "deal_not_won"}) or 0
         for ccy in ("USD", "EUR", "GBP", "JPY")
     )
-    assert dead >= 1
-    assert 'lead2cash_reconcile_differences{cause="deal_not_won"' in text or (
-        'cause="deal_not_won"' in text and "lead2cash_reconcile_differences" in text
-    )
+    assert lost >= 1
+    exported = [line for line in text.splitlines() if line.startswith("lead2cash_reconcile_differences{")]
+    assert any('cause="deal_not_won"' in line and not line.endswith(" 0.0") for line in exported), exported
+    assert 'lead2cash_reconcile_clean{check="three_way"} 0.0' in text
     assert "lead2cash_reconcile_last_run_timestamp" in text
     written = env.systems_file.parent / "reconcile" / "three-way.json"
     assert json.loads(written.read_text())["clean"] is False
