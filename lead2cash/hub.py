@@ -523,11 +523,49 @@ class Hub:
                     next_run_time=None if cfg.source.trigger.type == "schedule" else _now(),
                 )
             self._tasks.append(asyncio.create_task(self._deliver_loop(name), name=f"deliver:{name}"))
+        every = self.config.reconcile.three_way.every
+        if every:
+            scheduler.add_job(
+                self.reconcile_three_way,
+                IntervalTrigger(seconds=every),
+                id="reconcile:three_way",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=_now(),
+            )
         scheduler.start()
         self._scheduler = scheduler
         if self.config.web.enabled:
             self._tasks.append(asyncio.create_task(self._serve_web(), name="web"))
         log.info("hub started", routes=list(self.routes), worker=self.worker_id, store=self.store.backend)
+
+    async def reconcile_three_way(self) -> Any:
+        """The scheduled ``reconcile three-way`` on the hub's own connectors: its result as metrics (and
+        the JSON report, with ``reconcile.three_way.out``). Returns the report, None when a system could
+        not be read (counted in ``lead2cash_reconcile_failures_total``)."""
+        from lead2cash.reconcile.three_way import ThreeWay, publish
+
+        settings = self.config.reconcile.three_way
+        try:
+            check = ThreeWay(self.config, self.store, self.systems, config_files=self.loaded.files)
+            report = await check.run()
+            if settings.out:
+                out = Path(settings.out)
+                base = self.loaded.files[0].parent if self.loaded.files else Path.cwd()
+                await asyncio.to_thread(report.write_json, out if out.is_absolute() else base / out)
+        except Exception as exc:
+            self.metrics.reconcile_failures.labels("three_way").inc()
+            error = str(REDACTOR.redact(f"{type(exc).__name__}: {exc}")).splitlines()[0][:300]
+            log.warning("three-way reconciliation failed", error=error)
+            return None
+        self._reconciled = publish(self.metrics, report, getattr(self, "_reconciled", ()))
+        log.info(
+            "three-way reconciliation",
+            clean=report.clean,
+            differences=len(report.differences),
+            seconds=round(report.seconds, 2),
+        )
+        return report
 
     async def _serve_web(self) -> None:
         import uvicorn

@@ -9,6 +9,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 
 from lead2cash.config.base import DottedPath, Duration, JMESPath, KeyTemplateStr, Name, Strict
+from lead2cash.config.reconcile import ReconcileConfig
 from lead2cash.systems.registry import system_types
 
 
@@ -161,6 +162,9 @@ class HubConfig(Strict):
     systems: dict[Name, SystemConfig] = Field(default_factory=dict)
     mappings: dict[Name, dict[str, Any]] = Field(default_factory=dict, description="named value maps")
     routes: list[RouteConfig] = Field(default_factory=list)
+    reconcile: ReconcileConfig = Field(
+        default_factory=lambda: ReconcileConfig(), description="reconciliations the hub runs on a schedule"
+    )
 
 
 def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> None:
