@@ -1,0 +1,259 @@
+"""The billing summary's tables in the hub's store: each batch of confirmed deliveries is applied, the
+summaries of the customers it touched recomputed, and the route's cursor moved, in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, select, tuple_, update
+
+from lead2cash.store import Store
+from lead2cash.store.schema import billing_summaries, summary_cursors, summary_invoices, summary_usage
+from lead2cash.summary.model import (
+    BillingSummary,
+    ChargeDef,
+    InvoiceFacts,
+    Period,
+    UsageState,
+    compose,
+    first_period,
+)
+
+
+@dataclass(frozen=True)
+class UsageItem:
+    """One usage event confirmed in Lago, with the period and charge it falls into."""
+
+    customer: str
+    subscription: str
+    metric: str
+    period_start: str
+    timestamp: str
+    properties: Mapping[str, Any]
+    charge: ChargeDef
+
+
+class CursorMoved(Exception):
+    """The route's cursor is not where the batch was read from: another keeper applied it."""
+
+
+class SummaryState:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- cursors ---------------------------------------------------------------------------------------
+    def cursor(self, route: str) -> int:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(select(summary_cursors.c.seq).where(summary_cursors.c.route == route)).first()
+        return int(row[0]) if row else 0
+
+    # -- apply -----------------------------------------------------------------------------------------
+    def apply(
+        self,
+        route: str,
+        seq: int,
+        usage: Sequence[UsageItem],
+        invoices: Sequence[InvoiceFacts],
+        periods: Mapping[str, Sequence[Period]],
+        charges: Mapping[str, Mapping[str, ChargeDef]],
+        customers: Iterable[str] = (),
+        expected: int | None = None,
+    ) -> dict[tuple[str, str], BillingSummary]:
+        """Apply a batch and move ``route``'s cursor to ``seq``; returns the summaries that changed.
+        ``periods``: customer -> its subscriptions' current periods; ``charges``: subscription -> metric
+        code -> charge."""
+        s = self.store
+        touched = set(customers) | {u.customer for u in usage} | {i.customer for i in invoices}
+        changed: dict[tuple[str, str], BillingSummary] = {}
+        with s.engine.begin() as conn:
+            at = conn.execute(select(summary_cursors.c.seq).where(summary_cursors.c.route == route)).first()
+            if expected is not None and (int(at[0]) if at else 0) != expected:
+                raise CursorMoved(route)  # another process applied this batch first: rolled back
+            keys = {(u.subscription, u.metric, u.period_start) for u in usage}
+            states: dict[tuple[str, str, str], UsageState] = {}
+            if keys:
+                rows = conn.execute(
+                    select(summary_usage).where(
+                        tuple_(
+                            summary_usage.c.subscription, summary_usage.c.metric, summary_usage.c.period_start
+                        ).in_(list(keys))
+                    )
+                )
+                states = {
+                    (r.subscription, r.metric, r.period_start): UsageState.from_json(r.state) for r in rows
+                }
+            fresh = {k for k in keys if k not in states}
+            owner = {(u.subscription, u.metric, u.period_start): u.customer for u in usage}
+            for u in usage:
+                key = (u.subscription, u.metric, u.period_start)
+                states.setdefault(key, UsageState()).add(u.charge, u.timestamp, u.properties)
+            for key, st in states.items():
+                values = {"state": st.to_json()}
+                if key in fresh:
+                    conn.execute(
+                        summary_usage.insert().values(
+                            subscription=key[0],
+                            metric=key[1],
+                            period_start=key[2],
+                            customer=owner[key],
+                            **values,
+                        )
+                    )
+                else:
+                    conn.execute(
+                        update(summary_usage)
+                        .where(
+                            summary_usage.c.subscription == key[0],
+                            summary_usage.c.metric == key[1],
+                            summary_usage.c.period_start == key[2],
+                        )
+                        .values(**values)
+                    )
+            newest: dict[str, InvoiceFacts] = {}
+            for inv in invoices:
+                known = newest.get(inv.lago_id)
+                if known is None or known.updated <= inv.updated:
+                    newest[inv.lago_id] = inv
+            if newest:
+                stored = {
+                    r.lago_id: r.updated
+                    for r in conn.execute(
+                        select(summary_invoices.c.lago_id, summary_invoices.c.updated).where(
+                            summary_invoices.c.lago_id.in_(list(newest))
+                        )
+                    )
+                }
+                for inv in newest.values():
+                    if inv.lago_id not in stored:
+                        conn.execute(
+                            s._insert(summary_invoices).values(
+                                lago_id=inv.lago_id,
+                                customer=inv.customer,
+                                updated=inv.updated,
+                                facts=inv.to_json(),
+                            )
+                        )
+                    elif stored[inv.lago_id] <= inv.updated:  # an older state arriving late is dropped
+                        conn.execute(
+                            update(summary_invoices)
+                            .where(summary_invoices.c.lago_id == inv.lago_id)
+                            .values(updated=inv.updated, facts=inv.to_json())
+                        )
+            for customer in sorted(touched):
+                changed.update(self._recompute(conn, customer, periods.get(customer, ()), charges))
+            self._move(conn, route, seq)
+        return changed
+
+    def _move(self, conn: Any, route: str, seq: int) -> None:
+        stmt = self.store._insert(summary_cursors).values(route=route, seq=seq)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["route"], set_={"seq": seq}))
+
+    def _recompute(
+        self,
+        conn: Any,
+        customer: str,
+        periods: Sequence[Period],
+        charges: Mapping[str, Mapping[str, ChargeDef]],
+    ) -> dict[tuple[str, str], BillingSummary]:
+        invoices = [
+            InvoiceFacts.from_json(r.facts)
+            for r in conn.execute(
+                select(summary_invoices.c.facts).where(summary_invoices.c.customer == customer)
+            )
+        ]
+        usage_rows = list(conn.execute(select(summary_usage).where(summary_usage.c.customer == customer)))
+        currencies = {i.currency for i in invoices} | {p.currency for p in periods}
+        out: dict[tuple[str, str], BillingSummary] = {}
+        for currency in sorted(c for c in currencies if c):
+            period = first_period(periods, currency)
+            accrued = 0
+            for p in periods:
+                if p.currency != currency:
+                    continue
+                start = p.start.isoformat()
+                for r in usage_rows:
+                    if r.subscription == p.subscription and r.period_start == start:
+                        charge = charges.get(p.subscription, {}).get(r.metric)
+                        if charge is not None:
+                            accrued += charge.price(UsageState.from_json(r.state).units(charge), currency)
+            summary = compose(customer, currency, period, invoices, accrued)
+            if self._save(conn, summary):
+                out[(customer, currency)] = summary
+        return out
+
+    def _save(self, conn: Any, summary: BillingSummary) -> bool:
+        where = and_(
+            billing_summaries.c.customer == summary.customer, billing_summaries.c.currency == summary.currency
+        )
+        row = conn.execute(select(billing_summaries.c.doc, billing_summaries.c.version).where(where)).first()
+        doc, now = summary.to_json(), self.store.clock()
+        if row is None:
+            conn.execute(
+                billing_summaries.insert().values(
+                    customer=summary.customer,
+                    currency=summary.currency,
+                    doc=doc,
+                    version=1,
+                    updated_at_ms=now,
+                )
+            )
+            return True
+        if row.doc == doc:
+            return False
+        conn.execute(
+            update(billing_summaries).where(where).values(doc=doc, version=row.version + 1, updated_at_ms=now)
+        )
+        return True
+
+    def replace_all(self, summaries: Iterable[BillingSummary]) -> int:
+        """Store these summaries as they are (``summary rebuild`` without ``--check``)."""
+        n = 0
+        with self.store.engine.begin() as conn:
+            for summary in summaries:
+                n += self._save(conn, summary)
+        return n
+
+    # -- reads -----------------------------------------------------------------------------------------
+    def summaries(self, customer: str | None = None) -> list[tuple[BillingSummary, int, int]]:
+        """(summary, version, updated_at_ms), by customer and currency."""
+        q = select(billing_summaries).order_by(billing_summaries.c.customer, billing_summaries.c.currency)
+        if customer is not None:
+            q = q.where(billing_summaries.c.customer == customer)
+        with self.store.engine.connect() as conn:
+            return [(BillingSummary.from_json(r.doc), r.version, r.updated_at_ms) for r in conn.execute(q)]
+
+    # -- Salesforce ------------------------------------------------------------------------------------
+    def due_for_salesforce(self, interval_ms: int, limit: int) -> list[tuple[BillingSummary, int]]:
+        """Summaries changed since their last write and not written within ``interval_ms``."""
+        before = self.store.clock() - interval_ms
+        q = (
+            select(billing_summaries)
+            .where(
+                billing_summaries.c.version > billing_summaries.c.sf_version,
+                billing_summaries.c.sf_at_ms <= before,
+            )
+            .order_by(billing_summaries.c.updated_at_ms)
+            .limit(limit)
+        )
+        with self.store.engine.connect() as conn:
+            return [(BillingSummary.from_json(r.doc), r.version) for r in conn.execute(q)]
+
+    def written_to_salesforce(
+        self, written: Sequence[tuple[str, str, int]], later: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        now = self.store.clock()
+        with self.store.engine.begin() as conn:
+            for customer, currency in later:
+                conn.execute(
+                    update(billing_summaries)
+                    .where(billing_summaries.c.customer == customer, billing_summaries.c.currency == currency)
+                    .values(sf_at_ms=now)
+                )
+            for customer, currency, version in written:
+                conn.execute(
+                    update(billing_summaries)
+                    .where(billing_summaries.c.customer == customer, billing_summaries.c.currency == currency)
+                    .values(sf_version=version, sf_at_ms=now)
+                )
