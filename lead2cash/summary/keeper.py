@@ -151,9 +151,10 @@ class SummaryKeeper:
                 if m.entity_type == "UsageEvent":
                     usage_raw.append(json.loads(m.payload))
                 elif m.entity_type == "Invoice" and m.source_payload:
-                    facts = invoice_facts(json.loads(m.source_payload))
+                    raw = json.loads(m.source_payload)
+                    facts = invoice_facts(raw)
                     invoices.append(facts)
-                    if facts.subscription_cents or facts.usage_cents:
+                    if (raw.get("invoice") or raw).get("invoice_type") == "subscription":
                         self.catalog.forget(facts.customer)  # a period was billed: it has moved on
                 elif m.entity_type == "Order":
                     self.catalog.forget()  # subscriptions were created, changed or ended

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -334,8 +334,10 @@ def compose(
     accrued_usage: int,
 ) -> BillingSummary:
     """The summary from the customer's invoices in ``currency``, its current period and the usage
-    accrued in it (not invoiced yet). Invoices issued from the period's first day are the period's;
-    earlier ones make the previous balance (what is still unpaid on them)."""
+    accrued in it (not invoiced yet: that is ``usage_charges``). Invoices issued from the period's first
+    day are the period's (their subscription and one-off fees, credits, taxes and payments); earlier ones
+    make the previous balance (what is still unpaid on them). A period-end invoice issued on the new
+    period's first day is the new period's: its usage fees are in ``amount_due``, not in ``usage_charges``."""
     start = period.start.date().isoformat() if period else None
     counted = [i for i in invoices if i.currency == currency and i.counts]
     current = [i for i in counted if start is None or i.issuing_date >= start]
@@ -353,7 +355,7 @@ def compose(
         period_start=start,
         period_end=(period.end - timedelta(seconds=1)).date().isoformat() if period else None,
         subscription_charges=sum(i.subscription_cents for i in current),
-        usage_charges=sum(i.usage_cents for i in current) + accrued_usage,
+        usage_charges=accrued_usage,
         one_off_charges=sum(i.one_off_cents for i in current),
         credits=sum(i.credit_cents for i in current),
         taxes=sum(i.tax_cents for i in current),
@@ -374,6 +376,3 @@ def first_period(periods: Sequence[Period], currency: str) -> Period | None:
     mine = [p for p in periods if p.currency == currency]
     return min(mine, key=lambda p: (p.start, p.subscription), default=None)
 
-
-def today() -> date:
-    return datetime.now(UTC).date()

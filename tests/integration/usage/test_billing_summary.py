@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -239,6 +239,45 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
         served = {
             i: admin.get(f"/admin/customers/usage-cust-{i}/billing-summary").json() for i in range(CUSTOMERS)
         }
+
+        def on_accounts() -> bool:
+            for i, body in served.items():
+                s = body["summaries"][0]
+                account = sf_sandbox.store.get(accounts[f"usage-cust-{i}"]) or {}
+                if (
+                    account.get("Billing_Usage_Charges__c") != Decimal(s["amounts"]["usage_charges"])
+                    or account.get("Billing_Amount_Due__c") != Decimal(s["amounts"]["amount_due"])
+                    or account.get("Billing_Payments_Received__c")
+                    != Decimal(s["amounts"]["payments_received"])
+                    or account.get("Billing_Last_Invoice_Number__c") != s["last_invoice_number"]
+                    or str(account.get("Billing_Next_Bill_Date__c")) != s["next_bill_date"]
+                ):
+                    return False
+            return True
+
+        _wait(on_accounts, 30, "every Account showing its summary", step=0.3)
+        # Exact money: the served figures in minor units and as decimal strings.
+        for body in served.values():
+            s = body["summaries"][0]
+            assert (s["currency"], s["period_start"]) == ("EUR", period.isoformat())
+            assert Decimal(s["amounts"]["amount_due"]) == Decimal(s["minor_units"]["amount_due"]) / 100
+        assert any(b["summaries"][0]["last_invoice_number"] for b in served.values())
+        assert any(b["summaries"][0]["minor_units"]["payments_received"] for b in served.values())
+
+        # The period ends: Lago bills the usage; every summary moves to the next period.
+        next_month = (period.replace(day=28) + timedelta(days=4)).replace(day=1)
+        to = f"{next_month + timedelta(days=1)}T00:00:00Z"
+        lago.post("/__sandbox/lago/clock", json={"to": to}).raise_for_status()
+
+        def rolled() -> bool:
+            for i in range(CUSTOMERS):
+                s = admin.get(f"/admin/customers/usage-cust-{i}/billing-summary").json()["summaries"][0]
+                if s["period_start"] != next_month.isoformat() or s["minor_units"]["usage_charges"] != 0:
+                    return False
+            return True
+
+        _wait(rolled, 60, "every summary in the next period", step=0.3)
+        time.sleep(2)
     finally:
         hub.stop()
 
@@ -246,21 +285,6 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
     print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 customer(s) differ" in done.stdout
-
-    # Exact money: the served figures are the stored ones, in minor units and as decimal strings.
-    for i, body in served.items():
-        s = body["summaries"][0]
-        assert s["currency"] == "EUR"
-        assert s["period_start"] == period.isoformat()
-        assert Decimal(s["amounts"]["amount_due"]) == Decimal(s["minor_units"]["amount_due"]) / 100
-        account = sf_sandbox.store.get(accounts[f"usage-cust-{i}"])
-        assert account is not None
-        assert account["Billing_Usage_Charges__c"] == Decimal(s["amounts"]["usage_charges"])
-        assert account["Billing_Amount_Due__c"] == Decimal(s["amounts"]["amount_due"])
-        assert account["Billing_Payments_Received__c"] == Decimal(s["amounts"]["payments_received"])
-        assert account["Billing_Last_Invoice_Number__c"] == s["last_invoice_number"]
-    assert any(b["summaries"][0]["last_invoice_number"] for b in served.values())
-    assert any(b["summaries"][0]["minor_units"]["payments_received"] for b in served.values())
 
     # A wrong incremental summary is caught, and its customer named.
     store = Store(state)
