@@ -37,6 +37,7 @@ from lead2cash.sandbox.lago import LagoSandbox
 from lead2cash.sandbox.salesforce import SalesforceSandbox
 from lead2cash.store import Store
 from lead2cash.store.schema import billing_summaries
+from lead2cash.testing import summary_scenario
 from lead2cash.testing import usage_scenario as scenario
 from lead2cash.testing.nats_server import NatsServer, nats_server_binary
 
@@ -63,47 +64,6 @@ def _wait(predicate: Any, timeout: float, what: str, step: float = 0.1) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(step)
-
-
-def summary_config(
-    state_url: str, nats_url: str, systems: dict[str, Any], out_dir: Path, web_port: int, interval: float
-) -> dict[str, Any]:
-    """The usage routes, an invoice route (every state of an invoice, from Lago's polls), the billing
-    summary with its Salesforce Account fields, and the admin API."""
-    config = scenario.hub_config(state_url, nats_url, systems["lago"])
-    config["systems"]["salesforce"] = systems["salesforce"]
-    config["systems"]["files"] = {"type": "file", "directory": str(out_dir)}
-    config["routes"].append(
-        {
-            "name": "invoice-states",
-            "source": {
-                "system": "lago",
-                "object": "invoices",
-                "trigger": {"type": "poll", "interval": "0.3s"},
-                "options": {"consumer": "summary"},
-            },
-            "filter": "invoice.status != 'draft'",
-            "mapping": {"adapter": "lago.invoice", "entity": "Invoice"},
-            "target": {"system": "files", "action": "append", "options": {"object": "invoices"}},
-            "idempotency_key": "invoice-state:{id}:v{version}",
-            "ordering_key": "{id}",
-        }
-    )
-    config["web"] = {"enabled": True, "port": web_port, "admin_token": "summary-admin-token"}
-    config["billing_summary"] = {
-        "lago": "lago",
-        "poll": "0.2s",
-        "salesforce": {"system": "salesforce", "match_field": "Lead2Cash_Key__c", "interval": f"{interval}s"},
-    }
-    return config
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class HubProcess:
@@ -194,11 +154,13 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
     records = scenario.make_records(RECORDS, CUSTOMERS, period, seed=rng.randrange(1000), bad=False)
     asyncio.run(scenario.publish(nats_server.url, records.messages[: RECORDS // 2]))
 
-    port = _free_port()
+    port = summary_scenario.free_port()
     config = tmp_path / "summary.yaml"
     state = f"sqlite:///{tmp_path / 'hub.db'}"
     config.write_text(
-        json.dumps(summary_config(state, nats_server.url, systems, tmp_path / "out", port, INTERVAL))
+        json.dumps(
+            summary_scenario.hub_config(state, nats_server.url, systems, tmp_path / "out", port, INTERVAL)
+        )
     )
     hub = HubProcess(config, tmp_path / "hub.log")
     try:
@@ -208,7 +170,7 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
         _wait(lambda: len(lago_sandbox.store.usage.events) >= RECORDS, 240, "every usage event in Lago")
         admin = httpx.Client(
             base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": "Bearer summary-admin-token"},
+            headers={"Authorization": f"Bearer {summary_scenario.ADMIN_TOKEN}"},
             timeout=10,
         )
 
