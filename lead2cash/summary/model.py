@@ -375,4 +375,3 @@ def first_period(periods: Sequence[Period], currency: str) -> Period | None:
     """The period a customer's summary in ``currency`` shows: its earliest-started subscription's."""
     mine = [p for p in periods if p.currency == currency]
     return min(mine, key=lambda p: (p.start, p.subscription), default=None)
-

@@ -3,11 +3,12 @@ summaries of the customers it touched recomputed, and the route's cursor moved, 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, select, tuple_, update
+from sqlalchemy import and_, bindparam, select, tuple_, update
 
 from lead2cash.store import Store
 from lead2cash.store.schema import billing_summaries, summary_cursors, summary_invoices, summary_usage
@@ -33,6 +34,9 @@ class UsageItem:
     timestamp: str
     properties: Mapping[str, Any]
     charge: ChargeDef
+
+
+CHUNK = 500  # customers per statement (SQLite's bound parameters)
 
 
 class CursorMoved(Exception):
@@ -89,28 +93,35 @@ class SummaryState:
             for u in usage:
                 key = (u.subscription, u.metric, u.period_start)
                 states.setdefault(key, UsageState()).add(u.charge, u.timestamp, u.properties)
-            for key, st in states.items():
-                values = {"state": st.to_json()}
-                if key in fresh:
-                    conn.execute(
-                        summary_usage.insert().values(
-                            subscription=key[0],
-                            metric=key[1],
-                            period_start=key[2],
-                            customer=owner[key],
-                            **values,
-                        )
+            inserts = [
+                {
+                    "subscription": k[0],
+                    "metric": k[1],
+                    "period_start": k[2],
+                    "customer": owner[k],
+                    "state": st.to_json(),
+                }
+                for k, st in states.items()
+                if k in fresh
+            ]
+            updates = [
+                {"s": k[0], "m": k[1], "p": k[2], "state": st.to_json()}
+                for k, st in states.items()
+                if k not in fresh
+            ]
+            if inserts:
+                conn.execute(summary_usage.insert(), inserts)
+            if updates:
+                conn.execute(
+                    update(summary_usage)
+                    .where(
+                        summary_usage.c.subscription == bindparam("s"),
+                        summary_usage.c.metric == bindparam("m"),
+                        summary_usage.c.period_start == bindparam("p"),
                     )
-                else:
-                    conn.execute(
-                        update(summary_usage)
-                        .where(
-                            summary_usage.c.subscription == key[0],
-                            summary_usage.c.metric == key[1],
-                            summary_usage.c.period_start == key[2],
-                        )
-                        .values(**values)
-                    )
+                    .values(state=bindparam("state")),
+                    updates,
+                )
             newest: dict[str, InvoiceFacts] = {}
             for inv in invoices:
                 known = newest.get(inv.lago_id)
@@ -141,8 +152,7 @@ class SummaryState:
                             .where(summary_invoices.c.lago_id == inv.lago_id)
                             .values(updated=inv.updated, facts=inv.to_json())
                         )
-            for customer in sorted(touched):
-                changed.update(self._recompute(conn, customer, periods.get(customer, ()), charges))
+            changed.update(self._recompute(conn, sorted(touched), periods, charges))
             self._move(conn, route, seq)
         return changed
 
@@ -153,34 +163,85 @@ class SummaryState:
     def _recompute(
         self,
         conn: Any,
-        customer: str,
-        periods: Sequence[Period],
+        customers: Sequence[str],
+        periods: Mapping[str, Sequence[Period]],
         charges: Mapping[str, Mapping[str, ChargeDef]],
     ) -> dict[tuple[str, str], BillingSummary]:
-        invoices = [
-            InvoiceFacts.from_json(r.facts)
-            for r in conn.execute(
-                select(summary_invoices.c.facts).where(summary_invoices.c.customer == customer)
-            )
-        ]
-        usage_rows = list(conn.execute(select(summary_usage).where(summary_usage.c.customer == customer)))
-        currencies = {i.currency for i in invoices} | {p.currency for p in periods}
+        """The summaries of ``customers`` from their stored invoices and usage, saved where they changed;
+        a few statements per chunk of customers, not per customer."""
         out: dict[tuple[str, str], BillingSummary] = {}
-        for currency in sorted(c for c in currencies if c):
-            period = first_period(periods, currency)
-            accrued = 0
-            for p in periods:
-                if p.currency != currency:
-                    continue
-                start = p.start.isoformat()
-                for r in usage_rows:
-                    if r.subscription == p.subscription and r.period_start == start:
-                        charge = charges.get(p.subscription, {}).get(r.metric)
-                        if charge is not None:
-                            accrued += charge.price(UsageState.from_json(r.state).units(charge), currency)
-            summary = compose(customer, currency, period, invoices, accrued)
-            if self._save(conn, summary):
-                out[(customer, currency)] = summary
+        for i in range(0, len(customers), CHUNK):
+            chunk = list(customers[i : i + CHUNK])
+            invoices: dict[str, list[InvoiceFacts]] = defaultdict(list)
+            q = select(summary_invoices.c.customer, summary_invoices.c.facts)
+            for r in conn.execute(q.where(summary_invoices.c.customer.in_(chunk))):
+                invoices[r.customer].append(InvoiceFacts.from_json(r.facts))
+            usage: dict[tuple[str, str, str], Any] = {}
+            for r in conn.execute(select(summary_usage).where(summary_usage.c.customer.in_(chunk))):
+                usage[(r.subscription, r.period_start, r.metric)] = r.state
+            stored = {
+                (r.customer, r.currency): (r.doc, r.version)
+                for r in conn.execute(
+                    select(
+                        billing_summaries.c.customer,
+                        billing_summaries.c.currency,
+                        billing_summaries.c.doc,
+                        billing_summaries.c.version,
+                    ).where(billing_summaries.c.customer.in_(chunk))
+                )
+            }
+            fresh: list[BillingSummary] = []
+            for customer in chunk:
+                mine = periods.get(customer, ())
+                docs = invoices.get(customer, [])
+                currencies = {d.currency for d in docs} | {p.currency for p in mine}
+                for currency in sorted(c for c in currencies if c):
+                    accrued = 0
+                    for p in mine:
+                        if p.currency != currency:
+                            continue
+                        start = p.start.isoformat()
+                        for metric, charge in charges.get(p.subscription, {}).items():
+                            state = usage.get((p.subscription, start, metric))
+                            if state is not None:
+                                accrued += charge.price(UsageState.from_json(state).units(charge), currency)
+                    fresh.append(compose(customer, currency, first_period(mine, currency), docs, accrued))
+            out.update(self._save_many(conn, fresh, stored))
+        return out
+
+    def _save_many(
+        self,
+        conn: Any,
+        summaries: Sequence[BillingSummary],
+        stored: Mapping[tuple[str, str], tuple[str, int]],
+    ) -> dict[tuple[str, str], BillingSummary]:
+        now = self.store.clock()
+        inserts, updates, out = [], [], {}
+        for summary in summaries:
+            key = (summary.customer, summary.currency)
+            doc = summary.to_json()
+            known = stored.get(key)
+            if known is None:
+                inserts.append(
+                    {"customer": key[0], "currency": key[1], "doc": doc, "version": 1, "updated_at_ms": now}
+                )
+            elif known[0] != doc:
+                updates.append({"c": key[0], "cur": key[1], "doc": doc, "v": known[1] + 1, "at": now})
+            else:
+                continue
+            out[key] = summary
+        if inserts:
+            conn.execute(billing_summaries.insert(), inserts)
+        if updates:
+            conn.execute(
+                update(billing_summaries)
+                .where(
+                    billing_summaries.c.customer == bindparam("c"),
+                    billing_summaries.c.currency == bindparam("cur"),
+                )
+                .values(doc=bindparam("doc"), version=bindparam("v"), updated_at_ms=bindparam("at")),
+                updates,
+            )
         return out
 
     def _save(self, conn: Any, summary: BillingSummary) -> bool:
@@ -188,24 +249,8 @@ class SummaryState:
             billing_summaries.c.customer == summary.customer, billing_summaries.c.currency == summary.currency
         )
         row = conn.execute(select(billing_summaries.c.doc, billing_summaries.c.version).where(where)).first()
-        doc, now = summary.to_json(), self.store.clock()
-        if row is None:
-            conn.execute(
-                billing_summaries.insert().values(
-                    customer=summary.customer,
-                    currency=summary.currency,
-                    doc=doc,
-                    version=1,
-                    updated_at_ms=now,
-                )
-            )
-            return True
-        if row.doc == doc:
-            return False
-        conn.execute(
-            update(billing_summaries).where(where).values(doc=doc, version=row.version + 1, updated_at_ms=now)
-        )
-        return True
+        stored = {} if row is None else {(summary.customer, summary.currency): (row.doc, row.version)}
+        return bool(self._save_many(conn, [summary], stored))
 
     def replace_all(self, summaries: Iterable[BillingSummary]) -> int:
         """Store these summaries as they are (``summary rebuild`` without ``--check``)."""
