@@ -114,7 +114,11 @@ class Hub:
         self.summary: Any = None
         self.summary_sink: Any = None
         if self.config.billing_summary is not None:
-            self._build_summary()
+            try:
+                self._build_summary()
+            except ConfigError:
+                self._abandon(created, owned=store is None)
+                raise
         self.read_errors: dict[str, str] = {}  # route -> why its source's last read failed
 
     @staticmethod

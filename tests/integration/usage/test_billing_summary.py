@@ -15,6 +15,7 @@ to the Salesforce sandbox's Account. Then:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -22,6 +23,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -163,6 +165,22 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
         )
     )
     hub = HubProcess(config, tmp_path / "hub.log")
+    # Every write of an Account, as the Salesforce sandbox stores it (sampled every 20 ms).
+    writes: dict[str, list[float]] = {key: [] for key in accounts}
+    sampling = threading.Event()
+
+    def sample() -> None:
+        last: dict[str, object] = {}
+        while not sampling.is_set():
+            for key, account_id in accounts.items():
+                stamp = (sf_sandbox.store.get(account_id) or {}).get("Billing_Summary_Updated__c")
+                if stamp is not None and stamp != last.get(key):
+                    writes[key].append(time.monotonic())
+                    last[key] = stamp
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     try:
         hub.start()
         issued = random_billing(lago, rng)
@@ -241,7 +259,12 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
         _wait(rolled, 60, "every summary in the next period", step=0.3)
         time.sleep(2)
     finally:
+        sampling.set()
         hub.stop()
+    # Coalesced: however busy a customer, its Account is written at most once per interval.
+    gaps = [b - a for stamps in writes.values() for a, b in itertools.pairwise(stamps)]
+    assert sum(len(w) for w in writes.values()) > CUSTOMERS and gaps
+    assert min(gaps) >= INTERVAL * 0.9, sorted(gaps)[:5]
 
     done = rebuild_check(config)
     print(done.stdout)
