@@ -80,22 +80,25 @@ class SalesforceSink:
         self._poked.set()
 
     async def run(self, stopping: asyncio.Event) -> None:
+        interval_ms = int(self.interval * 1000)
         while not stopping.is_set():
             try:
                 wrote = await self.step()
+                due = None if wrote else self.state.next_salesforce_due_ms(interval_ms)
             except Exception as exc:
                 log.warning(
                     "billing summary not written to Salesforce; tried again",
                     error=str(exc).splitlines()[0][:300],
                 )
-                wrote = 0
+                wrote, due = 0, None
                 await asyncio.sleep(1.0)
-            if not wrote:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._poked.wait(), timeout=min(self.interval, 0.5))
-                self._poked.clear()
-            # Due ones whose interval has not passed yet are looked at again soon.
-            await asyncio.sleep(0.05)
+            if wrote:
+                continue
+            # Sleep until the earliest waiting summary may be written, or a change is reported.
+            wait = self.interval if due is None else max(0.01, (due - self.state.store.clock()) / 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), timeout=min(wait, self.interval))
+            self._poked.clear()
 
     async def step(self) -> int:
         due = self.state.due_for_salesforce(int(self.interval * 1000), self.batch)

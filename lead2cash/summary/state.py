@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, select, tuple_, update
 
 from lead2cash.store import Store
 from lead2cash.store.schema import billing_summaries, summary_cursors, summary_invoices, summary_usage
@@ -284,6 +284,15 @@ class SummaryState:
         )
         with self.store.engine.connect() as conn:
             return [(BillingSummary.from_json(r.doc), r.version) for r in conn.execute(q)]
+
+    def next_salesforce_due_ms(self, interval_ms: int) -> int | None:
+        """When the earliest changed summary may be written (None: none is waiting)."""
+        q = select(func.min(billing_summaries.c.sf_at_ms)).where(
+            billing_summaries.c.version > billing_summaries.c.sf_version
+        )
+        with self.store.engine.connect() as conn:
+            at = conn.execute(q).scalar()
+        return None if at is None else int(at) + interval_ms
 
     def written_to_salesforce(
         self, written: Sequence[tuple[str, str, int]], later: Sequence[tuple[str, str]] = ()
