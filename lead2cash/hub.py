@@ -114,6 +114,14 @@ class Hub:
         self._ticks: dict[str, asyncio.Task[None]] = {}
         for route in self.routes.values():
             route.on_store_error = self.store_failed
+        self.summary: Any = None
+        self.summary_sink: Any = None
+        if self.config.billing_summary is not None:
+            try:
+                self._build_summary()
+            except ConfigError:
+                self._abandon(created, owned=store is None)
+                raise
         self.read_errors: dict[str, str] = {}  # route -> why its source's last read failed
 
     @staticmethod
@@ -498,6 +506,36 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=max(wait, 0.01))
 
+    def _build_summary(self) -> None:
+        """The billing summary keeper (and its Salesforce writer), fed by the routes' confirmations."""
+        from lead2cash.summary.keeper import SummaryKeeper
+        from lead2cash.summary.salesforce import DEFAULT_FIELDS, SalesforceSink
+
+        cfg = self.config.billing_summary
+        assert cfg is not None
+        lago = self.systems.get(cfg.lago)
+        if lago is None or not hasattr(lago, "client"):
+            raise ConfigError([self.loaded.issue(("billing_summary", "lago"), "no lago system of that name")])
+        entities = {name: c.mapping.entity for name, c in self.route_configs.items()}
+        self.summary = SummaryKeeper(self.store, lago.client, entities, poll=cfg.poll)
+        for name in self.summary.routes:
+            self.routes[name].on_confirmed = self.summary.poke
+        sf = cfg.salesforce
+        if sf is not None:
+            crm = self.systems.get(sf.system)
+            if crm is None or not hasattr(crm, "_writer"):
+                where = ("billing_summary", "salesforce", "system")
+                raise ConfigError([self.loaded.issue(where, "no salesforce system of that name")])
+            name = f"{sf.system}/{sf.object}.billing_summary"
+            self.summary_sink = SalesforceSink(
+                self.summary.state,
+                crm._writer(sf.object, sf.match_field, {}, name),
+                fields=sf.fields if sf.fields is not None else DEFAULT_FIELDS,
+                match_field=sf.match_field,
+                interval=sf.interval,
+            )
+            self.summary.on_change = self.summary_sink.poke
+
     async def start(self) -> None:
         self._beat_once()
         self._recover_leases()
@@ -535,6 +573,12 @@ class Hub:
             )
         scheduler.start()
         self._scheduler = scheduler
+        if self.summary is not None:
+            self._tasks.append(asyncio.create_task(self.summary.run(self._stopping), name="billing-summary"))
+        if self.summary_sink is not None:
+            self._tasks.append(
+                asyncio.create_task(self.summary_sink.run(self._stopping), name="billing-summary-salesforce")
+            )
         if self.config.web.enabled:
             self._tasks.append(asyncio.create_task(self._serve_web(), name="web"))
         log.info("hub started", routes=list(self.routes), worker=self.worker_id, store=self.store.backend)
