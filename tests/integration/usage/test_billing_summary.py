@@ -19,13 +19,11 @@ import itertools
 import json
 import os
 import random
-import signal
 import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -33,7 +31,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hub_process import HubProcess
 from sqlalchemy import update
+from waiting import wait_until
 
 from lead2cash.sandbox.lago import LagoSandbox
 from lead2cash.sandbox.salesforce import SalesforceSandbox
@@ -41,52 +41,11 @@ from lead2cash.store import Store
 from lead2cash.store.schema import billing_summaries
 from lead2cash.testing import summary_scenario
 from lead2cash.testing import usage_scenario as scenario
-from lead2cash.testing.nats_server import NatsServer, nats_server_binary
+from lead2cash.testing.nats_server import NatsServer
 
 CUSTOMERS = 6
 RECORDS = int(os.environ.get("LEAD2CASH_SUMMARY_RECORDS", "600"))
 INTERVAL = 1.0  # Salesforce write interval per customer
-
-
-@pytest.fixture()
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    if nats_server_binary() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("nats-server is not installed: .ci/ensure-nats installs it")
-        pytest.skip("nats-server is not installed (Debian package nats-server)")
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
-
-
-def _wait(predicate: Any, timeout: float, what: str, step: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(step)
-
-
-class HubProcess:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lead2cash.cli", "run", str(self.config)], stdout=out, stderr=out
-            )
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 def rebuild_check(config: Path) -> subprocess.CompletedProcess[str]:
@@ -185,7 +144,9 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
         hub.start()
         issued = random_billing(lago, rng)
         asyncio.run(scenario.publish(nats_server.url, records.messages[RECORDS // 2 :]))
-        _wait(lambda: len(lago_sandbox.store.usage.events) >= RECORDS, 240, "every usage event in Lago")
+        wait_until(
+            lambda: len(lago_sandbox.store.usage.events) >= RECORDS, 240, what="every usage event in Lago"
+        )
         admin = httpx.Client(
             base_url=f"http://127.0.0.1:{port}",
             headers={"Authorization": f"Bearer {summary_scenario.ADMIN_TOKEN}"},
@@ -203,10 +164,12 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
                     return False
             return True
 
-        _wait(settled, 120, "every summary current", step=0.3)
+        wait_until(settled, 120, step=0.3, what="every summary current")
         out = tmp_path / "out" / "invoices.jsonl"
-        _wait(
-            lambda: out.exists() and len(out.read_text().splitlines()) >= issued, 60, "the invoices' states"
+        wait_until(
+            lambda: out.exists() and len(out.read_text().splitlines()) >= issued,
+            60,
+            what="the invoices' states",
         )
         time.sleep(3)  # the last payment states and the Salesforce writes settle
         assert (
@@ -235,7 +198,7 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
                     return False
             return True
 
-        _wait(on_accounts, 30, "every Account showing its summary", step=0.3)
+        wait_until(on_accounts, 30, step=0.3, what="every Account showing its summary")
         # Exact money: the served figures in minor units and as decimal strings.
         for body in served.values():
             s = body["summaries"][0]
@@ -256,7 +219,7 @@ def test_incremental_summary_equals_the_batch_recompute_and_reaches_salesforce(
                     return False
             return True
 
-        _wait(rolled, 60, "every summary in the next period", step=0.3)
+        wait_until(rolled, 60, step=0.3, what="every summary in the next period")
         time.sleep(2)
     finally:
         sampling.set()
