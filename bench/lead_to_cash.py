@@ -71,9 +71,11 @@ from _l2c_support import (
 )
 from lead_to_cash_baseline import Result, run_baseline
 
+from lead2cash.connectors.lago import Spacer
 from lead2cash.demo.environment import CONFIG_DIR, ROUTES, LeadToCash, order_of
 from lead2cash.store.schema import messages
 
+LAGO_RATE_SHARE = 0.95  # the hub's ``lago.rate_limit`` against a Lago limited to N requests/s
 SIZES = {
     "small": {"deals": 1000, "repeats": 3, "trickle": 60, "timeout": 300},
     "large": {"deals": 10000, "repeats": 1, "trickle": 300, "timeout": 1800},
@@ -208,6 +210,8 @@ async def backfill(
         set_latency(env.cluster, latency_ms)
         if lago_rate_limit:
             set_lago_rate_limit(env.cluster, lago_rate_limit)
+            # The hub as configured for it: ``lago.rate_limit`` a little below Lago's limit.
+            env.hub.systems["lago"].client.limiter = Spacer(LAGO_RATE_SHARE * lago_rate_limit)  # type: ignore[attr-defined]
         # Every deal closed before the hub starts lies behind the reader's safety lag at the first poll.
         await asyncio.sleep(parse_duration(safety_lag) + 1.2)
         if profile is not None:
@@ -408,7 +412,10 @@ def print_rate_limited(run: Backfill, limit: int) -> None:
     organization is 50/s for everything but events): calls per deal decide the ceiling."""
     lago = run.api_calls.get("lago (connector count)", 0)
     flag = "" if run.settled else "  (NOT SETTLED: timed out)"
-    print(f"\n== 1b. backfill against Lago limited to {limit} requests/s: {run.won} won deals ==")
+    print(
+        f"\n== 1b. backfill against Lago limited to {limit} requests/s (the hub's lago.rate_limit: "
+        f"{LAGO_RATE_SHARE * limit:g}): {run.won} won deals =="
+    )
     print(f"  {run.rate:.1f} deals/s end to end (goal at 50/s: >= 14){flag}; dead letters {run.dead_letters}")
     print(
         f"  Lago calls: {lago} ({lago / run.won:.2f} per deal, answers 429 included; ceiling "

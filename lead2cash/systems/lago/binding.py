@@ -88,6 +88,7 @@ class LagoBinding:
             max_connections=config.max_connections,
             retries=config.retries,
             max_inline_wait=config.max_inline_wait,
+            rate_limit=config.rate_limit,
         )
         self.verifier: WebhookVerifier | None = None
         hook = config.webhook
@@ -355,6 +356,10 @@ class OrderTarget:
 
     async def _reconcile(self, order: Order, key: str, *, apply: bool) -> str | None:
         plan, external_id, won = self._plan(order)
+        if not won and apply and self._first_delivery(order):
+            seen = self.binding.vouched.get(external_id)
+            if seen is not None and order.id not in seen:
+                return self._ref(external_id, {}, None)  # never billed, and Lago held nothing of it
         if not won and not self._customer_known(order):
             # Lost, open or deleted, and no deal of this customer was ever billed here: nothing to end,
             # and no call (the billing route reads every opportunity, won or not).
@@ -376,6 +381,8 @@ class OrderTarget:
             first = self._first_delivery(order)
             seen = self.binding.vouched.get(external_id)
             if first and (seen is None or order.id not in seen):
+                if seen is None:
+                    await self.binding.customers_before()  # counted before this process creates any
                 # The upsert's answer tells whether this process created the customer; a customer it
                 # has seen whole needs no upsert answer. The catalogue check goes along.
                 created, _ = await _together(
