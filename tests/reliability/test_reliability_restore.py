@@ -3,7 +3,7 @@
 The sandboxes, the hub and the store are separate processes, on the shipped routes. Deals are won and
 billed; while the hub bills them, the store is backed up as an operator would (SQLite: the online backup
 of ``sqlite3 .backup``, a consistent copy of the file taken while the hub writes; PostgreSQL: ``pg_dump``,
-restored with ``psql``). The hub bills more deals and settles, then stops; the backup is restored (the
+restored with ``psql`` into the same database). The hub bills more deals and settles, then stops; the backup is restored (the
 deals billed after it are forgotten by the store) and the hub starts on it: it reads Salesforce again from
 the backup's checkpoint and delivers again every order the backup had not seen confirmed.
 
@@ -46,10 +46,10 @@ def _backup(store_url: str, target: Path) -> None:
     dump = shutil.which("pg_dump")
     if dump is None:
         pytest.skip("pg_dump not installed")
-    url, _, schema = store_url.partition("?")
+    url, _, options = store_url.partition("?")
     args = [dump, "--clean", "--if-exists", "--no-owner", url.replace("+psycopg", "")]
-    if "search_path" in schema:
-        args += ["--schema", schema.split("search_path%3D")[-1].split("&")[0]]
+    if "search_path" in options:  # the test's own schema (tests/conftest.py)
+        args += ["--schema", options.split("search_path%3D")[-1].split("&")[0]]
     target.write_bytes(subprocess.run(args, check=True, capture_output=True).stdout)
 
 
@@ -82,8 +82,9 @@ def _won_billed(env: Any) -> set[str]:
     return {p["id"] for p in payloads if p.get("status") == "won"}
 
 
-def test_a_store_restored_from_a_backup_taken_mid_run_bills_nothing_twice(tmp_path: Path) -> None:
-    store_url = f"sqlite:///{tmp_path / 'restore' / 'state.db'}"
+def test_a_store_restored_from_a_backup_taken_mid_run_bills_nothing_twice(
+    tmp_path: Path, store_url: str
+) -> None:
     backup = tmp_path / "backup.db"
     with running(tmp_path / "restore", seed=11, seed_size=2 * WAVE + 20, store_url=store_url) as env:
         env.hub.start()
