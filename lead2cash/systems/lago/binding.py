@@ -472,6 +472,9 @@ class OrderTarget:
         # Subscriptions under new ids and a one-off invoice are not idempotent in Lago (found by the reads
         # above): right before they go, make sure no other worker took the delivery over meanwhile.
         await fence()
+        # Written ahead of the writes: any later delivery of this order, whatever becomes of this one (a
+        # dead letter after the invoice went, another worker's next version), reconciles by reads.
+        self.binding.remember([(ORDER_MARK, order.id, order.id)])
         creates: list[Awaitable[Any]] = [
             self.client.request(
                 "PUT",
@@ -499,7 +502,6 @@ class OrderTarget:
                 del body["subscription_at"]
             creates.append(self.client.create_subscription(body))
             learned.append(("Subscription", spec.key, sub_id))
-        learned.append((ORDER_MARK, order.id, order.id))
         learned += [
             ("Subscription", k, str(s["external_id"]))
             for k, s in current.items()
@@ -774,7 +776,7 @@ class OrderTarget:
 
 
 POLL_READS_IN_FLIGHT = 8
-ORDER_MARK = "lago.order"  # cross-reference: an order this store billed in Lago (its id, both sides)
+ORDER_MARK = "lago.order"  # cross-reference: an order this store began to bill in Lago (its id, both sides)
 VOUCHED_MAX = 200_000
 
 
