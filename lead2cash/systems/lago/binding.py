@@ -356,9 +356,9 @@ class OrderTarget:
 
     async def _reconcile(self, order: Order, key: str, *, apply: bool) -> str | None:
         plan, external_id, won = self._plan(order)
-        if not won and apply and self._first_delivery(order):
+        if not won and apply:
             seen = self.binding.vouched.get(external_id)
-            if seen is not None and order.id not in seen:
+            if seen is not None and order.id not in seen and self._first_delivery(order):
                 return self._ref(external_id, {}, None)  # never billed, and Lago held nothing of it
         if not won and not self._customer_known(order):
             # Lost, open or deleted, and no deal of this customer was ever billed here: nothing to end,
@@ -562,12 +562,14 @@ class OrderTarget:
         """After a reconciling read: the orders Lago holds subscriptions and one-off invoices of."""
         orders = {str(s.get("external_id", "")).split(":", 1)[0] for s in listed}
         for item in invoices:
-            owner = adapter.metadata_value(item, adapter.METADATA_ORDER)
-            if owner is None:
-                # An invoice whose order only its fees tell (not in the listing): read again next time.
+            owner = adapter.one_off_order(item)
+            if owner is not None:
+                orders.add(owner)
+            elif "fees" not in item:
+                # Not read whole (another currency's): its order is unknown, so read again next time.
                 self.binding.vouched.pop(external_id, None)
                 return
-            orders.add(owner)
+            # else read whole and marked by no order: not the hub's, it can pass for none of its orders
         self._vouch(external_id, frozenset(orders))
 
     def _customer_known(self, order: Order) -> bool:
@@ -727,19 +729,26 @@ class OrderTarget:
         # One listing of the customer's one-off invoices serves both searches (a customer has a few).
         query = {"external_customer_id": external_id, "invoice_type": "one_off"}
         listed = [i async for i in self.client.invoices(query)]
-        if seen is not None:
-            seen.extend(listed)
+
         marked = [i for i in listed if adapter.metadata_value(i, adapter.METADATA_ORDER) == order.id]
         if marked:
             marked.sort(key=lambda i: (str(i.get("created_at")), str(i.get("lago_id"))))
+            if seen is not None:
+                seen.extend(listed)
             return await self._with_fees(marked[0])
         candidates = []
         for item in listed:
             if adapter.metadata_value(item, adapter.METADATA_ORDER) is not None:
+                if seen is not None:
+                    seen.append(item)
                 continue
             if item.get("currency") not in (None, order.currency):
+                if seen is not None:
+                    seen.append(item)  # its order unknown: the customer is not vouched for
                 continue
             full = await self._with_fees(item)
+            if seen is not None:
+                seen.append(full)
             if adapter.unmarked_order_invoice(full, order.id):
                 candidates.append(full)
         if len(candidates) > 1:
