@@ -567,6 +567,12 @@ INVOICE_TYPES = frozenset({"subscription", "add_on", "one_off", "credit", "progr
 _KINDS = {"add_on": ChargeKind.ONE_TIME, "subscription": ChargeKind.RECURRING, "charge": ChargeKind.RECURRING}
 
 
+def one_off_order(invoice: Mapping[str, Any]) -> str | None:
+    """The order a one-off invoice bills: its metadata, else its fees' order marker (the fees must be in
+    the invoice: a listing leaves them out)."""
+    return metadata_value(invoice, METADATA_ORDER) or _order_of_markers(invoice.get("fees") or [])
+
+
 def _order_of_markers(fees: list[Any]) -> str | None:
     """A one-off invoice's webhook can arrive before its metadata is written; its fee descriptions already
     carry the order marker the hub wrote at creation. One order for every marked fee, or None."""

@@ -83,6 +83,12 @@ class LagoSystemConfig(Strict):
     max_inline_wait: Duration = Field(
         5.0, description="a longer Retry-After is handed to the route (which pauses) instead of waited"
     )
+    rate_limit: float | None = Field(
+        None,
+        gt=0,
+        description="requests/s this hub sends to Lago, events aside (Lago allows 50 per organization: "
+        "set a little below it, shared among the hub's workers); calls are spaced, not burst",
+    )
     webhook: LagoWebhookConfig | None = None
     plan_table: str | None = Field(None, description="mappings table: product code -> plan code")
     addon_table: str | None = Field(None, description="mappings table: product code -> add-on code")

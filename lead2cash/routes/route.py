@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from lead2cash.observability import REDACTOR, Metrics
-from lead2cash.pacing import LeaseLost, RateLimiter, current_fence, current_pacer
+from lead2cash.pacing import LeaseLost, RateLimiter, current_fence, current_pacer, delivery_in_doubt
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import (
     AcknowledgingSource,
@@ -616,6 +616,7 @@ class RouteRuntime:
                 started = time.perf_counter()
                 try:
                     # Any failure after the request may have left the target leaves the key ambiguous.
+                    delivery_in_doubt.set(ambiguous)
                     ambiguous = True
                     return await self.target.deliver(entity, key)
                 except DeliveryError as exc:

@@ -504,6 +504,28 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse(sandbox.webhooks.snapshot())
 
+    async def get_rate_limit(_: Request) -> Response:
+        return JSONResponse(
+            {"per_s": sandbox.rate_limit_per_s, "events_per_s": sandbox.events_rate_limit_per_s}
+        )
+
+    async def put_rate_limit(request: Request) -> Response:
+        """``{"per_s": 50}`` (Lago's limit per organization on everything but events; null: none) and/or
+        ``{"events_per_s": 500}``, at runtime."""
+        try:
+            body = await body_of(request, None)
+            for field, attr in (("per_s", "rate_limit_per_s"), ("events_per_s", "events_rate_limit_per_s")):
+                if field in body:
+                    value = body[field]
+                    if value is not None and (
+                        not isinstance(value, int) or isinstance(value, bool) or value < 1
+                    ):
+                        raise ValueError(f"{field}: a whole number of requests per second >= 1, or null")
+                    setattr(sandbox, attr, value)
+        except (TypeError, ValueError, LagoError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return await get_rate_limit(request)
+
     async def settle_refund(request: Request) -> Response:
         """``{"status": "succeeded" | "failed"}``: the payment provider's answer to a refund."""
         try:
@@ -563,6 +585,8 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route("/__sandbox/lago/webhooks", put_webhooks, methods=["PUT"]),
         Route("/__sandbox/lago/webhooks/drain", drain_webhooks, methods=["POST"]),
         Route("/__sandbox/lago/credit_notes/{lago_id}/refund", settle_refund, methods=["POST"]),
+        Route("/__sandbox/lago/rate_limit", get_rate_limit, methods=["GET"]),
+        Route("/__sandbox/lago/rate_limit", put_rate_limit, methods=["PUT"]),
         *admin_routes(sandbox.faults, sandbox.effects, sandbox.reset),
     ]
     return Starlette(routes=routes)

@@ -30,7 +30,7 @@ from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.lago import LagoSystemConfig
 from lead2cash.connectors.lago import LagoClient, WebhookVerifier, loads
 from lead2cash.errors import PermanentError
-from lead2cash.pacing import fence
+from lead2cash.pacing import delivery_in_doubt, fence
 from lead2cash.routes.interfaces import SourceBatch, WebhookDelivery
 from lead2cash.store import Store, XrefWrite
 from lead2cash.systems import BindingContext
@@ -53,6 +53,8 @@ INVOICE_EVENTS = frozenset(
     }
 )
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
+# Invoice events sent when Lago makes the invoice, before any credit note on it can exist.
+BIRTH_EVENTS = frozenset({"invoice.created", "invoice.one_off_created", "invoice.drafted"})
 # bill_order's policies for a billed deal that is lost or reopened (defaults in LagoSystemConfig).
 REVERSAL_POLICIES = {
     "on_reversal_subscriptions": ("immediately", "period_end"),
@@ -86,6 +88,7 @@ class LagoBinding:
             max_connections=config.max_connections,
             retries=config.retries,
             max_inline_wait=config.max_inline_wait,
+            rate_limit=config.rate_limit,
         )
         self.verifier: WebhookVerifier | None = None
         hook = config.webhook
@@ -100,6 +103,35 @@ class LagoBinding:
             )
         self._consumers: set[str] = set()
         self.known_codes: set[tuple[str, str]] = set()  # ("plan" | "add-on", code) seen in Lago
+        # Customers whose holdings in Lago this process has seen (created by it, or read whole), each
+        # with the orders Lago held for it then: the order target skips its reads for any other order.
+        self.vouched: dict[str, frozenset[str]] = {}
+        self._customers_before: int | None = None
+        self._census: asyncio.Future[int] | None = None
+
+    async def customers_before(self) -> int:
+        """The highest customer ``sequential_id`` in Lago when this process first asked (read once, by
+        one task the deliveries share: the first and last page of the listing, whichever order the
+        engine lists in)."""
+        if self._customers_before is None:
+            census = self._census
+            if census is None or (census.done() and census.exception() is not None):
+                census = self._census = asyncio.ensure_future(self._count_customers())
+            self._customers_before = await asyncio.shield(census)
+        return self._customers_before
+
+    async def _count_customers(self) -> int:
+        path = "/customers"
+        first = await self.client.request("GET", path, "customers.list", params={"per_page": 1})
+        numbers = [int(c.get("sequential_id") or 0) for c in first.get("customers") or []]
+        last = int((first.get("meta") or {}).get("total_pages") or 1)
+        if last > 1:
+            tail = await self.client.request(
+                "GET", path, "customers.list", params={"per_page": 1, "page": last}
+            )
+            numbers += [int(c.get("sequential_id") or 0) for c in tail.get("customers") or []]
+        log.info("lago customers counted", system=self.name, sequential_id=max(numbers, default=0))
+        return max(numbers, default=0)
 
     async def aclose(self) -> None:
         """Close the HTTP sessions of the running loop (the hub calls this when it stops, if it can)."""
@@ -324,6 +356,10 @@ class OrderTarget:
 
     async def _reconcile(self, order: Order, key: str, *, apply: bool) -> str | None:
         plan, external_id, won = self._plan(order)
+        if not won and apply:
+            seen = self.binding.vouched.get(external_id)
+            if seen is not None and order.id not in seen and self._first_delivery(order):
+                return self._ref(external_id, {}, None)  # never billed, and Lago held nothing of it
         if not won and not self._customer_known(order):
             # Lost, open or deleted, and no deal of this customer was ever billed here: nothing to end,
             # and no call (the billing route reads every opportunity, won or not).
@@ -332,19 +368,41 @@ class OrderTarget:
         learned: list[tuple[str, str, str]] = []  # cross-references, written together at the end
 
         # Independent calls go out together: a deal costs three round trips, not one per call.
+        one_offs: list[dict[str, Any]] = []  # the customer's one-off invoices, as the reads listed them
+
         def reads() -> tuple[Awaitable[Any], Awaitable[Any]]:
-            return self._find_invoice(order, external_id), self.client.list_subscriptions(
+            return self._find_invoice(order, external_id, one_offs), self.client.list_subscriptions(
                 external_id, ("active", "pending", "terminated")
             )
 
+        vouched = False  # the ledger vouches that Lago holds nothing of this order: no reads
         if won and apply:
             learned.append(("Customer", order.customer.id, external_id))
-            # The reads need not wait for the upsert: it touches neither invoices nor subscriptions, and
-            # Lago lists none (200, empty) for a customer it does not have yet. The catalogue check goes
-            # with them: it only has to come before the first subscription or invoice.
-            _, invoice, listed, _ = await _together(
-                self.client.upsert_customer(customer_body), *reads(), self._check_catalog(order, plan)
-            )
+            first = self._first_delivery(order)
+            seen = self.binding.vouched.get(external_id)
+            if first and (seen is None or order.id not in seen):
+                if seen is None:
+                    await self.binding.customers_before()  # counted before this process creates any
+                # The upsert's answer tells whether this process created the customer; a customer it
+                # has seen whole needs no upsert answer. The catalogue check goes along.
+                created, _ = await _together(
+                    self.client.upsert_customer(customer_body), self._check_catalog(order, plan)
+                )
+                if seen is not None or await self._created_here(created):
+                    self._vouch(external_id, frozenset() if seen is None else seen)
+                    vouched = True
+                    invoice, listed = None, []
+                else:
+                    invoice, listed = await _together(*reads())
+            else:
+                # The reads need not wait for the upsert: it touches neither invoices nor subscriptions,
+                # and Lago lists none (200, empty) for a customer it does not have yet. The catalogue
+                # check goes with them: it only has to come before the first subscription or invoice.
+                _, invoice, listed, _ = await _together(
+                    self.client.upsert_customer(customer_body), *reads(), self._check_catalog(order, plan)
+                )
+            if not vouched:
+                self._vouch_read(external_id, listed, one_offs)
         elif won and not await self._customer_matches(customer_body):
             return None
         else:
@@ -409,13 +467,14 @@ class OrderTarget:
         billed = self._billed_before(list(dict.fromkeys([*wanted, *current, *ended])))
         # Billed before (Lago holds a subscription or the one-off invoice of the order): a line it did not
         # have is an amendment. Lago's holdings, not the store's memory, say so.
-        amended = bool(ours) or (
-            invoice is not None and adapter.metadata_value(invoice, adapter.METADATA_ORDER) == order.id
-        )
+        amended = bool(ours) or invoice is not None  # found by its metadata or its fees' marker
         since = order.status_since.date() if order.status_since is not None else None
         # Subscriptions under new ids and a one-off invoice are not idempotent in Lago (found by the reads
         # above): right before they go, make sure no other worker took the delivery over meanwhile.
         await fence()
+        # Written ahead of the writes: any later delivery of this order, whatever becomes of this one (a
+        # dead letter after the invoice went, another worker's next version), reconciles by reads.
+        self.binding.remember([(ORDER_MARK, order.id, order.id)])
         creates: list[Awaitable[Any]] = [
             self.client.request(
                 "PUT",
@@ -458,7 +517,9 @@ class OrderTarget:
             invoice = done[-1]
         if plan.fees:
             assert invoice is not None
-            if adapter.metadata_value(invoice, adapter.METADATA_ORDER) != order.id:
+            # A first delivery the ledger vouches for leaves the invoice marked by its fees' descriptions
+            # only (one call less); a reconciling one writes the metadata (the lookup's fast way).
+            if not vouched and adapter.metadata_value(invoice, adapter.METADATA_ORDER) != order.id:
                 pairs = {adapter.METADATA_KEY: key, adapter.METADATA_ORDER: order.id}
                 invoice = await self.client.update_invoice(
                     str(invoice["lago_id"]), {"metadata": adapter.metadata_update(invoice, pairs)}
@@ -466,6 +527,50 @@ class OrderTarget:
             learned.append(("Order", order.id, str(invoice["lago_id"])))
         self.binding.remember(learned)
         return self._ref(external_id, wanted, invoice)
+
+    def _first_delivery(self, order: Order) -> bool:
+        """No attempt of this delivery may have reached Lago (the ledger shows none in doubt) and this
+        store billed no version of the order before: Lago holds nothing of it unless another history
+        made it (a store restored from a backup, or lost), which ``_created_here`` and the reads rule out
+        per customer. Without a store nothing is known."""
+        store = self.binding.store
+        if store is None or delivery_in_doubt.get():
+            return False
+        return store.xref_get(ORDER_MARK, order.id, XREF_SYSTEM) is None
+
+    async def _created_here(self, customer: Mapping[str, Any]) -> bool:
+        """Did Lago create this customer after this process first asked (its ``sequential_id`` is above
+        every customer's then)? Then nothing of an earlier history (a backup's lost future, an older
+        store) can be billed to it."""
+        number = customer.get("sequential_id")
+        if not isinstance(number, int) or isinstance(number, bool):
+            return False
+        return number > await self.binding.customers_before()
+
+    def _vouch(self, external_id: str, orders: frozenset[str]) -> None:
+        vouched = self.binding.vouched
+        if len(vouched) >= VOUCHED_MAX and external_id not in vouched:
+            vouched.clear()  # forgetting costs reads, never safety
+        vouched[external_id] = orders
+
+    def _vouch_read(
+        self,
+        external_id: str,
+        listed: Sequence[Mapping[str, Any]],
+        invoices: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """After a reconciling read: the orders Lago holds subscriptions and one-off invoices of."""
+        orders = {str(s.get("external_id", "")).split(":", 1)[0] for s in listed}
+        for item in invoices:
+            owner = adapter.one_off_order(item)
+            if owner is not None:
+                orders.add(owner)
+            elif "fees" not in item:
+                # Not read whole (another currency's): its order is unknown, so read again next time.
+                self.binding.vouched.pop(external_id, None)
+                return
+            # else read whole and marked by no order: not the hub's, it can pass for none of its orders
+        self._vouch(external_id, frozenset(orders))
 
     def _customer_known(self, order: Order) -> bool:
         """Has this hub billed a deal of this customer (the cross-reference map knows its Lago id)?
@@ -615,24 +720,35 @@ class OrderTarget:
             if k not in ("billing_configuration", "customer_type")
         )
 
-    async def _find_invoice(self, order: Order, external_id: str) -> dict[str, Any] | None:
+    async def _find_invoice(
+        self, order: Order, external_id: str, seen: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any] | None:
         """This order's one-off invoice: by its metadata, or (created but metadata not yet written) the
         one whose fee descriptions carry the order marker. Two unmarked candidates is an anomaly a person
         must look at, never a guess."""
         # One listing of the customer's one-off invoices serves both searches (a customer has a few).
         query = {"external_customer_id": external_id, "invoice_type": "one_off"}
         listed = [i async for i in self.client.invoices(query)]
+
         marked = [i for i in listed if adapter.metadata_value(i, adapter.METADATA_ORDER) == order.id]
         if marked:
             marked.sort(key=lambda i: (str(i.get("created_at")), str(i.get("lago_id"))))
+            if seen is not None:
+                seen.extend(listed)
             return await self._with_fees(marked[0])
         candidates = []
         for item in listed:
             if adapter.metadata_value(item, adapter.METADATA_ORDER) is not None:
+                if seen is not None:
+                    seen.append(item)
                 continue
             if item.get("currency") not in (None, order.currency):
+                if seen is not None:
+                    seen.append(item)  # its order unknown: the customer is not vouched for
                 continue
             full = await self._with_fees(item)
+            if seen is not None:
+                seen.append(full)
             if adapter.unmarked_order_invoice(full, order.id):
                 candidates.append(full)
         if len(candidates) > 1:
@@ -669,6 +785,8 @@ class OrderTarget:
 
 
 POLL_READS_IN_FLIGHT = 8
+ORDER_MARK = "lago.order"  # cross-reference: an order this store began to bill in Lago (its id, both sides)
+VOUCHED_MAX = 200_000
 
 
 async def _together(*calls: Awaitable[Any]) -> list[Any]:
@@ -987,6 +1105,10 @@ class InvoiceSource(LagoEventSource):
         invoice, _ = await super().webhook_object(webhook_type, payload)
         if invoice is None or not invoice.get("lago_id"):
             return None, False
+        if webhook_type in BIRTH_EVENTS:
+            # An invoice just drafted or issued has no credit note yet (Lago issues them on finalized
+            # invoices only, later, each with a credit_note.* event of its own): no listing to make.
+            return await self._with_refunds(invoice, []), False
         enriched = await self._with_refunds(invoice)
         if enriched[adapter.REFUNDS_FIELD]["updated_at"] is None:
             return enriched, False

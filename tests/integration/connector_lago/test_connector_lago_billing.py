@@ -16,6 +16,7 @@ import pytest
 from lago_connector_env import LagoTestEnv, make_orders, run_hub, write_config
 
 from lead2cash.canonical_model import Order
+from lead2cash.demo.environment import order_of
 from lead2cash.hub import Hub
 
 CI_ORDERS = int(os.environ.get("LEAD2CASH_LAGO_ORDERS", "300"))
@@ -79,16 +80,21 @@ def test_orders_bill_exactly_once_through_503_429_and_lost_invoice_responses(
         subs, 1
     )
     assert {k: v for k, v in effects["invoice.create"].items() if k.startswith("ACC-")} == per_customer
-    metadata = effects["invoice.metadata"]
+    # The metadata is written by deliveries that reconcile (in doubt here, after a fault), never twice;
+    # a first delivery the ledger vouches for leaves the invoice marked by its fees only.
+    metadata = effects.get("invoice.metadata", {})
     for order_id in one_off:
-        assert metadata[f"lead2cash_key=order:{order_id}:v1"] == 1
-        assert metadata[f"lead2cash_order={order_id}"] == 1
+        assert metadata.get(f"lead2cash_key=order:{order_id}:v1", 0) <= 1
+        assert metadata.get(f"lead2cash_order={order_id}", 0) <= 1
+    assert metadata, "no delivery reconciled: the faults were not felt"
 
     # Exact amounts: each invoice bills the order's one-time lines, each subscription its line's price.
     billed = {}
-    for invoice in lago.invoices(invoice_type="one_off"):
-        order_id = next((m["value"] for m in invoice["metadata"] if m["key"] == "lead2cash_order"), None)
+    for listed in lago.invoices(invoice_type="one_off"):
+        invoice = lago.api.get(f"/invoices/{listed['lago_id']}").json()["invoice"]
+        order_id = order_of(invoice)  # its metadata, or the order marker of its fees
         if order_id and order_id.startswith("ACC-"):
+            assert order_id not in billed, f"order {order_id} invoiced twice"
             billed[order_id] = invoice["fees_amount_cents"]
     assert billed == one_off
     for external_id, cents in list(subs.items())[:40]:
@@ -252,10 +258,12 @@ def test_per_plan_grouping_sums_lines_of_one_plan(lago: LagoTestEnv, tmp_path: P
     hub.close()
 
 
-def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, tmp_path: Path) -> None:
-    """Customer upsert, the two reads and the catalogue check go out together (Lago lists nothing for a customer it does not
-    have yet), then the subscription and the one-off invoice, then the invoice's metadata: three waves of
-    calls on the deal's path, timed from the connector's own calls with 150 ms added to each answer."""
+def test_a_new_customers_first_order_costs_two_round_trips(lago: LagoTestEnv, tmp_path: Path) -> None:
+    """Customer upsert and the catalogue check go out together, then the subscription and the one-off
+    invoice: two waves of calls on the deal's path, timed from the connector's own calls with 150 ms added
+    to each answer. Before them, once per process, the customer census (the highest ``sequential_id``: the
+    listing's first and last page); the customer Lago creates above it is new, so Lago holds nothing of
+    its orders and the reads (and the invoice's metadata) are not needed."""
     orders = [
         o
         for o in make_orders(12, prefix="WAVE", seed=31)
@@ -295,10 +303,11 @@ def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, 
             wave_end = min(wave_end, ended)
         waves[-1].append(operation)
     assert [sorted(set(w)) for w in waves] == [
+        ["customers.list"],  # once per process
+        ["customers.list"],
         # The catalogue check (plans and add-ons exist) rides with the first wave, once per code.
-        ["add_ons.get", "customers.create", "invoices.list", "plans.get", "subscriptions.list"],
+        ["add_ons.get", "customers.create", "plans.get"],
         ["invoices.create", "subscriptions.create"],
-        ["invoices.update"],
     ], waves
 
 
