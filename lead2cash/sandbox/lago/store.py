@@ -917,6 +917,9 @@ class LagoStore:
             sub.name = data["name"]
         if "ending_at" in data:
             sub.ending_at = parse_datetime(data["ending_at"], "ending_at") if data["ending_at"] else None
+        overrides = data.get("plan_overrides") or {}
+        if "amount_cents" in overrides:  # a corrected price: the next period bills at it
+            sub.amount_cents = int(overrides["amount_cents"])
         if data.get("subscription_at"):
             if sub.status != "pending":
                 raise invalid(subscription_at="cannot_be_updated")
