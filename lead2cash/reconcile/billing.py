@@ -46,7 +46,6 @@ LINES: dict[str, Any] = {
     "days": pl.Int64,
     "full_days": pl.Int64,
 }
-KEY = ["contract_id", "period_start", "_n"]
 CAUSES = (
     "missing_in_new",
     "extra_in_new",
@@ -99,24 +98,65 @@ def load_config(path: Path) -> BillingConfig:
     )
 
 
-def _side(lines: pl.LazyFrame | pl.DataFrame, prefix: str) -> pl.LazyFrame:
-    lf = lines.lazy().select([pl.col(c).cast(t) for c, t in LINES.items()])
-    lf = lf.with_columns(pl.int_range(pl.len()).over("contract_id", "period_start").alias("_n"))
-    return lf.rename({c: f"{prefix}{c}" for c in LINES if c not in ("contract_id", "period_start")})
+SEED = 20_260_101
+LOW_CARDINALITY = ("segment", "cycle")
 
 
-def compare(
-    legacy: pl.LazyFrame | pl.DataFrame,
-    new: pl.LazyFrame | pl.DataFrame,
-    cycle: str,
-    cfg: BillingConfig,
-    scope: pl.Series | None = None,
+def _fingerprints(
+    lines: pl.LazyFrame | pl.DataFrame, scope: pl.Series | None, batch: int = 250_000
+) -> pl.DataFrame:
+    """Pass 1, one side: per line its row number ``_i``, ``_k`` (a 64-bit hash of contract, period start and
+    the n-th line of that key: a period billed twice is a line of its own) and ``_fp`` (a hash of the compared
+    columns), with its cycle and segment. Read in batches of ``batch`` lines; only these narrow columns stay."""
+    lf = lines.lazy()
+    total = lf.select(pl.len()).collect().item()
+    key = pl.struct(pl.col("contract_id").cast(pl.String), pl.col("period_start").cast(pl.Date)).hash(SEED)
+    fp = pl.struct([pl.col(c).cast(LINES[c]) for c in COMPARED]).hash(SEED)
+    parts = []
+    for offset in range(0, max(total, 1), batch):
+        part = lf.slice(offset, batch).with_row_index("_i", offset=offset)
+        if scope is not None:
+            part = part.filter(pl.col("contract_id").is_in(scope))
+        parts.append(
+            part.select(
+                "_i",
+                key.alias("_k"),
+                fp.alias("_fp"),
+                pl.col("cycle").cast(pl.Categorical),
+                pl.col("segment").cast(pl.Categorical),
+            ).collect()
+        )
+    df = pl.concat(parts)
+    if df["_k"].is_duplicated().any():
+        df = df.with_columns(pl.struct("_k", pl.int_range(pl.len()).over("_k")).hash(SEED).alias("_k"))
+    return df
+
+
+def _rows(
+    lines: pl.LazyFrame | pl.DataFrame,
+    index: pl.Series,
+    keys: pl.DataFrame,
+    prefix: str,
+    batch: int = 250_000,
 ) -> pl.LazyFrame:
-    """Every matched or unmatched line of ``cycle`` (on either side), with ``cause`` (null: it agrees)."""
-    joined = _side(legacy, "l_").join(_side(new, "n_"), on=KEY, how="full", coalesce=True)
-    joined = joined.filter((pl.col("l_cycle") == cycle) | (pl.col("n_cycle") == cycle))
-    if scope is not None:
-        joined = joined.filter(pl.col("contract_id").is_in(scope))
+    """Pass 2, one side: the whole lines at row numbers ``index`` (read in batches), with their ``_k``."""
+    lf = lines.lazy()
+    total = lf.select(pl.len()).collect().item()
+    cols = [pl.col(c).cast(t) for c, t in LINES.items()]
+    parts = [
+        lf.slice(offset, batch)
+        .with_row_index("_i", offset=offset)
+        .filter(pl.col("_i").is_in(index))
+        .select("_i", *cols)
+        .collect()
+        for offset in range(0, max(total, 1), batch)
+    ]
+    out = pl.concat(parts).lazy().join(keys.lazy().select("_i", "_k"), on="_i", how="inner").drop("_i")
+    return out.rename({c: f"{prefix}{c}" for c in LINES})
+
+
+def classify(joined: pl.LazyFrame, cfg: BillingConfig) -> pl.LazyFrame:
+    """Adds ``cause`` (null: the lines agree within the tolerance) to matched ``l_``/``n_`` lines."""
     has_l, has_n = pl.col("l_amount").is_not_null(), pl.col("n_amount").is_not_null()
     cur = pl.coalesce("l_currency", "n_currency")
     default = cfg.tolerance.get("*", 0)
@@ -153,8 +193,12 @@ def compare(
         .then(pl.lit("timing"))
         .otherwise(None)
     )
+    collision = has_l & has_n & (ne("contract_id") | ne("period_start"))
     return joined.with_columns(
         cause.alias("cause"),
+        collision.alias("_collision"),
+        pl.coalesce("l_contract_id", "n_contract_id").alias("contract_id"),
+        pl.coalesce("l_period_start", "n_period_start").alias("period_start"),
         pl.coalesce("l_customer_id", "n_customer_id").alias("customer_id"),
         pl.coalesce("l_segment", "n_segment").fill_null("??").alias("segment"),
         cur.alias("currency"),
@@ -241,40 +285,65 @@ def reconcile(
     cfg: BillingConfig,
     scope: pl.Series | None = None,
 ) -> Result:
-    rows = compare(legacy, new, cycle, cfg, scope)
-    explained = pl.col("cause").is_in(list(cfg.explained))
-    ok = pl.col("cause").is_null()
-    # One pass: the differences materialise, the agreeing lines are only counted.
-    diffs, seg = pl.collect_all(
-        [
-            rows.filter(~ok).with_columns(_evidence().alias("evidence")),
-            rows.group_by("segment").agg(
-                pl.len().alias("compared"), ok.sum().alias("agreeing"), (ok | explained).sum().alias("good")
-            ),
-        ]
+    """Pass 1 joins the two sides' fingerprints (row number, key hash, hash of the compared columns): lines
+    whose fingerprints are equal agree and are only counted. Pass 2 reads the other lines whole, matches them
+    and classifies every difference with its evidence."""
+    lf, nf = _fingerprints(legacy, scope), _fingerprints(new, scope)
+    joined = lf.lazy().join(nf.lazy(), on="_k", how="full", coalesce=True, suffix="_n")
+    joined = joined.filter((pl.col("cycle") == cycle) | (pl.col("cycle_n") == cycle))
+    same = (pl.col("_fp") == pl.col("_fp_n")).fill_null(False)
+    seg = pl.coalesce(pl.col("segment").cast(pl.String), pl.col("segment_n").cast(pl.String)).fill_null("??")
+    counted = joined.filter(same).group_by(seg.alias("segment")).agg(pl.len().alias("n")).collect()
+    cand = joined.filter(~same).select("_k", "_i", "_i_n").collect()
+    left = _rows(legacy, cand["_i"].drop_nulls(), lf, "l_")
+    right = _rows(new, cand["_i_n"].drop_nulls(), nf, "n_")
+    rows = classify(
+        cand.lazy().select("_k").join(left, on="_k", how="left").join(right, on="_k", how="left"), cfg
     )
-    diffs = diffs.select(
-        "cause",
-        "customer_id",
-        "segment",
-        "contract_id",
-        "period_start",
-        "currency",
-        pl.col("l_amount").alias("legacy_amount"),
-        pl.col("n_amount").alias("new_amount"),
-        "delta",
-        pl.col("l_tax").alias("legacy_tax"),
-        pl.col("n_tax").alias("new_tax"),
-        "tax_delta",
-        pl.col("l_invoice_id").alias("legacy_invoice"),
-        pl.col("n_invoice_id").alias("new_invoice"),
-        pl.col("l_bill_date").alias("legacy_bill_date"),
-        pl.col("n_bill_date").alias("new_bill_date"),
-        "evidence",
-    ).sort("cause", "customer_id", "contract_id", "period_start")
-    compared = int(seg["compared"].sum())
-    agreeing = int(seg["agreeing"].sum())
-    good = int(seg["good"].sum())
+    rows = rows.with_columns(_evidence().alias("evidence")).collect()
+    if rows["_collision"].any():
+        raise RuntimeError("two line keys hashed alike: nothing can be concluded from this run")
+    ok = pl.col("cause").is_null()
+    explained = pl.col("cause").is_in(list(cfg.explained))
+    seg2 = rows.group_by("segment").agg(
+        pl.len().alias("n2"), ok.sum().alias("ok2"), (ok | explained).sum().alias("good2")
+    )
+    seg_all = (
+        counted.join(seg2, on="segment", how="full", coalesce=True)
+        .fill_null(0)
+        .select(
+            "segment",
+            (pl.col("n") + pl.col("n2")).alias("compared"),
+            (pl.col("n") + pl.col("ok2")).alias("agreeing"),
+            (pl.col("n") + pl.col("good2")).alias("good"),
+        )
+    )
+    diffs = (
+        rows.filter(~ok)
+        .select(
+            "cause",
+            "customer_id",
+            "segment",
+            "contract_id",
+            "period_start",
+            "currency",
+            pl.col("l_amount").alias("legacy_amount"),
+            pl.col("n_amount").alias("new_amount"),
+            "delta",
+            pl.col("l_tax").alias("legacy_tax"),
+            pl.col("n_tax").alias("new_tax"),
+            "tax_delta",
+            pl.col("l_invoice_id").alias("legacy_invoice"),
+            pl.col("n_invoice_id").alias("new_invoice"),
+            pl.col("l_bill_date").alias("legacy_bill_date"),
+            pl.col("n_bill_date").alias("new_bill_date"),
+            "evidence",
+        )
+        .sort("cause", "customer_id", "contract_id", "period_start")
+    )
+    compared = int(seg_all["compared"].sum())
+    agreeing = int(seg_all["agreeing"].sum())
+    good = int(seg_all["good"].sum())
     by_cause = {c: int(n) for c, n in diffs.group_by("cause").len().sort("cause").iter_rows()}
     by_segment = [
         {
@@ -283,7 +352,9 @@ def reconcile(
             "accuracy": str(ratio(int(g), int(n))),
             "match_rate": str(ratio(int(a), int(n))),
         }
-        for s, n, a, g in seg.sort("segment").select("segment", "compared", "agreeing", "good").iter_rows()
+        for s, n, a, g in seg_all.sort("segment")
+        .select("segment", "compared", "agreeing", "good")
+        .iter_rows()
     ]
     return Result(
         cycle, compared, agreeing, good - agreeing, ratio(good, compared), ratio(agreeing, compared), cfg.threshold,

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -110,16 +111,17 @@ def billing(
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", cycle):
         err.print(f"--cycle {cycle!r}: expected YYYY-MM", markup=False)
         raise typer.Exit(2)
+    started = time.perf_counter()
     cfg = billing_config(config)
     out = workdir / "reconcile" / f"billing-{cycle}"
     out.mkdir(parents=True, exist_ok=True)
     old = (
-        pl.read_parquet(legacy_lines_file)
+        pl.scan_parquet(legacy_lines_file)
         if legacy_lines_file
         else legacy_lines(legacy or workdir / "legacy", cycle)
     )
     if new_lines_file:
-        new = pl.read_parquet(new_lines_file)
+        new = pl.scan_parquet(new_lines_file)
     else:
         client = lago_client(lago_url, lago_api_key, ca_bundle)
 
@@ -138,10 +140,11 @@ def billing(
     result = reconcile(old, new, cycle, cfg, scope)
     result.differences.write_parquet(out / "differences.parquet")
     result.differences.write_csv(out / "differences.csv")
-    (out / "summary.json").write_text(json.dumps(result.summary(), indent=2))
     append_history(workdir, result)
     runs = read_history(workdir)
     report = write_report(out, result, runs)
+    summary = {**result.summary(), "seconds": round(time.perf_counter() - started, 3)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     table = Table(title=f"billing {cycle}: differences by cause")
     table.add_column("cause")
     table.add_column("lines", justify="right")
