@@ -116,7 +116,7 @@ def _fingerprints(
     for offset in range(0, max(total, 1), batch):
         part = lf.slice(offset, batch).with_row_index("_i", offset=offset)
         if scope is not None:
-            part = part.filter(pl.col("contract_id").is_in(scope))
+            part = part.filter(pl.col("contract_id").is_in(scope.implode()))
         parts.append(
             part.select(
                 "_i",
@@ -128,7 +128,11 @@ def _fingerprints(
         )
     df = pl.concat(parts)
     if df["_k"].is_duplicated().any():
-        df = df.with_columns(pl.struct("_k", pl.int_range(pl.len()).over("_k")).hash(SEED).alias("_k"))
+        # The first line of a key keeps its hash on both sides; the n-th (n > 0) gets a hash of its own.
+        n = pl.int_range(pl.len()).over("_k")
+        df = df.with_columns(
+            pl.when(n > 0).then(pl.struct("_k", n).hash(SEED)).otherwise(pl.col("_k")).alias("_k")
+        )
     return df
 
 
@@ -146,7 +150,7 @@ def _rows(
     parts = [
         lf.slice(offset, batch)
         .with_row_index("_i", offset=offset)
-        .filter(pl.col("_i").is_in(index))
+        .filter(pl.col("_i").is_in(index.implode()))
         .select("_i", *cols)
         .collect()
         for offset in range(0, max(total, 1), batch)
