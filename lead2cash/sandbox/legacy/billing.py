@@ -253,22 +253,33 @@ def flag_customers(
 
 
 def plan_cancellations(tables: dict[str, pl.DataFrame], cycle: str, rate: float, seed: int) -> list[str]:
-    """Ends a share of the open contracts inside ``cycle`` (a customer cancelling: ``END_DT`` set, so both
-    systems bill a short last period). Mutates ``tables["CONTRACT"]``; returns the contracts ended."""
+    """Ends a share of the open monthly contracts inside the month ``cycle`` (a customer cancelling:
+    ``END_DT`` set between the month's 2nd day and two days before the bill date, so both systems bill a
+    short last period). Mutates ``tables["CONTRACT"]``; returns the contracts ended."""
     rng = np.random.default_rng(seed)
     k = tables["CONTRACT"]
     nxt = k["NEXT_BILL_DT"].str.strptime(pl.Date, "%Y%m%d", strict=False)
-    start, end = cycle_bounds(cycle)
+    year, month = (int(x) for x in cycle.split("-"))
+    month_start = dt.date(year, month, 1)
     eligible = (
-        (nxt >= start + dt.timedelta(days=3))
-        & (nxt <= dt.date(end.year, end.month, 25))
+        (nxt >= month_start + dt.timedelta(days=5))
+        & (nxt <= dt.date(year, month, CUTOFF_DAY))
         & k["PLAN_CD"].is_in(["PLATBAS", "SEATADD"])
+        & (k["END_DT"].str.strip_chars().is_in(["", "99991231"]))
     ).fill_null(False)
     pick = eligible.to_numpy() & (rng.random(k.height) < rate)
-    cut = rng.integers(3, 20, k.height)
-    end_dt = pl.Series(nxt.to_numpy().astype("datetime64[D]") - cut.astype("timedelta64[D]"))
+    room = np.maximum(
+        (
+            nxt.fill_null(month_start).to_numpy().astype("datetime64[D]") - np.datetime64(month_start, "D")
+        ).astype(np.int64)
+        - 2,
+        2,
+    )
+    end = np.datetime64(month_start, "D") + (1 + (rng.random(k.height) * (room - 1)).astype(np.int64)).astype(
+        "timedelta64[D]"
+    )
     end_txt = pl.select(
-        pl.when(pl.Series(pick)).then(end_dt.dt.strftime("%Y%m%d")).otherwise(k["END_DT"])
+        pl.when(pl.Series(pick)).then(pl.Series(end).dt.strftime("%Y%m%d")).otherwise(k["END_DT"])
     ).to_series()
     tables["CONTRACT"] = k.with_columns(END_DT=end_txt)
     return k["CONTR_NO"].filter(pl.Series(pick)).str.strip_chars().to_list()
