@@ -134,6 +134,9 @@ def main() -> None:
             l2c.append((s, float(summary["seconds"]), mib))
             s, mib, _ = timed(dc_cmd)
             dc.append((s, float(timed.stdout.strip().splitlines()[-1]), mib))  # type: ignore[attr-defined]
+        startup = min(
+            timed([sys.executable, "-m", "lead2cash.cli", "reconcile", "--help"])[0] for _ in range(3)
+        )
         l2c_s, l2c_work, l2c_mib = (min(x[i] for x in l2c) for i in range(3))
         dc_s, dc_work, dc_mib = (min(x[i] for x in dc) for i in range(3))
         ours = pl.read_parquet(work / "l2c" / "reconcile" / "billing-2026-01" / "differences.parquet")
@@ -147,7 +150,8 @@ def main() -> None:
         precision = len(a & set(truth.select(key).iter_rows())) / max(len(a), 1)
         print(
             f"lead2cash reconcile billing: {l2c_s:.2f} s process ({l2c_work:.2f} s reading to report), "
-            f"peak RSS {l2c_mib:,.0f} MiB (exit {code})"
+            f"peak RSS {l2c_mib:,.0f} MiB (exit {code}); the CLI's start-up alone "
+            f"(lead2cash reconcile --help) {startup:.2f} s"
         )
         print(
             f"datacompy PolarsCompare:     {dc_s:.2f} s process ({dc_work:.2f} s reading to mismatches written), "
