@@ -10,9 +10,8 @@ from typing import Any
 
 import polars as pl
 
+from lead2cash.canonical_model import MINOR_UNITS
 from lead2cash.reconcile.billing import LINES
-
-EXPONENT = {"JPY": 0, "KWD": 3, "BHD": 3, "JOD": 3, "OMR": 3, "TND": 3, "KRW": 0, "CLP": 0, "VND": 0}
 
 
 def months_around(cycle: str, before: int = 1, after: int = 1) -> list[str]:
@@ -26,7 +25,7 @@ def months_around(cycle: str, before: int = 1, after: int = 1) -> list[str]:
 
 
 def _minor(amount: Any, currency: str) -> int:
-    return int((Decimal(str(amount)) * 10 ** EXPONENT.get(currency, 2)).to_integral_value())
+    return int(Decimal(str(amount)).scaleb(MINOR_UNITS[currency]).to_integral_value())
 
 
 def _date(ts: str) -> dt.date:
