@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from lead2cash.sandbox.legacy.generator import EXPONENT
 from lead2cash.sandbox.server import SandboxCluster
 
 ROOT = Path(__file__).resolve().parents[2]
-CUSTOMERS = 1500
+CUSTOMERS = int(os.environ.get("L2C_PARALLEL_RUN_CUSTOMERS", "1500"))
 
 
 def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -96,7 +97,8 @@ def test_parallel_run_cutover_and_rollback(tmp_path: Path) -> None:
             str(cluster.ca_bundle),
         ]
         http = httpx.Client(
-            verify=str(cluster.ca_bundle), headers={"Authorization": f"Bearer {lago.api_key}"}
+            verify=ssl.create_default_context(cafile=str(cluster.ca_bundle)),
+            headers={"Authorization": f"Bearer {lago.api_key}"},
         )
 
         def clock(day: str) -> None:

@@ -144,7 +144,9 @@ def _status_at(flags: pl.DataFrame | None, lines: pl.DataFrame) -> pl.Series:
         pl.int_range(pl.len()).alias("_seq"),
     ).sort("bill_date", "_seq")
     probe = lines.select("customer_id", "bill_date", pl.int_range(pl.len()).alias("_row")).sort("bill_date")
-    joined = probe.join_asof(ev.drop("_seq"), on="bill_date", by="customer_id", strategy="backward")
+    joined = probe.join_asof(
+        ev.drop("_seq"), on="bill_date", by="customer_id", strategy="backward", check_sortedness=False
+    )  # both sorted by date, so within each account too
     return joined.sort("_row")["_active"].fill_null(True)
 
 
