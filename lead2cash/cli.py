@@ -19,6 +19,7 @@ from rich.table import Column, Table
 from lead2cash.config import ConfigError, json_schema, load_config
 from lead2cash.errors import DeliveryError
 from lead2cash.migration.cli import migrate_app
+from lead2cash.migration.cutover import cutover_app
 from lead2cash.reconcile.cli import reconcile_app
 from lead2cash.routes.route import describe_error
 
@@ -33,6 +34,7 @@ app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(route_app, name="route")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(reconcile_app, name="reconcile")
+app.add_typer(cutover_app, name="cutover")
 summary_app = typer.Typer(help="The billing summary: rebuild and check.", no_args_is_help=True)
 app.add_typer(summary_app, name="summary")
 

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from lead2cash.sandbox.faults import admin_routes
 from lead2cash.sandbox.lago.money import tax_amount
-from lead2cash.sandbox.lago.store import LagoError, paginate, parse_datetime, ts
+from lead2cash.sandbox.lago.store import LagoError, invalid, paginate, parse_datetime, ts
 from lead2cash.sandbox.lago.usage import MAX_BATCH, UsageError, charge_usage_json
 
 if TYPE_CHECKING:
@@ -223,8 +223,18 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
             sub.status = "canceled"
             sub.terminated_at = store().clock.now()
         else:
-            skip = request.query_params.get("on_termination_invoice") == "skip"
-            store().terminate_subscription(sub, invoice=not skip)
+            # The spec's enums; pay-in-arrears plans (the sandbox's) ignore the credit note option.
+            q = request.query_params
+            on_invoice = q.get("on_termination_invoice", "generate")
+            on_credit = q.get("on_termination_credit_note")
+            if on_invoice not in ("generate", "skip"):
+                return error_response(invalid(on_termination_invoice="value_is_invalid"))
+            if on_credit is not None and on_credit not in ("credit", "refund", "skip"):
+                return error_response(invalid(on_termination_credit_note="value_is_invalid"))
+            sub.on_termination_invoice = on_invoice
+            if on_credit is not None:
+                sub.on_termination_credit_note = on_credit
+            store().terminate_subscription(sub, invoice=on_invoice == "generate")
         return json_response({"subscription": sub.json()})
 
     # -- invoices ------------------------------------------------------------------------------------
