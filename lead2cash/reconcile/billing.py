@@ -81,7 +81,7 @@ class BillingConfig:
 
 
 def load_config(path: Path) -> BillingConfig:
-    """``config/reconcile.yaml``: ``billing`` (threshold, tolerance, explained) and ``cutover``."""
+    """``config/migration/reconcile.yaml``: ``billing`` (threshold, tolerance, explained) and ``cutover``."""
     data = yaml.safe_load(path.read_text()) or {}
     billing = data.get("billing") or {}
     cutover = data.get("cutover") or {}

@@ -28,7 +28,7 @@ console = Console()
 err = Console(stderr=True)
 
 WORKDIR = Path(".state/migration")
-CONFIG = Path("config/reconcile.yaml")
+CONFIG = Path("config/migration/reconcile.yaml")
 Workdir = Annotated[Path, typer.Option("--workdir", help="The migration's working directory.")]
 ConfigOpt = Annotated[Path, typer.Option("--config", help="Thresholds, tolerances, cutover settings.")]
 LagoUrl = Annotated[
