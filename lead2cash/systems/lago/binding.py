@@ -304,7 +304,9 @@ class OrderTarget:
             addon_table_name=self.addon_table_name,
             grouping=self.grouping,
         )
-        return plan, self.binding.customer_external_id(order.customer), order.status.value == "won"
+        # A won deal whose line items were all removed bills nothing more: it ends as a lost deal does.
+        bills = order.status.value == "won" and bool(order.lines)
+        return plan, self.binding.customer_external_id(order.customer), bills
 
     def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
         """What a first delivery of ``key`` sends to Lago, without I/O (``lead2cash test``): the customer
@@ -324,7 +326,10 @@ class OrderTarget:
 
     async def _reconcile(self, order: Order, key: str, *, apply: bool) -> str | None:
         plan, external_id, won = self._plan(order)
+        emptied = order.status.value == "won" and not order.lines
         if not won and not self._customer_known(order):
+            if emptied:
+                raise self._nothing_to_bill(order)
             # Lost, open or deleted, and no deal of this customer was ever billed here: nothing to end,
             # and no call (the billing route reads every opportunity, won or not).
             return self._ref(external_id, {}, None)
@@ -380,11 +385,14 @@ class OrderTarget:
         if not won:
             invoice_done = reversal is None or bool(reversal)
         if not apply:
-            if stale or missing or revived or not invoice_done:
+            if stale or missing or revived or not invoice_done or (emptied and not ours and invoice is None):
                 return None
             return self._ref(external_id, wanted, invoice)
 
         if not won:
+            if emptied and not ours and invoice is None:
+                # Won with no line items, and nothing of it was ever billed: a deal to look at, not silence.
+                raise self._nothing_to_bill(order)
             await self._end(order, stale)
             if reversal is not None and not reversal:
                 assert invoice is not None
@@ -467,6 +475,14 @@ class OrderTarget:
         self.binding.remember(learned)
         return self._ref(external_id, wanted, invoice)
 
+    @staticmethod
+    def _nothing_to_bill(order: Order) -> PermanentError:
+        return PermanentError(
+            f"order {order.id} is won but has no line items, and nothing of it was billed: "
+            "add its products in the deal (or reopen it)",
+            details={"order": order.id},
+        )
+
     def _customer_known(self, order: Order) -> bool:
         """Has this hub billed a deal of this customer (the cross-reference map knows its Lago id)?
         Without a store nothing is known, so Lago is asked."""
@@ -525,7 +541,7 @@ class OrderTarget:
         }
         if self.invoice_policy == "dead_letter":
             raise PermanentError(
-                f"order {order.id} is {order.status.value} but its one-off invoice "
+                f"order {order.id} is {_reversed_as(order)} but its one-off invoice "
                 f"{details['invoice']} was already issued in Lago: a credit note is needed "
                 "(on_reversal_invoice: dead_letter); its subscriptions were ended",
                 details=details,
@@ -545,7 +561,7 @@ class OrderTarget:
                 "credit_note": {
                     "invoice_id": str(invoice["lago_id"]),
                     "reason": "order_cancellation",
-                    "description": f"deal {order.id} {order.status.value}",
+                    "description": f"deal {order.id} {_reversed_as(order)}",
                     "items": items,
                 }
             },
@@ -669,6 +685,13 @@ class OrderTarget:
 
 
 POLL_READS_IN_FLIGHT = 8
+
+
+def _reversed_as(order: Order) -> str:
+    """How a deal that bills no more is described: its status, or won with every line item removed."""
+    if order.status.value == "won" and not order.lines:
+        return "won with every line item removed"
+    return order.status.value
 
 
 async def _together(*calls: Awaitable[Any]) -> list[Any]:
