@@ -3,7 +3,7 @@
 
 Each :class:`DealPlan` is one sequence: a deal's first lines, then operations at ticks of a billing
 calendar (won, lost, reopened, won again, deleted, recurring lines added, removed, repriced, their
-quantity changed; payments succeeded, failed after success, refunded). Every deal has its own account,
+quantity changed, every line item removed at once; payments succeeded, failed after success, refunded). Every deal has its own account,
 so deals are independent and one hub run advances all of them: at each tick the Lago clock moves to the
 tick's day (billing the periods that ended), every deal's operation of that tick is made in Salesforce
 (or Lago), and the hub is run until idle (``run --until-idle``), once for all deals. Nothing waits for a
@@ -13,11 +13,11 @@ The oracle (:class:`DealModel`) says what finance expects billed, per line, as s
 per calendar month, under the documented rules (docs/billing-engines.md, item 5): a deal first won on
 day t bills its recurring lines from t (its close date, set on winning); a change reaching Lago on day t
 takes effect so that every day is billed once at the price in force: a removed line or a lost, reopened
-or deleted deal is billed up to and including t, a repriced line (or quantity) at the old amount up to
+or deleted deal, or a won deal whose line items were all removed, is billed up to and including t, a repriced line (or quantity) at the old amount up to
 and including t and the new one from t + 1, a line added to a won deal from t, a deal won again from t.
 Lago prorates a span of d days of a month of n days as round_half_up(cents * d / n).
-A deal whose one-off invoice was issued and that is reversed afterwards is a "credit note is needed"
-dead letter (the default policy). The Opportunity shows one of its deal's invoices as Lago holds it now.
+A deal whose one-off invoice was issued and that is reversed afterwards (lost, reopened, deleted, or
+every line item removed) is a "credit note is needed" dead letter (the default policy). The Opportunity shows one of its deal's invoices as Lago holds it now.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ API = "/services/data/v62.0"
 RECURRING = ("PLAT-BASE", "SEAT-ADD")  # monthly plans of the sandbox catalogue
 ONE_TIME = "ONB-STD"
 PRICES = (49900, 10000, 2750, 59900, 12345)  # cents per month
-OPS = ("won", "lost", "reopen", "delete", "add", "remove", "reprice", "quantity", "pay")
+OPS = ("won", "lost", "reopen", "delete", "add", "remove", "reprice", "quantity", "pay", "clear")
 PAYMENT_STATUS = {"pending": "Pending", "succeeded": "Paid", "failed": "Payment Failed"}
 
 
@@ -119,6 +119,8 @@ class DealModel:
     dead_letter: bool = False  # a "credit note is needed" dead letter is expected
     lines: list[Line] = field(default_factory=list)
     removed: list[Line] = field(default_factory=list)
+    one_time_id: str = ""  # the one-time line's Salesforce id ("" when none, or removed)
+    cleared: bool = False  # every line item was removed while the deal was won
 
     def _start(self, line: Line, day: date) -> None:
         line.open_since = day
@@ -159,10 +161,27 @@ class DealModel:
             return {"stage": "Closed Lost" if op.kind == "lost" else "Negotiation/Review"}
         if op.kind == "pay":
             return {"pay": op.arg} if self.won_ever else None
+        if op.kind == "clear":
+            # Every line item removed from a won deal: it ends as a lost deal does (billed up to and
+            # including the day), its issued one-off invoice a "credit note is needed" dead letter.
+            if self.status != "won" or not (live or self.one_time_id):
+                return None
+            ids = [line.sf_id for line in live] + ([self.one_time_id] if self.one_time_id else [])
+            for line in live:
+                self._stop(line, day)
+            self.removed.extend(live)
+            self.lines, self.one_time_id, self.cleared = [], "", True
+            if self.invoice and not self.credited:
+                self.dead_letter = True
+            return {"clear": ids}
         # Line changes are versions of the deal too: one not won, with an issued invoice, is a reversal.
         if self.status != "won" and self.invoice and not self.credited:
             self.dead_letter = True
         if op.kind == "add":
+            if self.cleared and self.invoice:
+                # Lines again on a deal whose one-time line went after its invoice: a new invoice and a
+                # credit note are finance's call (a dead letter of its own); the oracle stops here.
+                return None
             line = Line(RECURRING[op.arg % 2], PRICES[op.arg % len(PRICES)], 1 + op.arg % 3)
             self.lines.append(line)
             if self.status == "won":
@@ -260,7 +279,7 @@ class Salesforce:
         for line in model.lines:
             line.sf_id = self.line(model.opp, line.code, line.cents, line.quantity)
         if model.plan.one_time:
-            self.line(model.opp, ONE_TIME, 230000, 1)
+            model.one_time_id = self.line(model.opp, ONE_TIME, 230000, 1)
 
     def make(self, model: DealModel, change: dict[str, Any]) -> None:
         if "stage" in change:
@@ -273,6 +292,9 @@ class Salesforce:
         elif "add" in change:
             line = change["add"]
             line.sf_id = self.line(model.opp, line.code, line.cents, line.quantity)
+        elif "clear" in change:
+            for line_id in change["clear"]:
+                self.call("DELETE", f"/sobjects/OpportunityLineItem/{line_id}")
         elif "remove" in change:
             self.call("DELETE", f"/sobjects/OpportunityLineItem/{change['remove'].sf_id}")
         else:
