@@ -433,6 +433,7 @@ class OrderTarget:
             )
             for s in revived
         ]
+        made = [str(s["external_id"]) for s in revived]  # what each call of ``creates`` is about
         for spec in missing:
             # A subscription under this key existed before (now terminated): its replacement gets a new
             # external_id, so Lago's history keeps both. It starts the day after the last day billed, and
@@ -450,20 +451,23 @@ class OrderTarget:
                 # its current period from the period's start, days before the line existed.
                 del body["subscription_at"]
             creates.append(self.client.create_subscription(body))
+            made.append(sub_id)
             learned.append(("Subscription", spec.key, sub_id))
         learned += [
             ("Subscription", k, str(s["external_id"]))
             for k, s in current.items()
             if k in wanted and s not in stale
         ]
-        new_invoice = (
-            self.client.create_one_off_invoice(adapter.one_off_invoice_payload(external_id, plan))
-            if plan.fees and invoice is None
-            else None
-        )
-        done = await _together(*creates, *([new_invoice] if new_invoice is not None else []))
-        if new_invoice is not None:
-            invoice = done[-1]
+        # Subscriptions first, the one-off invoice only once they all stand: a subscription Lago refuses
+        # at its call (after the catalogue check passed) must not leave an issued invoice behind that
+        # makes the deal look fully billed. What was made before a refusal is named in the dead letter.
+        ended_now = [str(s["external_id"]) for s in stale]
+        issued = "none needed" if not plan.fees else "issued before" if invoice is not None else "not issued"
+        await self._partly(order, _gather(creates), made, [], ended_now, issued)
+        if plan.fees and invoice is None:
+            payload = adapter.one_off_invoice_payload(external_id, plan)
+            step = self.client.create_one_off_invoice(payload)
+            invoice = await self._partly(order, step, [], made, ended_now, "refused")
         if plan.fees:
             assert invoice is not None
             if adapter.metadata_value(invoice, adapter.METADATA_ORDER) != order.id:
@@ -474,6 +478,42 @@ class OrderTarget:
             learned.append(("Order", order.id, str(invoice["lago_id"])))
         self.binding.remember(learned)
         return self._ref(external_id, wanted, invoice)
+
+    async def _partly(
+        self,
+        order: Order,
+        step: Awaitable[Any],
+        calls: list[str],
+        before: list[str],
+        ended: list[str],
+        invoice: str,
+    ) -> Any:
+        """Run one step of a delivery; a permanent refusal is re-raised with the order's partial state in
+        Lago: the subscriptions terminated (``ended``), made or resumed (``before``, and those of ``calls``
+        that succeeded), and where its one-off invoice stands (``invoice``). Replay (once the cause is
+        fixed) completes the order."""
+        try:
+            return await step
+        except _Partial as partial:
+            exc, ok = partial.error, [c for c, good in zip(calls, partial.succeeded, strict=True) if good]
+        except PermanentError as error:
+            exc, ok = error, []
+        if not isinstance(exc, PermanentError):
+            raise exc
+        made = [*before, *ok]
+        state = (
+            f"order {order.id} partly billed in Lago: subscriptions made {', '.join(made) or 'none'}, "
+            f"terminated {', '.join(ended) or 'none'}; its one-off invoice: {invoice}"
+        )
+        raise PermanentError(
+            f"{exc.message}; {state}",
+            details={
+                **exc.details,
+                "made": ",".join(made) or "none",
+                "terminated": ",".join(ended) or "none",
+                "one_off_invoice": invoice,
+            },
+        ) from exc
 
     @staticmethod
     def _nothing_to_bill(order: Order) -> PermanentError:
@@ -692,6 +732,23 @@ def _reversed_as(order: Order) -> str:
     if order.status.value == "won" and not order.lines:
         return "won with every line item removed"
     return order.status.value
+
+
+class _Partial(Exception):
+    """Calls made together of which some failed: the first failure and which calls succeeded."""
+
+    def __init__(self, error: BaseException, succeeded: list[bool]) -> None:
+        super().__init__(str(error))
+        self.error, self.succeeded = error, succeeded
+
+
+async def _gather(calls: list[Awaitable[Any]]) -> list[Any]:
+    """As :func:`_together`, but a failure says which calls succeeded (:class:`_Partial`)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise _Partial(failures[0], [not isinstance(r, BaseException) for r in results])
+    return list(results)
 
 
 async def _together(*calls: Awaitable[Any]) -> list[Any]:

@@ -252,10 +252,12 @@ def test_per_plan_grouping_sums_lines_of_one_plan(lago: LagoTestEnv, tmp_path: P
     hub.close()
 
 
-def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, tmp_path: Path) -> None:
+def test_a_new_customers_first_order_costs_four_round_trips(lago: LagoTestEnv, tmp_path: Path) -> None:
     """Customer upsert, the two reads and the catalogue check go out together (Lago lists nothing for a customer it does not
-    have yet), then the subscription and the one-off invoice, then the invoice's metadata: three waves of
-    calls on the deal's path, timed from the connector's own calls with 150 ms added to each answer."""
+    have yet), then the subscriptions, then the one-off invoice (only once every subscription stands: a
+    subscription refused at its call leaves no invoice that makes the deal look billed), then the invoice's
+    metadata: four waves of calls on the deal's path, timed from the connector's own calls with 150 ms added
+    to each answer."""
     orders = [
         o
         for o in make_orders(12, prefix="WAVE", seed=31)
@@ -297,7 +299,8 @@ def test_a_new_customers_first_order_costs_three_round_trips(lago: LagoTestEnv, 
     assert [sorted(set(w)) for w in waves] == [
         # The catalogue check (plans and add-ons exist) rides with the first wave, once per code.
         ["add_ons.get", "customers.create", "invoices.list", "plans.get", "subscriptions.list"],
-        ["invoices.create", "subscriptions.create"],
+        ["subscriptions.create"],
+        ["invoices.create"],
         ["invoices.update"],
     ], waves
 
