@@ -305,14 +305,19 @@ def test_a_new_customers_first_order_costs_four_round_trips(lago: LagoTestEnv, t
     ], waves
 
 
-def test_reversal_policies_period_end_and_credit_note(lago: LagoTestEnv, tmp_path: Path) -> None:
-    """A billed deal lost with ``on_reversal_subscriptions: period_end`` and ``on_reversal_invoice:
-    credit_note``: its subscription ends with its current period, its one-off invoice gets one credit note
-    for its whole amount (not two, however often the lost deal is delivered), and no dead letter."""
+@pytest.mark.parametrize("reversal", ["lost", "emptied"])
+def test_reversal_policies_period_end_and_credit_note(
+    lago: LagoTestEnv, tmp_path: Path, reversal: str
+) -> None:
+    """A billed deal lost (or still won with every line removed) with ``on_reversal_subscriptions:
+    period_end`` and ``on_reversal_invoice: credit_note``: its subscription ends with its current period,
+    its one-off invoice gets one credit note for its whole amount (not two, however often the reversed deal
+    is delivered), and no dead letter."""
     system = doubles.memory_system("mem", {})
+    acc, oid = ("REV-ACC", "REV-1") if reversal == "lost" else ("REV-ACC-E", "REV-2")
     order = {
-        "id": "REV-1",
-        "customer": {"id": "REV-ACC", "name": "Reversal AG", "billing_address": {"country": "DE"}},
+        "id": oid,
+        "customer": {"id": acc, "name": "Reversal AG", "billing_address": {"country": "DE"}},
         "currency": "EUR",
         "order_date": "2026-01-01",
         "status": "won",
@@ -329,18 +334,17 @@ def test_reversal_policies_period_end_and_credit_note(lago: LagoTestEnv, tmp_pat
     )
     system.records.append(order)
     _deliver(hub)
-    [invoice] = lago.invoices(external_customer_id="REV-ACC", invoice_type="one_off")
-    system.records.append({**order, "version": 2, "status": "lost"})
-    system.records.append({**order, "version": 3, "status": "lost", "name": "Lost for good"})
+    [invoice] = lago.invoices(external_customer_id=acc, invoice_type="one_off")
+    change: dict[str, Any] = {"status": "lost"} if reversal == "lost" else {"lines": []}
+    system.records.append({**order, "version": 2, **change})
+    system.records.append({**order, "version": 3, **change, "name": "Lost for good"})
     _deliver(hub)
     assert hub.store.dlq_count("bill") == 0
-    [sub] = _subs(lago, "REV-ACC").values()
+    [sub] = _subs(lago, acc).values()
     assert sub["ending_at"] == sub["current_billing_period_ending_at"] is not None
     notes = [
         n
-        for n in lago.api.get("/credit_notes", params={"external_customer_id": "REV-ACC"}).json()[
-            "credit_notes"
-        ]
+        for n in lago.api.get("/credit_notes", params={"external_customer_id": acc}).json()["credit_notes"]
         if n["lago_invoice_id"] == invoice["lago_id"]
     ]
     assert len(notes) == 1 and notes[0]["reason"] == "order_cancellation"
