@@ -53,10 +53,12 @@ INVOICE_EVENTS = frozenset(
     }
 )
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
-# bill_order's policies for a billed deal that is lost or reopened (defaults in LagoSystemConfig).
+# bill_order's policies for a billed deal that is lost or reopened, and for an amendment of days already
+# billed (defaults in LagoSystemConfig).
 REVERSAL_POLICIES = {
     "on_reversal_subscriptions": ("immediately", "period_end"),
     "on_reversal_invoice": ("dead_letter", "credit_note"),
+    "on_backdated_amendment": ("prorate", "dead_letter"),
 }
 BILL_ORDER_OPTIONS = frozenset(
     {"plan_table", "addon_table", "subscriptions", "billing_time", *REVERSAL_POLICIES}
@@ -184,6 +186,7 @@ class LagoBinding:
                 str(billing_time),
                 subscriptions_policy=policies["on_reversal_subscriptions"],
                 invoice_policy=policies["on_reversal_invoice"],
+                backdated_policy=policies["on_backdated_amendment"],
             )
         if action == "upsert_customer":
             return CustomerTarget(self)
@@ -273,8 +276,10 @@ class OrderTarget:
         *,
         subscriptions_policy: str = "immediately",
         invoice_policy: str = "dead_letter",
+        backdated_policy: str = "prorate",
     ) -> None:
         self.binding = binding
+        self.backdated_policy = backdated_policy
         self.subscriptions_policy = subscriptions_policy
         self.invoice_policy = invoice_policy
         self.client = binding.client
@@ -365,11 +370,15 @@ class OrderTarget:
             if s.get("status") in ("active", "pending")
         }
         ended: dict[str, date] = {}  # spec key -> the last day its terminated subscriptions were billed for
+        previous: dict[str, Mapping[str, Any]] = {}  # spec key -> its latest subscription (terms before)
         for s in ours:
             day = _day(s.get("terminated_at")) if s.get("status") == "terminated" else None
             if day is not None:
                 base = adapter.subscription_base(s["external_id"])
                 ended[base] = max(day, ended.get(base, day))
+                if base not in current and (base not in previous or day >= ended[base]):
+                    previous[base] = s
+        previous.update(current)
         wanted = {spec.key: spec for spec in plan.subscriptions}
         revived: list[Mapping[str, Any]] = []  # won again before its period_end reversal took effect
         if won:
@@ -434,6 +443,7 @@ class OrderTarget:
             for s in revived
         ]
         made = [str(s["external_id"]) for s in revived]  # what each call of ``creates`` is about
+        backdated: list[adapter.BackdatedChange] = []
         for spec in missing:
             # A subscription under this key existed before (now terminated): its replacement gets a new
             # external_id, so Lago's history keeps both. It starts the day after the last day billed, and
@@ -444,6 +454,11 @@ class OrderTarget:
             start = max(spec.start, last + timedelta(days=1)) if last is not None else spec.start
             if replaced and since is not None:
                 start = max(start, since)
+            before = previous.get(spec.key)
+            if replaced and spec.dated and last is not None and before is not None:
+                change = adapter.backdated_change(spec, before, last, self.billing_time)
+                if change is not None:
+                    backdated.append(change)
             body = replace(spec, start=start).payload(external_id, sub_id, self.billing_time)
             if amended and not replaced and not spec.dated:
                 # A line added to a deal already billed is billed from the day it reaches Lago: no
@@ -477,7 +492,27 @@ class OrderTarget:
                 )
             learned.append(("Order", order.id, str(invoice["lago_id"])))
         self.binding.remember(learned)
+        if backdated:
+            self._backdated(order, backdated)
         return self._ref(external_id, wanted, invoice)
+
+    def _backdated(self, order: Order, changes: list[adapter.BackdatedChange]) -> None:
+        """A changed line whose new terms are effective before the last day already billed: the new terms
+        bill from the day after the change reached Lago (done above) and the days already billed stay as
+        billed. Never silent: a warning (``prorate``) or, after the change is made, a dead letter naming
+        the difference for finance (``dead_letter``); replayed, it passes (Lago holds what the order asks)."""
+        details: dict[str, Any] = {"order": order.id, "policy": self.backdated_policy}
+        for i, c in enumerate(changes):
+            details[f"line{i}"] = c.describe()
+        if self.backdated_policy == "dead_letter":
+            raise PermanentError(
+                f"order {order.id}: backdated amendment needs review: "
+                + "; ".join(c.describe() for c in changes)
+                + ". The new terms bill from the day after the change reached Lago; a credit note or an "
+                "additional charge for the difference is finance's (on_backdated_amendment: dead_letter)",
+                details=details,
+            )
+        log.warning("backdated amendment prorated from the change date", **details)
 
     async def _partly(
         self,

@@ -15,6 +15,7 @@ import doubles
 import pytest
 from lago_connector_env import LagoTestEnv, make_orders, run_hub, write_config
 
+from lead2cash.adapters.lago import prorated_cents
 from lead2cash.canonical_model import Order
 from lead2cash.hub import Hub
 
@@ -413,3 +414,60 @@ def test_a_deal_won_again_is_billed_again_from_the_day_it_was_won_again(
     assert _subs(lago, "AGN-ACC2")["AGN-2:AGN-2-a"]["ending_at"] is None
     assert hub.store.dlq_count("bill") == 0
     hub.close()
+
+
+@pytest.mark.parametrize("policy", ["prorate", "dead_letter"])
+def test_a_backdated_amendment_follows_its_declared_policy(
+    lago: LagoTestEnv, tmp_path: Path, policy: str
+) -> None:
+    """A billed line repriced from 459 to 559 with its service date moved to six days ago (the amendment is
+    effective then, but those days were already billed at 459): the new price bills from tomorrow either
+    way (billed days are never billed again). ``prorate`` (the default) leaves the billed days as they are;
+    ``dead_letter`` also dead-letters the delivery with the difference for those days, to the minor unit,
+    for finance to credit or charge. A repricing that leaves the service date where it was (the line's
+    first day) is no backdated amendment."""
+    system = doubles.memory_system("mem", {})
+    today = date.fromisoformat(lago.admin.get("/lago/clock").json()["today"])
+    acc = f"BKD-{policy}"
+    effective = today - timedelta(days=6)
+
+    def order(oid: str, amount: str, start: date, version: int) -> dict[str, Any]:
+        line = {"id": f"{oid}-a", "product_code": "PLAT-BASE", "product_name": "Platform", "kind": "recurring",
+                "billing_period": "monthly", "quantity": "1", "unit_price": {"amount": amount, "currency": "EUR"},
+                "service_start": start.isoformat()}  # fmt: skip
+        return {"id": oid, "version": version, "currency": "EUR", "order_date": start.isoformat(),
+                "status": "won", "lines": [line],
+                "customer": {"id": acc, "name": "Backdated AG", "billing_address": {"country": "DE"}}}  # fmt: skip
+
+    moved, kept = f"BKD-{policy}-1", f"BKD-{policy}-2"
+    first = today - timedelta(days=20)
+    path = write_config(tmp_path, lago.system_config(), target_options={"on_backdated_amendment": policy})
+    hub = Hub.from_files([path], configure_logs=False)
+    system.records.extend([order(moved, "459.00", first, 1), order(kept, "459.00", first, 1)])
+    _deliver(hub)
+    system.records.extend([order(moved, "559.00", effective, 2), order(kept, "559.00", first, 2)])
+    _deliver(hub)
+    subs = _subs(lago, acc, "pending")
+    tomorrow = f"{(today + timedelta(days=1)).isoformat()}T00:00:00Z"
+    assert subs[f"{moved}:{moved}-a@v2"]["subscription_at"] == tomorrow
+    assert subs[f"{kept}:{kept}-a@v2"]["subscription_at"] == tomorrow
+    dead = {d.idempotency_key.split(":")[1]: d.error_message or "" for d in hub.store.dlq_list("bill")}
+    hub.close()
+    if policy == "prorate":
+        assert dead == {}
+        return
+    assert set(dead) == {moved}, dead
+
+    def _first_of_next_month(day: date) -> date:
+        return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+    difference, day = 0, effective
+    while day <= today:
+        piece = min(_first_of_next_month(day) - timedelta(days=1), today)
+        difference += prorated_cents(55900, day, piece) - prorated_cents(45900, day, piece)
+        day = piece + timedelta(days=1)
+    assert difference > 0
+    reason = dead[moved]
+    assert "backdated amendment needs review" in reason
+    assert f"effective {effective}, billed through {today}" in reason
+    assert f"difference EUR {Decimal(difference) / 100:.2f}" in reason, reason
