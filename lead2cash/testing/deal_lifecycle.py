@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -463,11 +464,13 @@ def check(env: LeadToCash, lago: Lago, models: list[DealModel], end: date) -> tu
                         (date.fromisoformat(fee["from_date"][:10]), date.fromisoformat(fee["to_date"][:10]),
                          int(fee["amount_cents"]))
                     )  # fmt: skip
-    dead = {}
+    dead: dict[str, list[str]] = {}
     for letter in env.hub.store.dlq_list(
         ROUTE, limit=1_000_000
     ):  # every one (the store lists 100 by default)
-        opp = letter.idempotency_key.split(":")[1]
+        # A mapping dead letter has no key yet: its Opportunity is the stored record's Id.
+        key = letter.idempotency_key
+        opp = key.split(":")[1] if key else str(json.loads(letter.original_payload or "{}").get("Id"))
         dead.setdefault(opp, []).append(letter.error_message or "")
     for model in models:
         want = model.expected_fees(end)
@@ -484,18 +487,20 @@ def check(env: LeadToCash, lago: Lago, models: list[DealModel], end: date) -> tu
             continue
         fields = "Billing_Invoice_Number__c, Billing_Invoiced_Amount__c, Billing_Payment_Status__c"
         [shown] = env.soql(f"SELECT {fields} FROM Opportunity WHERE Id = '{model.opp}'")  # noqa: S608
-        invoices = {i["number"]: i for i in invoices_of[model.opp]}
+        by_number = {str(i["number"]): i for i in invoices_of[model.opp]}
         number = shown["Billing_Invoice_Number__c"]
-        if not invoices:
+        if not by_number:
             if number:
                 problems.append(f"deal {model.opp}: shows invoice {number} but has none")
             continue
-        invoice = invoices.get(number)
-        if invoice is None:
-            problems.append(f"deal {model.opp}: shows {number!r}, not one of its invoices {sorted(invoices)}")
+        shown_invoice = by_number.get(number)
+        if shown_invoice is None:
+            problems.append(
+                f"deal {model.opp}: shows {number!r}, not one of its invoices {sorted(by_number)}"
+            )
             continue
-        total = Decimal(int(invoice["sub_total_including_taxes_amount_cents"])) / 100
-        status = shown_status(lago, invoice)
+        total = Decimal(int(shown_invoice["sub_total_including_taxes_amount_cents"])) / 100
+        status = shown_status(lago, shown_invoice)
         if (
             Decimal(str(shown["Billing_Invoiced_Amount__c"])) != total
             or shown["Billing_Payment_Status__c"] != status
