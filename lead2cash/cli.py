@@ -136,11 +136,29 @@ def check(
     ] = False,
 ) -> None:
     """Validate config file(s); print every problem with file, line, column and field."""
+    import dataclasses
+
+    # One pass: where the schema finds problems, the parts that did validate are still built, so their
+    # problems (unknown actions, adapters, key templates) are listed in the same run.
+    first: ConfigError | None = None
     try:
         loaded = load_config(paths)
     except ConfigError as exc:
-        _fail_config(exc)
-        return
+        if exc.partial is None:
+            _fail_config(exc)
+            return
+        first, loaded = exc, exc.partial
+
+    def fail(exc: ConfigError) -> None:
+        later = [dataclasses.replace(i, field=loaded.original_field(i.field)) for i in exc.issues]
+        if first is None:
+            _fail_config(ConfigError(later))
+            return
+        seen = {str(i) for i in first.issues}
+        combined = first.issues + [i for i in later if str(i) not in seen]
+        combined.sort(key=lambda i: (i.file, i.line or 0, i.column or 0))
+        _fail_config(ConfigError(combined))
+
     from lead2cash.hub import Hub
 
     if not import_code:
@@ -155,7 +173,8 @@ def check(
             elif found.note:
                 console.print(f"note: {found.note}", markup=False, highlight=False)
         if problems:
-            _fail_config(ConfigError(problems))
+            fail(ConfigError(problems))
+            return
         loaded = _without_code(loaded)
     from lead2cash.store import Store
 
@@ -164,9 +183,13 @@ def check(
     try:
         hub = Hub(loaded, store=Store("sqlite:///:memory:"), configure_logs=False)
     except ConfigError as exc:
-        _fail_config(exc)
+        fail(exc)
         return
     cfg = loaded.config
+    if first is not None:
+        hub.close()
+        fail(ConfigError([]))
+        return
     if live:
         from lead2cash.testing.metadata import check_live
 

@@ -88,11 +88,13 @@ class Hub:
                 issues.extend(loaded.issue(("systems", name, *p), m) for p, m in exc.problems)
             except Exception as exc:
                 issues.append(loaded.issue(("systems", name), f"cannot build system: {exc}"))
-        if issues:
-            self._abandon(created, owned=store is None)
-            raise ConfigError(issues)
+        broken = {name for name in self.config.systems if name not in self.systems}
         for i, route_cfg in enumerate(self.config.routes):
             if not route_cfg.enabled:
+                continue
+            # A route over a system that did not build is not built (its error is reported above); the
+            # other routes are, so one run of `check` lists every problem.
+            if {route_cfg.source.system, route_cfg.target.system} & broken:
                 continue
             try:
                 self.routes[route_cfg.name] = self._build_route(route_cfg)
