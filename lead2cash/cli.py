@@ -19,6 +19,7 @@ from rich.table import Column, Table
 from lead2cash.config import ConfigError, json_schema, load_config
 from lead2cash.errors import DeliveryError
 from lead2cash.migration.cli import migrate_app
+from lead2cash.reconcile.cli import reconcile_app
 from lead2cash.routes.route import describe_error
 
 app = typer.Typer(help="lead2cash: the lead-to-cash integration hub.", no_args_is_help=True)
@@ -31,6 +32,9 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(route_app, name="route")
 app.add_typer(migrate_app, name="migrate")
+app.add_typer(reconcile_app, name="reconcile")
+summary_app = typer.Typer(help="The billing summary: rebuild and check.", no_args_is_help=True)
+app.add_typer(summary_app, name="summary")
 
 console = Console()
 err = Console(stderr=True)
@@ -761,6 +765,69 @@ def route_resume(config: ConfigOpt, name: str) -> None:
     hub.routes[name].resume()
     console.print(f"{name}: running")
     hub.close()
+
+
+# ---------------------------------------------------------------------------------------------- summary
+@summary_app.command("rebuild")
+def summary_rebuild(
+    config: ConfigOpt,
+    check: Annotated[
+        bool, typer.Option("--check", help="compare with the incremental summaries; exit 1 on a difference")
+    ] = False,
+    customer: Annotated[list[str] | None, typer.Option("--customer", help="only these customers")] = None,
+) -> None:
+    """Recompute every billing summary from Lago (invoices, subscriptions, current usage). With --check,
+    first apply what the hub confirmed and the summary has not taken yet, then compare and list the
+    customers whose incremental summary differs."""
+    import asyncio
+    import json
+    import time
+
+    from lead2cash.summary.rebuild import compare, recompute_all
+
+    hub = _hub(config)
+    if hub.summary is None:
+        err.print("no billing_summary in the config")
+        hub.close()
+        raise typer.Exit(2)
+
+    async def work() -> tuple[Any, float]:
+        if check:
+            await hub.summary.step()
+        started = time.perf_counter()
+        batch = await recompute_all(hub.summary.catalog.client, customer or None)
+        return batch, time.perf_counter() - started
+
+    try:
+        batch, took = asyncio.run(work())
+    except DeliveryError as exc:
+        err.print(f"cannot recompute the summaries: {describe_error(exc)}", markup=False, highlight=False)
+        hub.close()
+        raise typer.Exit(2) from None
+    finally:
+        asyncio.run(hub.aclose_systems())
+    if not check:
+        for s in batch:
+            console.print(
+                json.dumps(s.public(), sort_keys=True), markup=False, highlight=False, soft_wrap=True
+            )
+        hub.close()
+        return
+    mine = [s for s, _, _ in hub.summary.state.summaries()]
+    if customer:
+        mine = [s for s in mine if s.customer in customer]
+    diff = compare(mine, batch)
+    hub.close()
+    customers = sorted({c for c, _ in diff})
+    console.print(
+        f"{len(batch)} summaries recomputed from Lago in {took:.2f} s; {len(customers)} customer(s) differ",
+        markup=False,
+        highlight=False,
+    )
+    for (who, currency), fields in diff.items():
+        console.print(f"  {who} {currency}: {fields}", markup=False, highlight=False, soft_wrap=True)
+    if diff:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------------- sandbox

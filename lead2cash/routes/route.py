@@ -146,6 +146,8 @@ class RouteRuntime:
         self._held_until: dict[int, float] = {}
         # Set by the hub: told of every store error (it reports the store unavailable meanwhile).
         self.on_store_error: Any = None
+        # Set by the hub: told when confirmed outcomes were recorded (the billing summary reads them).
+        self.on_confirmed: Any = None
         self._bucket = RateLimiter(self.rate_limit) if self.rate_limit else None
         state = self.store.route_state_get(self.name)
         if state is not None and state.status == "halted":
@@ -677,6 +679,8 @@ class RouteRuntime:
                 tokens={o.message.id: o.message.lease_token for o in confirmed},
             )
             self.metrics.delivered.labels(self.name).inc(len(written))
+            if written and self.on_confirmed is not None:
+                self.on_confirmed()
             for o in confirmed:
                 if o.message.id not in written:
                     self._superseded(o)

@@ -1,0 +1,1 @@
+"""Reconciliations: ``lead2cash reconcile ...`` (cli.py), one module per check."""
