@@ -104,6 +104,13 @@ class LagoSystemConfig(Strict):
         description="a billed deal lost or reopened whose one-off invoice was issued: a 'credit note "
         "needed' dead letter for a person to decide, or a credit note for the invoice's whole amount",
     )
+    on_backdated_amendment: Literal["prorate", "dead_letter"] = Field(
+        "prorate",
+        description="a changed line whose new terms are effective (its service date) before the last day "
+        "already billed: the new terms bill from the day after the change reaches Lago and the billed days "
+        "are not adjusted (a warning names the difference), or that, and a dead letter naming the "
+        "difference per period for finance to credit or charge",
+    )
     unsupported_currencies: list[str] = Field(
         default_factory=list,
         description="currencies this Lago refuses; orders in them are dead-lettered before any call",

@@ -55,10 +55,12 @@ INVOICE_EVENTS = frozenset(
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
 # Invoice events sent when Lago makes the invoice, before any credit note on it can exist.
 BIRTH_EVENTS = frozenset({"invoice.created", "invoice.one_off_created", "invoice.drafted"})
-# bill_order's policies for a billed deal that is lost or reopened (defaults in LagoSystemConfig).
+# bill_order's policies for a billed deal that is lost or reopened, and for an amendment of days already
+# billed (defaults in LagoSystemConfig).
 REVERSAL_POLICIES = {
     "on_reversal_subscriptions": ("immediately", "period_end"),
     "on_reversal_invoice": ("dead_letter", "credit_note"),
+    "on_backdated_amendment": ("prorate", "dead_letter"),
 }
 BILL_ORDER_OPTIONS = frozenset(
     {"plan_table", "addon_table", "subscriptions", "billing_time", *REVERSAL_POLICIES}
@@ -216,6 +218,7 @@ class LagoBinding:
                 str(billing_time),
                 subscriptions_policy=policies["on_reversal_subscriptions"],
                 invoice_policy=policies["on_reversal_invoice"],
+                backdated_policy=policies["on_backdated_amendment"],
             )
         if action == "upsert_customer":
             return CustomerTarget(self)
@@ -305,8 +308,10 @@ class OrderTarget:
         *,
         subscriptions_policy: str = "immediately",
         invoice_policy: str = "dead_letter",
+        backdated_policy: str = "prorate",
     ) -> None:
         self.binding = binding
+        self.backdated_policy = backdated_policy
         self.subscriptions_policy = subscriptions_policy
         self.invoice_policy = invoice_policy
         self.client = binding.client
@@ -336,7 +341,9 @@ class OrderTarget:
             addon_table_name=self.addon_table_name,
             grouping=self.grouping,
         )
-        return plan, self.binding.customer_external_id(order.customer), order.status.value == "won"
+        # A won deal whose line items were all removed bills nothing more: it ends as a lost deal does.
+        bills = order.status.value == "won" and bool(order.lines)
+        return plan, self.binding.customer_external_id(order.customer), bills
 
     def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
         """What a first delivery of ``key`` sends to Lago, without I/O (``lead2cash test``): the customer
@@ -356,11 +363,16 @@ class OrderTarget:
 
     async def _reconcile(self, order: Order, key: str, *, apply: bool) -> str | None:
         plan, external_id, won = self._plan(order)
+        emptied = order.status.value == "won" and not order.lines
         if not won and apply:
             seen = self.binding.vouched.get(external_id)
             if seen is not None and order.id not in seen and self._first_delivery(order):
+                if emptied:
+                    raise self._nothing_to_bill(order)
                 return self._ref(external_id, {}, None)  # never billed, and Lago held nothing of it
         if not won and not self._customer_known(order):
+            if emptied:
+                raise self._nothing_to_bill(order)
             # Lost, open or deleted, and no deal of this customer was ever billed here: nothing to end,
             # and no call (the billing route reads every opportunity, won or not).
             return self._ref(external_id, {}, None)
@@ -418,11 +430,15 @@ class OrderTarget:
             if s.get("status") in ("active", "pending")
         }
         ended: dict[str, date] = {}  # spec key -> the last day its terminated subscriptions were billed for
+        previous: dict[str, Mapping[str, Any]] = {}  # spec key -> its latest subscription (terms before)
         for s in ours:
             day = _day(s.get("terminated_at")) if s.get("status") == "terminated" else None
             if day is not None:
                 base = adapter.subscription_base(s["external_id"])
                 ended[base] = max(day, ended.get(base, day))
+                if base not in current and (base not in previous or day >= ended[base]):
+                    previous[base] = s
+        previous.update(current)
         wanted = {spec.key: spec for spec in plan.subscriptions}
         revived: list[Mapping[str, Any]] = []  # won again before its period_end reversal took effect
         if won:
@@ -438,11 +454,14 @@ class OrderTarget:
         if not won:
             invoice_done = reversal is None or bool(reversal)
         if not apply:
-            if stale or missing or revived or not invoice_done:
+            if stale or missing or revived or not invoice_done or (emptied and not ours and invoice is None):
                 return None
             return self._ref(external_id, wanted, invoice)
 
         if not won:
+            if emptied and not ours and invoice is None:
+                # Won with no line items, and nothing of it was ever billed: a deal to look at, not silence.
+                raise self._nothing_to_bill(order)
             await self._end(order, stale)
             if reversal is not None and not reversal:
                 assert invoice is not None
@@ -484,6 +503,8 @@ class OrderTarget:
             )
             for s in revived
         ]
+        made = [str(s["external_id"]) for s in revived]  # what each call of ``creates`` is about
+        backdated: list[adapter.BackdatedChange] = []
         for spec in missing:
             # A subscription under this key existed before (now terminated): its replacement gets a new
             # external_id, so Lago's history keeps both. It starts the day after the last day billed, and
@@ -494,6 +515,11 @@ class OrderTarget:
             start = max(spec.start, last + timedelta(days=1)) if last is not None else spec.start
             if replaced and since is not None:
                 start = max(start, since)
+            before = previous.get(spec.key)
+            if replaced and spec.dated and last is not None and before is not None:
+                change = adapter.backdated_change(spec, before, last, self.billing_time)
+                if change is not None:
+                    backdated.append(change)
             body = replace(spec, start=start).payload(external_id, sub_id, self.billing_time)
             if amended and not replaced and not spec.dated:
                 # A line added to a deal already billed is billed from the day it reaches Lago: no
@@ -501,20 +527,23 @@ class OrderTarget:
                 # its current period from the period's start, days before the line existed.
                 del body["subscription_at"]
             creates.append(self.client.create_subscription(body))
+            made.append(sub_id)
             learned.append(("Subscription", spec.key, sub_id))
         learned += [
             ("Subscription", k, str(s["external_id"]))
             for k, s in current.items()
             if k in wanted and s not in stale
         ]
-        new_invoice = (
-            self.client.create_one_off_invoice(adapter.one_off_invoice_payload(external_id, plan))
-            if plan.fees and invoice is None
-            else None
-        )
-        done = await _together(*creates, *([new_invoice] if new_invoice is not None else []))
-        if new_invoice is not None:
-            invoice = done[-1]
+        # Subscriptions first, the one-off invoice only once they all stand: a subscription Lago refuses
+        # at its call (after the catalogue check passed) must not leave an issued invoice behind that
+        # makes the deal look fully billed. What was made before a refusal is named in the dead letter.
+        ended_now = [str(s["external_id"]) for s in stale]
+        issued = "none needed" if not plan.fees else "issued before" if invoice is not None else "not issued"
+        await self._partly(order, _gather(creates), made, [], ended_now, issued)
+        if plan.fees and invoice is None:
+            payload = adapter.one_off_invoice_payload(external_id, plan)
+            step = self.client.create_one_off_invoice(payload)
+            invoice = await self._partly(order, step, [], made, ended_now, "refused")
         if plan.fees:
             assert invoice is not None
             # A first delivery the ledger vouches for leaves the invoice marked by its fees' descriptions
@@ -526,6 +555,8 @@ class OrderTarget:
                 )
             learned.append(("Order", order.id, str(invoice["lago_id"])))
         self.binding.remember(learned)
+        if backdated:
+            self._backdated(order, backdated)
         return self._ref(external_id, wanted, invoice)
 
     def _first_delivery(self, order: Order) -> bool:
@@ -571,6 +602,68 @@ class OrderTarget:
                 return
             # else read whole and marked by no order: not the hub's, it can pass for none of its orders
         self._vouch(external_id, frozenset(orders))
+
+    def _backdated(self, order: Order, changes: list[adapter.BackdatedChange]) -> None:
+        """A changed line whose new terms are effective before the last day already billed: the new terms
+        bill from the day after the change reached Lago (done above) and the days already billed stay as
+        billed. Never silent: a warning (``prorate``) or, after the change is made, a dead letter naming
+        the difference for finance (``dead_letter``); replayed, it passes (Lago holds what the order asks)."""
+        details: dict[str, Any] = {"order": order.id, "policy": self.backdated_policy}
+        for i, c in enumerate(changes):
+            details[f"line{i}"] = c.describe()
+        if self.backdated_policy == "dead_letter":
+            raise PermanentError(
+                f"order {order.id}: backdated amendment needs review: "
+                + "; ".join(c.describe() for c in changes)
+                + ". The new terms bill from the day after the change reached Lago; a credit note or an "
+                "additional charge for the difference is finance's (on_backdated_amendment: dead_letter)",
+                details=details,
+            )
+        log.warning("backdated amendment prorated from the change date", **details)
+
+    async def _partly(
+        self,
+        order: Order,
+        step: Awaitable[Any],
+        calls: list[str],
+        before: list[str],
+        ended: list[str],
+        invoice: str,
+    ) -> Any:
+        """Run one step of a delivery; a permanent refusal is re-raised with the order's partial state in
+        Lago: the subscriptions terminated (``ended``), made or resumed (``before``, and those of ``calls``
+        that succeeded), and where its one-off invoice stands (``invoice``). Replay (once the cause is
+        fixed) completes the order."""
+        try:
+            return await step
+        except _Partial as partial:
+            exc, ok = partial.error, [c for c, good in zip(calls, partial.succeeded, strict=True) if good]
+        except PermanentError as error:
+            exc, ok = error, []
+        if not isinstance(exc, PermanentError):
+            raise exc
+        made = [*before, *ok]
+        state = (
+            f"order {order.id} partly billed in Lago: subscriptions made {', '.join(made) or 'none'}, "
+            f"terminated {', '.join(ended) or 'none'}; its one-off invoice: {invoice}"
+        )
+        raise PermanentError(
+            f"{exc.message}; {state}",
+            details={
+                **exc.details,
+                "made": ",".join(made) or "none",
+                "terminated": ",".join(ended) or "none",
+                "one_off_invoice": invoice,
+            },
+        ) from exc
+
+    @staticmethod
+    def _nothing_to_bill(order: Order) -> PermanentError:
+        return PermanentError(
+            f"order {order.id} is won but has no line items, and nothing of it was billed: "
+            "add its products in the deal (or reopen it)",
+            details={"order": order.id},
+        )
 
     def _customer_known(self, order: Order) -> bool:
         """Has this hub billed a deal of this customer (the cross-reference map knows its Lago id)?
@@ -630,7 +723,7 @@ class OrderTarget:
         }
         if self.invoice_policy == "dead_letter":
             raise PermanentError(
-                f"order {order.id} is {order.status.value} but its one-off invoice "
+                f"order {order.id} is {_reversed_as(order)} but its one-off invoice "
                 f"{details['invoice']} was already issued in Lago: a credit note is needed "
                 "(on_reversal_invoice: dead_letter); its subscriptions were ended",
                 details=details,
@@ -650,7 +743,7 @@ class OrderTarget:
                 "credit_note": {
                     "invoice_id": str(invoice["lago_id"]),
                     "reason": "order_cancellation",
-                    "description": f"deal {order.id} {order.status.value}",
+                    "description": f"deal {order.id} {_reversed_as(order)}",
                     "items": items,
                 }
             },
@@ -787,6 +880,30 @@ class OrderTarget:
 POLL_READS_IN_FLIGHT = 8
 ORDER_MARK = "lago.order"  # cross-reference: an order this store began to bill in Lago (its id, both sides)
 VOUCHED_MAX = 200_000
+
+
+def _reversed_as(order: Order) -> str:
+    """How a deal that bills no more is described: its status, or won with every line item removed."""
+    if order.status.value == "won" and not order.lines:
+        return "won with every line item removed"
+    return order.status.value
+
+
+class _Partial(Exception):
+    """Calls made together of which some failed: the first failure and which calls succeeded."""
+
+    def __init__(self, error: BaseException, succeeded: list[bool]) -> None:
+        super().__init__(str(error))
+        self.error, self.succeeded = error, succeeded
+
+
+async def _gather(calls: list[Awaitable[Any]]) -> list[Any]:
+    """As :func:`_together`, but a failure says which calls succeeded (:class:`_Partial`)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise _Partial(failures[0], [not isinstance(r, BaseException) for r in results])
+    return list(results)
 
 
 async def _together(*calls: Awaitable[Any]) -> list[Any]:
