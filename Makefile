@@ -26,12 +26,16 @@ lint: install
 	$(BIN)/ruff check lead2cash tests bench config
 	@# docs: the Python blocks of the markdown pages (ruff formats fenced python blocks)
 	$(BIN)/ruff format --check lead2cash tests bench config docs README.md
-	$(BIN)/mypy lead2cash/canonical_model lead2cash/routes lead2cash/store lead2cash/config lead2cash/hub.py
+	$(BIN)/mypy lead2cash/canonical_model lead2cash/routes lead2cash/store lead2cash/config lead2cash/summary lead2cash/hub.py
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected nothing: that is a failure here, like any other non-zero code.
+# Everything, in two lanes: the quick lane's tests on two workers (they wait on sockets, not CPU), then the
+# slow ones (reliability, e2e, crash, acceptance) one at a time, since their timings and kills must not
+# compete with each other for the two cores.
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow $(PYTEST_ARGS)
 
 # The quick lane: everything but the tests marked slow (tests/reliability, tests/e2e and single long CLI,
 # docs and crash tests, marked in place), under two minutes. Two workers, one test file each at a time

@@ -50,6 +50,15 @@ def set_latency(sandboxes: Any, ms: int) -> None:
             ).raise_for_status()
 
 
+def set_lago_rate_limit(sandboxes: Any, per_s: int | None) -> None:
+    """The Lago sandbox answers 429 beyond ``per_s`` requests/s (events aside), as Lago does per
+    organization; None: no limit."""
+    with httpx.Client(verify=str(sandboxes.ca_bundle), timeout=10, trust_env=False) as client:
+        client.put(
+            f"{sandboxes.base_url('lago')}/__sandbox/lago/rate_limit", json={"per_s": per_s}
+        ).raise_for_status()
+
+
 class SandboxThread:
     """The same sandboxes served from a thread of this process (as ``LeadToCash`` does), same face."""
 

@@ -66,13 +66,16 @@ from _l2c_support import (
     close_won_total,
     pg_schema,
     seed_size_for,
+    set_lago_rate_limit,
     set_latency,
 )
 from lead_to_cash_baseline import Result, run_baseline
 
+from lead2cash.connectors.lago import Spacer
 from lead2cash.demo.environment import CONFIG_DIR, ROUTES, LeadToCash, order_of
 from lead2cash.store.schema import messages
 
+LAGO_RATE_SHARE = 0.95  # the hub's ``lago.rate_limit`` against a Lago limited to N requests/s
 SIZES = {
     "small": {"deals": 1000, "repeats": 3, "trickle": 60, "timeout": 300},
     "large": {"deals": 10000, "repeats": 1, "trickle": 300, "timeout": 1800},
@@ -199,11 +202,16 @@ async def backfill(
     timeout: float,
     profile: cProfile.Profile | None,
     latency_ms: int = 0,
+    lago_rate_limit: int = 0,
 ) -> Backfill:
     env = make_env(mode, Path(tempfile.mkdtemp(prefix="l2c-backfill-")), seed_size_for(deals), safety_lag)
     try:
         won = close_won_total(env.cluster, deals)  # type: ignore[arg-type]
         set_latency(env.cluster, latency_ms)
+        if lago_rate_limit:
+            set_lago_rate_limit(env.cluster, lago_rate_limit)
+            # The hub as configured for it: ``lago.rate_limit`` a little below Lago's limit.
+            env.hub.systems["lago"].client.limiter = Spacer(LAGO_RATE_SHARE * lago_rate_limit)  # type: ignore[attr-defined]
         # Every deal closed before the hub starts lies behind the reader's safety lag at the first poll.
         await asyncio.sleep(parse_duration(safety_lag) + 1.2)
         if profile is not None:
@@ -405,6 +413,25 @@ def print_backfill(runs: list[Backfill]) -> None:
         print("    by type: " + ", ".join(f"{t} {n}" for t, n in w["types"]))
 
 
+def print_rate_limited(run: Backfill, limit: int) -> None:
+    """The backfill against a Lago that answers 429 beyond ``limit`` requests/s (Lago's own limit per
+    organization is 50/s for everything but events): calls per deal decide the ceiling."""
+    lago = run.api_calls.get("lago (connector count)", 0)
+    flag = "" if run.settled else "  (NOT SETTLED: timed out)"
+    print(
+        f"\n== 1b. backfill against Lago limited to {limit} requests/s (the hub's lago.rate_limit: "
+        f"{LAGO_RATE_SHARE * limit:g}): {run.won} won deals =="
+    )
+    print(f"  {run.rate:.1f} deals/s end to end (goal at 50/s: >= 14){flag}; dead letters {run.dead_letters}")
+    print(
+        f"  Lago calls: {lago} ({lago / run.won:.2f} per deal, answers 429 included; ceiling "
+        f"{limit / max(lago / run.won, 1e-9):.1f} deals/s at that rate)"
+    )
+    for name, count in run.api_calls.items():
+        if name.startswith("  lago"):
+            print(f"    {name.strip()}: {count} ({count / run.won:.2f} per deal)")
+
+
 def print_trickle(t: Trickle, poll: float, safety_lag: str) -> None:
     target = poll + 2
     print(f"\n== 2. trickle: 1 deal/s closed won for {t.closed} s, webhooks on, no poll-now ==")
@@ -477,6 +504,13 @@ def main() -> None:
         default=0,
         help="backfill and ceiling: every sandbox API call answers this much later, as across a network",
     )
+    parser.add_argument(
+        "--lago-rate-limit",
+        type=int,
+        default=50,
+        help="one more backfill with the Lago sandbox limited to this many requests/s, as Lago per "
+        "organization (0: skip)",
+    )
     args = parser.parse_args()
     STORE["backend"] = args.store
     size = SIZES[args.size]
@@ -531,9 +565,28 @@ def main() -> None:
                     flush=True,
                 )
 
+    limited = None
+    if args.lago_rate_limit:
+        limited = asyncio.run(
+            backfill(
+                deals,
+                args.sandboxes,
+                args.safety_lag,
+                float(size["timeout"]),
+                None,
+                args.latency_ms,
+                args.lago_rate_limit,
+            )
+        )
+        print(
+            f"  backfill, Lago at {args.lago_rate_limit} requests/s: {limited.rate:.1f} deals/s", flush=True
+        )
+
     trickled = asyncio.run(trickle(trickle_s, args.sandboxes, args.safety_lag, poll)) if trickle_s else None
 
     print_backfill(runs)
+    if limited is not None:
+        print_rate_limited(limited, args.lago_rate_limit)
     if trickled is not None:
         print_trickle(trickled, poll, args.safety_lag)
     if ceiling:

@@ -1,6 +1,6 @@
 """Usage metering throughput, NATS JetStream -> Lago sandbox: the hub beside a minimal script, one run.
 
-    .venv/bin/python bench/usage.py [--events 20000] [--kills 2] [--customers 20]
+    .venv/bin/python bench/usage.py [--events 20000] [--kills 2] [--customers 20] [--summary]
 
 Each side drains the same backlog: ``--events`` usage records (call detail records and API-call records,
 alternately) published to a fresh JetStream stream on a private ``nats-server -js`` before it starts.
@@ -162,6 +162,8 @@ def _run_side(
             config = work / "usage.json"
             hub_cfg = scenario.hub_config(state, nats.url, lago)
             hub_cfg["logging"]["level"] = "WARNING"
+            if args.summary:  # the billing summary kept from the same deliveries (docs/usage.md)
+                hub_cfg["billing_summary"] = {"lago": "lago"}
             config.write_text(json.dumps(hub_cfg))
             cmd = [sys.executable, "-m", "lead2cash.cli", "run", str(config)]
         else:
@@ -215,6 +217,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=2)
     parser.add_argument("--customers", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--summary", action="store_true", help="the hub keeps the billing summary too")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="l2c-usage-bench-") as tmp:
         results = [run_side(name, args, Path(tmp)) for name in ("anchor", "hub")]

@@ -19,6 +19,8 @@ from rich.table import Column, Table
 from lead2cash.config import ConfigError, json_schema, load_config
 from lead2cash.errors import DeliveryError
 from lead2cash.migration.cli import migrate_app
+from lead2cash.migration.cutover import cutover_app
+from lead2cash.reconcile.cli import reconcile_app
 from lead2cash.routes.route import describe_error
 
 app = typer.Typer(help="lead2cash: the lead-to-cash integration hub.", no_args_is_help=True)
@@ -31,6 +33,10 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(route_app, name="route")
 app.add_typer(migrate_app, name="migrate")
+app.add_typer(reconcile_app, name="reconcile")
+app.add_typer(cutover_app, name="cutover")
+summary_app = typer.Typer(help="The billing summary: rebuild and check.", no_args_is_help=True)
+app.add_typer(summary_app, name="summary")
 
 console = Console()
 err = Console(stderr=True)
@@ -136,11 +142,29 @@ def check(
     ] = False,
 ) -> None:
     """Validate config file(s); print every problem with file, line, column and field."""
+    import dataclasses
+
+    # One pass: where the schema finds problems, the parts that did validate are still built, so their
+    # problems (unknown actions, adapters, key templates) are listed in the same run.
+    first: ConfigError | None = None
     try:
         loaded = load_config(paths)
     except ConfigError as exc:
-        _fail_config(exc)
-        return
+        if exc.partial is None:
+            _fail_config(exc)
+            return
+        first, loaded = exc, exc.partial
+
+    def fail(exc: ConfigError) -> None:
+        later = [dataclasses.replace(i, field=loaded.original_field(i.field)) for i in exc.issues]
+        if first is None:
+            _fail_config(ConfigError(later))
+            return
+        seen = {str(i) for i in first.issues}
+        combined = first.issues + [i for i in later if str(i) not in seen]
+        combined.sort(key=lambda i: (i.file, i.line or 0, i.column or 0))
+        _fail_config(ConfigError(combined))
+
     from lead2cash.hub import Hub
 
     if not import_code:
@@ -155,7 +179,8 @@ def check(
             elif found.note:
                 console.print(f"note: {found.note}", markup=False, highlight=False)
         if problems:
-            _fail_config(ConfigError(problems))
+            fail(ConfigError(problems))
+            return
         loaded = _without_code(loaded)
     from lead2cash.store import Store
 
@@ -164,9 +189,13 @@ def check(
     try:
         hub = Hub(loaded, store=Store("sqlite:///:memory:"), configure_logs=False)
     except ConfigError as exc:
-        _fail_config(exc)
+        fail(exc)
         return
     cfg = loaded.config
+    if first is not None:
+        hub.close()
+        fail(ConfigError([]))
+        return
     if live:
         from lead2cash.testing.metadata import check_live
 
@@ -738,6 +767,69 @@ def route_resume(config: ConfigOpt, name: str) -> None:
     hub.routes[name].resume()
     console.print(f"{name}: running")
     hub.close()
+
+
+# ---------------------------------------------------------------------------------------------- summary
+@summary_app.command("rebuild")
+def summary_rebuild(
+    config: ConfigOpt,
+    check: Annotated[
+        bool, typer.Option("--check", help="compare with the incremental summaries; exit 1 on a difference")
+    ] = False,
+    customer: Annotated[list[str] | None, typer.Option("--customer", help="only these customers")] = None,
+) -> None:
+    """Recompute every billing summary from Lago (invoices, subscriptions, current usage). With --check,
+    first apply what the hub confirmed and the summary has not taken yet, then compare and list the
+    customers whose incremental summary differs."""
+    import asyncio
+    import json
+    import time
+
+    from lead2cash.summary.rebuild import compare, recompute_all
+
+    hub = _hub(config)
+    if hub.summary is None:
+        err.print("no billing_summary in the config")
+        hub.close()
+        raise typer.Exit(2)
+
+    async def work() -> tuple[Any, float]:
+        if check:
+            await hub.summary.step()
+        started = time.perf_counter()
+        batch = await recompute_all(hub.summary.catalog.client, customer or None)
+        return batch, time.perf_counter() - started
+
+    try:
+        batch, took = asyncio.run(work())
+    except DeliveryError as exc:
+        err.print(f"cannot recompute the summaries: {describe_error(exc)}", markup=False, highlight=False)
+        hub.close()
+        raise typer.Exit(2) from None
+    finally:
+        asyncio.run(hub.aclose_systems())
+    if not check:
+        for s in batch:
+            console.print(
+                json.dumps(s.public(), sort_keys=True), markup=False, highlight=False, soft_wrap=True
+            )
+        hub.close()
+        return
+    mine = [s for s, _, _ in hub.summary.state.summaries()]
+    if customer:
+        mine = [s for s in mine if s.customer in customer]
+    diff = compare(mine, batch)
+    hub.close()
+    customers = sorted({c for c, _ in diff})
+    console.print(
+        f"{len(batch)} summaries recomputed from Lago in {took:.2f} s; {len(customers)} customer(s) differ",
+        markup=False,
+        highlight=False,
+    )
+    for (who, currency), fields in diff.items():
+        console.print(f"  {who} {currency}: {fields}", markup=False, highlight=False, soft_wrap=True)
+    if diff:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------------- sandbox

@@ -88,11 +88,13 @@ class Hub:
                 issues.extend(loaded.issue(("systems", name, *p), m) for p, m in exc.problems)
             except Exception as exc:
                 issues.append(loaded.issue(("systems", name), f"cannot build system: {exc}"))
-        if issues:
-            self._abandon(created, owned=store is None)
-            raise ConfigError(issues)
+        broken = {name for name in self.config.systems if name not in self.systems}
         for i, route_cfg in enumerate(self.config.routes):
             if not route_cfg.enabled:
+                continue
+            # A route over a system that did not build is not built (its error is reported above); the
+            # other routes are, so one run of `check` lists every problem.
+            if {route_cfg.source.system, route_cfg.target.system} & broken:
                 continue
             try:
                 self.routes[route_cfg.name] = self._build_route(route_cfg)
@@ -109,8 +111,17 @@ class Hub:
         self._web: Any = None
         self._source_paused: dict[str, float] = {}
         self._polls: dict[str, asyncio.Task[int]] = {}
+        self._ticks: dict[str, asyncio.Task[None]] = {}
         for route in self.routes.values():
             route.on_store_error = self.store_failed
+        self.summary: Any = None
+        self.summary_sink: Any = None
+        if self.config.billing_summary is not None:
+            try:
+                self._build_summary()
+            except ConfigError:
+                self._abandon(created, owned=store is None)
+                raise
         self.read_errors: dict[str, str] = {}  # route -> why its source's last read failed
 
     @staticmethod
@@ -405,6 +416,16 @@ class Hub:
         return count
 
     async def _poll(self, name: str) -> None:
+        # The scheduler's job returns at once: the lease renewal is a store round trip that can outlast a
+        # short interval on a busy machine, and a job still running at the next tick makes the scheduler
+        # warn. A tick whose renewal is still under way is skipped here instead.
+        tick = self._ticks.get(name)
+        if tick is not None and not tick.done():
+            log.debug("source lease still being renewed; poll tick skipped", route=name)
+            return
+        self._ticks[name] = asyncio.create_task(self._poll_tick(name), name=f"tick:{name}")
+
+    async def _poll_tick(self, name: str) -> None:
         """The scheduler's tick: start a read of the source unless the last one is still reading. The
         first read of a large backlog outlasts several ticks; that is expected, so a tick is skipped here
         (the scheduler would warn) and the running read, which pages until the source is drained, covers it.
@@ -485,6 +506,36 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=max(wait, 0.01))
 
+    def _build_summary(self) -> None:
+        """The billing summary keeper (and its Salesforce writer), fed by the routes' confirmations."""
+        from lead2cash.summary.keeper import SummaryKeeper
+        from lead2cash.summary.salesforce import DEFAULT_FIELDS, SalesforceSink
+
+        cfg = self.config.billing_summary
+        assert cfg is not None
+        lago = self.systems.get(cfg.lago)
+        if lago is None or not hasattr(lago, "client"):
+            raise ConfigError([self.loaded.issue(("billing_summary", "lago"), "no lago system of that name")])
+        entities = {name: c.mapping.entity for name, c in self.route_configs.items()}
+        self.summary = SummaryKeeper(self.store, lago.client, entities, poll=cfg.poll)
+        for name in self.summary.routes:
+            self.routes[name].on_confirmed = self.summary.poke
+        sf = cfg.salesforce
+        if sf is not None:
+            crm = self.systems.get(sf.system)
+            if crm is None or not hasattr(crm, "_writer"):
+                where = ("billing_summary", "salesforce", "system")
+                raise ConfigError([self.loaded.issue(where, "no salesforce system of that name")])
+            name = f"{sf.system}/{sf.object}.billing_summary"
+            self.summary_sink = SalesforceSink(
+                self.summary.state,
+                crm._writer(sf.object, sf.match_field, {}, name),
+                fields=sf.fields if sf.fields is not None else DEFAULT_FIELDS,
+                match_field=sf.match_field,
+                interval=sf.interval,
+            )
+            self.summary.on_change = self.summary_sink.poke
+
     async def start(self) -> None:
         self._beat_once()
         self._recover_leases()
@@ -510,11 +561,55 @@ class Hub:
                     next_run_time=None if cfg.source.trigger.type == "schedule" else _now(),
                 )
             self._tasks.append(asyncio.create_task(self._deliver_loop(name), name=f"deliver:{name}"))
+        every = self.config.reconcile.three_way.every
+        if every:
+            scheduler.add_job(
+                self.reconcile_three_way,
+                IntervalTrigger(seconds=every),
+                id="reconcile:three_way",
+                max_instances=1,
+                coalesce=True,
+                next_run_time=_now(),
+            )
         scheduler.start()
         self._scheduler = scheduler
+        if self.summary is not None:
+            self._tasks.append(asyncio.create_task(self.summary.run(self._stopping), name="billing-summary"))
+        if self.summary_sink is not None:
+            self._tasks.append(
+                asyncio.create_task(self.summary_sink.run(self._stopping), name="billing-summary-salesforce")
+            )
         if self.config.web.enabled:
             self._tasks.append(asyncio.create_task(self._serve_web(), name="web"))
         log.info("hub started", routes=list(self.routes), worker=self.worker_id, store=self.store.backend)
+
+    async def reconcile_three_way(self) -> Any:
+        """The scheduled ``reconcile three-way`` on the hub's own connectors: its result as metrics (and
+        the JSON report, with ``reconcile.three_way.out``). Returns the report, None when a system could
+        not be read (counted in ``lead2cash_reconcile_failures_total``)."""
+        from lead2cash.reconcile.three_way import ThreeWay, publish
+
+        settings = self.config.reconcile.three_way
+        try:
+            check = ThreeWay(self.config, self.store, self.systems, config_files=self.loaded.files)
+            report = await check.run()
+            if settings.out:
+                out = Path(settings.out)
+                base = self.loaded.files[0].parent if self.loaded.files else Path.cwd()
+                await asyncio.to_thread(report.write_json, out if out.is_absolute() else base / out)
+        except Exception as exc:
+            self.metrics.reconcile_failures.labels("three_way").inc()
+            error = str(REDACTOR.redact(f"{type(exc).__name__}: {exc}")).splitlines()[0][:300]
+            log.warning("three-way reconciliation failed", error=error)
+            return None
+        self._reconciled = publish(self.metrics, report, getattr(self, "_reconciled", ()))
+        log.info(
+            "three-way reconciliation",
+            clean=report.clean,
+            differences=len(report.differences),
+            seconds=round(report.seconds, 2),
+        )
+        return report
 
     async def _serve_web(self) -> None:
         import uvicorn
@@ -550,7 +645,7 @@ class Hub:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
-        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._polls.values()]
+        tasks: list[asyncio.Task[Any]] = [*self._tasks, *self._ticks.values(), *self._polls.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -562,6 +657,7 @@ class Hub:
                 log.exception("task failed", task=task.get_name())
         self._tasks.clear()
         self._polls.clear()
+        self._ticks.clear()
         try:
             self.store.source_lease_release(self.lease_owner)
         except Exception as exc:  # they expire on their own

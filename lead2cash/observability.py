@@ -146,3 +146,28 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.paused = Gauge("lead2cash_route_paused", "1 while a route is paused", ["route"], registry=r)
+        # Reconciliations run inside the hub (``reconcile:`` in the config): the last result per check.
+        self.reconcile_differences = Gauge(
+            "lead2cash_reconcile_differences",
+            "Differences the last reconciliation found, by check, currency and likely cause",
+            ["check", "currency", "cause"],
+            registry=r,
+        )
+        self.reconcile_clean = Gauge(
+            "lead2cash_reconcile_clean",
+            "1 when the last reconciliation found no difference",
+            ["check"],
+            registry=r,
+        )
+        self.reconcile_last_run = Gauge(
+            "lead2cash_reconcile_last_run_timestamp",
+            "When the last reconciliation finished (Unix time; failed runs leave it)",
+            ["check"],
+            registry=r,
+        )
+        self.reconcile_failures = Counter(
+            "lead2cash_reconcile_failures_total",
+            "Reconciliations that could not read a system",
+            ["check"],
+            registry=r,
+        )

@@ -47,6 +47,12 @@ class LeaseLost(Exception):
 current_fence: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("lead2cash_fence", default=None)
 
 
+# Whether the delivery under way follows an attempt that may have reached the target (the ledger shows
+# the key sent and unconfirmed, or an earlier try of this delivery failed after sending): a target that
+# skips its reads when the ledger vouches for a first delivery reads here.
+delivery_in_doubt: ContextVar[bool] = ContextVar("lead2cash_delivery_in_doubt", default=True)
+
+
 async def fence() -> None:
     """Raise ``LeaseLost`` unless this worker still holds the message being delivered (no-op outside a
     delivery)."""

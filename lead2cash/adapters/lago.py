@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from lead2cash.canonical_model import (
@@ -263,6 +263,7 @@ class SubscriptionSpec:
     line_ids: tuple[str, ...]
     # A line's own service start date (not the order's date) is behind ``start``.
     dated: bool = False
+    period: str | None = None  # the lines' billing period (monthly, yearly...), when they share one
 
     def payload(self, external_customer_id: str, external_id: str, billing_time: str) -> dict[str, Any]:
         return {
@@ -378,6 +379,7 @@ def billing_plan(
                     prior.name,
                     (*prior.line_ids, line.id),
                     prior.dated or line.service_start is not None,
+                    prior.period if prior.period == _period(line) else None,
                 )
                 continue
             name = f"{line.product_name} ({order.name or order.id})"
@@ -385,7 +387,7 @@ def billing_plan(
             key = f"{order.id}:{line.id}"
             name = line.description or line.product_name
         specs[key] = SubscriptionSpec(
-            key, plan, cents, currency, start, name, (line.id,), line.service_start is not None
+            key, plan, cents, currency, start, name, (line.id,), line.service_start is not None, _period(line)
         )
     fees = tuple(
         fee_spec(
@@ -394,6 +396,79 @@ def billing_plan(
         for line in order.one_time_lines
     )
     return BillingPlan(currency, tuple(specs.values()), fees)
+
+
+def _period(line: OrderLine) -> str | None:
+    return line.billing_period.value if line.billing_period is not None else None
+
+
+def _first_of_next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def prorated_cents(cents: int, start: date, end: date) -> int:
+    """What Lago bills for the days ``start``..``end`` (both included) of one calendar month of a monthly
+    plan of ``cents``: round_half_up(cents * days / days of the month); the whole month is ``cents``."""
+    days_in_month = (_first_of_next_month(start) - start.replace(day=1)).days
+    days = (end - start).days + 1
+    if days == days_in_month:
+        return cents
+    return int((Decimal(cents) * days / days_in_month).quantize(Decimal(1), ROUND_HALF_UP))
+
+
+@dataclass(frozen=True)
+class BackdatedChange:
+    """A changed line whose new terms are effective (``effective``, its service date) before the last day
+    its subscription was billed for (``billed_through``, the old one's termination day): the days between
+    were billed at ``old_cents`` a period, the new terms say ``new_cents``. ``difference_cents`` is what
+    finance would charge (positive) or credit (negative) for those days; None where the hub does not
+    compute it (periods other than monthly, anniversary billing)."""
+
+    key: str
+    currency: str
+    effective: date
+    billed_through: date
+    old_cents: int
+    new_cents: int
+    difference_cents: int | None
+
+    def describe(self) -> str:
+        def money(cents: int) -> str:
+            return f"{self.currency} {Money.from_minor_units(cents, self.currency).amount}"
+
+        diff = (
+            "difference not computed (not a monthly calendar plan)"
+            if self.difference_cents is None
+            else f"difference {money(self.difference_cents)}"
+        )
+        return (
+            f"line {self.key} effective {self.effective}, billed through {self.billed_through} at "
+            f"{money(self.old_cents)} a period, new terms {money(self.new_cents)}: {diff}"
+        )
+
+
+def backdated_change(
+    spec: SubscriptionSpec, before: Mapping[str, Any], billed_through: date, billing_time: str
+) -> BackdatedChange | None:
+    """The backdated part of a changed line, or None: the line's service date moved to a day after its
+    previous subscription started and no later than the last day that subscription was billed for (a
+    service date left as it was, the line's first day, is no amendment date)."""
+    old_start = _date(before.get("subscription_at") or before.get("started_at"), "subscription_at")
+    if old_start is None or not old_start < spec.start <= billed_through:
+        return None
+    old_cents = int(before.get("plan_amount_cents") or 0)
+    difference: int | None = None
+    if spec.period == "monthly" and billing_time == "calendar":
+        difference, day = 0, spec.start
+        while day <= billed_through:
+            piece = min(_first_of_next_month(day) - timedelta(days=1), billed_through)
+            difference += prorated_cents(spec.amount_cents, day, piece) - prorated_cents(
+                old_cents, day, piece
+            )
+            day = piece + timedelta(days=1)
+    return BackdatedChange(
+        spec.key, spec.currency, spec.start, billed_through, old_cents, spec.amount_cents, difference
+    )
 
 
 def one_off_invoice_payload(external_customer_id: str, plan: BillingPlan) -> dict[str, Any]:
@@ -565,6 +640,12 @@ INVOICE_TYPES = frozenset({"subscription", "add_on", "one_off", "credit", "progr
 """Lago's ``invoice_type`` values (OpenAPI InvoiceObject): any other is refused, never posted by guess."""
 
 _KINDS = {"add_on": ChargeKind.ONE_TIME, "subscription": ChargeKind.RECURRING, "charge": ChargeKind.RECURRING}
+
+
+def one_off_order(invoice: Mapping[str, Any]) -> str | None:
+    """The order a one-off invoice bills: its metadata, else its fees' order marker (the fees must be in
+    the invoice: a listing leaves them out)."""
+    return metadata_value(invoice, METADATA_ORDER) or _order_of_markers(invoice.get("fees") or [])
 
 
 def _order_of_markers(fees: list[Any]) -> str | None:

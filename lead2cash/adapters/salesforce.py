@@ -315,6 +315,10 @@ def opportunity(record: Mapping[str, Any], options: Mapping[str, Any]) -> Order:
         )
     currency = _currency(raw_currency, "CurrencyIsoCode")
     customer = _customer(record.get("Account"), record.get("AccountId"), o, "Account.")
+    if "OpportunityLineItems" not in record:
+        # Salesforce answers a subquery with no rows as null; a record without the key was read without
+        # its line items, and must not look like a deal whose lines were all removed.
+        raise SalesforceMappingError("OpportunityLineItems", "the record was read without its line items")
     children = record.get("OpportunityLineItems")
     rows = children.get("records", []) if isinstance(children, Mapping) else (children or [])
     if not isinstance(rows, list):
@@ -328,8 +332,8 @@ def opportunity(record: Mapping[str, Any], options: Mapping[str, Any]) -> Order:
     if not _flag(record, "IsDeleted"):
         # queryAll answers a live deal's deleted line items among its children: they are not sold.
         rows = [r for r in rows if not (isinstance(r, Mapping) and r.get("IsDeleted") is True)]
-    if not rows:
-        raise SalesforceMappingError("OpportunityLineItems", "the opportunity has no line items")
+    # No line items (never any, or every one removed) maps to an order without lines: a billed deal
+    # whose lines were all removed must reach billing, which ends its subscriptions as a lost deal's.
     lines = tuple(_line(line, i, currency, o) for i, line in enumerate(rows))
     close_date = _date(record.get("CloseDate"), "CloseDate")
     if close_date is None:

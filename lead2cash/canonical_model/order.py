@@ -153,7 +153,9 @@ class Order(CanonicalEntity):
     purchase_order_number: NonEmptyStr | None = None
     """The customer's own PO reference, to print on invoices."""
     description: NonEmptyStr | None = None
-    lines: tuple[OrderLine, ...] = Field(min_length=1)
+    lines: tuple[OrderLine, ...] = ()
+    """May be empty: a deal whose line items were all removed (after billing, its billing ends as a lost
+    deal's does), or a deal not won yet that has no products."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:

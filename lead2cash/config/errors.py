@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,11 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    def __init__(self, issues: list[ConfigIssue]) -> None:
+    def __init__(self, issues: list[ConfigIssue], partial: Any = None) -> None:
         self.issues = issues
+        # The parts of the config that did validate (a ``LoadedConfig`` without the broken systems and
+        # routes), so `check` can go on and report their build problems in the same run.
+        self.partial = partial
         lines = "\n".join(f"  {issue}" for issue in issues)
         super().__init__(f"{len(issues)} configuration error(s):\n{lines}")
 

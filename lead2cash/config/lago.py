@@ -83,6 +83,12 @@ class LagoSystemConfig(Strict):
     max_inline_wait: Duration = Field(
         5.0, description="a longer Retry-After is handed to the route (which pauses) instead of waited"
     )
+    rate_limit: float | None = Field(
+        None,
+        gt=0,
+        description="requests/s this hub sends to Lago, events aside (Lago allows 50 per organization: "
+        "set a little below it, shared among the hub's workers); calls are spaced, not burst",
+    )
     webhook: LagoWebhookConfig | None = None
     plan_table: str | None = Field(None, description="mappings table: product code -> plan code")
     addon_table: str | None = Field(None, description="mappings table: product code -> add-on code")
@@ -97,6 +103,13 @@ class LagoSystemConfig(Strict):
         "dead_letter",
         description="a billed deal lost or reopened whose one-off invoice was issued: a 'credit note "
         "needed' dead letter for a person to decide, or a credit note for the invoice's whole amount",
+    )
+    on_backdated_amendment: Literal["prorate", "dead_letter"] = Field(
+        "prorate",
+        description="a changed line whose new terms are effective (its service date) before the last day "
+        "already billed: the new terms bill from the day after the change reaches Lago and the billed days "
+        "are not adjusted (a warning names the difference), or that, and a dead letter naming the "
+        "difference per period for finance to credit or charge",
     )
     unsupported_currencies: list[str] = Field(
         default_factory=list,

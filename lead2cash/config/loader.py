@@ -36,6 +36,17 @@ class LoadedConfig:
     files: list[Path]
     positions: dict[Path_, tuple[str, int, int]] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
+    # For a salvaged partial config: the index in the files of each route kept (``routes[i]`` here).
+    route_index: list[int] | None = None
+
+    def original_field(self, dotted: str) -> str:
+        """A field path of this config as the files number it (a partial config drops broken routes)."""
+        if self.route_index is None:
+            return dotted
+        m = re.match(r"routes\[(\d+)\]", dotted)
+        if not m:
+            return dotted
+        return f"routes[{self.route_index[int(m.group(1))]}]" + dotted[m.end() :]
 
     def locate(self, path: Sequence[str | int]) -> tuple[str, int | None, int | None]:
         key = tuple(path)
@@ -67,6 +78,7 @@ class _Walker:
         self.environ = environ
         self.positions: dict[Path_, tuple[str, int, int]] = {}
         self.issues: list[ConfigIssue] = []
+        self.bad_paths: list[Path_] = []
         self.secrets: set[str] = set()
 
     def walk(self, node: Any, path: Path_, pos: tuple[int, int] | None) -> Any:
@@ -126,6 +138,7 @@ class _Walker:
     def _issue(self, path: Path_, message: str) -> None:
         f, line, col = self.positions.get(path, (self.file, None, None))
         self.issues.append(ConfigIssue(f, line, col, _dotted(path), message))
+        self.bad_paths.append(path)
 
 
 class _TooLarge(Exception):
@@ -171,6 +184,8 @@ def _merge(
     positions: dict[Path_, tuple[str, int, int]] = {}
     issues: list[ConfigIssue] = []
     secrets: set[str] = set()
+    walker_issues: list[ConfigIssue] = []
+    bad_paths: list[Path_] = []
     yaml = YAML(typ="rt")
     for path in files:
         try:
@@ -216,7 +231,12 @@ def _merge(
         walker = _Walker(str(path), path.parent, environ)
         data = walker.walk(doc, (), None)
         issues.extend(walker.issues)
+        walker_issues.extend(walker.issues)
         secrets |= walker.secrets
+        offset = len(merged.get("routes", []))
+        for p in walker.bad_paths:
+            routed = p and p[0] == "routes" and len(p) > 1 and isinstance(p[1], int)
+            bad_paths.append(("routes", p[1] + offset, *p[2:]) if routed else p)  # type: ignore[operator]
         if not isinstance(data, dict):
             issues.append(ConfigIssue(str(path), 1, 1, "", "expected a mapping at the top level"))
             continue
@@ -248,6 +268,7 @@ def _merge(
     combined = _Walker(str(files[0]) if files else "<config>", Path.cwd(), environ)
     combined.positions = positions
     combined.secrets = secrets
+    combined.issues, combined.bad_paths = walker_issues, bad_paths
     return merged, combined, issues
 
 
@@ -336,6 +357,64 @@ def _without_union_tags(loc: tuple[str | int, ...], data: Any, *, keep_last: boo
     return tuple(out)
 
 
+def _salvage(data: dict[str, Any], bad: list[Path_], loaded: LoadedConfig) -> LoadedConfig | None:
+    """The config without the parts that failed: each system, mapping table or route with an error (and
+    every route over a dropped or unknown system) left out, a broken top-level section back to its
+    default. Routes keep their original index in positions, so later problems point at the right line.
+    None when what is left still does not validate."""
+    raw_systems, raw_mappings, raw_routes = data.get("systems"), data.get("mappings"), data.get("routes")
+    systems: dict[str, Any] = raw_systems if isinstance(raw_systems, dict) else {}
+    mappings: dict[str, Any] = raw_mappings if isinstance(raw_mappings, dict) else {}
+    routes: list[Any] = raw_routes if isinstance(raw_routes, list) else []
+    drop_sections: set[str] = set()
+    drop_systems: set[str] = set()
+    drop_mappings: set[str] = set()
+    drop_routes: set[int] = set()
+    for loc in bad:
+        section = str(loc[0]) if loc else ""
+        if section == "systems" and len(loc) > 1:
+            drop_systems.add(str(loc[1]))
+        elif section == "mappings" and len(loc) > 1:
+            drop_mappings.add(str(loc[1]))
+        elif section == "routes" and len(loc) > 1 and isinstance(loc[1], int):
+            drop_routes.add(loc[1])
+        elif section:
+            drop_sections.add(section)
+    kept_systems = {k: v for k, v in systems.items() if k not in drop_systems}
+    kept_mappings = {k: v for k, v in mappings.items() if k not in drop_mappings}
+    names: set[str] = set()
+    keep: list[int] = []
+    for i, route in enumerate(routes):
+        if i in drop_routes or not isinstance(route, dict):
+            continue
+        refs = [(route.get(part) or {}).get("system") for part in ("source", "target")]
+        maps = (route.get("mapping") or {}).get("value_maps") or {}
+        if not isinstance(maps, dict):
+            continue
+        if any(r not in kept_systems for r in refs) or route.get("name") in names:
+            continue
+        if any(isinstance(t, str) and t not in kept_mappings for t in maps.values()):
+            continue
+        names.add(route.get("name"))  # type: ignore[arg-type]
+        keep.append(i)
+    partial = {k: v for k, v in data.items() if k not in drop_sections}
+    partial.update(systems=kept_systems, mappings=kept_mappings, routes=[routes[i] for i in keep])
+    try:
+        config = HubConfig.model_validate(partial)
+    except ValidationError:
+        return None
+    positions = {}
+    for key, pos in loaded.positions.items():
+        if key[:1] == ("routes",) and len(key) > 1:
+            if key[1] not in keep:
+                continue
+            key = ("routes", keep.index(key[1]), *key[2:])
+        positions[key] = pos
+    salvaged = LoadedConfig(config=config, files=loaded.files, positions=positions, secrets=loaded.secrets)
+    salvaged.route_index = keep
+    return salvaged
+
+
 def load_config(
     paths: str | Path | Sequence[str | Path], environ: Mapping[str, str] | None = None
 ) -> LoadedConfig:
@@ -346,11 +425,16 @@ def load_config(
     loaded = LoadedConfig(
         config=HubConfig(), files=files, positions=walker.positions, secrets=set(walker.secrets)
     )
+    # Problems of the files themselves (unreadable, not YAML) leave nothing to salvage; a missing
+    # environment variable leaves everything but the part that names it.
+    salvageable = len(issues) == len(walker.issues)
+    bad: list[Path_] = list(walker.bad_paths)
     try:
         loaded.config = HubConfig.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors(include_input=False, include_url=False):
             loc = _without_union_tags(tuple(err["loc"]), data, keep_last=err["type"] == "missing")
+            bad.append(loc)
             if err["type"] == "extra_forbidden":
                 f, line, col = loaded.locate((*loc, "<key>"))
                 message = "unknown key (misspelt?)"
@@ -362,6 +446,6 @@ def load_config(
             issues.append(ConfigIssue(f, line, col, _dotted(loc), message))
     issues.extend(_cross_check(data, loaded))
     if issues:
-        raise ConfigError(issues)
+        raise ConfigError(issues, partial=_salvage(data, bad, loaded) if salvageable else None)
     _collect_secrets(loaded.config, loaded.secrets)
     return loaded

@@ -9,6 +9,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 
 from lead2cash.config.base import DottedPath, Duration, JMESPath, KeyTemplateStr, Name, Strict
+from lead2cash.config.reconcile import ReconcileConfig
 from lead2cash.systems.registry import system_types
 
 
@@ -153,6 +154,31 @@ class RouteConfig(Strict):
     )
 
 
+class SummarySalesforceConfig(Strict):
+    system: str = Field(description="the salesforce system the Account is written in")
+    object: str = Field("Account", description="the sObject the summary is written on")
+    match_field: str = Field(
+        "Id",
+        description="Account field that holds the customer's Lago external id (Id, or an external id field)",
+    )
+    interval: Duration = Field(
+        5.0, description="a customer's Account is written at most once per interval (its latest summary)"
+    )
+    fields: dict[str, str] | None = Field(
+        None,
+        description="summary field -> Account field (default: Billing_*__c names, docs/usage.md); "
+        "a field left out is not written",
+    )
+
+
+class BillingSummaryConfig(Strict):
+    lago: str = Field(description="the lago system whose customers are summarised")
+    poll: Duration = Field(0.5, description="how often the keeper looks for deliveries it was not told of")
+    salesforce: SummarySalesforceConfig | None = Field(
+        None, description="write each summary to the customer's Account (none: kept in the hub only)"
+    )
+
+
 class HubConfig(Strict):
     version: Literal[1] = 1
     state: StateConfig = Field(default_factory=lambda: StateConfig())
@@ -161,6 +187,12 @@ class HubConfig(Strict):
     systems: dict[Name, SystemConfig] = Field(default_factory=dict)
     mappings: dict[Name, dict[str, Any]] = Field(default_factory=dict, description="named value maps")
     routes: list[RouteConfig] = Field(default_factory=list)
+    reconcile: ReconcileConfig = Field(
+        default_factory=lambda: ReconcileConfig(), description="reconciliations the hub runs on a schedule"
+    )
+    billing_summary: BillingSummaryConfig | None = Field(
+        None, description="the near-real-time billing summary per customer (docs/usage.md)"
+    )
 
 
 def _models(model: type[BaseModel], seen: set[type[BaseModel]]) -> None:

@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import ssl
 import time
-from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from lead2cash.canonical_model import MINOR_UNITS
 from lead2cash.demo.clients import SandboxClients
 from lead2cash.hub import Hub
+from lead2cash.reconcile.three_way import ThreeWayReport, reconcile_sync
+from lead2cash.reconcile.three_way import order_of as order_of  # the demo's and the tests' name for it
 from lead2cash.sandbox.lago import LagoSandbox
 from lead2cash.sandbox.salesforce import SalesforceSandbox
 from lead2cash.sandbox.sap import SapSandbox
@@ -63,46 +61,8 @@ class Progress:
     dead_letters: int = 0
 
 
-@dataclass
-class Agreement:
-    """Amounts per currency in each system and every disagreement found (empty = they agree)."""
-
-    won: dict[str, Decimal] = field(default_factory=dict)
-    invoiced: dict[str, Decimal] = field(default_factory=dict)
-    posted: dict[str, Decimal] = field(default_factory=dict)
-    # Revenue per currency and G/L account: what Lago's fees say by product family, what SAP booked.
-    revenue_billed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
-    revenue_posted: dict[str, dict[str, Decimal]] = field(default_factory=dict)
-    customers: int = 0  # (customer, currency) receivables compared between Lago and SAP
-    deals: int = 0
-    invoices: int = 0
-    journal_entries: int = 0
-    awaiting_invoice: int = 0  # won deals whose first invoice is not due yet
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def agree(self) -> bool:
-        return not self.problems
-
-
-_MARKER = re.compile(r"\(order ([^()\s]+)\)\s*$")
-
-
-def order_of(invoice: dict[str, Any]) -> str | None:
-    """The deal a Lago invoice bills, read from Lago's own fields: the metadata the hub writes, the order
-    marker in one-off fee descriptions, or the subscriptions' external ids (``<order>:<line>``)."""
-    for item in invoice.get("metadata") or []:
-        if item.get("key") == "lead2cash_order":
-            return str(item["value"])
-    for fee in invoice.get("fees") or []:
-        match = _MARKER.search(str(fee.get("description") or ""))
-        if match:
-            return match.group(1)
-    for sub in invoice.get("subscriptions") or []:
-        external = str(sub.get("external_id") or "")
-        if ":" in external:
-            return external.split(":", 1)[0]
-    return None
+# The demo's checker is the product's three-way reconciliation (``lead2cash reconcile three-way``).
+Agreement = ThreeWayReport
 
 
 def demo_sandboxes(seed: int, seed_size: int) -> tuple[SalesforceSandbox, LagoSandbox, SapSandbox]:
@@ -340,168 +300,12 @@ class LeadToCash(SandboxClients):
 
     # ------------------------------------------------------------------ do the three systems agree?
     def agreement(self) -> Agreement:
-        """Salesforce, Lago and SAP compared record by record and per currency, to the minor unit."""
-        result = Agreement()
-        opps = self.soql(
-            "SELECT Id, Amount, CurrencyIsoCode, AccountId, Billing_Invoice_Number__c, "
-            "Billing_Invoiced_Amount__c, Billing_Payment_Status__c, SAP_Accounting_Document__c "
-            "FROM Opportunity WHERE IsWon = true"
+        """Salesforce, Lago and SAP compared record by record and per currency, to the minor unit: the
+        product's ``lead2cash reconcile three-way`` over the hub's config, on clients of its own (it may
+        run in a thread beside the running hub)."""
+        return reconcile_sync(
+            self.hub.config, self.hub.store, self.systems_file.parent, config_files=self.config_files
         )
-        result.deals = len(opps)
-        won: dict[str, Decimal] = defaultdict(Decimal)
-        for o in opps:
-            won[o["CurrencyIsoCode"]] += Decimal(o["Amount"] or 0)
-        result.won = {c: v.quantize(Decimal(1).scaleb(-MINOR_UNITS[c])) for c, v in won.items()}
-
-        invoices = [i for i in self.lago_invoices(detailed=True) if i["status"] == "finalized"]
-        result.invoices = len(invoices)
-        by_number = {i["number"]: i for i in invoices}
-        invoiced: dict[str, Decimal] = defaultdict(Decimal)
-        for inv in invoices:
-            invoiced[inv["currency"]] += Decimal(int(inv["total_amount_cents"])).scaleb(
-                -MINOR_UNITS[inv["currency"]]
-            )
-        result.invoiced = dict(invoiced)
-
-        documents = self.sap_documents()
-        result.journal_entries = len(documents)
-        refs = Counter(d["DocumentReferenceID"] for d in documents)
-        doc_of = {d["DocumentReferenceID"]: str(d["AccountingDocument"]) for d in documents}
-        posted: dict[str, Decimal] = defaultdict(Decimal)
-        ledger = self.http["sap"].get("/__sandbox/sap/ledger").json()
-        receivables = self.sap_receivables()
-        for company in ledger["company_codes"].values():
-            for ccy, bucket in company["transaction_currency"].items():
-                posted[ccy] += Decimal(bucket["accounts"].get(receivables, "0"))
-        result.posted = dict(posted)
-
-        for number, count in refs.items():
-            if count > 1:
-                result.problems.append(f"invoice {number} posted {count} times in SAP")
-        for number in by_number:
-            if sap_reference(number) not in refs:
-                result.problems.append(f"invoice {number} is finalized in Lago but not posted in SAP")
-        for ccy in sorted(set(invoiced) | set(posted)):
-            if invoiced.get(ccy, Decimal(0)) != posted.get(ccy, Decimal(0)):
-                result.problems.append(
-                    f"{ccy}: Lago invoiced {invoiced.get(ccy, 0)} but SAP receivables show {posted.get(ccy, 0)}"
-                )
-        self._compare_revenue(result, invoices, ledger)
-        self._compare_customers(result, invoices)
-        invoiced_orders = {order_of(inv) for inv in invoices}
-        result.awaiting_invoice = sum(1 for o in opps if o["Id"] not in invoiced_orders)
-        for o in opps:
-            number = o.get("Billing_Invoice_Number__c")
-            if o["Id"] not in invoiced_orders:
-                continue  # nothing billed yet (recurring lines only, period not over): nothing to show
-            if not number:
-                result.problems.append(f"opportunity {o['Id']} shows no invoice")
-                continue
-            found = by_number.get(number)
-            if found is None or order_of(found) != o["Id"]:
-                result.problems.append(
-                    f"opportunity {o['Id']} shows {number}, not one of its finalized invoices"
-                )
-                continue
-            total = Decimal(int(found["total_amount_cents"])).scaleb(-MINOR_UNITS[found["currency"]])
-            if Decimal(o.get("Billing_Invoiced_Amount__c") or 0) != total:
-                result.problems.append(
-                    f"opportunity {o['Id']}: amount {o.get('Billing_Invoiced_Amount__c')} != {total}"
-                )
-            document = str(o.get("SAP_Accounting_Document__c") or "")
-            posted_as = doc_of.get(sap_reference(number))
-            if posted_as is None or not document.startswith(posted_as):
-                result.problems.append(
-                    f"opportunity {o['Id']}: SAP document {document or '-'} is not {posted_as} of {number}"
-                )
-        return result
-
-    def sap_receivables_by_customer(self) -> dict[tuple[str, str], Decimal]:
-        """SAP's open items on the receivable per (customer's partner number, currency), read as finance
-        would: API_OPLACCTGDOCITEMCUBE_SRV, the customer line items of the reconciliation account."""
-        sap_cfg = self.hub.config.systems["sap"]
-        auth = (sap_cfg.auth.username, sap_cfg.auth.password.get_secret_value())  # type: ignore[union-attr]
-        url = "/sap/opu/odata/sap/API_OPLACCTGDOCITEMCUBE_SRV/A_OperationalAcctgDocItemCube"
-        params: dict[str, Any] | None = {
-            "$filter": f"GLAccount eq '{self.sap_receivables()}'",
-            "$select": "Customer,AmountInTransactionCurrency,TransactionCurrency",
-            "$format": "json",
-        }
-        out: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        while url:
-            r = self.http["sap"].get(url, params=params, auth=auth)
-            r.raise_for_status()
-            data = r.json()["d"]
-            for row in data["results"]:
-                out[(str(row["Customer"]), row["TransactionCurrency"])] += Decimal(
-                    row["AmountInTransactionCurrency"]
-                )
-            url, params = data.get("__next") or "", None
-        return dict(out)
-
-    def _compare_customers(self, result: Agreement, invoices: list[dict[str, Any]]) -> None:
-        """Per customer and currency: what Lago invoiced against SAP's open items on the receivable (no
-        payment is posted on the demo's routes, so both are the invoices' amounts to pay)."""
-        billed: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        for inv in invoices:
-            customer = str((inv.get("customer") or {}).get("external_id"))
-            ccy = inv["currency"]
-            billed[(customer, ccy)] += Decimal(int(inv["total_amount_cents"])).scaleb(-MINOR_UNITS[ccy])
-        partners = {
-            c: self.hub.store.xref_get("Customer", c, "sap") for c in {customer for customer, _ in billed}
-        }
-        booked = self.sap_receivables_by_customer()
-        customer_of = {p: c for c, p in partners.items() if p}
-        posted: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        for (partner, ccy), amount in booked.items():
-            posted[(customer_of.get(partner, f"partner {partner}"), ccy)] += amount
-        result.customers = len(set(billed) | set(posted))
-        for key in sorted(set(billed) | set(posted)):
-            if billed.get(key, Decimal(0)) != posted.get(key, Decimal(0)):
-                result.problems.append(
-                    f"customer {key[0]} ({key[1]}): Lago invoiced {billed.get(key, 0)} but SAP's receivable "
-                    f"shows {posted.get(key, 0)}"
-                )
-
-    def _compare_revenue(
-        self, result: Agreement, invoices: list[dict[str, Any]], ledger: dict[str, Any]
-    ) -> None:
-        """Revenue per currency and account: each Lago fee by its product's family (the shipped tables:
-        product_families, then the SAP system's revenue table), against SAP's revenue accounts (41...)."""
-        mappings = self.hub.config.mappings
-        families = mappings.get("product_families", {})
-        table_ref = self.hub.config.systems["sap"].revenue_accounts  # type: ignore[union-attr]
-        table = mappings.get(table_ref, {}) if isinstance(table_ref, str) else table_ref
-        billed: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-        for inv in invoices:
-            ccy = inv["currency"]
-            if inv.get("invoice_type") == "credit":
-                continue  # a wallet top-up is a customer advance, never revenue
-            for fee in inv.get("fees") or []:
-                code = str((fee.get("item") or {}).get("code") or "")
-                product = code.removesuffix(f"__{ccy}")
-                account = table.get(product) or table.get(families.get(product)) or table.get("_default")
-                cents = Decimal(int(fee["amount_cents"])).scaleb(-MINOR_UNITS[ccy])
-                billed[ccy][str(account)] += cents
-            coupons = int(inv.get("coupons_amount_cents") or 0)
-            if coupons:
-                billed[ccy][str(table.get("_default"))] -= Decimal(coupons).scaleb(-MINOR_UNITS[ccy])
-        posted: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-        for company in ledger["company_codes"].values():
-            for ccy, bucket in company["transaction_currency"].items():
-                for account, value in bucket["accounts"].items():
-                    if account.startswith("41"):
-                        posted[ccy][account] -= Decimal(value)  # revenue is a credit balance
-        result.revenue_billed = {c: {a: v for a, v in accts.items() if v} for c, accts in billed.items()}
-        result.revenue_posted = {c: {a: v for a, v in accts.items() if v} for c, accts in posted.items()}
-        for ccy in sorted(set(result.revenue_billed) | set(result.revenue_posted)):
-            want, got = result.revenue_billed.get(ccy, {}), result.revenue_posted.get(ccy, {})
-            for account in sorted(set(want) | set(got)):
-                if want.get(account, Decimal(0)) != got.get(account, Decimal(0)):
-                    result.problems.append(
-                        f"{ccy} revenue account {account}: Lago billed {want.get(account, 0)} by product "
-                        f"family but SAP shows {got.get(account, 0)}"
-                    )
 
     def sap_receivables(self) -> str:
-        return str(self.hub.config.systems["sap"].receivables_account)  # type: ignore[union-attr]
+        return str(self.hub.config.systems["sap"].receivables_account)

@@ -23,6 +23,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from lead2cash.demo.environment import Agreement, LeadToCash, Progress
 
@@ -73,7 +74,10 @@ AMOUNT_COLUMNS = (
         "gross totals (tax included) of every invoice Lago finalized: one-off fees at once, subscription "
         "periods as the billing clock passes their end (--advance-days)",
     ),
-    ("receivables in SAP", "balance of the receivables account, per transaction currency"),
+    (
+        "receivables in SAP",
+        "what SAP booked on the receivables account for those invoices, per transaction currency",
+    ),
     (
         "Lago = SAP",
         "invoiced and receivables must agree to the minor unit; won differs from them by tax and by "
@@ -166,8 +170,11 @@ async def _run(
     progress = env.progress()
     agreement = await asyncio.to_thread(env.agreement)
     console.print(summary_tables(agreement, progress))
-    for problem in agreement.problems[:20]:
-        console.print(f"  [red]disagreement[/red]: {problem}", highlight=False)
+    for difference in agreement.differences[:20]:
+        line = Text.assemble(
+            "  ", (difference.cause, "red"), f": {difference.detail}\n    fix: {difference.fix}"
+        )
+        console.print(line, highlight=False)
     for d in env.hub.store.dlq_list(limit=10):
         console.print(
             f"  [red]dead letter[/red] {d.id} ({d.route}): {d.error_message[:160]}", highlight=False
@@ -182,6 +189,7 @@ async def _run(
         f"state: {env.workdir / 'state.db'}   config: "
         + " ".join(str(p) for p in env.config_files)
         + f"\ntry: {lead2cash_command()} dlq list -c {' -c '.join(str(p) for p in env.config_files)}"
+        + f"\n     {lead2cash_command()} reconcile three-way -c {' -c '.join(str(p) for p in env.config_files)}"
     )
     if keep_running:
         console.print("\n[bold]hub and sandboxes keep running[/bold] (Ctrl-C to stop):")

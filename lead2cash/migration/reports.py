@@ -77,6 +77,10 @@ def profile(source: str | Path, tables: list[str], out: Path) -> dict[str, Any]:
     return report
 
 
+def _figure(value: float, unit: str) -> str:
+    return f"{value:.1f}{unit}" if unit else f"{int(value):,}"  # a count is a whole number
+
+
 def _bars(items: list[tuple[str, float]], unit: str = "%") -> str:
     """A horizontal bar chart as inline SVG (no script, opens anywhere)."""
     h = 18 * len(items) + 10
@@ -87,7 +91,7 @@ def _bars(items: list[tuple[str, float]], unit: str = "%") -> str:
         rows.append(
             f'<text x="0" y="{18 * i + 14}" font-size="12">{html.escape(label)}</text>'
             f'<rect x="160" y="{18 * i + 3}" width="{w:.1f}" height="13" fill="#4a7bd0"/>'
-            f'<text x="{165 + w:.1f}" y="{18 * i + 14}" font-size="11">{value:.1f}{unit}</text>'
+            f'<text x="{165 + w:.1f}" y="{18 * i + 14}" font-size="11">{_figure(value, unit)}</text>'
         )
     return f'<svg width="560" height="{h}" xmlns="http://www.w3.org/2000/svg">{"".join(rows)}</svg>'
 
@@ -167,7 +171,12 @@ def mapping_document(cfg: MigrationConfig, source: str | Path, out: Path, sample
         md.append(f"- **{name}**: " + ", ".join(f"`{k}` -> `{v}`" for k, v in mapping.items()))
     md.append("\n## Duplicate parties\n")
     md.append(
-        f"Match keys: {cfg.duplicates.get('match_keys')}; survivor: {cfg.duplicates.get('survivor')}; summed: {cfg.duplicates.get('sum')}.\n"
+        "Two customers are the same party when they agree on any of: "
+        + "; ".join(" + ".join(f"`{k}`" for k in keys) for keys in cfg.duplicates.get("match_keys") or [])
+        + f". The survivor is the {cfg.duplicates.get('survivor')}; "
+        + "summed into it: "
+        + (", ".join(f"`{c}`" for c in cfg.duplicates.get("sum") or []) or "nothing")
+        + ".\n"
     )
     md.append(
         "## Quality gates\n\n| gate | table | check | max failure rate | defect class | waiver |\n|---|---|---|---|---|---|"
@@ -183,33 +192,13 @@ def mapping_document(cfg: MigrationConfig, source: str | Path, out: Path, sample
 
 
 def _md_html(text: str) -> str:
-    """The mapping document's Markdown subset (headings, tables, lists, paragraphs) as HTML."""
-    out = [
-        "<!doctype html><meta charset='utf-8'><title>Data mapping</title>",
-        "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}</style>",
-    ]
-    in_table = False
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= set("-"):
-                continue
-            tag = "th" if not in_table else "td"
-            if not in_table:
-                out.append("<table>")
-                in_table = True
-            out.append("<tr>" + "".join(f"<{tag}>{c}</{tag}>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            out.append("</table>")
-            in_table = False
-        if line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            out.append(f"<h{level}>{html.escape(line.lstrip('# '))}</h{level}>")
-        elif line.startswith("- "):
-            out.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        out.append("</table>")
-    return "\n".join(out)
+    """The mapping document's Markdown as HTML (CommonMark with tables, by markdown-it, which rich
+    already brings): inline code, emphasis and lists render as such, not as literal marks."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    return (
+        "<!doctype html><meta charset='utf-8'><title>Data mapping</title>\n"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}code{background:#f3f3f3}</style>\n" + body
+    )

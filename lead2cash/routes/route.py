@@ -28,7 +28,7 @@ from tenacity import (
 )
 
 from lead2cash.observability import REDACTOR, Metrics
-from lead2cash.pacing import LeaseLost, RateLimiter, current_fence, current_pacer
+from lead2cash.pacing import LeaseLost, RateLimiter, current_fence, current_pacer, delivery_in_doubt
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import (
     AcknowledgingSource,
@@ -146,6 +146,8 @@ class RouteRuntime:
         self._held_until: dict[int, float] = {}
         # Set by the hub: told of every store error (it reports the store unavailable meanwhile).
         self.on_store_error: Any = None
+        # Set by the hub: told when confirmed outcomes were recorded (the billing summary reads them).
+        self.on_confirmed: Any = None
         self._bucket = RateLimiter(self.rate_limit) if self.rate_limit else None
         state = self.store.route_state_get(self.name)
         if state is not None and state.status == "halted":
@@ -614,6 +616,7 @@ class RouteRuntime:
                 started = time.perf_counter()
                 try:
                     # Any failure after the request may have left the target leaves the key ambiguous.
+                    delivery_in_doubt.set(ambiguous)
                     ambiguous = True
                     return await self.target.deliver(entity, key)
                 except DeliveryError as exc:
@@ -677,6 +680,8 @@ class RouteRuntime:
                 tokens={o.message.id: o.message.lease_token for o in confirmed},
             )
             self.metrics.delivered.labels(self.name).inc(len(written))
+            if written and self.on_confirmed is not None:
+                self.on_confirmed()
             for o in confirmed:
                 if o.message.id not in written:
                     self._superseded(o)

@@ -174,3 +174,45 @@ instances = Table(
     Column("started_at_ms", BigInteger, nullable=False),
     Column("expires_at_ms", BigInteger, nullable=False),
 )
+
+# The near-real-time billing summary (lead2cash/summary): what the keeper learnt from confirmed deliveries.
+# ``summary_cursors``: per route, the last confirmation number applied (moved in the same transaction).
+summary_cursors = Table(
+    "summary_cursors",
+    metadata,
+    Column("route", String(200), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+# The latest state of each invoice seen (facts in minor units, as JSON), by Lago's updated_at.
+summary_invoices = Table(
+    "summary_invoices",
+    metadata,
+    Column("lago_id", String(100), primary_key=True),
+    Column("customer", String(200), nullable=False, index=True),
+    Column("updated", String(40), nullable=False),
+    Column("facts", Text, nullable=False),
+)
+# Aggregated usage of one subscription's metric over one billing period (JSON state: count, sum, max,
+# distinct values with their last operation).
+summary_usage = Table(
+    "summary_usage",
+    metadata,
+    Column("subscription", String(200), primary_key=True),
+    Column("metric", String(255), primary_key=True),
+    Column("period_start", String(40), primary_key=True),
+    Column("customer", String(200), nullable=False, index=True),
+    Column("state", Text, nullable=False),
+)
+# The summary per customer and currency (JSON document, amounts in minor units); ``version`` rises with
+# every change, ``sf_version`` is the version last written to Salesforce.
+billing_summaries = Table(
+    "billing_summaries",
+    metadata,
+    Column("customer", String(200), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("doc", Text, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    Column("sf_version", BigInteger, nullable=False, server_default="0"),
+    Column("sf_at_ms", BigInteger, nullable=False, server_default="0"),
+)

@@ -3,27 +3,31 @@
 
 Each :class:`DealPlan` is one sequence: a deal's first lines, then operations at ticks of a billing
 calendar (won, lost, reopened, won again, deleted, recurring lines added, removed, repriced, their
-quantity changed; payments succeeded, failed after success, refunded). Every deal has its own account,
-so deals are independent and one hub run advances all of them: at each tick the Lago clock moves to the
-tick's day (billing the periods that ended), every deal's operation of that tick is made in Salesforce
-(or Lago), and the hub is run until idle (``run --until-idle``), once for all deals. Nothing waits for a
-deal to settle on its own.
+quantity changed, every line item removed at once, the one-time line repriced; payments succeeded,
+failed after success, refunded). Every deal has its own account, so deals are independent and one hub
+run advances all of them: at each tick the Lago clock moves to the tick's day (billing the periods that
+ended), every deal's operation of that tick is made in Salesforce (or Lago), and the hub is run until
+idle (``run --until-idle``), once for all deals. Nothing waits for a deal to settle on its own.
 
 The oracle (:class:`DealModel`) says what finance expects billed, per line, as spans of days at a price
 per calendar month, under the documented rules (docs/billing-engines.md, item 5): a deal first won on
 day t bills its recurring lines from t (its close date, set on winning); a change reaching Lago on day t
-takes effect so that every day is billed once at the price in force: a removed line or a lost, reopened
-or deleted deal is billed up to and including t, a repriced line (or quantity) at the old amount up to
-and including t and the new one from t + 1, a line added to a won deal from t, a deal won again from t.
-Lago prorates a span of d days of a month of n days as round_half_up(cents * d / n).
-A deal whose one-off invoice was issued and that is reversed afterwards is a "credit note is needed"
-dead letter (the default policy). The Opportunity shows one of its deal's invoices as Lago holds it now.
+takes effect so that every day is billed once at the price in force: a removed line, a lost, reopened
+or deleted deal, or a won deal whose line items were all removed, is billed up to and including t, a
+repriced line (or quantity) at the old amount up to and including t and the new one from t + 1, a line
+added to a won deal from t, a deal won again from t. Lago prorates a span of d days of a month of n days
+as round_half_up(cents * d / n). A deal whose one-off invoice was issued and that is reversed afterwards
+(lost, reopened, deleted, or every line item removed) is a "credit note is needed" dead letter (the
+default policy); a won deal whose one-time line is repriced after its invoice was issued is a "changed
+its one-time lines" dead letter, and nothing of that version is applied. The Opportunity shows one of
+its deal's invoices as Lago holds it now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +42,8 @@ API = "/services/data/v62.0"
 RECURRING = ("PLAT-BASE", "SEAT-ADD")  # monthly plans of the sandbox catalogue
 ONE_TIME = "ONB-STD"
 PRICES = (49900, 10000, 2750, 59900, 12345)  # cents per month
-OPS = ("won", "lost", "reopen", "delete", "add", "remove", "reprice", "quantity", "pay")
+OPS = ("won", "lost", "reopen", "delete", "add", "remove", "reprice", "quantity", "pay", "clear", "onetime")
+ONE_TIME_CENTS = 230000
 PAYMENT_STATUS = {"pending": "Pending", "succeeded": "Paid", "failed": "Payment Failed"}
 
 
@@ -119,6 +124,13 @@ class DealModel:
     dead_letter: bool = False  # a "credit note is needed" dead letter is expected
     lines: list[Line] = field(default_factory=list)
     removed: list[Line] = field(default_factory=list)
+    one_time_id: str = ""  # the one-time line's Salesforce id ("" when none, or removed)
+    cleared: bool = False  # every line item was removed while the deal was won
+    # The one-time line was repriced after its invoice was issued: every later version that bills is a
+    # "changed its one-time lines" dead letter (a credit note and a new invoice are finance's), so the
+    # driver makes no more line changes nor wins it again (reversals still end its subscriptions).
+    frozen: bool = False
+    reasons: set[str] = field(default_factory=set)  # other dead letter reasons expected
 
     def _start(self, line: Line, day: date) -> None:
         line.open_since = day
@@ -134,7 +146,7 @@ class DealModel:
             return None
         live = self.lines
         if op.kind == "won":
-            if self.status == "won":
+            if self.status == "won" or self.frozen:
                 return None
             self.status = "won"
             if not self.won_ever and self.plan.one_time:
@@ -159,10 +171,38 @@ class DealModel:
             return {"stage": "Closed Lost" if op.kind == "lost" else "Negotiation/Review"}
         if op.kind == "pay":
             return {"pay": op.arg} if self.won_ever else None
+        if op.kind == "clear":
+            # Every line item removed from a won deal: it ends as a lost deal does (billed up to and
+            # including the day), its issued one-off invoice a "credit note is needed" dead letter.
+            if self.status != "won" or not (live or self.one_time_id):
+                return None
+            ids = [line.sf_id for line in live] + ([self.one_time_id] if self.one_time_id else [])
+            for line in live:
+                self._stop(line, day)
+            self.removed.extend(live)
+            self.lines, self.one_time_id, self.cleared = [], "", True
+            if self.invoice and not self.credited:
+                self.dead_letter = True
+            return {"clear": ids}
+        if self.frozen or (op.kind == "onetime" and not self.one_time_id):
+            return None
         # Line changes are versions of the deal too: one not won, with an issued invoice, is a reversal.
         if self.status != "won" and self.invoice and not self.credited:
             self.dead_letter = True
+        if op.kind == "onetime":
+            # The one-time line repriced: before the deal is won it is invoiced at the new price; after its
+            # invoice was issued a won deal's version is refused whole (nothing else changed).
+            if self.invoice:
+                self.frozen = True
+                if self.status == "won":
+                    self.reasons.add("changed its one-time lines")
+            cents = ONE_TIME_CENTS + 100 * (1 + op.arg)
+            return {"onetime": self.one_time_id, "UnitPrice": str(Decimal(cents) / 100)}
         if op.kind == "add":
+            if self.cleared and self.invoice:
+                # Lines again on a deal whose one-time line went after its invoice: a new invoice and a
+                # credit note are finance's call (a dead letter of its own); the oracle stops here.
+                return None
             line = Line(RECURRING[op.arg % 2], PRICES[op.arg % len(PRICES)], 1 + op.arg % 3)
             self.lines.append(line)
             if self.status == "won":
@@ -260,7 +300,7 @@ class Salesforce:
         for line in model.lines:
             line.sf_id = self.line(model.opp, line.code, line.cents, line.quantity)
         if model.plan.one_time:
-            self.line(model.opp, ONE_TIME, 230000, 1)
+            model.one_time_id = self.line(model.opp, ONE_TIME, ONE_TIME_CENTS, 1)
 
     def make(self, model: DealModel, change: dict[str, Any]) -> None:
         if "stage" in change:
@@ -273,6 +313,12 @@ class Salesforce:
         elif "add" in change:
             line = change["add"]
             line.sf_id = self.line(model.opp, line.code, line.cents, line.quantity)
+        elif "onetime" in change:
+            line_id = change["onetime"]
+            self.call("PATCH", f"/sobjects/OpportunityLineItem/{line_id}", {"UnitPrice": change["UnitPrice"]})
+        elif "clear" in change:
+            for line_id in change["clear"]:
+                self.call("DELETE", f"/sobjects/OpportunityLineItem/{line_id}")
         elif "remove" in change:
             self.call("DELETE", f"/sobjects/OpportunityLineItem/{change['remove'].sf_id}")
         else:
@@ -441,11 +487,13 @@ def check(env: LeadToCash, lago: Lago, models: list[DealModel], end: date) -> tu
                         (date.fromisoformat(fee["from_date"][:10]), date.fromisoformat(fee["to_date"][:10]),
                          int(fee["amount_cents"]))
                     )  # fmt: skip
-    dead = {}
+    dead: dict[str, list[str]] = {}
     for letter in env.hub.store.dlq_list(
         ROUTE, limit=1_000_000
     ):  # every one (the store lists 100 by default)
-        opp = letter.idempotency_key.split(":")[1]
+        # A mapping dead letter has no key yet: its Opportunity is the stored record's Id.
+        key = letter.idempotency_key
+        opp = key.split(":")[1] if key else str(json.loads(letter.original_payload or "{}").get("Id"))
         dead.setdefault(opp, []).append(letter.error_message or "")
     for model in models:
         want = model.expected_fees(end)
@@ -454,26 +502,33 @@ def check(env: LeadToCash, lago: Lago, models: list[DealModel], end: date) -> tu
         if got != want:
             problems.append(f"deal {model.opp} {model.plan}: billed {got}, expected {want}")
         letters = dead.get(model.opp, [])
-        if model.dead_letter != bool(letters) or any("credit note is needed" not in m for m in letters):
+        expected = model.reasons | ({"credit note is needed"} if model.dead_letter else set())
+        if (
+            any(not any(r in m for r in expected) for m in letters)
+            or any(not any(r in m for m in letters) for r in expected)
+            or bool(letters) != bool(expected)
+        ):
             problems.append(
-                f"deal {model.opp} {model.plan}: dead letters {letters}, expected {model.dead_letter}"
+                f"deal {model.opp} {model.plan}: dead letters {letters}, expected {sorted(expected)}"
             )
         if model.status == "deleted":
             continue
         fields = "Billing_Invoice_Number__c, Billing_Invoiced_Amount__c, Billing_Payment_Status__c"
         [shown] = env.soql(f"SELECT {fields} FROM Opportunity WHERE Id = '{model.opp}'")  # noqa: S608
-        invoices = {i["number"]: i for i in invoices_of[model.opp]}
+        by_number = {str(i["number"]): i for i in invoices_of[model.opp]}
         number = shown["Billing_Invoice_Number__c"]
-        if not invoices:
+        if not by_number:
             if number:
                 problems.append(f"deal {model.opp}: shows invoice {number} but has none")
             continue
-        invoice = invoices.get(number)
-        if invoice is None:
-            problems.append(f"deal {model.opp}: shows {number!r}, not one of its invoices {sorted(invoices)}")
+        shown_invoice = by_number.get(number)
+        if shown_invoice is None:
+            problems.append(
+                f"deal {model.opp}: shows {number!r}, not one of its invoices {sorted(by_number)}"
+            )
             continue
-        total = Decimal(int(invoice["sub_total_including_taxes_amount_cents"])) / 100
-        status = shown_status(lago, invoice)
+        total = Decimal(int(shown_invoice["sub_total_including_taxes_amount_cents"])) / 100
+        status = shown_status(lago, shown_invoice)
         if (
             Decimal(str(shown["Billing_Invoiced_Amount__c"])) != total
             or shown["Billing_Payment_Status__c"] != status

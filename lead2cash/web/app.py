@@ -286,6 +286,18 @@ def create_app(hub: Hub) -> Starlette:
             return JSONResponse({"error": "no such dead letter"}, status_code=404)
         return JSONResponse(dead_letter_record(found))
 
+    async def billing_summary(request: Request) -> Response:
+        if not authorised(request):
+            return JSONResponse({"error": "unauthorised"}, status_code=401)
+        if hub.summary is None:
+            return JSONResponse({"error": "the billing summary is not configured"}, status_code=404)
+        customer = request.path_params["customer"]
+        rows = hub.summary.state.summaries(customer)
+        if not rows:
+            return JSONResponse({"error": "no billing summary for this customer"}, status_code=404)
+        summaries = [{**s.public(), "version": v, "updated_at": _iso(at)} for s, v, at in rows]
+        return JSONResponse({"customer": customer, "summaries": summaries})
+
     def receiver(kind: str) -> Any:
         async def endpoint(request: Request) -> Response:
             return await system_webhook(kind, request)
@@ -306,6 +318,7 @@ def create_app(hub: Hub) -> Starlette:
             Route("/webhooks/{route}", webhook, methods=["POST"]),
             Route("/admin/dead-letters", dead_letters),
             Route("/admin/dead-letters/{id:int}", dead_letter),
+            Route("/admin/customers/{customer:path}/billing-summary", billing_summary),
         ],
         middleware=[Middleware(ContainErrors)],
     )

@@ -140,3 +140,59 @@ def test_lines_added_removed_and_repriced_after_billing_bill_each_day_once(env: 
         ]
     }
     assert env.hub.store.dlq_list(ROUTE) == []
+
+
+@pytest.mark.timeout(600)
+def test_a_billed_deal_whose_lines_are_all_removed_ends_as_a_lost_deal(env: LeadToCash) -> None:
+    """Every line item of a billed, still won deal deleted: its subscriptions end the day the change
+    reaches Lago (billed up to and including it, the shipped policy ``on_reversal_subscriptions:
+    immediately``), and its one-off invoice already issued is a "credit note is needed" dead letter naming
+    it (``on_reversal_invoice: dead_letter``). A won deal that never had a line billed is a dead letter
+    of its own ("no line items"), never silence. Before, the mapping dead-lettered the emptied deal and
+    Lago went on billing its subscription."""
+    deals = Deals(env)
+    today = datetime.now(UTC).date()
+    d0 = _first_of_next_month(_first_of_next_month(today)) + timedelta(days=3)
+    m1 = _first_of_next_month(d0)
+    m2 = _first_of_next_month(m1)
+    change = m1 + timedelta(days=9)
+    _advance(env, d0)
+    emptied, [emptied_a] = deals.deal("Emptied", d0, [("PLAT-BASE", Decimal("499.00"))])
+    with_invoice, [invoiced_a, onboarding] = deals.deal(
+        "Emptied One-Off", d0, [("PLAT-BASE", Decimal("499.00")), ("ONB-STD", Decimal("2300.00"))]
+    )
+    bare, [bare_a] = deals.deal("Bare", d0, [("PLAT-BASE", Decimal("499.00"))])
+    deals._call("DELETE", f"/sobjects/OpportunityLineItem/{bare_a}")  # won with no products at all
+
+    async def scenario() -> None:
+        for opp in (emptied, with_invoice, bare):
+            deals.stage(opp, "Closed Won")
+        await run_to_idle(env)
+        _advance(env, m1)
+        await run_to_idle(env)
+        _advance(env, change)
+        for line in (emptied_a, invoiced_a, onboarding):
+            deals._call("DELETE", f"/sobjects/OpportunityLineItem/{line}")
+        await run_to_idle(env)
+        _advance(env, m2)
+        await run_to_idle(env)
+        await env.hub.aclose_systems()
+
+    asyncio.run(scenario())
+
+    first = span(49900, d0, m1 - timedelta(days=1))
+    last_days = span(49900, m1, change)
+    assert fees_by_subscription(env, emptied) == {emptied_a: [first, last_days]}
+    assert fees_by_subscription(env, with_invoice) == {invoiced_a: [first, last_days]}
+    assert fees_by_subscription(env, bare) == {}
+    dead = {d.idempotency_key.split(":")[1]: d.error_message or "" for d in env.hub.store.dlq_list(ROUTE)}
+    assert set(dead) == {with_invoice, bare}, dead
+    [invoice] = [
+        i
+        for i in env.lago_invoices(detailed=True)
+        if i["invoice_type"] == "one_off"
+        and any(f"(order {with_invoice})" in str(f["description"]) for f in i["fees"])
+    ]
+    assert "credit note is needed" in dead[with_invoice] and invoice["number"] in dead[with_invoice]
+    assert "every line item removed" in dead[with_invoice]
+    assert "no line items" in dead[bare] and "nothing of it was billed" in dead[bare]

@@ -108,3 +108,18 @@ def test_two_contracts_on_one_unmapped_plan_are_no_overlap(tmp_path: Path) -> No
     scores = engine.score(engine.detections(quarantine, tmp_path / "clean"), db.manifest)
     assert scores["overlapping_contract"]["precision"] == 1.0, scores["overlapping_contract"]
     assert scores["unknown_plan_code"]["recall"] == 1.0
+
+
+def test_the_mapping_document_renders_its_markdown_as_html(tmp_path: Path) -> None:
+    from lead2cash.migration.reports import mapping_document, profile
+
+    export(generate(200, seed=3), tmp_path / "legacy")
+    cfg = load_config(CONFIG)
+    mapping_document(cfg, tmp_path / "legacy", tmp_path / "plan")
+    page = (tmp_path / "plan" / "mapping.html").read_text()
+    # Code, bold and tables render as elements; no literal Markdown marks left in the text a reader sees.
+    assert "<code>CUSTMAST</code>" in page and "<strong>countries</strong>" in page
+    assert page.count("<table>") >= 5 and "`" not in page and "**" not in page
+    profile(tmp_path / "legacy", ["CUSTMAST"], tmp_path / "profile")
+    chart = (tmp_path / "profile" / "profile.html").read_text()
+    assert ">200<" in chart and ">200.0<" not in chart  # a distinct count is a whole number

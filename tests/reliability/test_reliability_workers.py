@@ -5,7 +5,7 @@ others, and when it resumes it writes nothing it no longer holds (fencing). Chec
 is: lost = 0, duplicated = 0, unexpected = 0, nothing left "sent". Then, idle, three workers spend the
 Salesforce API budget of one: only the holder of a source's lease polls it.
 
-CI size: ``LEAD2CASH_WORKERS_DEALS`` (60) deals over ``LEAD2CASH_WORKERS_ROUNDS`` (6) rounds.
+CI size: ``LEAD2CASH_WORKERS_DEALS`` (60) deals over ``LEAD2CASH_WORKERS_ROUNDS`` (4) rounds.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from harness.processes import HubProcess, ProcessLeadToCash, rate_limited_routes
 from lead2cash.demo.environment import free_port
 
 DEALS = int(os.environ.get("LEAD2CASH_WORKERS_DEALS", "60"))
-ROUNDS = int(os.environ.get("LEAD2CASH_WORKERS_ROUNDS", "6"))
+ROUNDS = int(os.environ.get("LEAD2CASH_WORKERS_ROUNDS", "4"))
 LEASE_S = 3.0
 IDLE_WINDOW_S = 20.0
 

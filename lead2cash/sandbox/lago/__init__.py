@@ -19,6 +19,8 @@ Fault operations: ``customers.create|list|get|delete``, ``plans.list|get``, ``ad
 ``billable_metrics.create|list|get``, ``plans.create``, ``events.create|batch|get``,
 ``customers.current_usage``. Usage billing (metrics, charges, events, current usage) is ``usage.py``;
 event ingestion has a ceiling of its own, ``events_rate_limit_per_s`` (500 requests/s as Lago's default).
+Both ceilings are set at runtime with ``PUT /__sandbox/lago/rate_limit`` (``{"per_s": 50}``: Lago's
+limit per organization; 429 with ``Retry-After`` beyond it, per one-second window).
 Writes may be dropped after commit. An expired key answers 401 as Lago does for a revoked one.
 
 Effect counter (kind: key): ``customer.create``/``customer.update``: external_id;

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from lead2cash.sandbox.faults import admin_routes
 from lead2cash.sandbox.lago.money import tax_amount
-from lead2cash.sandbox.lago.store import LagoError, paginate, parse_datetime, ts
+from lead2cash.sandbox.lago.store import LagoError, invalid, paginate, parse_datetime, ts
 from lead2cash.sandbox.lago.usage import MAX_BATCH, UsageError, charge_usage_json
 
 if TYPE_CHECKING:
@@ -223,8 +223,18 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
             sub.status = "canceled"
             sub.terminated_at = store().clock.now()
         else:
-            skip = request.query_params.get("on_termination_invoice") == "skip"
-            store().terminate_subscription(sub, invoice=not skip)
+            # The spec's enums; pay-in-arrears plans (the sandbox's) ignore the credit note option.
+            q = request.query_params
+            on_invoice = q.get("on_termination_invoice", "generate")
+            on_credit = q.get("on_termination_credit_note")
+            if on_invoice not in ("generate", "skip"):
+                return error_response(invalid(on_termination_invoice="value_is_invalid"))
+            if on_credit is not None and on_credit not in ("credit", "refund", "skip"):
+                return error_response(invalid(on_termination_credit_note="value_is_invalid"))
+            sub.on_termination_invoice = on_invoice
+            if on_credit is not None:
+                sub.on_termination_credit_note = on_credit
+            store().terminate_subscription(sub, invoice=on_invoice == "generate")
         return json_response({"subscription": sub.json()})
 
     # -- invoices ------------------------------------------------------------------------------------
@@ -504,6 +514,28 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse(sandbox.webhooks.snapshot())
 
+    async def get_rate_limit(_: Request) -> Response:
+        return JSONResponse(
+            {"per_s": sandbox.rate_limit_per_s, "events_per_s": sandbox.events_rate_limit_per_s}
+        )
+
+    async def put_rate_limit(request: Request) -> Response:
+        """``{"per_s": 50}`` (Lago's limit per organization on everything but events; null: none) and/or
+        ``{"events_per_s": 500}``, at runtime."""
+        try:
+            body = await body_of(request, None)
+            for field, attr in (("per_s", "rate_limit_per_s"), ("events_per_s", "events_rate_limit_per_s")):
+                if field in body:
+                    value = body[field]
+                    if value is not None and (
+                        not isinstance(value, int) or isinstance(value, bool) or value < 1
+                    ):
+                        raise ValueError(f"{field}: a whole number of requests per second >= 1, or null")
+                    setattr(sandbox, attr, value)
+        except (TypeError, ValueError, LagoError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return await get_rate_limit(request)
+
     async def settle_refund(request: Request) -> Response:
         """``{"status": "succeeded" | "failed"}``: the payment provider's answer to a refund."""
         try:
@@ -563,6 +595,8 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route("/__sandbox/lago/webhooks", put_webhooks, methods=["PUT"]),
         Route("/__sandbox/lago/webhooks/drain", drain_webhooks, methods=["POST"]),
         Route("/__sandbox/lago/credit_notes/{lago_id}/refund", settle_refund, methods=["POST"]),
+        Route("/__sandbox/lago/rate_limit", get_rate_limit, methods=["GET"]),
+        Route("/__sandbox/lago/rate_limit", put_rate_limit, methods=["PUT"]),
         *admin_routes(sandbox.faults, sandbox.effects, sandbox.reset),
     ]
     return Starlette(routes=routes)

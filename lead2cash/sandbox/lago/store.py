@@ -272,6 +272,8 @@ class Subscription:
     period_start: date | None = None
     anchor: date | None = None
     periods_billed: int = 0
+    on_termination_invoice: str = "generate"
+    on_termination_credit_note: str = "skip"  # the spec's enum has no null
 
     def boundary(self) -> date:
         """Exclusive end of the current billing period."""
@@ -322,8 +324,8 @@ class Subscription:
             "current_billing_period_ending_at": (
                 ts(midnight(self.boundary()) - timedelta(seconds=1)) if period_start else None
             ),
-            "on_termination_credit_note": "skip",  # the spec's enum has no null
-            "on_termination_invoice": "generate",
+            "on_termination_credit_note": self.on_termination_credit_note,
+            "on_termination_invoice": self.on_termination_invoice,
             "consolidate_invoice": True,
             "purchase_order_number": None,
         }
@@ -917,6 +919,9 @@ class LagoStore:
             sub.name = data["name"]
         if "ending_at" in data:
             sub.ending_at = parse_datetime(data["ending_at"], "ending_at") if data["ending_at"] else None
+        overrides = data.get("plan_overrides") or {}
+        if "amount_cents" in overrides:  # a corrected price: the next period bills at it
+            sub.amount_cents = int(overrides["amount_cents"])
         if data.get("subscription_at"):
             if sub.status != "pending":
                 raise invalid(subscription_at="cannot_be_updated")

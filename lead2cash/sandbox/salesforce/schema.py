@@ -214,6 +214,34 @@ def _ref(name: str, label: str, target: str, rel: str, **kw: object) -> Field:
     return Field(name, "reference", label, length=18, reference_to=target, relationship_name=rel, **kw)  # type: ignore[arg-type]
 
 
+def _billing_summary_fields() -> list[Field]:
+    """The Account's billing summary (lead2cash's near-real-time summary, docs/usage.md): custom fields
+    as an admin would create them for the hub's default field names."""
+    money = (
+        ("Billing_Subscription_Charges__c", "Billing Subscription Charges"),
+        ("Billing_Usage_Charges__c", "Billing Usage Charges"),
+        ("Billing_One_Off_Charges__c", "Billing One-Off Charges"),
+        ("Billing_Credits__c", "Billing Credits"),
+        ("Billing_Taxes__c", "Billing Taxes"),
+        ("Billing_Previous_Balance__c", "Billing Previous Balance"),
+        ("Billing_Payments_Received__c", "Billing Payments Received"),
+        ("Billing_Amount_Due__c", "Billing Amount Due"),
+    )
+    return [
+        Field("Billing_Period_Start__c", "date", "Billing Period Start", custom=True),
+        Field("Billing_Period_End__c", "date", "Billing Period End", custom=True),
+        *(_money(name, label, custom=True) for name, label in money),
+        Field("Billing_Next_Bill_Date__c", "date", "Billing Next Bill Date", custom=True),
+        Field(
+            "Billing_Last_Invoice_Number__c", "string", "Billing Last Invoice Number", length=80, custom=True
+        ),
+        Field(
+            "Billing_Last_Invoice_Status__c", "string", "Billing Last Invoice Status", length=40, custom=True
+        ),
+        Field("Billing_Summary_Updated__c", "datetime", "Billing Summary Updated", custom=True),
+    ]
+
+
 def _build() -> dict[str, SObject]:
     objs = [
         SObject(
@@ -240,6 +268,7 @@ def _build() -> dict[str, SObject]:
                     Field("BillingCountry", "string", "Billing Country", length=80),
                     _currency(),
                     _key_field(),
+                    *_billing_summary_fields(),
                 ]
             },
             {

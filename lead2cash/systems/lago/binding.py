@@ -30,7 +30,7 @@ from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.lago import LagoSystemConfig
 from lead2cash.connectors.lago import LagoClient, WebhookVerifier, loads
 from lead2cash.errors import PermanentError
-from lead2cash.pacing import fence
+from lead2cash.pacing import delivery_in_doubt, fence
 from lead2cash.routes.interfaces import SourceBatch, WebhookDelivery
 from lead2cash.store import Store, XrefWrite
 from lead2cash.systems import BindingContext
@@ -53,10 +53,14 @@ INVOICE_EVENTS = frozenset(
     }
 )
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
-# bill_order's policies for a billed deal that is lost or reopened (defaults in LagoSystemConfig).
+# Invoice events sent when Lago makes the invoice, before any credit note on it can exist.
+BIRTH_EVENTS = frozenset({"invoice.created", "invoice.one_off_created", "invoice.drafted"})
+# bill_order's policies for a billed deal that is lost or reopened, and for an amendment of days already
+# billed (defaults in LagoSystemConfig).
 REVERSAL_POLICIES = {
     "on_reversal_subscriptions": ("immediately", "period_end"),
     "on_reversal_invoice": ("dead_letter", "credit_note"),
+    "on_backdated_amendment": ("prorate", "dead_letter"),
 }
 BILL_ORDER_OPTIONS = frozenset(
     {"plan_table", "addon_table", "subscriptions", "billing_time", *REVERSAL_POLICIES}
@@ -86,6 +90,7 @@ class LagoBinding:
             max_connections=config.max_connections,
             retries=config.retries,
             max_inline_wait=config.max_inline_wait,
+            rate_limit=config.rate_limit,
         )
         self.verifier: WebhookVerifier | None = None
         hook = config.webhook
@@ -100,6 +105,35 @@ class LagoBinding:
             )
         self._consumers: set[str] = set()
         self.known_codes: set[tuple[str, str]] = set()  # ("plan" | "add-on", code) seen in Lago
+        # Customers whose holdings in Lago this process has seen (created by it, or read whole), each
+        # with the orders Lago held for it then: the order target skips its reads for any other order.
+        self.vouched: dict[str, frozenset[str]] = {}
+        self._customers_before: int | None = None
+        self._census: asyncio.Future[int] | None = None
+
+    async def customers_before(self) -> int:
+        """The highest customer ``sequential_id`` in Lago when this process first asked (read once, by
+        one task the deliveries share: the first and last page of the listing, whichever order the
+        engine lists in)."""
+        if self._customers_before is None:
+            census = self._census
+            if census is None or (census.done() and census.exception() is not None):
+                census = self._census = asyncio.ensure_future(self._count_customers())
+            self._customers_before = await asyncio.shield(census)
+        return self._customers_before
+
+    async def _count_customers(self) -> int:
+        path = "/customers"
+        first = await self.client.request("GET", path, "customers.list", params={"per_page": 1})
+        numbers = [int(c.get("sequential_id") or 0) for c in first.get("customers") or []]
+        last = int((first.get("meta") or {}).get("total_pages") or 1)
+        if last > 1:
+            tail = await self.client.request(
+                "GET", path, "customers.list", params={"per_page": 1, "page": last}
+            )
+            numbers += [int(c.get("sequential_id") or 0) for c in tail.get("customers") or []]
+        log.info("lago customers counted", system=self.name, sequential_id=max(numbers, default=0))
+        return max(numbers, default=0)
 
     async def aclose(self) -> None:
         """Close the HTTP sessions of the running loop (the hub calls this when it stops, if it can)."""
@@ -184,6 +218,7 @@ class LagoBinding:
                 str(billing_time),
                 subscriptions_policy=policies["on_reversal_subscriptions"],
                 invoice_policy=policies["on_reversal_invoice"],
+                backdated_policy=policies["on_backdated_amendment"],
             )
         if action == "upsert_customer":
             return CustomerTarget(self)
@@ -273,8 +308,10 @@ class OrderTarget:
         *,
         subscriptions_policy: str = "immediately",
         invoice_policy: str = "dead_letter",
+        backdated_policy: str = "prorate",
     ) -> None:
         self.binding = binding
+        self.backdated_policy = backdated_policy
         self.subscriptions_policy = subscriptions_policy
         self.invoice_policy = invoice_policy
         self.client = binding.client
@@ -304,7 +341,9 @@ class OrderTarget:
             addon_table_name=self.addon_table_name,
             grouping=self.grouping,
         )
-        return plan, self.binding.customer_external_id(order.customer), order.status.value == "won"
+        # A won deal whose line items were all removed bills nothing more: it ends as a lost deal does.
+        bills = order.status.value == "won" and bool(order.lines)
+        return plan, self.binding.customer_external_id(order.customer), bills
 
     def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
         """What a first delivery of ``key`` sends to Lago, without I/O (``lead2cash test``): the customer
@@ -324,7 +363,16 @@ class OrderTarget:
 
     async def _reconcile(self, order: Order, key: str, *, apply: bool) -> str | None:
         plan, external_id, won = self._plan(order)
+        emptied = order.status.value == "won" and not order.lines
+        if not won and apply:
+            seen = self.binding.vouched.get(external_id)
+            if seen is not None and order.id not in seen and self._first_delivery(order):
+                if emptied:
+                    raise self._nothing_to_bill(order)
+                return self._ref(external_id, {}, None)  # never billed, and Lago held nothing of it
         if not won and not self._customer_known(order):
+            if emptied:
+                raise self._nothing_to_bill(order)
             # Lost, open or deleted, and no deal of this customer was ever billed here: nothing to end,
             # and no call (the billing route reads every opportunity, won or not).
             return self._ref(external_id, {}, None)
@@ -332,19 +380,41 @@ class OrderTarget:
         learned: list[tuple[str, str, str]] = []  # cross-references, written together at the end
 
         # Independent calls go out together: a deal costs three round trips, not one per call.
+        one_offs: list[dict[str, Any]] = []  # the customer's one-off invoices, as the reads listed them
+
         def reads() -> tuple[Awaitable[Any], Awaitable[Any]]:
-            return self._find_invoice(order, external_id), self.client.list_subscriptions(
+            return self._find_invoice(order, external_id, one_offs), self.client.list_subscriptions(
                 external_id, ("active", "pending", "terminated")
             )
 
+        vouched = False  # the ledger vouches that Lago holds nothing of this order: no reads
         if won and apply:
             learned.append(("Customer", order.customer.id, external_id))
-            # The reads need not wait for the upsert: it touches neither invoices nor subscriptions, and
-            # Lago lists none (200, empty) for a customer it does not have yet. The catalogue check goes
-            # with them: it only has to come before the first subscription or invoice.
-            _, invoice, listed, _ = await _together(
-                self.client.upsert_customer(customer_body), *reads(), self._check_catalog(order, plan)
-            )
+            first = self._first_delivery(order)
+            seen = self.binding.vouched.get(external_id)
+            if first and (seen is None or order.id not in seen):
+                if seen is None:
+                    await self.binding.customers_before()  # counted before this process creates any
+                # The upsert's answer tells whether this process created the customer; a customer it
+                # has seen whole needs no upsert answer. The catalogue check goes along.
+                created, _ = await _together(
+                    self.client.upsert_customer(customer_body), self._check_catalog(order, plan)
+                )
+                if seen is not None or await self._created_here(created):
+                    self._vouch(external_id, frozenset() if seen is None else seen)
+                    vouched = True
+                    invoice, listed = None, []
+                else:
+                    invoice, listed = await _together(*reads())
+            else:
+                # The reads need not wait for the upsert: it touches neither invoices nor subscriptions,
+                # and Lago lists none (200, empty) for a customer it does not have yet. The catalogue
+                # check goes with them: it only has to come before the first subscription or invoice.
+                _, invoice, listed, _ = await _together(
+                    self.client.upsert_customer(customer_body), *reads(), self._check_catalog(order, plan)
+                )
+            if not vouched:
+                self._vouch_read(external_id, listed, one_offs)
         elif won and not await self._customer_matches(customer_body):
             return None
         else:
@@ -360,11 +430,15 @@ class OrderTarget:
             if s.get("status") in ("active", "pending")
         }
         ended: dict[str, date] = {}  # spec key -> the last day its terminated subscriptions were billed for
+        previous: dict[str, Mapping[str, Any]] = {}  # spec key -> its latest subscription (terms before)
         for s in ours:
             day = _day(s.get("terminated_at")) if s.get("status") == "terminated" else None
             if day is not None:
                 base = adapter.subscription_base(s["external_id"])
                 ended[base] = max(day, ended.get(base, day))
+                if base not in current and (base not in previous or day >= ended[base]):
+                    previous[base] = s
+        previous.update(current)
         wanted = {spec.key: spec for spec in plan.subscriptions}
         revived: list[Mapping[str, Any]] = []  # won again before its period_end reversal took effect
         if won:
@@ -380,11 +454,14 @@ class OrderTarget:
         if not won:
             invoice_done = reversal is None or bool(reversal)
         if not apply:
-            if stale or missing or revived or not invoice_done:
+            if stale or missing or revived or not invoice_done or (emptied and not ours and invoice is None):
                 return None
             return self._ref(external_id, wanted, invoice)
 
         if not won:
+            if emptied and not ours and invoice is None:
+                # Won with no line items, and nothing of it was ever billed: a deal to look at, not silence.
+                raise self._nothing_to_bill(order)
             await self._end(order, stale)
             if reversal is not None and not reversal:
                 assert invoice is not None
@@ -409,13 +486,14 @@ class OrderTarget:
         billed = self._billed_before(list(dict.fromkeys([*wanted, *current, *ended])))
         # Billed before (Lago holds a subscription or the one-off invoice of the order): a line it did not
         # have is an amendment. Lago's holdings, not the store's memory, say so.
-        amended = bool(ours) or (
-            invoice is not None and adapter.metadata_value(invoice, adapter.METADATA_ORDER) == order.id
-        )
+        amended = bool(ours) or invoice is not None  # found by its metadata or its fees' marker
         since = order.status_since.date() if order.status_since is not None else None
         # Subscriptions under new ids and a one-off invoice are not idempotent in Lago (found by the reads
         # above): right before they go, make sure no other worker took the delivery over meanwhile.
         await fence()
+        # Written ahead of the writes: any later delivery of this order, whatever becomes of this one (a
+        # dead letter after the invoice went, another worker's next version), reconciles by reads.
+        self.binding.remember([(ORDER_MARK, order.id, order.id)])
         creates: list[Awaitable[Any]] = [
             self.client.request(
                 "PUT",
@@ -425,6 +503,8 @@ class OrderTarget:
             )
             for s in revived
         ]
+        made = [str(s["external_id"]) for s in revived]  # what each call of ``creates`` is about
+        backdated: list[adapter.BackdatedChange] = []
         for spec in missing:
             # A subscription under this key existed before (now terminated): its replacement gets a new
             # external_id, so Lago's history keeps both. It starts the day after the last day billed, and
@@ -435,6 +515,11 @@ class OrderTarget:
             start = max(spec.start, last + timedelta(days=1)) if last is not None else spec.start
             if replaced and since is not None:
                 start = max(start, since)
+            before = previous.get(spec.key)
+            if replaced and spec.dated and last is not None and before is not None:
+                change = adapter.backdated_change(spec, before, last, self.billing_time)
+                if change is not None:
+                    backdated.append(change)
             body = replace(spec, start=start).payload(external_id, sub_id, self.billing_time)
             if amended and not replaced and not spec.dated:
                 # A line added to a deal already billed is billed from the day it reaches Lago: no
@@ -442,30 +527,143 @@ class OrderTarget:
                 # its current period from the period's start, days before the line existed.
                 del body["subscription_at"]
             creates.append(self.client.create_subscription(body))
+            made.append(sub_id)
             learned.append(("Subscription", spec.key, sub_id))
         learned += [
             ("Subscription", k, str(s["external_id"]))
             for k, s in current.items()
             if k in wanted and s not in stale
         ]
-        new_invoice = (
-            self.client.create_one_off_invoice(adapter.one_off_invoice_payload(external_id, plan))
-            if plan.fees and invoice is None
-            else None
-        )
-        done = await _together(*creates, *([new_invoice] if new_invoice is not None else []))
-        if new_invoice is not None:
-            invoice = done[-1]
+        # Subscriptions first, the one-off invoice only once they all stand: a subscription Lago refuses
+        # at its call (after the catalogue check passed) must not leave an issued invoice behind that
+        # makes the deal look fully billed. What was made before a refusal is named in the dead letter.
+        ended_now = [str(s["external_id"]) for s in stale]
+        issued = "none needed" if not plan.fees else "issued before" if invoice is not None else "not issued"
+        await self._partly(order, _gather(creates), made, [], ended_now, issued)
+        if plan.fees and invoice is None:
+            payload = adapter.one_off_invoice_payload(external_id, plan)
+            step = self.client.create_one_off_invoice(payload)
+            invoice = await self._partly(order, step, [], made, ended_now, "refused")
         if plan.fees:
             assert invoice is not None
-            if adapter.metadata_value(invoice, adapter.METADATA_ORDER) != order.id:
+            # A first delivery the ledger vouches for leaves the invoice marked by its fees' descriptions
+            # only (one call less); a reconciling one writes the metadata (the lookup's fast way).
+            if not vouched and adapter.metadata_value(invoice, adapter.METADATA_ORDER) != order.id:
                 pairs = {adapter.METADATA_KEY: key, adapter.METADATA_ORDER: order.id}
                 invoice = await self.client.update_invoice(
                     str(invoice["lago_id"]), {"metadata": adapter.metadata_update(invoice, pairs)}
                 )
             learned.append(("Order", order.id, str(invoice["lago_id"])))
         self.binding.remember(learned)
+        if backdated:
+            self._backdated(order, backdated)
         return self._ref(external_id, wanted, invoice)
+
+    def _first_delivery(self, order: Order) -> bool:
+        """No attempt of this delivery may have reached Lago (the ledger shows none in doubt) and this
+        store billed no version of the order before: Lago holds nothing of it unless another history
+        made it (a store restored from a backup, or lost), which ``_created_here`` and the reads rule out
+        per customer. Without a store nothing is known."""
+        store = self.binding.store
+        if store is None or delivery_in_doubt.get():
+            return False
+        return store.xref_get(ORDER_MARK, order.id, XREF_SYSTEM) is None
+
+    async def _created_here(self, customer: Mapping[str, Any]) -> bool:
+        """Did Lago create this customer after this process first asked (its ``sequential_id`` is above
+        every customer's then)? Then nothing of an earlier history (a backup's lost future, an older
+        store) can be billed to it."""
+        number = customer.get("sequential_id")
+        if not isinstance(number, int) or isinstance(number, bool):
+            return False
+        return number > await self.binding.customers_before()
+
+    def _vouch(self, external_id: str, orders: frozenset[str]) -> None:
+        vouched = self.binding.vouched
+        if len(vouched) >= VOUCHED_MAX and external_id not in vouched:
+            vouched.clear()  # forgetting costs reads, never safety
+        vouched[external_id] = orders
+
+    def _vouch_read(
+        self,
+        external_id: str,
+        listed: Sequence[Mapping[str, Any]],
+        invoices: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """After a reconciling read: the orders Lago holds subscriptions and one-off invoices of."""
+        orders = {str(s.get("external_id", "")).split(":", 1)[0] for s in listed}
+        for item in invoices:
+            owner = adapter.one_off_order(item)
+            if owner is not None:
+                orders.add(owner)
+            elif "fees" not in item:
+                # Not read whole (another currency's): its order is unknown, so read again next time.
+                self.binding.vouched.pop(external_id, None)
+                return
+            # else read whole and marked by no order: not the hub's, it can pass for none of its orders
+        self._vouch(external_id, frozenset(orders))
+
+    def _backdated(self, order: Order, changes: list[adapter.BackdatedChange]) -> None:
+        """A changed line whose new terms are effective before the last day already billed: the new terms
+        bill from the day after the change reached Lago (done above) and the days already billed stay as
+        billed. Never silent: a warning (``prorate``) or, after the change is made, a dead letter naming
+        the difference for finance (``dead_letter``); replayed, it passes (Lago holds what the order asks)."""
+        details: dict[str, Any] = {"order": order.id, "policy": self.backdated_policy}
+        for i, c in enumerate(changes):
+            details[f"line{i}"] = c.describe()
+        if self.backdated_policy == "dead_letter":
+            raise PermanentError(
+                f"order {order.id}: backdated amendment needs review: "
+                + "; ".join(c.describe() for c in changes)
+                + ". The new terms bill from the day after the change reached Lago; a credit note or an "
+                "additional charge for the difference is finance's (on_backdated_amendment: dead_letter)",
+                details=details,
+            )
+        log.warning("backdated amendment prorated from the change date", **details)
+
+    async def _partly(
+        self,
+        order: Order,
+        step: Awaitable[Any],
+        calls: list[str],
+        before: list[str],
+        ended: list[str],
+        invoice: str,
+    ) -> Any:
+        """Run one step of a delivery; a permanent refusal is re-raised with the order's partial state in
+        Lago: the subscriptions terminated (``ended``), made or resumed (``before``, and those of ``calls``
+        that succeeded), and where its one-off invoice stands (``invoice``). Replay (once the cause is
+        fixed) completes the order."""
+        try:
+            return await step
+        except _Partial as partial:
+            exc, ok = partial.error, [c for c, good in zip(calls, partial.succeeded, strict=True) if good]
+        except PermanentError as error:
+            exc, ok = error, []
+        if not isinstance(exc, PermanentError):
+            raise exc
+        made = [*before, *ok]
+        state = (
+            f"order {order.id} partly billed in Lago: subscriptions made {', '.join(made) or 'none'}, "
+            f"terminated {', '.join(ended) or 'none'}; its one-off invoice: {invoice}"
+        )
+        raise PermanentError(
+            f"{exc.message}; {state}",
+            details={
+                **exc.details,
+                "made": ",".join(made) or "none",
+                "terminated": ",".join(ended) or "none",
+                "one_off_invoice": invoice,
+            },
+        ) from exc
+
+    @staticmethod
+    def _nothing_to_bill(order: Order) -> PermanentError:
+        return PermanentError(
+            f"order {order.id} is won but has no line items, and nothing of it was billed: "
+            "add its products in the deal (or reopen it)",
+            details={"order": order.id},
+        )
 
     def _customer_known(self, order: Order) -> bool:
         """Has this hub billed a deal of this customer (the cross-reference map knows its Lago id)?
@@ -525,7 +723,7 @@ class OrderTarget:
         }
         if self.invoice_policy == "dead_letter":
             raise PermanentError(
-                f"order {order.id} is {order.status.value} but its one-off invoice "
+                f"order {order.id} is {_reversed_as(order)} but its one-off invoice "
                 f"{details['invoice']} was already issued in Lago: a credit note is needed "
                 "(on_reversal_invoice: dead_letter); its subscriptions were ended",
                 details=details,
@@ -545,7 +743,7 @@ class OrderTarget:
                 "credit_note": {
                     "invoice_id": str(invoice["lago_id"]),
                     "reason": "order_cancellation",
-                    "description": f"deal {order.id} {order.status.value}",
+                    "description": f"deal {order.id} {_reversed_as(order)}",
                     "items": items,
                 }
             },
@@ -615,24 +813,35 @@ class OrderTarget:
             if k not in ("billing_configuration", "customer_type")
         )
 
-    async def _find_invoice(self, order: Order, external_id: str) -> dict[str, Any] | None:
+    async def _find_invoice(
+        self, order: Order, external_id: str, seen: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any] | None:
         """This order's one-off invoice: by its metadata, or (created but metadata not yet written) the
         one whose fee descriptions carry the order marker. Two unmarked candidates is an anomaly a person
         must look at, never a guess."""
         # One listing of the customer's one-off invoices serves both searches (a customer has a few).
         query = {"external_customer_id": external_id, "invoice_type": "one_off"}
         listed = [i async for i in self.client.invoices(query)]
+
         marked = [i for i in listed if adapter.metadata_value(i, adapter.METADATA_ORDER) == order.id]
         if marked:
             marked.sort(key=lambda i: (str(i.get("created_at")), str(i.get("lago_id"))))
+            if seen is not None:
+                seen.extend(listed)
             return await self._with_fees(marked[0])
         candidates = []
         for item in listed:
             if adapter.metadata_value(item, adapter.METADATA_ORDER) is not None:
+                if seen is not None:
+                    seen.append(item)
                 continue
             if item.get("currency") not in (None, order.currency):
+                if seen is not None:
+                    seen.append(item)  # its order unknown: the customer is not vouched for
                 continue
             full = await self._with_fees(item)
+            if seen is not None:
+                seen.append(full)
             if adapter.unmarked_order_invoice(full, order.id):
                 candidates.append(full)
         if len(candidates) > 1:
@@ -669,6 +878,32 @@ class OrderTarget:
 
 
 POLL_READS_IN_FLIGHT = 8
+ORDER_MARK = "lago.order"  # cross-reference: an order this store began to bill in Lago (its id, both sides)
+VOUCHED_MAX = 200_000
+
+
+def _reversed_as(order: Order) -> str:
+    """How a deal that bills no more is described: its status, or won with every line item removed."""
+    if order.status.value == "won" and not order.lines:
+        return "won with every line item removed"
+    return order.status.value
+
+
+class _Partial(Exception):
+    """Calls made together of which some failed: the first failure and which calls succeeded."""
+
+    def __init__(self, error: BaseException, succeeded: list[bool]) -> None:
+        super().__init__(str(error))
+        self.error, self.succeeded = error, succeeded
+
+
+async def _gather(calls: list[Awaitable[Any]]) -> list[Any]:
+    """As :func:`_together`, but a failure says which calls succeeded (:class:`_Partial`)."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise _Partial(failures[0], [not isinstance(r, BaseException) for r in results])
+    return list(results)
 
 
 async def _together(*calls: Awaitable[Any]) -> list[Any]:
@@ -987,6 +1222,10 @@ class InvoiceSource(LagoEventSource):
         invoice, _ = await super().webhook_object(webhook_type, payload)
         if invoice is None or not invoice.get("lago_id"):
             return None, False
+        if webhook_type in BIRTH_EVENTS:
+            # An invoice just drafted or issued has no credit note yet (Lago issues them on finalized
+            # invoices only, later, each with a credit_note.* event of its own): no listing to make.
+            return await self._with_refunds(invoice, []), False
         enriched = await self._with_refunds(invoice)
         if enriched[adapter.REFUNDS_FIELD]["updated_at"] is None:
             return enriched, False

@@ -37,6 +37,7 @@ class BillOrderOptions(Strict):
     billing_time: Literal["calendar", "anniversary"] | None = None
     on_reversal_subscriptions: Literal["immediately", "period_end"] | None = None
     on_reversal_invoice: Literal["dead_letter", "credit_note"] | None = None
+    on_backdated_amendment: Literal["prorate", "dead_letter"] | None = None
 
 
 SYSTEM = SystemType(

@@ -299,3 +299,28 @@ def test_anniversary_billing_and_subscription_errors(lago_env) -> None:
         (150000, quarter_end.isoformat())
     ]
     assert lago_env.effects()["subscription.create"][f"{customer}-anniv"] == 1
+
+
+def test_terminate_options_and_a_price_override_on_update(lago_env) -> None:
+    """``on_termination_invoice=skip`` ends a subscription with no invoice for the unbilled part; an unknown
+    option value is refused (the spec's enums); ``plan_overrides.amount_cents`` on update sets the price."""
+    customer = lago_env.customer("USD", "US")
+    body = {"external_customer_id": customer, "plan_code": plan_code_for("PLAT-BASE", "USD"),
+            "external_id": f"{customer}-skip"}  # fmt: skip
+    assert lago_env.api.post("/subscriptions", json={"subscription": body}).status_code == 200
+    updated = lago_env.api.put(
+        f"/subscriptions/{customer}-skip", json={"subscription": {"plan_overrides": {"amount_cents": 12300}}}
+    )
+    assert updated.json()["subscription"]["plan_amount_cents"] == 12300
+    bad = lago_env.api.delete(f"/subscriptions/{customer}-skip", params={"on_termination_invoice": "later"})
+    assert bad.status_code == 422 and "on_termination_invoice" in bad.json()["error_details"]
+    lago_env.admin.post("/lago/clock", json={"days": 3})
+    before = lago_env.api.get("/invoices", params={"external_customer_id": customer}).json()["invoices"]
+    done = lago_env.api.delete(
+        f"/subscriptions/{customer}-skip",
+        params={"on_termination_invoice": "skip", "on_termination_credit_note": "skip"},
+    )
+    sub = done.json()["subscription"]
+    assert sub["status"] == "terminated" and sub["on_termination_invoice"] == "skip"
+    after = lago_env.api.get("/invoices", params={"external_customer_id": customer}).json()["invoices"]
+    assert len(after) == len(before)

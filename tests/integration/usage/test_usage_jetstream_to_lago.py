@@ -14,71 +14,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import ssl
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hub_process import HubProcess
+from waiting import wait_until
 
 from lead2cash.sandbox.lago import LagoSandbox
 from lead2cash.store import Store
 from lead2cash.testing import usage_scenario as scenario
-from lead2cash.testing.nats_server import NatsServer, nats_server_binary
+from lead2cash.testing.nats_server import NatsServer
 
 RECORDS = int(os.environ.get("LEAD2CASH_USAGE_RECORDS", "3000"))
 CUSTOMERS = 7
-
-
-@pytest.fixture()
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    if nats_server_binary() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("nats-server is not installed: .ci/ensure-nats installs it")
-        pytest.skip("nats-server is not installed (Debian package nats-server)")
-    server = NatsServer(tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
-
-
-def _wait(predicate: Any, timeout: float, what: str, step: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(step)
-
-
-class HubProcess:
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lead2cash.cli", "run", str(self.config)], stdout=out, stderr=out
-            )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
 
 
 @pytest.mark.slow
@@ -108,18 +60,20 @@ def test_usage_reaches_lago_exactly_once_through_a_sigkill_and_a_nats_outage(
 
     try:
         hub.start()
-        _wait(lambda: stored() >= RECORDS // 4, 180, "a quarter of the events in Lago", step=0.02)
+        wait_until(lambda: stored() >= RECORDS // 4, 180, step=0.02, what="a quarter of the events in Lago")
         hub.kill()
         at_kill = stored()
         assert at_kill < RECORDS, "the kill landed after the run: nothing was in flight"
         hub.start()
-        _wait(lambda: stored() >= at_kill + RECORDS // 4, 180, "progress after the restart", step=0.05)
+        wait_until(
+            lambda: stored() >= at_kill + RECORDS // 4, 180, step=0.05, what="progress after the restart"
+        )
         # The restarted hub may progress from its inbox alone: the outage must hit a live connection.
-        _wait(lambda: nats_server.connections() >= 1, 60, "the restarted hub connected to NATS")
+        wait_until(lambda: nats_server.connections() >= 1, 60, what="the restarted hub connected to NATS")
         nats_server.stop()  # an outage mid-run: the hub waits, logs, and resumes
         time.sleep(2)
         nats_server.start()
-        _wait(lambda: stored() >= RECORDS, 300, "every event in Lago")
+        wait_until(lambda: stored() >= RECORDS, 300, what="every event in Lago")
         # What was redelivered after the kill or the outage has been taken in again by now.
         time.sleep(4)
     finally:

@@ -168,3 +168,44 @@ def test_json_schema_for_editors() -> None:
     schema = json.loads(result.output)
     assert schema["title"] == "lead2cash hub configuration"
     assert "routes" in schema["properties"] and "RouteConfig" in schema["$defs"]
+
+
+def test_check_lists_schema_and_build_problems_in_one_run(tmp_path: Path) -> None:
+    """A schema error in one route does not hide what building the others finds: an unknown action, an
+    unknown adapter and a key template naming a field the entity lacks, each at its own line."""
+    broken = VALID.replace("- name: orders", "- name: first").replace(
+        'idempotency_key: "order:{id}:v{version}"',
+        'idempotency_key: "order:{id}:v{version}"\n    batch_size: lots',
+    )
+    second = (
+        "  - name: second\n"
+        "    source: {system: files, object: inbox2}\n"
+        "    mapping: {adapter: canonicall, entity: Order}\n"
+        "    target: {system: files, action: append, options: {object: outbox}}\n"
+        '    idempotency_key: "order:{idd}"\n'
+        "  - name: third\n"
+        "    source: {system: files, object: inbox3}\n"
+        "    mapping: {adapter: canonical, entity: Order}\n"
+        "    target: {system: files, action: appendd, options: {object: outbox}}\n"
+        '    idempotency_key: "order:{id}"\n'
+    )
+    path = tmp_path / "bad.yaml"
+    path.write_text(broken + second)
+    result = CliRunner().invoke(app, ["check", str(path)])
+    assert result.exit_code == 1, result.output
+    lines = [line.strip() for line in result.output.splitlines() if line.strip().startswith(str(path))]
+    fields = [line.split(": ")[1] for line in lines]
+    assert fields == [
+        "routes[0].batch_size",
+        "routes[1].mapping.adapter",
+        "routes[1].idempotency_key",
+        "routes[2].target.action",
+    ], result.output
+    # Each problem at its own line in the file (the partial config keeps the routes' original lines).
+    text = path.read_text().splitlines()
+    for line in lines:
+        number = int(line.removeprefix(f"{path}:").split(":")[0])
+        field = line.split(": ")[1]
+        expected = {"batch_size": "batch_size", "adapter": "canonicall", "idempotency_key": "{idd}"}
+        word = next((w for k, w in expected.items() if field.endswith(k)), "appendd")
+        assert word in text[number - 1], (line, text[number - 1])

@@ -135,7 +135,7 @@ def _broken(path: list[Any], value: Any) -> dict[str, Any]:
         (["CurrencyIsoCode"], "XXX", "CurrencyIsoCode: unknown currency"),
         (["OpportunityLineItems", "records", 1, "Quantity"], "-2", "OpportunityLineItems[1].Quantity"),
         (["OpportunityLineItems", "records", 0, "ProductCode"], None, None),
-        (["OpportunityLineItems", "records"], [], "OpportunityLineItems: "),
+        (["OpportunityLineItems"], KeyError, "OpportunityLineItems: the record was read without"),
         (["Account", "BillingCountry"], "Atlantis", "Account.BillingCountry"),
         (
             ["OpportunityLineItems", "records", 1, "CurrencyIsoCode"],
@@ -152,6 +152,22 @@ def test_unmappable_records_name_the_field(path: list[Any], value: Any, field: s
     with pytest.raises(SalesforceMappingError) as err:
         opportunity(record, {})
     assert str(err.value).startswith(field)
+
+
+@pytest.mark.parametrize("children", [None, {"totalSize": 0, "done": True, "records": []}])
+def test_a_deal_without_line_items_is_an_order_without_lines(children: Any) -> None:
+    # Salesforce answers a subquery without rows as null: every line removed (or none added yet).
+    record = _opp(OpportunityLineItems=children)
+    order = opportunity(record, {})
+    assert order.lines == () and order.status == "won"
+    assert order.version != opportunity(_opp(), {}).version
+
+
+def test_deleted_line_items_of_a_live_deal_are_not_sold() -> None:
+    record = _opp()
+    for line in record["OpportunityLineItems"]["records"]:
+        line["IsDeleted"], line["SystemModstamp"] = True, "2025-02-01T00:00:00.000+0000"
+    assert opportunity(record, {}).lines == ()
 
 
 def test_recurring_indicator_and_period_are_configurable() -> None:

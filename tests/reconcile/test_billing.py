@@ -1,0 +1,158 @@
+"""Billing reconciliation: each cause of difference is classified with its evidence; accuracy, the history
+file and the exit code under the threshold."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from lead2cash.reconcile.billing import LINES, BillingConfig, reconcile
+from lead2cash.reconcile.synthetic import PLANTS, pair
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def line(**kw: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "invoice_id": "INV1",
+        "customer_id": "C1",
+        "contract_id": "K1",
+        "segment": "DE",
+        "plan": "PLAT-BASE",
+        "currency": "EUR",
+        "period_start": dt.date(2025, 12, 10),
+        "period_end": dt.date(2026, 1, 10),
+        "bill_date": dt.date(2026, 1, 10),
+        "cycle": "2026-01",
+        "quantity": 1,
+        "unit_price": 45900,
+        "amount": 45900,
+        "tax_rate_bp": 1900,
+        "tax": 8721,
+        "days": 31,
+        "full_days": 31,
+    }
+    return {**base, **kw}
+
+
+def frame(*rows: dict[str, object]) -> pl.DataFrame:
+    return pl.DataFrame(list(rows), schema=LINES)
+
+
+CASES = {
+    "agree": ({}, None),
+    "currency": ({"currency": "USD"}, "legacy in EUR, new in USD"),
+    "quantity": ({"quantity": 2, "amount": 91800}, "quantity legacy 1, new 2"),
+    "price": ({"unit_price": 51000, "amount": 51000, "tax": 9690}, "unit price legacy 45900 new 51000"),
+    "price_plan": ({"plan": "PLAT-PRO"}, "plan legacy PLAT-BASE new PLAT-PRO"),
+    "tax": ({"tax_rate_bp": 1600, "tax": 7344}, "tax rate legacy 1900 bp, new 1600 bp"),
+    "rounding": ({"tax": 8722}, "tax legacy 8721 (per line, rounded down), new 8722"),
+    "timing": ({"bill_date": dt.date(2026, 1, 27), "cycle": "2026-01"}, "billed legacy 2026-01-10"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_cause_is_classified_with_its_evidence(case: str) -> None:
+    change, evidence = CASES[case]
+    result = reconcile(frame(line()), frame(line(**change)), "2026-01", BillingConfig())
+    if evidence is None:
+        assert result.differences.height == 0 and result.accuracy == Decimal(1)
+        return
+    (row,) = result.differences.to_dicts()
+    assert row["cause"] == case.split("_")[0]
+    assert evidence in row["evidence"], row["evidence"]
+
+
+def test_proration_missing_extra_and_timing_across_the_cut_off() -> None:
+    legacy = frame(
+        # 30-day months: 45900 x 12 / 30 = 18360; Lago by actual days: 45900 x 12 / 31 = 17768
+        line(
+            contract_id="K1", days=12, full_days=31, amount=18360, tax=3488, period_end=dt.date(2025, 12, 22)
+        ),
+        line(contract_id="K2"),
+        # the legacy cut-off (25th) puts a bill date of the 27th into the next cycle
+        line(contract_id="K3", bill_date=dt.date(2026, 1, 27), cycle="2026-02"),
+    )
+    new = frame(
+        line(
+            contract_id="K1",
+            days=12,
+            full_days=None,
+            amount=17768,
+            tax=3376,
+            period_end=dt.date(2025, 12, 22),
+        ),
+        line(contract_id="K3", bill_date=dt.date(2026, 1, 27), cycle="2026-01"),
+        line(contract_id="K4"),
+    )
+    result = reconcile(legacy, new, "2026-01", BillingConfig())
+    got = {r["contract_id"]: (r["cause"], r["evidence"]) for r in result.differences.to_dicts()}
+    assert got["K1"][0] == "proration" and "legacy 18360 for 12 of 31 days" in got["K1"][1]
+    assert got["K2"][0] == "missing_in_new" and "the new engine has no line" in got["K2"][1]
+    assert got["K3"][0] == "timing" and "(cycle 2026-02)" in got["K3"][1]
+    assert got["K4"][0] == "extra_in_new"
+    # proration and timing are explained by the engines' rules: 2 of 4 lines count as accurate
+    assert result.compared == 4 and result.accuracy == Decimal("0.5") and result.match_rate == Decimal(0)
+
+
+def test_a_period_billed_twice_is_an_extra_line_and_tolerance_is_per_currency() -> None:
+    legacy = frame(
+        line(contract_id="K1"), line(contract_id="K2", currency="JPY", amount=72000, unit_price=72000)
+    )
+    new = frame(
+        line(contract_id="K1"),
+        line(contract_id="K1", invoice_id="INV2"),
+        line(contract_id="K2", currency="JPY", amount=72001, unit_price=72001),
+    )
+    cfg = BillingConfig(tolerance={"*": 0, "JPY": 1})
+    result = reconcile(legacy, new, "2026-01", cfg)
+    assert result.differences.select("contract_id", "cause").rows() == [("K1", "extra_in_new")]
+
+
+def test_generated_pair_every_planted_difference_found_with_its_cause() -> None:
+    legacy, new, truth = pair(30_000, seed=5, rate=0.004)
+    result = reconcile(legacy, new, "2026-01", BillingConfig())
+    got = result.differences.select("contract_id", "period_start", pl.col("cause").alias("found"))
+    joined = truth.join(got, on=["contract_id", "period_start"], how="full", coalesce=True)
+    assert joined.filter(pl.col("cause").ne_missing(pl.col("found"))).height == 0
+    assert set(truth["cause"]) == set(PLANTS)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lead2cash.cli", "reconcile", "billing", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+
+
+def test_cli_exit_code_history_and_outputs(tmp_path: Path) -> None:
+    legacy, new, _ = pair(5_000, seed=3, rate=0.002)
+    legacy.write_parquet(tmp_path / "legacy.parquet")
+    new.write_parquet(tmp_path / "new.parquet")
+    common = ["--cycle", "2026-01", "--workdir", str(tmp_path / "w"), "--all-contracts"]
+    files = ["--legacy-lines", str(tmp_path / "legacy.parquet")]
+    failing = cli(*common, *files, "--new-lines", str(tmp_path / "new.parquet"))
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    assert "under the threshold" in failing.stderr
+    passing = cli(*common, *files, "--new-lines", str(tmp_path / "legacy.parquet"))
+    assert passing.returncode == 0, passing.stdout + passing.stderr
+    assert "trend: 2026-01" in passing.stdout
+    runs = [json.loads(x) for x in (tmp_path / "w" / "reconcile" / "history.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["cycle"], r["passed"], r["threshold"]) for r in runs] == [
+        ("billing", "2026-01", False, "0.995"),
+        ("billing", "2026-01", True, "0.995"),
+    ]
+    assert Decimal(runs[0]["accuracy"]) < Decimal("0.995") and Decimal(runs[1]["accuracy"]) == 1
+    assert runs[0]["differences"] > 0 and runs[1]["differences"] == 0
+    out = tmp_path / "w" / "reconcile" / "billing-2026-01"
+    assert (out / "differences.csv").exists() and (out / "differences.parquet").exists()
+    assert (out / "report.html").read_text().count("<svg") >= 3
+    bad = cli("--cycle", "2026-13", "--workdir", str(tmp_path / "w"))
+    assert bad.returncode == 2

@@ -1,0 +1,224 @@
+"""The parallel run, end to end on the sandboxes: migrate ~1,500 legacy customers into the Lago sandbox with
+planted cancellations and planted mapping errors, run both billing cycles, reconcile (every planted
+difference found with its cause), the cutover gate blocks while the mapping errors remain and passes once
+they are fixed, cutover, rollback, and record by record every period after the cutover billed exactly once
+by exactly one system."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import ssl
+import subprocess
+import sys
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+from lead2cash.reconcile.lago import invoice_lines
+from lead2cash.sandbox.lago import LagoSandbox
+from lead2cash.sandbox.legacy.billing import bill, plan_cancellations, plant_mapping_errors, read_tables
+from lead2cash.sandbox.legacy.generator import EXPONENT
+from lead2cash.sandbox.server import SandboxCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+CUSTOMERS = int(os.environ.get("L2C_PARALLEL_RUN_CUSTOMERS", "1500"))
+
+
+def run(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    result = subprocess.run(
+        [sys.executable, "-m", "lead2cash.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == code, result.stdout + result.stderr
+    return result
+
+
+@pytest.mark.slow
+def test_parallel_run_cutover_and_rollback(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    w = ["--workdir", str(work)]
+    run("migrate", "generate", "--customers", str(CUSTOMERS), "--seed", "21", *w)
+    legacy_dir = work / "legacy"
+    tables = {"CONTRACT": pl.read_parquet(legacy_dir / "CONTRACT.parquet")}
+    cancelled = set(plan_cancellations(tables, "2026-01", 0.03, seed=5))
+    tables["CONTRACT"].write_parquet(legacy_dir / "CONTRACT.parquet")
+    run("migrate", "cleanse", *w)
+    run("migrate", "validate", *w)
+
+    # A wrong mapping: a plan mapped to another plan's price, a negotiated discount lost.
+    part = next((work / "cleansed" / "contracts").glob("*.parquet"))
+    contracts = pl.read_parquet(part)
+    exp = pl.col("currency").replace_strict(EXPONENT, default=2, return_dtype=pl.Int64)
+    minor = contracts.select(
+        "contract_id",
+        "plan_code",
+        "currency",
+        (pl.col("price") * pl.lit(10).pow(exp)).cast(pl.Int64, strict=False).alias("price"),
+    )
+    eligible = minor.filter(~pl.col("contract_id").is_in(list(cancelled)) & (pl.col("price") > 0))
+    _, truth = plant_mapping_errors(eligible, rate=0.04, seed=9)
+    new_price = dict(zip(truth["contract_id"], truth["price"], strict=True))
+    correct = dict(zip(truth["contract_id"], truth["correct_price"], strict=True))
+    assert truth.height > 20 and set(truth["error"]) == {"wrong_price", "discount_lost"}
+    prices = [
+        Decimal(new_price[k]) / 10 ** EXPONENT.get(c, 2) if k in new_price else p
+        for k, c, p in contracts.select("contract_id", "currency", "price").iter_rows()
+    ]
+    contracts.with_columns(pl.Series("price", prices, dtype=contracts["price"].dtype)).write_parquet(part)
+    run("migrate", "validate", *w)
+
+    config = tmp_path / "reconcile.yaml"
+    config.write_text(
+        'billing: {threshold: "0.99", explained: [proration, rounding, timing]}\n'
+        "cutover: {runs: 2, rollback_window_days: 30}\n"
+    )
+    hub = f"sqlite:///{tmp_path / 'hub.db'}"
+    lago = LagoSandbox(seed=3, seed_size=0)
+    cluster = SandboxCluster(systems=[lago], state_dir=Path(tempfile.mkdtemp()))
+    cluster.start_in_thread()
+    try:
+        base = cluster.base_url("lago")
+        target = [
+            "--lago-url",
+            base + "/api/v1",
+            "--lago-api-key",
+            lago.api_key,
+            "--ca-bundle",
+            str(cluster.ca_bundle),
+        ]
+        http = httpx.Client(
+            verify=ssl.create_default_context(cafile=str(cluster.ca_bundle)),
+            headers={"Authorization": f"Bearer {lago.api_key}"},
+        )
+
+        def clock(day: str) -> None:
+            http.post(base + "/__sandbox/lago/clock", json={"to": day}).raise_for_status()
+
+        run("migrate", "load", *w, *target, "--rate", "2000", "--batch-size", "100")
+        scope = set(lago.store.subscriptions) - set()
+
+        # ---- cycle 2026-01: the planted mapping errors fail the parallel run
+        clock("2026-02-01")
+        rec = ["reconcile", "billing", *w, "--config", str(config), *target]
+        failed = run(*rec, "--cycle", "2026-01", code=1)
+        assert "under the threshold" in failed.stderr
+        diffs = pl.read_parquet(work / "reconcile" / "billing-2026-01" / "differences.parquet")
+        by_cause = {c: set(g["contract_id"]) for (c,), g in diffs.group_by("cause")}
+        lago_jan = invoice_lines([i.extended_json() for i in lago.store.invoices.values()])
+        billed_jan = set(lago_jan.filter(pl.col("bill_date") < dt.date(2026, 2, 1))["contract_id"])
+        planted = set(truth["contract_id"]) & scope & billed_jan
+        assert planted and by_cause.get("price", set()) == planted  # every planted error, and only those
+        assert cancelled & scope and by_cause["proration"] == cancelled & scope
+        assert set(by_cause) <= {"price", "proration", "timing", "rounding"}, by_cause.keys()
+        rounding = diffs.filter(
+            pl.col("cause") == "rounding"
+        )  # tax per line rounded down, per invoice half up
+        assert (rounding["legacy_amount"] == rounding["new_amount"]).all() and (
+            rounding["tax_delta"] == 1
+        ).all()
+        timing = diffs.filter(pl.col("cause") == "timing")
+        assert (
+            timing.height > 0 and timing["evidence"].str.contains("cycle 2026-02").all()
+        )  # the 25th cut-off
+        run(
+            "cutover",
+            "check",
+            *w,
+            "--config",
+            str(config),
+            "--hub-store",
+            hub,
+            *target,
+            "--at",
+            "2026-02-01",
+            code=1,
+        )
+
+        # ---- the mapping is fixed: Lago bills the right prices from the next period on
+        for contract in planted | (set(truth["contract_id"]) & scope):
+            http.put(
+                f"{base}/api/v1/subscriptions/{contract}",
+                json={"subscription": {"plan_overrides": {"amount_cents": correct[contract]}}},
+            ).raise_for_status()
+        for cycle, day in (("2026-02", "2026-03-01"), ("2026-03", "2026-04-01")):
+            clock(day)
+            out = run(*rec, "--cycle", cycle)
+            assert "accuracy" in out.stdout
+        check = run(
+            "cutover", "check", *w, "--config", str(config), "--hub-store", hub, *target, "--at", "2026-04-01"
+        )
+        assert "ready for cutover" in check.stdout
+
+        # ---- cutover on 1 April, rollback on 20 April, both systems run to the end of May
+        cut = ["--by", "J. Doe, billing ops", "--config", str(config), *w, *target]
+        run(
+            "cutover",
+            "execute",
+            *cut,
+            "--reason",
+            "parallel run clean",
+            "--hub-store",
+            hub,
+            "--at",
+            "2026-04-01",
+        )
+        flags = pl.read_parquet(legacy_dir / "MIGRFLAG.parquet")
+        assert set(flags["STAT"]) == {"M"} and set(flags["BY_USR"]) == {"J. Doe, billing ops"}
+        clock("2026-04-20")
+        invoices_before = len(lago.store.invoices)
+        run("cutover", "rollback", *cut, "--reason", "invoice layout rejected", "--at", "2026-04-20")
+        assert len(lago.store.invoices) == invoices_before, "a terminated subscription was invoiced"
+        clock("2026-06-01")
+        late = run("cutover", "rollback", *cut, "--reason", "again", "--at", "2026-06-01", code=2)
+        assert "no executed cutover" in late.stderr
+
+        # ---- record by record: from the cutover on, every period billed once, by one system
+        cutover, back, end = dt.date(2026, 4, 1), dt.date(2026, 4, 20), dt.date(2026, 5, 31)
+        cycles = ["2026-01", "2026-02", "2026-03", "2026-04", "2026-05", "2026-06"]
+        tables = read_tables(legacy_dir)
+        legacy = bill(tables, cycles).filter(
+            pl.col("contract_id").is_in(list(scope)) & (pl.col("bill_date") <= end)
+        )
+        expected = bill({k: v for k, v in tables.items() if k != "MIGRFLAG"}, cycles).filter(
+            pl.col("contract_id").is_in(list(scope))
+            & (pl.col("bill_date") >= cutover)
+            & (pl.col("bill_date") <= end)
+        )
+        lago_all = invoice_lines([i.extended_json() for i in lago.store.invoices.values()]).filter(
+            pl.col("contract_id").is_in(list(scope))
+        )
+        assert lago_all.filter(pl.col("bill_date") > back).height == 0, "Lago billed after the rollback"
+        assert legacy.filter(pl.col("bill_date").is_between(cutover, back)).height == 0, (
+            "legacy billed during cutover"
+        )
+        key = ["contract_id", "period_start"]
+        of_record = pl.concat(
+            [
+                legacy.filter(pl.col("bill_date") > back).select(*key, pl.lit("legacy").alias("system")),
+                lago_all.filter(pl.col("bill_date").is_between(cutover, back)).select(
+                    *key, pl.lit("lago").alias("system")
+                ),
+            ]
+        )
+        assert of_record.height > 100 and set(of_record["system"]) == {"legacy", "lago"}
+        twice = of_record.group_by(key).len().filter(pl.col("len") > 1)
+        assert twice.height == 0, f"billed twice: {twice.head(5)}"
+        missed = expected.select(key).join(of_record, on=key, how="anti")
+        assert missed.height == 0, f"never billed: {missed.head(5)}"
+        extra = of_record.join(expected.select(key), on=key, how="anti")
+        assert extra.height == 0, f"billed but not due: {extra.head(5)}"
+        assert (
+            lago_all.group_by(key).len()["len"].max() == 1
+        )  # no period twice in Lago, the parallel run included
+    finally:
+        cluster.stop()
