@@ -232,6 +232,18 @@ def load(
         f"{report.already_done:,}, found by lookup {report.found_by_lookup:,}, failed {len(report.failures):,}",
         markup=False,
     )
+    if report.preexisting:
+        sample = ", ".join(report.preexisting[:5]) + (", ..." if len(report.preexisting) > 5 else "")
+        n = len(report.preexisting)
+        were = (
+            "customer was already in Lago and was left as it was"
+            if n == 1
+            else ("customers were already in Lago and were left as they were")
+        )
+        console.print(
+            f"{n:,} {were} (contracts loaded; rollback keeps the customer): {sample}",
+            markup=False,
+        )
     (workdir / "load.json").write_text(json.dumps(report.json(), indent=2))
     if report.failures:
         for f in report.failures[:10]:

@@ -10,6 +10,11 @@ command again. Rollback deletes, by the ledger, exactly what the load created.
 Subscriptions start in the past (``subscription_at`` = the legacy start) on ``anniversary`` billing: Lago
 bills no period that is already over, and the next invoice falls on the next anniversary, which is the
 legacy next-bill date (gate ``contract_bill_anchor``).
+
+A customer Lago already had before the load (created by the sync routes, or by hand) is neither overwritten
+nor, on rollback, deleted: before its first batch a load lists Lago's customers once (its census, kept in
+the ledger as ``existing:<run>:<id>`` so a resumed load does not mistake its own customers for them). Its
+legacy contracts are still loaded as subscriptions, and those a rollback ends.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +34,7 @@ from urllib.parse import quote
 import polars as pl
 from sqlalchemy import delete, func, select
 
+from lead2cash.canonical_model import minor_units
 from lead2cash.connectors.lago import LagoClient, LagoNotFound
 from lead2cash.errors import DeliveryError, PermanentError
 from lead2cash.pacing import RateLimiter, current_pacer
@@ -36,7 +42,7 @@ from lead2cash.store.schema import effects
 from lead2cash.store.store import EffectState, Store
 
 TARGET = "lago-migration"
-EXPONENT = {"JPY": 0, "KWD": 3}  # minor-unit digits; 2 for every other currency here
+CENSUS_BATCH = -1  # the ledger's message id of census keys: no batch of the load
 FAR_FUTURE = "9999-12-31"
 
 
@@ -51,6 +57,8 @@ class LoadReport:
     sent: int = 0
     already_done: int = 0
     found_by_lookup: int = 0
+    # customers Lago had before the load: left as they were
+    preexisting: list[str] = field(default_factory=list)
     failures: list[dict[str, str]] = field(default_factory=list)
     lago_calls: int = 0
     seconds: float = 0.0
@@ -64,7 +72,8 @@ def _route(run: str) -> str:
 
 
 def cents(amount: Decimal, currency: str) -> int:
-    return int((amount * (10 ** EXPONENT.get(currency, 2))).to_integral_value())
+    """The amount in the currency's ISO 4217 minor units, half a unit rounded up."""
+    return int(amount.scaleb(minor_units(currency)).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def plan(cleansed: Path, validation: Path) -> tuple[pl.DataFrame, dict[str, list[dict[str, Any]]]]:
@@ -144,7 +153,8 @@ class Loader:
     def __init__(
         self, client: LagoClient, store: Store, run: str, *, rate: float = 50.0, attempts: int = 8
     ) -> None:
-        self.client, self.store, self.route = client, store, _route(run)
+        self.client, self.store, self.run_name, self.route = client, store, run, _route(run)
+        self.existing: set[str] = set()
         self.limiter = RateLimiter(rate)
         self.attempts = attempts
         self.report = LoadReport()
@@ -194,18 +204,59 @@ class Loader:
                 )
         self.store.effects_mark(TARGET, [key], EffectState.CONFIRMED)
 
+    async def census(self) -> set[str]:
+        """External ids of the customers Lago had before this load's first batch (read once per run)."""
+        done = f"census:{self.run_name}"
+        prefix = f"existing:{self.run_name}:"
+        prior = self.store.effects_reserve(TARGET, self.route, [(done, CENSUS_BATCH)])
+        if _state(prior, done) != EffectState.CONFIRMED:
+            ids = await self._listing()
+            for offset in range(0, len(ids), 1000):
+                keys = [prefix + i for i in ids[offset : offset + 1000]]
+                self.store.effects_reserve(TARGET, self.route, [(k, CENSUS_BATCH) for k in keys])
+                self.store.effects_mark(TARGET, keys, EffectState.CONFIRMED)
+            self.store.effects_mark(TARGET, [done], EffectState.CONFIRMED)
+            return set(ids)
+        with self.store.engine.connect() as conn:
+            return {
+                r[0][len(prefix) :]
+                for r in conn.execute(
+                    select(effects.c.idempotency_key).where(
+                        effects.c.target == TARGET,
+                        effects.c.route == self.route,
+                        effects.c.idempotency_key.startswith(prefix, autoescape=True),
+                    )
+                )
+            }
+
+    async def _listing(self) -> list[str]:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                pages = self.client.pages("/customers", "customers.list", "customers")
+                return [c["external_id"] async for c in pages]
+            except PermanentError:
+                raise
+            except DeliveryError as exc:
+                if attempt == self.attempts:
+                    raise
+                await asyncio.sleep(max(exc.retry_after or 0.0, min(2.0, 0.1 * 2**attempt)))
+        raise AssertionError("unreachable")
+
     async def customer(
         self, row: dict[str, Any], contracts: list[dict[str, Any]], prior: dict[str, Any]
     ) -> None:
         cid = row["customer_id"]
         key = f"customer:{cid}"
-        await self.effect(
-            key,
-            _state(prior, key),
-            lambda: self.client.upsert_customer(customer_body(row)),
-            f"/customers/{quote(cid, safe='')}",
-            "customers.get",
-        )
+        if cid in self.existing:
+            self.report.preexisting.append(cid)
+        else:
+            await self.effect(
+                key,
+                _state(prior, key),
+                lambda: self.client.upsert_customer(customer_body(row)),
+                f"/customers/{quote(cid, safe='')}",
+                "customers.get",
+            )
         for k in contracts:
             skey = f"subscription:{k['contract_id']}"
             await self.effect(
@@ -231,9 +282,15 @@ class Loader:
         rows = customers.to_dicts()
         bar = _progress(len(rows), progress)
         try:
+            self.existing = await self.census()
             for b, offset in enumerate(range(0, len(rows), batch_size)):
                 batch = rows[offset : offset + batch_size]
-                keys = [(f"customer:{r['customer_id']}", b) for r in batch] + [
+                keys = [
+                    (f"customer:{r['customer_id']}", b)
+                    for r in batch
+                    if r["customer_id"] not in self.existing
+                ]
+                keys += [
                     (f"subscription:{k['contract_id']}", b)
                     for r in batch
                     for k in contracts.get(r["customer_id"], [])
@@ -291,7 +348,9 @@ def status(store: Store, run: str) -> list[dict[str, Any]]:
     """Per batch: keys in each ledger state."""
     q = (
         select(effects.c.message_id, effects.c.state, func.count())
-        .where(effects.c.target == TARGET, effects.c.route == _route(run))
+        .where(
+            effects.c.target == TARGET, effects.c.route == _route(run), effects.c.message_id != CENSUS_BATCH
+        )
         .group_by(effects.c.message_id, effects.c.state)
     )
     batches: dict[int, dict[str, Any]] = {}

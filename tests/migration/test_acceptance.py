@@ -68,7 +68,19 @@ def test_migration_end_to_end(tmp_path: Path) -> None:
     for defect, s in scores.items():
         assert s["recall"] == 1.0 and s["precision"] >= 0.999, (defect, s)
 
+    customers = pl.read_parquet(tmp_path / "work" / "cleansed" / "customers" / "*.parquet")
+    contracts = pl.read_parquet(tmp_path / "work" / "cleansed" / "contracts" / "*.parquet")
+    bad = quarantine.group_by("table").agg(pl.col("record_id"))
+    bad_ids = {t: set(ids) for t, ids in bad.iter_rows()}
+    clean_c = set(customers["customer_id"]) - bad_ids.get("customers", set())
+    clean_k = set(contracts["contract_id"]) - bad_ids.get("contracts", set())
+    # One legacy customer is in Lago already (the sync routes made it): the load must neither overwrite it nor,
+    # on rollback, delete it; its legacy contracts are still loaded.
+    known = sorted(clean_c)[0]
+    known_contracts = set(contracts.filter(pl.col("customer_id") == known)["contract_id"]) & clean_k
+
     lago = LagoSandbox(seed=3, seed_size=2)  # two customers of its own: rollback must leave them
+    lago.store.upsert_customer({"external_id": known, "name": "Made by the sync, not the load"})
     cluster = SandboxCluster(systems=[lago], state_dir=Path(tempfile.mkdtemp()))
     cluster.start_in_thread()
     try:
@@ -107,22 +119,25 @@ def test_migration_end_to_end(tmp_path: Path) -> None:
                     continue
             if confirmed >= 600:
                 break
-        assert proc.poll() is None, "the load ended before it could be killed"
+        assert proc.poll() is None, (
+            f"the load ended before it could be killed: {proc.communicate()[1].decode(errors='replace')[-3000:]}"
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         rerun = migrate("load", *w, *target, "--rate", "150", "--batch-size", "50")
         assert "already done" in rerun.stdout
+        assert "1 customer was already in Lago and was left as it was" in rerun.stdout, rerun.stdout
         lago.faults.rules = {}
 
-        customers = pl.read_parquet(tmp_path / "work" / "cleansed" / "customers" / "*.parquet")
-        contracts = pl.read_parquet(tmp_path / "work" / "cleansed" / "contracts" / "*.parquet")
-        bad = quarantine.group_by("table").agg(pl.col("record_id"))
-        bad_ids = {t: set(ids) for t, ids in bad.iter_rows()}
-        clean_c = set(customers["customer_id"]) - bad_ids.get("customers", set())
-        clean_k = set(contracts["contract_id"]) - bad_ids.get("contracts", set())
         effects = lago.effects.snapshot()
-        assert set(lago.store.customers) - before[0] == clean_c
+        assert set(lago.store.customers) - before[0] == clean_c - {known}
+        # the planted customer's one creation is the test's own, before the load
         assert {k for k, n in effects.get("customer.create", {}).items() if n} == clean_c
+        assert effects["customer.create"][known] == 1
+        assert lago.store.customers[known].fields["name"] == "Made by the sync, not the load"
+        assert known_contracts and known_contracts <= {
+            s.external_id for s in lago.store.subscriptions.values()
+        }
         assert max(effects["customer.create"].values()) == 1
         subs = {s.external_id for s in lago.store.subscriptions.values() if s.status == "active"}
         assert subs - before[1] == clean_k
@@ -132,6 +147,7 @@ def test_migration_end_to_end(tmp_path: Path) -> None:
         assert "batches complete" in status.stdout
         migrate("rollback", *w, *target)
         assert set(lago.store.customers) == before[0]
+        assert lago.store.customers[known].fields["name"] == "Made by the sync, not the load"
         assert {
             s.external_id for s in lago.store.subscriptions.values() if s.status in ("active", "pending")
         } == before[1]
