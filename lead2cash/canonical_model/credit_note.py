@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Self
 
@@ -74,6 +74,9 @@ class CreditNote(CanonicalEntity):
     status: CreditNoteStatus
     reason: CreditNoteReason = CreditNoteReason.OTHER
     issue_date: date
+    source_created_at: datetime | None = None
+    """When the source system created the document (Lago's ``created_at``); None: the source does not say.
+    A target that cannot trust its ledger for documents older than its process (a restored store) asks."""
     lines: tuple[CreditNoteLine, ...] = Field(min_length=1)
     taxes: tuple[TaxLine, ...] = ()
     subtotal: Money

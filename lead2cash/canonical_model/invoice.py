@@ -184,6 +184,9 @@ class Invoice(CanonicalEntity):
     """Paid back to the payer by the invoice's credit notes (refunds issued, done or under way; one the
     payment provider declined is not counted). None: not known (the source does not read refunds)."""
     issue_date: date
+    source_created_at: datetime | None = None
+    """When the source system created the document (Lago's ``created_at``); None: the source does not say.
+    A target that cannot trust its ledger for documents older than its process (a restored store) asks."""
     due_date: date | None = None
     lines: tuple[InvoiceLine, ...] = ()
     taxes: tuple[TaxLine, ...] = ()

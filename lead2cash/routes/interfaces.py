@@ -89,7 +89,10 @@ class WebhookSource(Protocol):
 @runtime_checkable
 class Target(Protocol):
     """A target applies one canonical entity; ``lookup`` finds an effect already applied under ``key``
-    (the crash-recovery hook: consulted before any resend of an unconfirmed attempt)."""
+    (the crash-recovery hook: consulted before any resend of an unconfirmed attempt). A target may also
+    define ``unvouched(entity) -> bool``: True when the ledger's silence about a new key proves nothing (the
+    source event predates the process, so a restored store may have forgotten the effect); the router
+    then looks it up before the first send too."""
 
     name: str
 

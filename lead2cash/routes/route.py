@@ -540,6 +540,11 @@ class RouteRuntime:
                 message, "dead", error_class="permanent", error=describe_error(exc), history=history
             )
         key = message.idempotency_key
+        # A target may know that the ledger cannot vouch for this key (an event older than the process: a
+        # restored store forgot what it did): it is looked up first, like a delivery in doubt.
+        unvouched = getattr(self.target, "unvouched", None)
+        if not ambiguous and unvouched is not None and unvouched(entity):
+            ambiguous = True
         policy = self.retry
         backoff = wait_exponential_jitter(
             multiplier=policy.initial_backoff_s, max=policy.max_backoff_s, jitter=policy.jitter_s

@@ -137,9 +137,8 @@ def test_a_store_restored_from_a_backup_taken_mid_run_bills_nothing_twice(
         metadata = lago.get("invoice.metadata", {})
         assert max(metadata.values(), default=1) == 1, metadata
 
-        # Nothing lost anywhere. Billing is this test's matter: SAP journal entries have no idempotency
-        # key of their own and the ledger route posts a first delivery without its lookup, so a restored
-        # store posts again the entries of the lost future (docs/reliability.md: not covered yet).
+        # Nothing lost, nothing twice, anywhere: SAP journal entries have no idempotency key of their own,
+        # so the ledger route looks up by reference every invoice Lago created before the restored hub
+        # started (the ledger's silence about it proves nothing) and posts none of the lost future again.
         verdict = env.check()
-        assert verdict.lost == 0 and verdict.unexpected == 0, verdict.problems[:20]
-        assert not [p for p in verdict.problems if "Lago" in p], verdict.problems[:20]
+        assert verdict.ok, verdict.problems[:20]

@@ -28,7 +28,7 @@ import asyncio
 import importlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import jmespath
@@ -215,6 +215,9 @@ class SapSystem:
             self._post_bulk, max_size=cfg.soap.bulk_size, linger=cfg.soap.bulk_linger
         )
         self.lookup_checked = False
+        # The ledger vouches only for what this store saw: a document the billing engine created before this
+        # process started may have been posted by a history a restored store forgot (see ``unvouched``).
+        self.started_at = datetime.now(UTC)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard: AsyncIterator[None] | None = None
 
@@ -565,6 +568,20 @@ class JournalEntryTarget:
         return debtors
 
     # --- Target -----------------------------------------------------------------------------------------
+    def _happened_at(self, entity: BaseModel) -> datetime | None:
+        """When the event this effect answers happened in the source: the document's creation."""
+        return getattr(entity, "source_created_at", None)
+
+    def unvouched(self, entity: BaseModel) -> bool:
+        """Whether the ledger's silence about this key proves nothing: the event happened before this
+        process started (or within the clocks' declared skew after), so a store restored from a backup may
+        have forgotten its posting. The router then looks the posting up before it sends one. A hub that
+        runs on pays this only for the backlog it starts with; a source that gives no time is trusted."""
+        at = self._happened_at(entity)
+        return at is not None and at < self.system.started_at + timedelta(
+            seconds=self.system.cfg.lookup.clock_skew
+        )
+
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
         await self.system.bind_loop()
         entry = self._entry(entity)
@@ -711,6 +728,9 @@ class ReversalTarget(JournalEntryTarget):
         self.name = f"{system.name}/journal_entry.reverse"
         self.after = after
 
+    def _happened_at(self, entity: BaseModel) -> datetime | None:
+        return _modstamp(entity)  # the void: the invoice's last change
+
     def _entry(self, entity: BaseModel, posting_date: date | None = None) -> JournalEntry:
         if not isinstance(entity, Invoice):
             raise PermanentError(f"journal_entry.reverse takes Invoice entities, not {type(entity).__name__}")
@@ -783,6 +803,9 @@ class PaymentTarget(JournalEntryTarget):
         super().__init__(system, long_references)
         self.name = f"{system.name}/payment.clear"
 
+    def _happened_at(self, entity: BaseModel) -> datetime | None:
+        return _modstamp(entity)  # the payment's change of state
+
     @staticmethod
     def _payment(entity: BaseModel) -> Payment:
         if not isinstance(entity, Payment) or not entity.invoice_ids:
@@ -840,6 +863,17 @@ class PaymentTarget(JournalEntryTarget):
             return {"journal_entry": self._entry(entity).model_dump(mode="json")}
         except _NothingToClear:
             return {"journal_entry": None}
+
+
+def _modstamp(entity: BaseModel) -> datetime | None:
+    stamp = getattr(entity, "source_modstamp", None)
+    if not stamp:
+        return None
+    try:
+        at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 class _NothingToClear(Exception):

@@ -6,6 +6,7 @@ would be posted again; the binding refuses such a lookup instead."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import doubles
 import pytest
@@ -74,3 +75,38 @@ def test_a_lookup_field_shorter_than_the_reference_is_refused(tmp_path, sap_box)
             asyncio.run(target.find("1010", "LEA1C12-3-000003"))  # type: ignore[attr-defined]
     finally:
         hub.close()
+
+
+def test_a_store_that_forgot_a_posting_looks_up_what_predates_the_hub(tmp_path, sap_box, sap_admin):  # type: ignore[no-untyped-def]
+    """A restored (or lost) store has no record of what the hub posted after the backup. An invoice the
+    billing engine created before this hub process started is looked up first and not posted again; one
+    created after it started (beyond the declared clock skew) is one no forgotten history can have posted,
+    and goes out without a lookup."""
+    now = datetime.now(UTC)
+    old = f.invoice(3, "EUR", number_prefix="LEA1C12-4").model_copy(
+        update={"source_created_at": now - timedelta(hours=1)}
+    )
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Hub.from_files([write_config(tmp_path / "a", sap_system(sap_box))], configure_logs=False)
+    doubles.REGISTRY["mem"].records.append(old.model_dump(mode="json"))
+    try:
+        assert asyncio.run(first.run_until_idle(timeout=30)), "route did not drain"
+    finally:
+        first.close()
+
+    # The same invoice again through a hub on a store that never saw it, and a new one made after start.
+    second = Hub.from_files([write_config(tmp_path / "b", sap_system(sap_box))], configure_logs=False)
+    new = f.invoice(4, "EUR", number_prefix="LEA1C12-5").model_copy(
+        update={"source_created_at": datetime.now(UTC) + timedelta(minutes=5)}
+    )
+    doubles.REGISTRY["mem"].records[:] = [old.model_dump(mode="json"), new.model_dump(mode="json")]
+    try:
+        assert asyncio.run(second.run_until_idle(timeout=30)), "route did not drain"
+        assert second.store.dlq_count() == 0, [d.error_message for d in second.store.dlq_list()]
+        effects = sap_admin.get("/__sandbox/effects").json()["journal_entry.post"]
+        assert effects[f"1010:{old.invoice_number}"] == 1, "the forgotten posting was posted again"
+        assert effects[f"1010:{new.invoice_number}"] == 1
+        assert second.metrics.recovered.labels(ROUTE)._value.get() == 1  # the old one, found by lookup
+    finally:
+        second.close()
