@@ -61,7 +61,7 @@ class SapLookupConfig(Strict):
     company_code_field: str = "CompanyCode"
     fiscal_year_field: str = "FiscalYear"
     clock_skew: Duration = Field(
-        60.0,
+        5.0,
         description="how far the billing engine's clock and the hub's may disagree: a document the engine "
         "created before this process started, or within this much after, is looked up before it is posted "
         "(a store restored from a backup has forgotten what was posted in its place)",
