@@ -39,6 +39,7 @@ def migrate(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600 * max(1, CUSTOMERS // 1000))
 def test_migration_end_to_end(tmp_path: Path) -> None:
     work = str(tmp_path / "work")
     w = ["--workdir", work]
