@@ -1,0 +1,143 @@
+"""The HTTP kit's client slot and auth flows over a MockTransport: one client per loop, one token for many
+calls and connectors, refresh on expiry and on 401, SAP's CSRF fetch with its cookie applied."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from lead2cash.connectors.http import ClientCredentials, ClientSlot, SapAuth, TokenCache
+from lead2cash.errors import PermanentError
+
+TOKEN_URL = "https://auth.example.com/token"
+
+
+def test_slot_keeps_one_client_per_loop_and_replaces_a_finished_loops() -> None:
+    slot = ClientSlot(lambda: httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(204))))
+
+    async def use() -> httpx.AsyncClient:
+        first = slot.client
+        assert slot.client is first  # one client for the loop's life
+        assert (await first.get("http://x/")).status_code == 204
+        return first
+
+    a = asyncio.run(use())
+    b = asyncio.run(use())  # the first loop is gone: its client cannot be used here
+    assert a is not b and slot.made == 2
+
+    async def close() -> None:
+        client = slot.client
+        await slot.aclose()
+        assert client.is_closed
+
+    asyncio.run(close())
+
+
+def oauth_server(log: list[str], *, expires_in: int = 3600, reject: set[str] | None = None):  # type: ignore[no-untyped-def]
+    issued = iter(f"t{i}" for i in range(1, 100))
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/token":
+            assert request.headers["authorization"].startswith("Basic ")  # client auth, not in the form
+            assert b"secret" not in request.content
+            token = next(issued)
+            log.append(f"issue {token}")
+            return httpx.Response(200, json={"access_token": token, "expires_in": expires_in})
+        bearer = request.headers["authorization"].removeprefix("Bearer ")
+        log.append(f"call {bearer}")
+        return httpx.Response(401 if bearer in (reject or set()) else 200)
+
+    return handle
+
+
+def test_client_credentials_fetch_once_refresh_on_401_and_share_the_cache() -> None:
+    log: list[str] = []
+    cache = TokenCache()
+    handler = oauth_server(log, reject={"t1"})
+
+    async def go() -> list[int]:
+        transport = httpx.MockTransport(handler)
+        one = httpx.AsyncClient(
+            transport=transport, auth=ClientCredentials(TOKEN_URL, "cid", "secret", cache=cache)
+        )
+        two = httpx.AsyncClient(
+            transport=transport, auth=ClientCredentials(TOKEN_URL, "cid", "secret", cache=cache)
+        )
+        # Five concurrent calls wait for one token request, not five.
+        first = await asyncio.gather(*(one.get("https://api.example.com/a") for _ in range(5)))
+        second = await two.get("https://api.example.com/b")
+        return [r.status_code for r in [*first, second]]
+
+    assert asyncio.run(go()) == [200] * 6
+    # t1 was refused (401): each call sent once more with t2, fetched once; the second client reuses t2.
+    assert (
+        log.count("issue t1") == 1
+        and log.count("issue t2") == 1
+        and len([x for x in log if "issue" in x]) == 2
+    )
+    assert log[-1] == "call t2"
+
+
+def test_client_credentials_refresh_on_expiry_and_refused_grant_is_permanent() -> None:
+    log: list[str] = []
+
+    async def go() -> None:
+        # expires_in 10 s less the 30 s margin: the floor of 10 s, so tweak the margin to expire at once.
+        auth = ClientCredentials(TOKEN_URL, "cid", "secret", cache=TokenCache(), margin_s=10_000)
+        client = httpx.AsyncClient(transport=httpx.MockTransport(oauth_server(log)), auth=auth)
+        auth.cache.put(auth.key, "stale", lifetime=-1)  # already expired
+        await client.get("https://api.example.com/a")
+
+        refused = httpx.MockTransport(lambda r: httpx.Response(401, json={"error": "invalid_client"}))
+        bad = httpx.AsyncClient(
+            transport=refused, auth=ClientCredentials(TOKEN_URL, "cid", "x", cache=TokenCache())
+        )
+        with pytest.raises(PermanentError, match="refused") as info:
+            await bad.get("https://api.example.com/a")
+        assert info.value.details["error"] == "invalid_client"
+
+    asyncio.run(go())
+    assert log == ["issue t1", "call t1"]
+
+
+def test_sap_auth_fetches_csrf_applies_its_cookie_and_refreshes_on_required() -> None:
+    seen: list[tuple[str, str, str]] = []
+    fetched = iter(["c1", "c2"])
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(
+            (request.method, request.headers.get("x-csrf-token", ""), request.headers.get("cookie", ""))
+        )
+        assert request.headers["authorization"].startswith("Basic ")
+        if request.method == "GET":
+            token = next(fetched)
+            return httpx.Response(
+                200, headers={"x-csrf-token": token, "set-cookie": f"SAP_SESSION={token}; path=/"}
+            )
+        if len([s for s in seen if s[0] == "POST"]) == 2:  # the session expired after the first write
+            return httpx.Response(403, headers={"x-csrf-token": "Required"})
+        return httpx.Response(201)
+
+    async def go() -> list[int]:
+        client = httpx.AsyncClient(
+            transport=httpx.MockTransport(handle),
+            auth=SapAuth(httpx.BasicAuth("U", "pw"), cache=TokenCache()),
+        )
+        root = {"sap_csrf_url": "https://s4.example.com/sap/opu/odata/sap/API/"}
+        return [
+            (
+                await client.post("https://s4.example.com/sap/opu/odata/sap/API/Set", extensions=root)
+            ).status_code
+            for _ in range(2)
+        ]
+
+    assert asyncio.run(go()) == [201, 201]
+    assert seen == [
+        ("GET", "Fetch", ""),
+        ("POST", "c1", "SAP_SESSION=c1"),  # the fetch's cookie, on the request built before it
+        ("POST", "c1", "SAP_SESSION=c1"),
+        ("GET", "Fetch", ""),  # a fresh session: the fetch does not send the expired one
+        ("POST", "c2", "SAP_SESSION=c2"),
+    ]
