@@ -145,9 +145,6 @@ class LagoClient:
             trust_env=False,
         )
 
-    def _client(self) -> httpx.AsyncClient:
-        return self.slot.client
-
     async def aclose(self) -> None:
         await self.slot.aclose()
 
@@ -178,8 +175,9 @@ class LagoClient:
             await self.limiter.acquire()
         self.calls += 1
         self.calls_by_operation[operation] += 1
+        client = await self.slot.get()
         try:
-            response = await self._client().request(method, path, json=body, params=params)
+            response = await client.request(method, path, json=body, params=params)
         except httpx.TimeoutException as exc:
             raise TransientError(f"Lago {operation}: timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -286,8 +284,9 @@ class LagoClient:
         """GET an absolute URL of this Lago (the webhook public key) with the same auth and TLS."""
         self.calls += 1
         self.calls_by_operation[operation] += 1
+        client = await self.slot.get()
         try:
-            response = await self._client().get(url)
+            response = await client.get(url)
         except httpx.HTTPError as exc:
             raise TransientError(f"Lago {operation}: {type(exc).__name__}") from exc
         if response.status_code >= 300:

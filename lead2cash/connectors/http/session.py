@@ -3,14 +3,16 @@ shutdown through the connector's ``aclose``.
 
 httpx's pool (and the aiohttp session under it) belongs to the event loop it was first used in. The hub runs
 under one loop for its whole life, but the CLI and tests run it under several consecutive ones: a client
-left behind by a finished loop can be neither used nor closed from the next, so the slot replaces it there
-(and drops it: its sockets went with its loop). Under one loop the client is made once.
+left behind by a finished loop can be neither used nor closed from the next, so the slot replaces it there.
+So that such a client is not left open either, the loop that made it closes it as it shuts down (an async
+generator's ``finally``, which ``asyncio.run`` runs in ``shutdown_asyncgens``). Under one loop the client
+is made once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 
@@ -22,23 +24,38 @@ class ClientSlot:
         self._factory = factory
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._guard: AsyncIterator[None] | None = None
         self.made = 0  # clients made: one for the hub's life, more only when the loop changed
 
     @property
-    def client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
+    def current(self) -> httpx.AsyncClient | None:
+        """The client made last, if any (no new one is made)."""
+        return self._client
+
+    async def get(self) -> httpx.AsyncClient:
         client = self._client
-        if client is None or client.is_closed or self._loop is not loop:
-            client = self._client = self._factory()
-            self._loop = loop
-            self.made += 1
+        if client is not None and not client.is_closed and self._loop is asyncio.get_running_loop():
+            return client
+        client = self._client = self._factory()
+        self._loop = asyncio.get_running_loop()
+        self.made += 1
+        guard = self._guard = _closed_with_loop(client)
+        await guard.__anext__()
         return client
 
     async def aclose(self) -> None:
-        """Close the client if it was made under the running loop (another loop's went with it)."""
+        """Close the client if it was made under the running loop (another loop's is closed by that loop)."""
         client, loop = self._client, self._loop
-        self._client = self._loop = None
+        self._client = self._loop = self._guard = None
         if client is not None and loop is asyncio.get_running_loop():
+            await client.aclose()
+
+
+async def _closed_with_loop(client: httpx.AsyncClient) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        if not client.is_closed:
             await client.aclose()
 
 

@@ -268,9 +268,6 @@ class ODataClient:
             auth=SapAuth(self._logon()),
         )
 
-    def _http(self) -> httpx.AsyncClient:
-        return self.slot.client
-
     async def aclose(self) -> None:
         await self.slot.aclose()
 
@@ -290,7 +287,7 @@ class ODataClient:
         headers: Mapping[str, str] | None = None,
         csrf_url: str | None = None,
     ) -> httpx.Response:
-        client = self._http()
+        client = await self.slot.get()
         all_headers = {"accept": JSON, **(headers or {})}
         content = None
         if body is not None:
@@ -361,7 +358,7 @@ class ODataClient:
         if csrf_refused(response):
             # A second rejection right after a fresh token means the session was dropped in between
             # (expired, another node): retry with backoff; a route's retries end the loop.
-            auth = self._http().auth
+            auth = self.slot.current.auth if self.slot.current is not None else None
             if isinstance(auth, SapAuth):
                 auth.forget()
             raise TransientError(f"SAP {what} failed: CSRF token validation failed", details={"status": 403})

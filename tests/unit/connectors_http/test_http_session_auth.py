@@ -18,21 +18,22 @@ def test_slot_keeps_one_client_per_loop_and_replaces_a_finished_loops() -> None:
     slot = ClientSlot(lambda: httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(204))))
 
     async def use() -> httpx.AsyncClient:
-        first = slot.client
-        assert slot.client is first  # one client for the loop's life
+        first = await slot.get()
+        assert await slot.get() is first  # one client for the loop's life
         assert (await first.get("http://x/")).status_code == 204
         return first
 
     a = asyncio.run(use())
-    b = asyncio.run(use())  # the first loop is gone: its client cannot be used here
+    assert a.is_closed  # the loop that made it closed it as it ended
+    b = asyncio.run(use())  # so the next loop gets a client of its own
     assert a is not b and slot.made == 2
 
-    async def close() -> None:
-        client = slot.client
+    async def hub_shutdown() -> None:
+        client = await slot.get()
         await slot.aclose()
-        assert client.is_closed
+        assert client.is_closed and slot.current is None
 
-    asyncio.run(close())
+    asyncio.run(hub_shutdown())
 
 
 def oauth_server(log: list[str], *, expires_in: int = 3600, reject: set[str] | None = None):  # type: ignore[no-untyped-def]
