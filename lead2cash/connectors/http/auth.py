@@ -170,8 +170,8 @@ _csrf_ids = itertools.count(1)
 class SapAuth(httpx.Auth):
     """SAP Gateway: ``logon`` (Basic or ``ClientCredentials``) on every request, and on a modifying one the
     ``X-CSRF-Token`` fetched with ``GET`` + ``x-csrf-token: Fetch``. The token is bound to the session cookie
-    the fetch answers, so that cookie is applied to the request being sent (the client's jar has it only for
-    the requests built after); on ``403`` with ``x-csrf-token: Required`` (the session expired) the token is
+    the fetch answers, so that cookie is applied with the token (the client's jar has it only for requests
+    built after the fetch, not for those that waited on it); on ``403`` with ``x-csrf-token: Required`` (the session expired) the token is
     fetched again and the request sent once more.
 
     One instance per httpx client: the token belongs to that client's session. The fetch goes to the URL
@@ -181,6 +181,7 @@ class SapAuth(httpx.Auth):
         self.logon = logon
         self.cache = cache
         self.key = ("sap-csrf", str(next(_csrf_ids)))
+        self.cookies: dict[str, str] = {}  # the session the token is bound to
         self.fetches = 0
 
     def forget(self, token: str | None = None) -> None:
@@ -215,8 +216,10 @@ class SapAuth(httpx.Auth):
                                 outgoing = await _next(flow, answer)
                         finally:
                             await flow.aclose()
-                        token = await self._accept(answer, request)
+                        token = await self._accept(answer)
             request.headers["x-csrf-token"] = token
+            # Every write carries the token's session, also those built before the fetch answered.
+            _apply_cookies(self.cookies, request)
             flow = self.logon.async_auth_flow(request)
             try:
                 outgoing = await flow.__anext__()
@@ -233,7 +236,7 @@ class SapAuth(httpx.Auth):
             self.forget(token)
             log.info("CSRF token rejected; fetching a fresh one", path=request.url.path)
 
-    async def _accept(self, answer: httpx.Response, request: httpx.Request) -> str:
+    async def _accept(self, answer: httpx.Response) -> str:
         if answer.status_code >= 400:
             await answer.aread()
             # The caller classifies it like any answer of SAP's: raised with the response attached.
@@ -241,9 +244,11 @@ class SapAuth(httpx.Auth):
         token = str(answer.headers.get("x-csrf-token") or "")
         if not token or token.lower() == "required":
             raise TransientError("SAP did not return a CSRF token", details={"status": answer.status_code})
+        jar = httpx.Cookies()
+        jar.extract_cookies(answer)
+        self.cookies = {cookie.name: cookie.value or "" for cookie in jar.jar}
         self.cache.put(self.key, token)
         self.fetches += 1
-        _apply_cookies(answer, request)
         return token
 
 
@@ -268,12 +273,10 @@ def csrf_refused(response: httpx.Response) -> bool:
     return b"CSRF token validation failed" in content[:1000]
 
 
-def _apply_cookies(answer: httpx.Response, request: httpx.Request) -> None:
-    """The session cookies ``answer`` sets, merged into ``request``'s Cookie header."""
-    jar = httpx.Cookies()
-    jar.extract_cookies(answer)
-    if not jar:
+def _apply_cookies(cookies: dict[str, str], request: httpx.Request) -> None:
+    """``cookies`` merged into ``request``'s Cookie header (over the client jar's, which may be older)."""
+    if not cookies:
         return
     pairs = dict(part.split("=", 1) for part in request.headers.get("cookie", "").split("; ") if "=" in part)
-    pairs.update({cookie.name: cookie.value or "" for cookie in jar.jar})
+    pairs.update(cookies)
     request.headers["cookie"] = "; ".join(f"{name}={value}" for name, value in pairs.items())

@@ -107,17 +107,18 @@ def test_sap_auth_fetches_csrf_applies_its_cookie_and_refreshes_on_required() ->
     seen: list[tuple[str, str, str]] = []
     fetched = iter(["c1", "c2"])
 
-    def handle(request: httpx.Request) -> httpx.Response:
+    async def handle(request: httpx.Request) -> httpx.Response:
         seen.append(
             (request.method, request.headers.get("x-csrf-token", ""), request.headers.get("cookie", ""))
         )
         assert request.headers["authorization"].startswith("Basic ")
         if request.method == "GET":
+            await asyncio.sleep(0.01)  # the other write is built and waits meanwhile
             token = next(fetched)
             return httpx.Response(
                 200, headers={"x-csrf-token": token, "set-cookie": f"SAP_SESSION={token}; path=/"}
             )
-        if len([s for s in seen if s[0] == "POST"]) == 2:  # the session expired after the first write
+        if len([s for s in seen if s[0] == "POST"]) == 3:  # the session expired after two writes
             return httpx.Response(403, headers={"x-csrf-token": "Required"})
         return httpx.Response(201)
 
@@ -127,17 +128,20 @@ def test_sap_auth_fetches_csrf_applies_its_cookie_and_refreshes_on_required() ->
             auth=SapAuth(httpx.BasicAuth("U", "pw"), cache=TokenCache()),
         )
         root = {"sap_csrf_url": "https://s4.example.com/sap/opu/odata/sap/API/"}
-        return [
-            (
-                await client.post("https://s4.example.com/sap/opu/odata/sap/API/Set", extensions=root)
-            ).status_code
-            for _ in range(2)
-        ]
 
-    assert asyncio.run(go()) == [201, 201]
+        async def write() -> int:
+            url = "https://s4.example.com/sap/opu/odata/sap/API/Set"
+            return (await client.post(url, extensions=root)).status_code
+
+        both = await asyncio.gather(write(), write())  # the second waits on the first one's fetch
+        return [*both, await write()]
+
+    assert asyncio.run(go()) == [201, 201, 201]
     assert seen == [
         ("GET", "Fetch", ""),
-        ("POST", "c1", "SAP_SESSION=c1"),  # the fetch's cookie, on the request built before it
+        # The fetch's session cookie on both, though both were built before it answered.
+        ("POST", "c1", "SAP_SESSION=c1"),
+        ("POST", "c1", "SAP_SESSION=c1"),
         ("POST", "c1", "SAP_SESSION=c1"),
         ("GET", "Fetch", ""),  # a fresh session: the fetch does not send the expired one
         ("POST", "c2", "SAP_SESSION=c2"),
