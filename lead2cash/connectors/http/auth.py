@@ -66,6 +66,18 @@ class TokenCache:
 TOKENS = TokenCache()  # the hub's: two connectors with the same client id share one token
 
 
+def oauth_key(token_url: str, client_id: str, client_secret: str, scope: str | None) -> tuple[str, ...]:
+    """The cache key of a client-credentials token; the secret's digest too, so other credentials for the
+    same client id never get this token."""
+    digest = hashlib.sha256(client_secret.encode()).hexdigest()[:16]
+    return ("oauth", token_url, client_id, scope or "", digest)
+
+
+def token_lifetime(body: dict[str, object], margin_s: float = 30.0) -> float:
+    """How long to use a token: ``expires_in`` (300 s if absent) less a margin, at least 10 s."""
+    return max(10.0, float(str(body.get("expires_in") or 300)) - margin_s)
+
+
 async def _next(
     flow: AsyncGenerator[httpx.Request, httpx.Response], response: httpx.Response
 ) -> httpx.Request | None:
@@ -100,9 +112,7 @@ class ClientCredentials(httpx.Auth):
         self.table = table or StatusTable(system)
         self.cache = cache
         self.margin_s = margin_s
-        # The secret's digest too: other credentials for the same client id never get this token.
-        digest = hashlib.sha256(client_secret.encode()).hexdigest()[:16]
-        self.key = ("oauth", token_url, client_id, scope or "", digest)
+        self.key = oauth_key(token_url, client_id, client_secret, scope)
         self.fetches = 0
 
     def __repr__(self) -> str:  # never print the secret
@@ -137,8 +147,7 @@ class ClientCredentials(httpx.Auth):
         token = body.get("access_token")
         if not isinstance(token, str) or not token:
             raise TransientError(f"{self.system} OAuth token response carried no access_token")
-        lifetime = float(body.get("expires_in") or 300)
-        self.cache.put(self.key, token, max(10.0, lifetime - self.margin_s))
+        self.cache.put(self.key, token, token_lifetime(body, self.margin_s))
         self.fetches += 1
         return token
 
