@@ -1,5 +1,5 @@
-"""Logons as ``httpx.Auth`` flows over one ``TokenCache``: OAuth 2.0 client credentials (``ClientCredentials``)
-and SAP Gateway's CSRF handshake on top of a logon (``SapAuth``).
+"""Logons as ``httpx.Auth`` flows over one ``TokenCache``: OAuth 2.0 client credentials
+(``ClientCredentials``) and SAP Gateway's CSRF handshake on top of a logon (``SapAuth``).
 
 A flow sends its own token requests through the client it is attached to (same TLS, pool and transport),
 so a connector only says which logon it uses; the cache keeps one token per token endpoint and client id,
@@ -180,8 +180,8 @@ class SapAuth(httpx.Auth):
     """SAP Gateway: ``logon`` (Basic or ``ClientCredentials``) on every request, and on a modifying one the
     ``X-CSRF-Token`` fetched with ``GET`` + ``x-csrf-token: Fetch``. The token is bound to the session cookie
     the fetch answers, so that cookie is applied with the token (the client's jar has it only for requests
-    built after the fetch, not for those that waited on it); on ``403`` with ``x-csrf-token: Required`` (the session expired) the token is
-    fetched again and the request sent once more.
+    built after the fetch, not for those that waited on it); on ``403`` with ``x-csrf-token: Required``
+    (the session expired) the token is fetched again and the request sent once more.
 
     One instance per httpx client: the token belongs to that client's session. The fetch goes to the URL
     in the request's ``sap_csrf_url`` extension (the service root), else to the request's own URL."""

@@ -62,6 +62,6 @@ LAGO = StatusTable(
     waits={401: 60.0},
 )
 
-# Salesforce: its error codes decide first and a 401 is a session to refresh (connectors/salesforce/errors.py);
-# by status alone 429 and 503 are throttling, any other 5xx transient, a 4xx permanent.
+# Salesforce: its error codes decide first and a 401 is a session to refresh
+# (connectors/salesforce/errors.py); by status alone 429 and 503 are throttling, any other 5xx transient, a 4xx permanent.
 SALESFORCE = StatusTable("salesforce", {429: ThrottledError, 503: ThrottledError})

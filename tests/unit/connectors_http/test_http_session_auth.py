@@ -4,6 +4,7 @@ calls and connectors, refresh on expiry and on 401, SAP's CSRF fetch with its co
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -36,7 +37,9 @@ def test_slot_keeps_one_client_per_loop_and_replaces_a_finished_loops() -> None:
     asyncio.run(hub_shutdown())
 
 
-def oauth_server(log: list[str], *, expires_in: int = 3600, reject: set[str] | None = None):  # type: ignore[no-untyped-def]
+def oauth_server(
+    log: list[str], *, reject: set[str] | None = None
+) -> Callable[[httpx.Request], httpx.Response]:
     issued = iter(f"t{i}" for i in range(1, 100))
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -45,7 +48,7 @@ def oauth_server(log: list[str], *, expires_in: int = 3600, reject: set[str] | N
             assert b"secret" not in request.content
             token = next(issued)
             log.append(f"issue {token}")
-            return httpx.Response(200, json={"access_token": token, "expires_in": expires_in})
+            return httpx.Response(200, json={"access_token": token, "expires_in": 3600})
         bearer = request.headers["authorization"].removeprefix("Bearer ")
         log.append(f"call {bearer}")
         return httpx.Response(401 if bearer in (reject or set()) else 200)
@@ -85,10 +88,9 @@ def test_client_credentials_refresh_on_expiry_and_refused_grant_is_permanent() -
     log: list[str] = []
 
     async def go() -> None:
-        # expires_in 10 s less the 30 s margin: the floor of 10 s, so tweak the margin to expire at once.
-        auth = ClientCredentials(TOKEN_URL, "cid", "secret", cache=TokenCache(), margin_s=10_000)
+        auth = ClientCredentials(TOKEN_URL, "cid", "secret", cache=TokenCache())
         client = httpx.AsyncClient(transport=httpx.MockTransport(oauth_server(log)), auth=auth)
-        auth.cache.put(auth.key, "stale", lifetime=-1)  # already expired
+        auth.cache.put(auth.key, "stale", lifetime=-1)  # a token past its lifetime is never sent
         await client.get("https://api.example.com/a")
 
         refused = httpx.MockTransport(lambda r: httpx.Response(401, json={"error": "invalid_client"}))
