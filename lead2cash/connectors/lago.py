@@ -34,7 +34,7 @@ import httpx
 import jwt
 import structlog
 
-from lead2cash.connectors.http import LAGO, ClientSlot, NotFound, retry_after_of
+from lead2cash.connectors.http import LAGO, ClientSlot, LoopLock, NotFound, retry_after_of
 from lead2cash.connectors.quick_retry import quick_retry
 from lead2cash.errors import DeliveryError, TransientError
 
@@ -354,7 +354,7 @@ class WebhookVerifier:
         self.issuer = issuer
         self._public_key: bytes | None = None
         self._fetched_at = 0.0
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._lock = LoopLock()  # one key fetch at a time
         self.key_fetches = 0
 
     async def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
@@ -387,8 +387,7 @@ class WebhookVerifier:
         return isinstance(data, str) and hmac.compare_digest(data.encode(), body)
 
     async def _key(self, *, refresh: bool) -> bytes | None:
-        lock = self._locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
-        async with lock:
+        async with self._lock.get():
             fresh = time.monotonic() - self._fetched_at < self.public_key_ttl
             if self._public_key is not None and fresh and not refresh:
                 return self._public_key
