@@ -26,7 +26,7 @@ lint: install
 	$(BIN)/ruff check lead2cash tests bench config
 	@# docs: the Python blocks of the markdown pages (ruff formats fenced python blocks)
 	$(BIN)/ruff format --check lead2cash tests bench config docs README.md
-	$(BIN)/mypy lead2cash/canonical_model lead2cash/routes lead2cash/store lead2cash/config lead2cash/summary lead2cash/hub.py
+	$(BIN)/mypy lead2cash/canonical_model lead2cash/routes lead2cash/store lead2cash/config lead2cash/summary lead2cash/web lead2cash/connectors/http lead2cash/hub.py
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected nothing: that is a failure here, like any other non-zero code.

@@ -1,12 +1,14 @@
 """Transport to Lago's REST API v1: auth, sessions, pagination, retries, error classification, and the
 verification of Lago's webhook signatures. Knows Lago's protocol, nothing of the canonical model.
 
-Error classes (what the router does with them):
+Error classes (what the router does with them), declared in the ``LAGO`` status table:
 - 422 validation -> ``PermanentError`` carrying Lago's ``error_details`` (field -> codes);
 - 404 -> ``LagoNotFound`` (permanent; callers that look something up catch it);
 - 400/403/405/409 -> permanent; 401 -> throttled for a minute (a revoked key: pause, don't dead-letter all);
 - 429 -> ``ThrottledError`` with the wait from ``Retry-After`` / ``X-RateLimit-Reset``;
 - 5xx, timeouts, resets -> ``TransientError``.
+
+The httpx client lives as long as the hub (``ClientSlot``), closed by ``aclose`` at shutdown.
 
 Requests that are safe to repeat (GET, PUT, DELETE, and the upserts Lago keys by ``external_id``) are
 retried here a few times with short backoff. A non-idempotent POST (a one-off invoice) is retried here only
@@ -32,9 +34,9 @@ import httpx
 import jwt
 import structlog
 
-from lead2cash.connectors.http import retry_after_of
+from lead2cash.connectors.http import LAGO, ClientSlot, LoopLock, NotFound, retry_after_of
 from lead2cash.connectors.quick_retry import quick_retry
-from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
+from lead2cash.errors import DeliveryError, TransientError
 
 log = structlog.get_logger("lead2cash.connectors.lago")
 
@@ -42,8 +44,8 @@ PER_PAGE = 100
 _SAFE_METHODS = {"GET", "PUT", "DELETE"}
 
 
-class LagoNotFound(PermanentError):
-    """404: Lago's ``code`` says what was not found (``invoice_not_found``, ...)."""
+# 404: Lago's ``code`` says what was not found (``invoice_not_found``, ...); the LAGO table's class.
+LagoNotFound = NotFound
 
 
 def loads(raw: bytes | str) -> Any:
@@ -75,23 +77,22 @@ def classify(response: httpx.Response, operation: str) -> DeliveryError:
         details["code"] = code
     if status == 422:
         details["error_details"] = body.get("error_details") or {}
-        return PermanentError(f"Lago rejected {operation}: validation failed", details=details)
-    if status == 404:
-        return LagoNotFound(f"Lago {operation}: not found", details=details)
-    if status == 429:
-        wait = _retry_after(response)
-        return ThrottledError(f"Lago {operation}: rate limited (429)", retry_after=wait, details=details)
-    if status == 401:
-        return ThrottledError(
-            f"Lago {operation}: unauthorized (401): check the api key", retry_after=60.0, details=details
-        )
-    if status >= 500:
-        wait = _retry_after(response)
-        return TransientError(f"Lago {operation}: server error ({status})", retry_after=wait, details=details)
-    error = body.get("error")
-    if error:
-        details["error"] = str(error)[:200]
-    return PermanentError(f"Lago {operation}: request refused ({status})", details=details)
+    elif status < 500 and status not in (401, 404, 429) and body.get("error"):
+        details["error"] = str(body["error"])[:200]
+    text = MESSAGES.get(status) or ("server error ({})" if status >= 500 else "request refused ({})")
+    message = f"Lago {operation}: {text.format(status)}"
+    if status == 422:
+        message = f"Lago rejected {operation}: validation failed"
+    # Retry-After only where a wait is Lago's to name (429, 5xx); a 401's minute comes from the table.
+    wait = _retry_after(response) if status == 429 or status >= 500 else None
+    return LAGO.error(status, message, retry_after=wait, details=details)
+
+
+MESSAGES = {
+    404: "not found",
+    429: "rate limited (429)",
+    401: "unauthorized (401): check the api key",
+}
 
 
 def _transport(verify: ssl.SSLContext, max_connections: int) -> httpx.AsyncBaseTransport:
@@ -106,7 +107,7 @@ def _transport(verify: ssl.SSLContext, max_connections: int) -> httpx.AsyncBaseT
 
 
 class LagoClient:
-    """One Lago organization. The httpx client is made per event loop (tests and the CLI run several)."""
+    """One Lago organization, one httpx client for the hub's life (see ``ClientSlot``)."""
 
     def __init__(
         self,
@@ -131,29 +132,21 @@ class LagoClient:
         self.retries = retries
         self.max_inline_wait = max_inline_wait
         self._transport = transport
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        self.slot = ClientSlot(self._new_client)
         self.calls = 0
         self.calls_by_operation: Counter[str] = Counter()  # repeats included, as ``calls``
 
-    def _client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(id(loop))
-        if client is None or client.is_closed:
-            self._clients.clear()  # a client of a finished loop cannot be used or closed from this one
-            client = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
-                timeout=self.timeout,
-                transport=self._transport or _transport(self._verify, self.max_connections),
-                trust_env=False,
-            )
-            self._clients[id(loop)] = client
-        return client
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"},
+            timeout=self.timeout,
+            transport=self._transport or _transport(self._verify, self.max_connections),
+            trust_env=False,
+        )
 
     async def aclose(self) -> None:
-        for client in list(self._clients.values()):
-            await client.aclose()
-        self._clients.clear()
+        await self.slot.aclose()
 
     # ------------------------------------------------------------------ requests
     async def request(
@@ -182,8 +175,9 @@ class LagoClient:
             await self.limiter.acquire()
         self.calls += 1
         self.calls_by_operation[operation] += 1
+        client = await self.slot.get()
         try:
-            response = await self._client().request(method, path, json=body, params=params)
+            response = await client.request(method, path, json=body, params=params)
         except httpx.TimeoutException as exc:
             raise TransientError(f"Lago {operation}: timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -290,8 +284,9 @@ class LagoClient:
         """GET an absolute URL of this Lago (the webhook public key) with the same auth and TLS."""
         self.calls += 1
         self.calls_by_operation[operation] += 1
+        client = await self.slot.get()
         try:
-            response = await self._client().get(url)
+            response = await client.get(url)
         except httpx.HTTPError as exc:
             raise TransientError(f"Lago {operation}: {type(exc).__name__}") from exc
         if response.status_code >= 300:
@@ -359,7 +354,7 @@ class WebhookVerifier:
         self.issuer = issuer
         self._public_key: bytes | None = None
         self._fetched_at = 0.0
-        self._locks: dict[int, asyncio.Lock] = {}
+        self._lock = LoopLock()  # one key fetch at a time
         self.key_fetches = 0
 
     async def verify(self, headers: Mapping[str, str], body: bytes) -> bool:
@@ -392,8 +387,7 @@ class WebhookVerifier:
         return isinstance(data, str) and hmac.compare_digest(data.encode(), body)
 
     async def _key(self, *, refresh: bool) -> bytes | None:
-        lock = self._locks.setdefault(id(asyncio.get_running_loop()), asyncio.Lock())
-        async with lock:
+        async with self._lock.get():
             fresh = time.monotonic() - self._fetched_at < self.public_key_ttl
             if self._public_key is not None and fresh and not refresh:
                 return self._public_key

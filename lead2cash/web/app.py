@@ -1,4 +1,5 @@
-"""Starlette app: ``/health``, ``/metrics``, ``POST /webhooks/{route}`` and the admin API.
+"""Starlette app: ``/health``, ``/metrics``, ``POST /webhooks/{route}`` and the admin API, over the hub's
+narrow port (``web/port.py``), never the hub itself.
 
 A webhook is verified on the raw body (constant-time compare), deduplicated on the sender's unique key
 (stored, so a replay after a restart is still recognised), written to the route's inbox and answered 202.
@@ -16,7 +17,7 @@ import hmac
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -31,9 +32,7 @@ from lead2cash.config.schema import WebhookTrigger
 from lead2cash.routes.interfaces import WebhookSource
 from lead2cash.store import DeadLetter, XrefWrite, is_unavailable
 from lead2cash.systems.registry import system_types
-
-if TYPE_CHECKING:
-    from lead2cash.hub import Hub
+from lead2cash.web.port import HubPort
 
 log = structlog.get_logger("lead2cash.web")
 
@@ -144,7 +143,8 @@ def bearer_matches(header: bytes, token: str) -> bool:
     return hmac.compare_digest(header, f"Bearer {token}".encode())
 
 
-def create_app(hub: Hub) -> Starlette:
+def create_app(hub: HubPort) -> Starlette:
+    """The app over ``hub``: anything that offers what ``HubPort`` declares (the hub does)."""
     admin_token = hub.config.web.admin_token
 
     def authorised(request: Request) -> bool:

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from lead2cash.connectors.http import SALESFORCE
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
+
+THROTTLED_WAIT_S = 5.0  # a throttled answer that names no Retry-After
 
 THROTTLED_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "API_CURRENTLY_DISABLED"})
 TRANSIENT_CODES = frozenset(
@@ -83,12 +86,17 @@ def classify(
             retry_after=max(retry_after or 0.0, limit_retry_after),
             details=details,
         )
-    if status in (429, 503) or codes & THROTTLED_CODES:
-        return ThrottledError(
-            f"{what}: throttled", retry_after=5.0 if retry_after is None else retry_after, details=details
-        )
-    if codes & TRANSIENT_CODES or (status is not None and status >= 500):
-        return TransientError(f"{what}: temporary failure", retry_after=retry_after, details=details)
-    if codes & SESSION_CODES or status == 401:
-        return TransientError(f"{what}: session rejected", details=details)
-    return PermanentError(f"{what}: rejected by Salesforce", details=details)
+    # By status the SALESFORCE table decides; Salesforce's codes, which a status cannot say, come first.
+    cls = SALESFORCE.error_class(status)
+    if codes & THROTTLED_CODES:
+        cls = ThrottledError
+    elif cls is PermanentError and codes & TRANSIENT_CODES:
+        cls = TransientError
+    elif cls is PermanentError and (codes & SESSION_CODES or status == 401):
+        return TransientError(f"{what}: session rejected", details=details)  # the client logs in again
+    if cls is ThrottledError and retry_after is None:
+        retry_after = THROTTLED_WAIT_S
+    text = {ThrottledError: "throttled", TransientError: "temporary failure"}.get(
+        cls, "rejected by Salesforce"
+    )
+    return cls(f"{what}: {text}", retry_after=None if cls is PermanentError else retry_after, details=details)

@@ -1,9 +1,11 @@
 """SAP OData V2 over httpx: Basic or OAuth 2.0 client-credentials logon, the CSRF token handshake, escaped
 ``$filter`` literals, paging and SAP Gateway error bodies classified into the hub's error classes.
 
-CSRF: SAP Gateway binds the token to the session cookie. The client fetches it with ``GET <service>/`` and
-``x-csrf-token: Fetch``, keeps the cookie in its jar, and on ``403 CSRF token validation failed`` fetches a
-fresh token and retries the write once (sessions expire, and SAP answers that way when they do).
+CSRF and logon are the HTTP kit's ``SapAuth`` flow (``connectors/http/auth.py``) on the client: SAP Gateway
+binds the token to the session cookie; it is fetched with ``GET <service>/`` and ``x-csrf-token: Fetch``,
+and on ``403 CSRF token validation failed`` a fresh one is fetched and the write sent once more (sessions
+expire, and SAP answers that way when they do). OAuth tokens come from the kit's ``ClientCredentials``.
+The httpx client lives as long as the hub (``ClientSlot``).
 
 ``$batch`` is not used: the hub's writes are one deep insert per new business partner, and journal entries go
 in bulk SOAP messages; partner reads are gathered into one query (``or`` of search keys) instead.
@@ -11,12 +13,10 @@ in bulk SOAP messages; partner reads are gathered into one query (``or`` of sear
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import ssl
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -27,10 +27,17 @@ from typing import Any
 import httpx
 import structlog
 
-from lead2cash.connectors.http import SAP_ODATA, retry_after_of
+from lead2cash.connectors.http import (
+    SAP_ODATA,
+    ClientCredentials,
+    ClientSlot,
+    SapAuth,
+    csrf_refused,
+    retry_after_of,
+)
+from lead2cash.connectors.http.auth import CsrfFetchFailed
 from lead2cash.connectors.quick_retry import quick_retry
-from lead2cash.errors import DeliveryError, PermanentError, TransientError
-from lead2cash.observability import REDACTOR
+from lead2cash.errors import DeliveryError, TransientError
 
 log = structlog.get_logger("lead2cash.connectors.sap.odata")
 
@@ -163,13 +170,6 @@ def classify(response: httpx.Response, what: str) -> DeliveryError:
     return SAP_ODATA.error(error.status, text, retry_after=_retry_after(response), details=details)
 
 
-def _csrf_failed(response: httpx.Response) -> bool:
-    return response.status_code == 403 and (
-        response.headers.get("x-csrf-token", "").lower() == "required"
-        or b"CSRF token validation failed" in response.content[:1000]
-    )
-
-
 # ---------------------------------------------------------------------------------------------- auth
 @dataclass(frozen=True)
 class BasicCredentials:
@@ -190,62 +190,6 @@ class OAuthClientCredentials:
 
 
 Credentials = BasicCredentials | OAuthClientCredentials
-
-
-class TokenSource:
-    """OAuth 2.0 client-credentials tokens, cached until shortly before they expire."""
-
-    def __init__(self, creds: OAuthClientCredentials) -> None:
-        self.creds = creds
-        self._token: str | None = None
-        self._expires = 0.0
-        self._lock = asyncio.Lock()
-
-    def new_loop(self) -> None:
-        self._lock = asyncio.Lock()  # a lock must not outlive the event loop it was used in
-
-    def invalidate(self, token: str | None) -> None:
-        if token is None or token == self._token:
-            self._token = None
-
-    async def token(self, client: httpx.AsyncClient) -> str:
-        async with self._lock:
-            if self._token is not None and time.monotonic() < self._expires:
-                return self._token
-            data = {"grant_type": "client_credentials"}
-            if self.creds.scope:
-                data["scope"] = self.creds.scope
-            basic = BasicCredentials(self.creds.client_id, self.creds.client_secret).header()
-            try:
-                response = await client.post(
-                    self.creds.token_url, data=data, headers={"authorization": basic, "accept": JSON}
-                )
-            except httpx.TransportError as exc:
-                raise TransientError(f"SAP OAuth token request failed: {type(exc).__name__}") from exc
-            if response.status_code != 200:
-                if response.status_code in (400, 401, 403):
-                    raise PermanentError(
-                        "SAP OAuth token request was refused",
-                        details={"status": response.status_code, "error": _oauth_error(response)},
-                    )
-                raise classify(response, "OAuth token request")
-            body = response.json()
-            token = body.get("access_token")
-            if not isinstance(token, str) or not token:
-                raise TransientError("SAP OAuth token response carried no access_token")
-            lifetime = float(body.get("expires_in") or 300)
-            REDACTOR.add_issued(token)
-            self._token = token
-            self._expires = time.monotonic() + max(10.0, lifetime - 30.0)
-            return token
-
-
-def _oauth_error(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    return str(body.get("error", "")) if isinstance(body, dict) else ""
 
 
 def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -281,11 +225,8 @@ class ODataClient:
         self.page_size = page_size
         self._use_aiohttp = use_aiohttp
         self._transport = transport
-        self._tokens = TokenSource(credentials) if isinstance(credentials, OAuthClientCredentials) else None
-        self._csrf: str | None = None
-        self._csrf_lock: asyncio.Lock | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._oauth = isinstance(credentials, OAuthClientCredentials)
+        self.slot = ClientSlot(self._new_client)
         self.calls = 0
 
     # --- plumbing ---------------------------------------------------------------------------------------
@@ -298,42 +239,37 @@ class ODataClient:
         )
         return root.rstrip("/") + ("/" + path.lstrip("/") if path else "")
 
-    def _http(self) -> httpx.AsyncClient:
-        # One client per event loop: an aiohttp session cannot outlive the loop it was made in, and the
-        # CLI and tests run the hub under several consecutive loops.
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            transport = self._transport
-            if transport is None and self._use_aiohttp:
-                from httpx_aiohttp import AiohttpTransport
+    def _logon(self) -> httpx.Auth:
+        creds = self.credentials
+        if isinstance(creds, BasicCredentials):
+            return httpx.BasicAuth(creds.username, creds.password)
+        return ClientCredentials(
+            creds.token_url,
+            creds.client_id,
+            creds.client_secret,
+            scope=creds.scope,
+            system="SAP",
+            table=SAP_ODATA,
+        )
 
-                transport = AiohttpTransport(verify=ssl_context(self.ca_bundle), trust_env=False)
-            self._client = httpx.AsyncClient(
-                verify=ssl_context(self.ca_bundle),
-                transport=transport,
-                timeout=self.timeout,
-                trust_env=False,
-                follow_redirects=False,
-            )
-            self._loop = loop
-            self._csrf = None
-            self._csrf_lock = asyncio.Lock()
-            if self._tokens is not None:
-                self._tokens.new_loop()
-        return self._client
+    def _new_client(self) -> httpx.AsyncClient:
+        transport = self._transport
+        if transport is None and self._use_aiohttp:
+            from httpx_aiohttp import AiohttpTransport
+
+            transport = AiohttpTransport(verify=ssl_context(self.ca_bundle), trust_env=False)
+        # A new client is a new session: its SapAuth fetches its own CSRF token (the OAuth token is shared).
+        return httpx.AsyncClient(
+            verify=ssl_context(self.ca_bundle),
+            transport=transport,
+            timeout=self.timeout,
+            trust_env=False,
+            follow_redirects=False,
+            auth=SapAuth(self._logon()),
+        )
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        loop, self._loop = self._loop, None
-        if client is not None and loop is asyncio.get_running_loop():
-            await client.aclose()
-
-    async def _auth_header(self) -> str:
-        if isinstance(self.credentials, BasicCredentials):
-            return self.credentials.header()
-        http = self._http()
-        assert self._tokens is not None
-        return "Bearer " + await self._tokens.token(http)
+        await self.slot.aclose()
 
     def _params(self, params: Mapping[str, Any] | None) -> dict[str, str]:
         out = {k: str(v) for k, v in (params or {}).items()}
@@ -349,9 +285,10 @@ class ODataClient:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
+        csrf_url: str | None = None,
     ) -> httpx.Response:
-        client = self._http()
-        all_headers = {"accept": JSON, "authorization": await self._auth_header(), **(headers or {})}
+        client = await self.slot.get()
+        all_headers = {"accept": JSON, **(headers or {})}
         content = None
         if body is not None:
             content = json.dumps(body, default=_json_default, ensure_ascii=False).encode()
@@ -365,7 +302,10 @@ class ODataClient:
                 params=self._params(params) if params is not None else None,
                 content=content,
                 headers=all_headers,
+                extensions={"sap_csrf_url": csrf_url} if csrf_url else None,
             )
+        except CsrfFetchFailed as exc:
+            raise classify(exc.response, "CSRF token fetch") from None
         except httpx.TimeoutException as exc:
             raise TransientError(f"SAP OData {method} timed out", details={"url": _path(url)}) from exc
         except httpx.TransportError as exc:
@@ -384,7 +324,7 @@ class ODataClient:
         what: str = "request",
         accept_404: bool = False,
     ) -> httpx.Response | None:
-        """One OData call with the CSRF handshake on writes and a single token refresh on 401/403; reads
+        """One OData call (logon, CSRF handshake and their one refresh are the client's ``SapAuth``); reads
         are repeated a few times on transient errors, writes only on 429."""
         return await quick_retry(
             lambda: self._request_once(method, service, path, params, body, what, accept_404),
@@ -404,69 +344,30 @@ class ODataClient:
         accept_404: bool,
     ) -> httpx.Response | None:
         url = self.url(service, path)
-        modifying = method not in ("GET", "HEAD")
-        refreshed_csrf = refreshed_token = False
-        while True:
-            headers: dict[str, str] = {}
-            if modifying:
-                headers["x-csrf-token"] = await self._csrf_token(service)
-            auth = await self._auth_header()
-            response = await self._send(method, url, params=params or {}, body=body, headers=headers)
-            if modifying and _csrf_failed(response) and not refreshed_csrf:
-                refreshed_csrf = True
-                self._invalidate_csrf(headers["x-csrf-token"])
-                log.info("CSRF token rejected; fetching a fresh one", service=_path(url))
-                continue
-            if response.status_code == 401 and self._tokens is not None and not refreshed_token:
-                refreshed_token = True
-                self._tokens.invalidate(auth.removeprefix("Bearer "))
-                continue
-            if response.status_code == 404 and accept_404:
-                return None
-            if modifying and _csrf_failed(response):
-                # A second rejection right after a fresh token means the session was dropped in between
-                # (expired, another node): retry with backoff; a route's retries end the loop.
-                self._invalidate_csrf(headers["x-csrf-token"])
-                raise TransientError(
-                    f"SAP {what} failed: CSRF token validation failed", details={"status": 403}
-                )
-            if response.status_code == 401 and self._tokens is not None:
-                # The token endpoint accepted our credentials, so a rejected token was revoked or expired
-                # in between: retry with backoff (a wrong Basic password, in contrast, stays permanent).
-                self._tokens.invalidate(auth.removeprefix("Bearer "))
-                raise TransientError(f"SAP {what} failed: bearer token rejected", details={"status": 401})
-            if response.status_code >= 400:
-                raise classify(response, what)
-            return response
+        csrf_url = None
+        if method not in ("GET", "HEAD"):
+            csrf_url = str(httpx.URL(self.url(service) + "/", params=self._params({})))
+        response = await self._send(method, url, params=params or {}, body=body, csrf_url=csrf_url)
+        if response.status_code == 404 and accept_404:
+            return None
+        self._check(response, what)
+        return response
 
-    def _invalidate_csrf(self, token: str) -> None:
-        if self._csrf == token:
-            self._csrf = None
-
-    async def _csrf_token(self, service: str) -> str:
-        self._http()
-        assert self._csrf_lock is not None
-        async with self._csrf_lock:
-            if self._csrf is not None:
-                return self._csrf
-            response = await self._send(
-                "GET", self.url(service) + "/", params={}, headers={"x-csrf-token": "Fetch"}
-            )
-            if response.status_code == 401 and self._tokens is not None:
-                self._tokens.invalidate(None)
-                response = await self._send(
-                    "GET", self.url(service) + "/", params={}, headers={"x-csrf-token": "Fetch"}
-                )
-            if response.status_code >= 400:
-                raise classify(response, "CSRF token fetch")
-            token = response.headers.get("x-csrf-token")
-            if not token or token.lower() == "required":
-                raise TransientError(
-                    "SAP did not return a CSRF token", details={"status": response.status_code}
-                )
-            self._csrf = str(token)
-            REDACTOR.add_issued(self._csrf)
-            return self._csrf
+    def _check(self, response: httpx.Response, what: str) -> None:
+        """Raise the error of a failed answer the auth flow has already retried once."""
+        if csrf_refused(response):
+            # A second rejection right after a fresh token means the session was dropped in between
+            # (expired, another node): retry with backoff; a route's retries end the loop.
+            auth = self.slot.current.auth if self.slot.current is not None else None
+            if isinstance(auth, SapAuth):
+                auth.forget()
+            raise TransientError(f"SAP {what} failed: CSRF token validation failed", details={"status": 403})
+        if response.status_code == 401 and self._oauth:
+            # The token endpoint accepted our credentials, so a rejected token was revoked or expired
+            # in between: retry with backoff (a wrong Basic password, in contrast, stays permanent).
+            raise TransientError(f"SAP {what} failed: bearer token rejected", details={"status": 401})
+        if response.status_code >= 400:
+            raise classify(response, what)
 
     # --- reads ------------------------------------------------------------------------------------------
     async def get_entity(
@@ -545,14 +446,8 @@ class ODataClient:
         )
 
     async def _follow_once(self, next_url: str, entity_set: str) -> httpx.Response:
-        for _ in range(2):
-            response = await self._send("GET", next_url, headers={})
-            if response.status_code == 401 and self._tokens is not None:
-                self._tokens.invalidate(None)
-                continue
-            break
-        if response.status_code >= 400:
-            raise classify(response, f"query {entity_set}")
+        response = await self._send("GET", next_url, headers={})
+        self._check(response, f"query {entity_set}")
         return response
 
     # --- writes -----------------------------------------------------------------------------------------

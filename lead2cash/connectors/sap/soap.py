@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,11 +46,11 @@ from zeep.exceptions import TransportError as ZeepTransportError
 from zeep.transports import Transport
 from zeep.wsdl.bindings.soap import Soap11Binding, Soap12Binding
 
-from lead2cash.connectors.http import SAP_SOAP, parse_retry_after
+from lead2cash.connectors.http import SAP_SOAP, TOKENS, parse_retry_after
+from lead2cash.connectors.http.auth import oauth_key, token_lifetime
 from lead2cash.connectors.sap import DEFAULT_WSDL
 from lead2cash.connectors.sap.odata import BasicCredentials, Credentials, OAuthClientCredentials
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError, TransientError
-from lead2cash.observability import REDACTOR
 
 log = structlog.get_logger("lead2cash.connectors.sap.soap")
 
@@ -160,24 +159,24 @@ class _CappedTransport(Transport):
 
 
 class _BearerAuth(requests.auth.AuthBase):
-    """OAuth 2.0 client credentials for the blocking SOAP session (its own small token cache)."""
+    """OAuth 2.0 client credentials for the blocking SOAP session, in the hub's token cache (the OData
+    client's ``ClientCredentials`` flow with the same credentials uses the same token)."""
 
     def __init__(self, creds: OAuthClientCredentials, session: requests.Session, timeout: float) -> None:
         self.creds = creds
         self.session = session
         self.timeout = timeout
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires = 0.0
+        self._lock = threading.Lock()  # one token request at a time from the worker threads
+        self.key = oauth_key(creds.token_url, creds.client_id, creds.client_secret, creds.scope)
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._token = None
+        TOKENS.invalidate(self.key)
 
     def token(self) -> str:
         with self._lock:
-            if self._token is not None and time.monotonic() < self._expires:
-                return self._token
+            cached = TOKENS.get(self.key)
+            if cached is not None:
+                return cached
             data = {"grant_type": "client_credentials"}
             if self.creds.scope:
                 data["scope"] = self.creds.scope
@@ -197,10 +196,9 @@ class _BearerAuth(requests.auth.AuthBase):
                     "SAP OAuth token request failed", details={"status": response.status_code}
                 )
             body = response.json()
-            self._token = str(body["access_token"])
-            REDACTOR.add_issued(self._token)
-            self._expires = time.monotonic() + max(10.0, float(body.get("expires_in") or 300) - 30.0)
-            return self._token
+            token = str(body["access_token"])
+            TOKENS.put(self.key, token, token_lifetime(body))
+            return token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = "Bearer " + self.token()

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -218,8 +218,6 @@ class SapSystem:
         # The ledger vouches only for what this store saw: a document the billing engine created before this
         # process started may have been posted by a history a restored store forgot (see ``unvouched``).
         self.started_at = datetime.now(UTC)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._guard: AsyncIterator[None] | None = None
 
     async def _post_bulk(self, bodies: list[dict[str, Any]]) -> list[PostingConfirmation | BaseException]:
         """One bulk message for the entries of the deliveries in flight; each entry's own confirmation.
@@ -263,25 +261,11 @@ class SapSystem:
             return PartnerTarget(self)
         raise ValueError(f"unknown SAP action {action!r}; known: {', '.join(ACTIONS)}")
 
-    async def _lifetime(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            # Runs in the loop's shutdown_asyncgens (asyncio.run does it): the aiohttp session is closed
-            # in the loop that made it, and pooled SOAP connections are released.
-            await self.odata.aclose()
-            if self.soap is not None:
-                self.soap.release()
-
-    async def bind_loop(self) -> None:
-        """Tie the HTTP clients' lifetime to the running event loop (called on every target call)."""
-        loop = asyncio.get_running_loop()
-        if self._loop is loop:
-            return
-        self._loop = loop
-        guard = self._lifetime()
-        await guard.__anext__()
-        self._guard = guard
+    async def aclose(self) -> None:
+        """At the hub's shutdown: the OData client (its slot's) and the pooled SOAP connections."""
+        await self.odata.aclose()
+        if self.soap is not None:
+            self.soap.release()
 
     def close(self) -> None:
         """Release everything held outside an event loop (thread pools, SOAP sessions)."""
@@ -493,7 +477,6 @@ class PartnerTarget:
             raise PermanentError(str(exc), details={"customer": customer.id}) from exc
 
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         if not isinstance(entity, Customer):
             raise PermanentError(
                 f"business_partner.ensure takes Customer entities, not {type(entity).__name__}"
@@ -501,7 +484,6 @@ class PartnerTarget:
         return await self.system.partners.ensure(entity, self._company_code(entity))
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         if not isinstance(entity, Customer):
             return None
         known = self.system.xref_get("Customer", entity.id)
@@ -583,7 +565,6 @@ class JournalEntryTarget:
         )
 
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         entry = self._entry(entity)
         debtors = await self._debtors(entity, entry)
         try:
@@ -638,7 +619,6 @@ class JournalEntryTarget:
         return out
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         known = self.system.xref_get(type(entity).__name__, entity_id(entity))
         if known is not None:
             return known
@@ -759,7 +739,6 @@ class ReversalTarget(JournalEntryTarget):
         return message is not None and message.status == "pending"
 
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         entry = self._entry(entity)
         assert isinstance(entity, Invoice)
         if await self._original(entity) is None:
@@ -776,7 +755,6 @@ class ReversalTarget(JournalEntryTarget):
         return ref
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         known = self.system.xref_get("InvoiceVoid", entity_id(entity))
         if known is not None:
             return known
@@ -838,7 +816,6 @@ class PaymentTarget(JournalEntryTarget):
         return entry if posting_date is None else entry.model_copy(update={"posting_date": posting_date})
 
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         payment = self._payment(entity)
         try:
             entry = self._entry(payment)
@@ -850,7 +827,6 @@ class PaymentTarget(JournalEntryTarget):
         return ref
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         payment = self._payment(entity)
         company_code = self.rules.company_code_for(payment.amount.currency)
         found = await self.find(company_code, adapter.payment_reference(payment, self.rules))

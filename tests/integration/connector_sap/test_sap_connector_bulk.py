@@ -84,7 +84,6 @@ def test_a_message_refused_for_one_entrys_form_posts_its_neighbours(tmp_path, sa
     invoices = [f.invoice(n, "EUR", customer_n=n, number_prefix="FORM") for n in (1, 2, 3)]
 
     async def scenario() -> list:  # type: ignore[type-arg]
-        await system.bind_loop()
         bodies = []
         for invoice in invoices:
             entry = target._entry(invoice)  # type: ignore[attr-defined]
