@@ -199,7 +199,6 @@ class LiveCheck:
             return None
 
         try:
-            await system.bind_loop()
             bp = await properties(cfg.odata.business_partner, "A_BusinessPartner")
         except Exception as exc:
             self.skipped(name, exc)
