@@ -7,7 +7,7 @@ tests:
     route: won-opportunity-to-billing
     input: {file: fixtures/salesforce-opportunity-won.json}   # or {record: {...}}; set: {path: value}
     expect:
-      key: "order:006Dx0000000006IAA:v257508838505699"
+      key: "order:006Dx0000000006IAA:v{version}"
       canonical: {currency: USD, lines: [...]}               # a subset of the canonical JSON
       target: {one_off_invoice: {currency: USD}}             # a subset of the target's preview
   - name: a lost response after the invoice was created is not a second invoice
@@ -62,9 +62,16 @@ class DeadLetterExpect(_Strict):
 
 class Expect(_Strict):
     filtered: bool | None = Field(None, description="true: the route's filter drops the record")
-    key: str | None = Field(None, description="the idempotency key, exactly")
+    key: str | None = Field(
+        None,
+        description="the idempotency key, exactly; '{version}' stands for the canonical record's version "
+        "(a content fingerprint: pinning its digits would test the hash function, not the route)",
+    )
     canonical: dict[str, Any] | None = Field(None, description="a subset of the canonical record (JSON)")
-    target: dict[str, Any] | None = Field(None, description="a subset of the target's payload preview")
+    target: dict[str, Any] | None = Field(
+        None,
+        description="a subset of the target's payload preview; '{key}' in a string is the idempotency key",
+    )
     dead_letter: DeadLetterExpect | None = None
     delivered: Literal["once"] | None = Field(None, description="sandbox tests: applied exactly once")
     effects: dict[str, dict[str, dict[str, int]]] = Field(

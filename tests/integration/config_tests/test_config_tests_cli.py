@@ -59,7 +59,11 @@ def test_a_broken_expectation_fails_with_a_diff_naming_the_field(demo: LeadToCas
   - name: right key
     route: won-opportunity-to-billing
     input: {{file: {CONFIG / "tests/fixtures/salesforce-opportunity-won.json"}}}
-    expect: {{key: "order:006Dx0000000006IAA:v257508838505699"}}
+    expect: {{key: "order:006Dx0000000006IAA:v{{version}}", target: {{invoice_metadata: {{lead2cash_key: "{{key}}"}}}}}}
+  - name: a version pinned by hand
+    route: won-opportunity-to-billing
+    input: {{file: {CONFIG / "tests/fixtures/salesforce-opportunity-won.json"}}}
+    expect: {{key: "order:006Dx0000000006IAA:v1"}}
 """
     )
     code, out = _run("test", demo.systems_file, *ROUTE_FILES, "--tests", tmp_path / "broken.yaml")
@@ -68,7 +72,8 @@ def test_a_broken_expectation_fails_with_a_diff_naming_the_field(demo: LeadToCas
     assert 'target.subscriptions[0].plan_code: expected "PLAT-BASE__EUR", got "PLAT-BASE__USD"' in out
     assert "FAIL  won-opportunity-to-billing > wrong currency" in out
     assert "broken.yaml:2" in out
-    assert "1 passed, 1 failed" in out
+    assert 'key: expected "order:006Dx0000000006IAA:v1", got "order:006Dx0000000006IAA:v' in out
+    assert "1 passed, 2 failed" in out
 
 
 def test_a_delivery_test_that_fails_says_what_the_sandbox_saw(demo: LeadToCash, tmp_path: Path) -> None:
