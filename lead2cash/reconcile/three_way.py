@@ -52,7 +52,7 @@ DELIVERED_NOT_FOUND = "delivered_not_in_ledger"
 CREDIT_NOT_POSTED = "credit_note_not_posted"
 
 _MARKER = re.compile(r"\(order ([^()\s]+)\)\s*$")
-_PAYMENT = re.compile(r"-P\d+$")
+_PAYMENT = re.compile(r"-P\d+$|-RF$")  # a payment's clearing, a credit note's refund (cash legs)
 _MAPPING_HINTS = (
     "not_found",
     "no table",
@@ -666,7 +666,7 @@ class ThreeWay:
                     continue  # no receivable: not a billing document's posting
                 base = _PAYMENT.sub("", ref)
                 if base != ref and base in matched:
-                    continue  # an invoice's payment clearing (payment.clear): not billing
+                    continue  # a payment's clearing or a credit note's refund: cash, not billing
                 report.differences.append(
                     Difference(
                         LEDGER_ONLY,
