@@ -50,6 +50,8 @@ def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: Lea
 
     async def scenario() -> None:
         await env.start()
+        # Every webhook delivered twice: each document is still posted once.
+        env.http["lago"].put("/__sandbox/lago/webhooks", json={"duplicate": 2}).raise_for_status()
         env.close_won(6)
         assert await env.wait_settled(timeout=120), env.progress()
         subscription = _lago(env, "GET", "/subscriptions", params={"per_page": 100})["subscriptions"][0]
@@ -91,6 +93,9 @@ def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: Lea
     customer, ccy, top_up, note = seen["customer"], seen["ccy"], seen["top_up"], seen["note"]
     documents = _documents(env)
     by_ref = {d["ref"]: d for d in documents.values()}
+    assert len(by_ref) == len(documents), "a reference was posted twice"
+    agreement = env.agreement()  # the product's three-way check sees no difference either
+    assert agreement.agree, agreement.problems[:10]
 
     # The top-up: receivable against the advance, never revenue; its payment cleared it.
     topped = _money(top_up["total_amount_cents"], ccy)
