@@ -2,8 +2,9 @@
 config/accounting.yaml), on the three sandboxes over real sockets, from Lago's own webhooks: a paid top-up
 is posted to the customer advance (never revenue) and cleared when paid; a subscription invoice that
 consumes the wallet moves the credits from the advance to the receivable; a credit note with a refund
-part pays that part out of the bank/clearing account. At the end, per customer and currency, SAP's
-receivable equals what Lago says the customer owes and SAP's advance equals the wallet, to the cent."""
+part pays that part out of the bank/clearing account. Every webhook arrives twice; each document is
+posted once. At the end, per customer and currency, SAP's receivable equals what Lago says the customer
+owes and SAP's advance equals the wallet, to the cent, and the product's three-way check agrees."""
 
 from __future__ import annotations
 
