@@ -979,6 +979,9 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
     if issue is None:
         raise ValueError("credit_note.issuing_date: missing")
     reason = str(data.get("reason") or "other")
+    refund = data.get("refund_amount_cents")
+    if refund is not None and (isinstance(refund, bool) or not isinstance(refund, int) or refund < 0):
+        raise ValueError("credit_note.refund_amount_cents: expected non-negative integer minor units")
     note = CreditNote.build(
         id=str(data["lago_id"]),
         refs={"lago": str(data["lago_id"])},
@@ -997,6 +1000,8 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
         lines=lines,
         taxes=taxes,
         billing_type="credit" if fee_types == {"credit"} else None,
+        refund=Money.from_minor_units(refund, currency) if refund else None,
+        payment_method=_provider(data),
     )
     for field, value, what in (
         ("sub_total_excluding_taxes_amount_cents", note.subtotal, "the items"),

@@ -521,6 +521,54 @@ def credit_note_to_journal_entry(
     )
 
 
+REFUND_SUFFIX = "-RF"
+
+
+def credit_note_refund_entry(note: CreditNote, rules: PostingRules) -> JournalEntry | None:
+    """The cash leg of a credit note's refund: the customer's receivable debited (what the credit note
+    credited is partly paid back, not owed to the customer any more) and the bank/clearing account of
+    the refund's provider and currency credited, under ``<credit note number>-RF`` (payment document
+    type). None: the credit note refunds nothing (all of it is credit kept for the customer)."""
+    if note.refund is None or note.refund.is_zero():
+        return None
+    number = note.credit_note_number
+    account = rules.clearing_account(note.currency, note.payment_method)
+    assignment = _text(note.invoice_number or number, MAX_ASSIGNMENT)
+    text = _text(f"Refund {number}", MAX_ITEM_TEXT)
+    items = (
+        _item(
+            DebitCredit.DEBIT,
+            note.refund,
+            kind=JournalItemKind.RECEIVABLE,
+            gl_account=rules.receivables_account,
+            customer_id=note.customer_id,
+            assignment=assignment,
+            text=text,
+        ),
+        _item(
+            DebitCredit.CREDIT,
+            note.refund,
+            kind=JournalItemKind.GL,
+            gl_account=account,
+            assignment=assignment,
+            text=text,
+        ),
+    )
+    return JournalEntry(
+        id=f"{note.id}:refund:je",
+        refs=dict(note.refs),
+        version=note.version,
+        company_code=rules.company_code_for(note.currency),
+        document_type=rules.payment_document_type,
+        document_date=note.issue_date,
+        posting_date=note.issue_date,
+        reference_id=check_reference(f"{number}{REFUND_SUFFIX}", rules.long_references),
+        header_text=_text(f"Refund {number}", MAX_HEADER_TEXT),
+        source_document_id=note.id,
+        items=items,
+    )
+
+
 # ---------------------------------------------------------------------------------------------- SAP shapes
 def _signed(item: JournalEntryItem) -> Decimal:
     return item.signed_amount.amount

@@ -85,9 +85,20 @@ class CreditNote(CanonicalEntity):
     billing_type: NonEmptyStr | None = None
     """The billing type of the credited invoice when the credit note tells it (Lago: ``credit`` for the
     credit note of a wallet top-up): the ledger reverses it on the accounts that type posts to."""
+    refund: Money | None = None
+    """The part of ``total`` paid back to the customer (cash out through the payment provider); the rest
+    is credit kept for the customer."""
+    payment_method: NonEmptyStr | None = None
+    """The payment provider the refund goes through (Lago: the customer's ``payment_provider``)."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.refund is not None and (
+            self.refund.currency != self.currency or self.refund.is_negative() or self.refund > self.total
+        ):
+            raise ValueError(
+                f"refund: expected an amount in {self.currency} between 0 and the total {self.total}"
+            )
         check_unique_ids((line.id for line in self.lines), "lines")
         check_document_totals(
             document="credit note",

@@ -164,11 +164,9 @@ class LeadToCash(SandboxClients):
         self.store_url = store_url or f"sqlite:///{self.workdir / 'state.db'}"
         self.systems_file = self.workdir / "systems.yaml"
         self.systems_file.write_text(json.dumps(self.systems_config(safety_lag, log_level), indent=2))
-        self.config_files = [
-            self.systems_file,
-            *(config_dir / name for name in ROUTE_FILES),
-            *extra_route_files,  # e.g. config/accounting.yaml: voids and credit notes
-        ]
+        files = [self.systems_file, *(config_dir / name for name in ROUTE_FILES), *extra_route_files]
+        # e.g. config/accounting.yaml (voids, payments, credit notes, refunds), each file loaded once
+        self.config_files = list(dict.fromkeys(Path(f).resolve() for f in files))
         self.hub = Hub.from_files(self.config_files)
         ca = ssl.create_default_context(cafile=str(self.cluster.ca_bundle))
         self.http = {
@@ -255,7 +253,7 @@ class LeadToCash(SandboxClients):
         """Every won deal billed, every finalized invoice posted and its document written back, nothing
         pending anywhere, and the billing engine has no webhook left to send."""
         store = self.hub.store
-        if any(store.count_messages(r, "pending") for r in ROUTES):
+        if any(store.count_messages(r.name, "pending") for r in self.hub.config.routes):
             return False
         if self.lago.webhooks.pending:
             return False
@@ -272,9 +270,12 @@ class LeadToCash(SandboxClients):
         }
         if not finalized <= posted:
             return False
-        return store.count_messages("ledger-document-to-opportunity", "delivered") >= store.count_messages(
-            "posted-invoice-to-ledger", "delivered"
+        # A wallet top-up's posting belongs to no deal: it has no document to write back.
+        deal_postings = sum(
+            json.loads(m.payload).get("billing_type") != "credit"
+            for m in store.messages_for("posted-invoice-to-ledger", "delivered")
         )
+        return store.count_messages("ledger-document-to-opportunity", "delivered") >= deal_postings
 
     async def wait_settled(self, timeout: float, on_tick: Callable[[Progress], None] | None = None) -> bool:
         deadline = time.monotonic() + timeout

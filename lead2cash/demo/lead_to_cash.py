@@ -25,7 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from lead2cash.demo.environment import Agreement, LeadToCash, Progress
+from lead2cash.demo.environment import CONFIG_DIR, Agreement, LeadToCash, Progress
 
 FAULT_PROFILES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     "none": {},
@@ -230,7 +230,14 @@ def run_lead_to_cash_demo(
     if workdir.exists():
         shutil.rmtree(workdir)
     # The admin API answers only with a token; the demo makes one per run (printed with --keep-running).
-    env = LeadToCash(workdir, seed=seed, seed_size=max(60, deals * 3), admin_token=secrets.token_urlsafe(24))
+    # The accounting routes too: top-ups, credit notes, refunds, voids and payments are posted in SAP.
+    env = LeadToCash(
+        workdir,
+        seed=seed,
+        seed_size=max(60, deals * 3),
+        admin_token=secrets.token_urlsafe(24),
+        extra_route_files=[CONFIG_DIR / "accounting.yaml"],
+    )
     try:
         return asyncio.run(_run(env, console, deals, advance_days, faults, timeout, keep_running))
     finally:

@@ -52,7 +52,7 @@ DELIVERED_NOT_FOUND = "delivered_not_in_ledger"
 CREDIT_NOT_POSTED = "credit_note_not_posted"
 
 _MARKER = re.compile(r"\(order ([^()\s]+)\)\s*$")
-_PAYMENT = re.compile(r"-P\d+$")
+_PAYMENT = re.compile(r"-P\d+$|-RF$")  # a payment's clearing, a credit note's refund (cash legs)
 _MAPPING_HINTS = (
     "not_found",
     "no table",
@@ -658,6 +658,9 @@ class ThreeWay:
     def _ledger_only(
         self, report: ThreeWayReport, refs: Mapping[str, list[_Posting]], matched: set[str]
     ) -> None:
+        # A cash document's reference is its document's number plus a suffix, cut to its tail: the
+        # document's own reference may keep more of the number (a 16-character number is kept whole).
+        tails = {"-".join(m.split("-")[i:]) for m in matched for i in range(len(m.split("-")))}
         for ref, postings in sorted(refs.items()):
             if ref in matched:
                 continue
@@ -665,8 +668,8 @@ class ThreeWay:
                 if not p.receivable:
                     continue  # no receivable: not a billing document's posting
                 base = _PAYMENT.sub("", ref)
-                if base != ref and base in matched:
-                    continue  # an invoice's payment clearing (payment.clear): not billing
+                if base != ref and base in tails:
+                    continue  # a payment's clearing or a credit note's refund: cash, not billing
                 report.differences.append(
                     Difference(
                         LEDGER_ONLY,
@@ -813,7 +816,9 @@ class ThreeWay:
             problem = f"deal {deal} shows {number or 'no invoice'}, not one of its finalized invoices"
             inv = billed[-1]
         else:
-            total = _amount(inv["total_amount_cents"], inv["currency"])
+            # What was invoiced (the write-back's amount): prepaid credits applied settle it, as a payment.
+            gross = inv.get("sub_total_including_taxes_amount_cents", inv["total_amount_cents"])
+            total = _amount(gross, inv["currency"])
             amount_field = fields["invoiced_amount"]
             if amount_field and Decimal(str(opp.get(amount_field) or 0)) != total:
                 problem = f"deal {deal} shows amount {opp.get(amount_field)}, invoice {number} is {total}"
@@ -867,6 +872,8 @@ class ThreeWay:
                 # A lost deal's subscriptions end (their last period is billed, as delivered): what needs a
                 # credit note is what was billed for the deal up front, its one-off invoice.
                 if (i.get("invoice_type") or "one_off") == "one_off" or not deal
+                # A wallet top-up (credit invoice) is a prepayment of the customer, billed for no deal.
+                if i.get("invoice_type") != "credit"
                 if credited.get(str(i.get("lago_id")), Decimal(0))
                 < _amount(i["total_amount_cents"], i["currency"])
             ]

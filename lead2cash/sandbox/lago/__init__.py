@@ -2,8 +2,10 @@
 
 Implemented: customers (upsert, get, list, delete), plans and add-ons (get, list; seeded from the catalogue),
 subscriptions (create, get, list, update, terminate), one-off invoices, invoices (list with filters, get,
-update metadata and payment status, finalize, void), credit notes (create, get, list), webhook endpoints
-(create, get, list, delete) and the webhook public key. Billing runs on a sandbox clock:
+update metadata and payment status, finalize, void), credit notes (create, get, list), wallets (create,
+get, list, update, terminate) and their transactions (top up, list; prepaid credits applied to
+subscription invoices: ``wallets.py``), webhook endpoints (create, get, list, delete) and the webhook
+public key. Billing runs on a sandbox clock:
 ``POST /__sandbox/lago/clock {"to": "YYYY-MM-DD"}`` or ``{"days": N}`` bills every subscription period
 that ended (in arrears, prorated by days for partial calendar periods) and fires the webhooks.
 
@@ -15,7 +17,8 @@ some more, as a Lago that does not take them would.
 
 Fault operations: ``customers.create|list|get|delete``, ``plans.list|get``, ``add_ons.list|get``,
 ``subscriptions.create|list|get|update|terminate``, ``invoices.create|list|get|update|finalize|void``,
-``credit_notes.create|list|get``, ``webhook_endpoints.create|list|get|delete``, ``webhooks.public_key``,
+``credit_notes.create|list|get``, ``wallets.create|list|get|update|terminate``,
+``wallet_transactions.create|list``, ``webhook_endpoints.create|list|get|delete``, ``webhooks.public_key``,
 ``billable_metrics.create|list|get``, ``plans.create``, ``events.create|batch|get``,
 ``customers.current_usage``. Usage billing (metrics, charges, events, current usage) is ``usage.py``;
 event ingestion has a ceiling of its own, ``events_rate_limit_per_s`` (500 requests/s as Lago's default).
@@ -29,7 +32,8 @@ invoice's external_customer_id; ``invoice.metadata``: ``"<key>=<value>"`` once p
 that pair (the hub's ``lead2cash_key=<idempotency key>`` counts billing effects per key);
 ``invoice.subscription_period``: ``"<external subscription id>:<period start>"``;
 ``invoice.finalize``/``invoice.void``: lago_id; ``invoice.payment_status``: ``"<lago_id>:<status>"``;
-``credit_note.create``: invoice lago_id; ``event.create``: transaction_id, once per event stored (a
+``credit_note.create``: invoice lago_id; ``wallet.create``: external customer id; ``wallet.terminate``:
+lago_id; ``wallet_transaction.create``: ``"<wallet lago_id>:<transaction_status>"``; ``event.create``: transaction_id, once per event stored (a
 resent transaction id is deduplicated and not counted again).
 
 Lago's one-off invoice create accepts no metadata: metadata is set by ``PUT /invoices/{lago_id}``.

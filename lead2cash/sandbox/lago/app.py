@@ -334,6 +334,43 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
     async def json_public_key(_: Request) -> Response:
         return json_response({"webhook": {"public_key": sandbox.signer.public_key_b64}})
 
+    # -- wallets and prepaid credits (wallets.py) --------------------------------------------------------
+
+    def wallet_json(wallet: Any) -> dict[str, Any]:
+        return {"wallet": wallet.json()}
+
+    @endpoint("wallets.create", write=True)
+    async def create_wallet(request: Request) -> Response:
+        return json_response(wallet_json(store().wallets.create(await body_of(request, "wallet"))))
+
+    @endpoint("wallets.list")
+    async def list_wallets(request: Request) -> Response:
+        wallets = store().wallets.list(request.query_params)
+        return listing(request, "wallets", wallets, lambda w: w.json())
+
+    @endpoint("wallets.get")
+    async def get_wallet(request: Request) -> Response:
+        return json_response(wallet_json(store().wallets.get(request.path_params["lago_id"])))
+
+    @endpoint("wallets.update", write=True)
+    async def update_wallet(request: Request) -> Response:
+        data = await body_of(request, "wallet")
+        return json_response(wallet_json(store().wallets.update(request.path_params["lago_id"], data)))
+
+    @endpoint("wallets.terminate", write=True)
+    async def terminate_wallet(request: Request) -> Response:
+        return json_response(wallet_json(store().wallets.terminate(request.path_params["lago_id"])))
+
+    @endpoint("wallet_transactions.create", write=True)
+    async def create_wallet_transactions(request: Request) -> Response:
+        made = store().wallets.create_transactions(await body_of(request, "wallet_transaction"))
+        return json_response({"wallet_transactions": [t.json() for t in made]})
+
+    @endpoint("wallet_transactions.list")
+    async def list_wallet_transactions(request: Request) -> Response:
+        items = store().wallets.of_wallet(request.path_params["lago_id"], request.query_params)
+        return listing(request, "wallet_transactions", items, lambda t: t.json())
+
     # -- usage: billable metrics, plans with charges, events, current usage ----------------------------
 
     @endpoint("billable_metrics.create", write=True)
@@ -575,6 +612,13 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route(f"{api}/credit_notes", create_credit_note, methods=["POST"]),
         Route(f"{api}/credit_notes", list_credit_notes, methods=["GET"]),
         Route(f"{api}/credit_notes/{{lago_id}}", get_credit_note, methods=["GET"]),
+        Route(f"{api}/wallets", create_wallet, methods=["POST"]),
+        Route(f"{api}/wallets", list_wallets, methods=["GET"]),
+        Route(f"{api}/wallets/{{lago_id}}", get_wallet, methods=["GET"]),
+        Route(f"{api}/wallets/{{lago_id}}", update_wallet, methods=["PUT"]),
+        Route(f"{api}/wallets/{{lago_id}}", terminate_wallet, methods=["DELETE"]),
+        Route(f"{api}/wallets/{{lago_id}}/wallet_transactions", list_wallet_transactions, methods=["GET"]),
+        Route(f"{api}/wallet_transactions", create_wallet_transactions, methods=["POST"]),
         Route(f"{api}/webhook_endpoints", create_webhook_endpoint, methods=["POST"]),
         Route(f"{api}/webhook_endpoints", list_webhook_endpoints, methods=["GET"]),
         Route(f"{api}/webhook_endpoints/{{lago_id}}", get_webhook_endpoint, methods=["GET"]),

@@ -441,7 +441,12 @@ class Fee:
         }
 
 
-_ITEM_TYPES = {"add_on": "AddOn", "subscription": "Subscription", "charge": "BillableMetric"}
+_ITEM_TYPES = {
+    "add_on": "AddOn",
+    "subscription": "Subscription",
+    "charge": "BillableMetric",
+    "credit": "WalletTransaction",
+}
 
 
 @dataclass
@@ -466,6 +471,7 @@ class Invoice:
     net_payment_term: int = 0
     payment_overdue: bool = False
     payment_dispute_lost_at: datetime | None = None
+    prepaid_credit_amount_cents: int = 0  # wallet credits applied (wallets.py)
 
     @property
     def fees_amount_cents(self) -> int:
@@ -477,7 +483,12 @@ class Invoice:
 
     @property
     def total_amount_cents(self) -> int:
-        return self.fees_amount_cents + self.taxes_amount_cents - self.credit_notes_amount_cents
+        return (
+            self.fees_amount_cents
+            + self.taxes_amount_cents
+            - self.credit_notes_amount_cents
+            - self.prepaid_credit_amount_cents
+        )
 
     def json(self) -> dict[str, Any]:
         fees, taxes = self.fees_amount_cents, self.taxes_amount_cents
@@ -500,7 +511,7 @@ class Invoice:
             "sub_total_excluding_taxes_amount_cents": fees,
             "taxes_amount_cents": taxes,
             "sub_total_including_taxes_amount_cents": fees + taxes,
-            "prepaid_credit_amount_cents": 0,
+            "prepaid_credit_amount_cents": self.prepaid_credit_amount_cents,
             "progressive_billing_credit_amount_cents": 0,
             "total_amount_cents": self.total_amount_cents,
             "version_number": 4,
@@ -696,6 +707,9 @@ class LagoStore:
         self.webhook_endpoints: dict[str, WebhookEndpoint] = {}
         self._customer_seq = 0
         self.usage = Usage(self.new_id, self.clock.now)
+        from lead2cash.sandbox.lago.wallets import Wallets  # it builds on this module's records
+
+        self.wallets = Wallets(self)
 
     # -- identifiers -------------------------------------------------------------------------------
 
@@ -1121,6 +1135,8 @@ class LagoStore:
         invoice.number = f"{self.number_prefix}-{customer.sequential_id:03d}-{customer.invoice_seq:03d}"
         invoice.status = "finalized"
         invoice.issuing_date = issuing
+        if invoice.invoice_type == "subscription":
+            self.wallets.apply_prepaid_credits(invoice)  # Lago applies wallet credits as it finalizes
         invoice.updated_at = max(invoice.updated_at, min(self.clock.now(), midnight(issuing)))
 
     # -- invoices ----------------------------------------------------------------------------------
@@ -1206,6 +1222,8 @@ class LagoStore:
             # Any payment status may follow any other (a returned debit fails a succeeded payment, a
             # retry succeeds a failed one); the webhook carries the invoice as saved, updated_at included.
             self.emit("invoice.payment_status_updated", "invoice", invoice.extended_json())
+            if status == "succeeded" and invoice.invoice_type == "credit":
+                self.wallets.invoice_paid(invoice)  # a top-up paid: its credits reach the wallet
         invoice.updated_at = self.clock.now()
         return invoice
 

@@ -12,6 +12,9 @@ Target actions
                                 against the bank/clearing account by what this state changes (a success
                                 clears the amount, a failure after it reverses only what was cleared),
                                 under ``<invoice number>-P<version>``; nothing when nothing changes.
+    ``credit_note.refund``      CreditNote: the cash leg of its refund (receivable debited, the provider's
+                                bank/clearing account credited) under ``<credit note number>-RF``;
+                                nothing (``no-refund``) when it refunds nothing.
     ``business_partner.ensure`` Customer: find the partner by its search key or create it.
 
 Exactly once: a posting's reference is the document number (the header's DocumentReferenceID, XBLNR, up to
@@ -61,7 +64,13 @@ log = structlog.get_logger("lead2cash.bindings.sap")
 
 SYSTEM = "sap"
 CLOSED_PERIOD_MESSAGES = ("201(F5)",)  # "Posting period ... is not open"
-ACTIONS = ("journal_entry.post", "journal_entry.reverse", "payment.clear", "business_partner.ensure")
+ACTIONS = (
+    "journal_entry.post",
+    "journal_entry.reverse",
+    "payment.clear",
+    "credit_note.refund",
+    "business_partner.ensure",
+)
 NOT_POSTED = "not-posted"
 """A reversal's confirmation when the voided invoice was never posted: nothing to reverse, nothing sent."""
 _SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
@@ -257,6 +266,8 @@ class SapSystem:
             return ReversalTarget(self, long_references, after)
         if action == "payment.clear":
             return PaymentTarget(self, _posting_options(options, {"long_references"}))
+        if action == "credit_note.refund":
+            return RefundTarget(self, _posting_options(options, {"long_references"}))
         if action == "business_partner.ensure":
             return PartnerTarget(self)
         raise ValueError(f"unknown SAP action {action!r}; known: {', '.join(ACTIONS)}")
@@ -854,6 +865,54 @@ def _modstamp(entity: BaseModel) -> datetime | None:
 
 class _NothingToClear(Exception):
     pass
+
+
+NO_REFUND = "no-refund"
+"""A credit note's refund confirmation when it refunds nothing (all of it is credit kept)."""
+
+
+class RefundTarget(JournalEntryTarget):
+    """``credit_note.refund``: the cash leg of a credit note's refund (receivable debited, the provider's
+    bank/clearing account credited), one document per credit note (``<number>-RF``), found by its own
+    cross-reference (``CreditNoteRefund``), then by its reference in SAP."""
+
+    def __init__(self, system: SapSystem, long_references: str) -> None:
+        super().__init__(system, long_references)
+        self.name = f"{system.name}/credit_note.refund"
+
+    def _refund(self, entity: BaseModel) -> JournalEntry | None:
+        if not isinstance(entity, CreditNote):
+            raise PermanentError(f"credit_note.refund takes CreditNote entities, not {type(entity).__name__}")
+        try:
+            return adapter.credit_note_refund_entry(entity, self.rules)
+        except adapter.PostingRuleError as exc:
+            raise PermanentError(f"cannot map the refund: {exc}", details={"entity": entity.id}) from exc
+
+    async def deliver(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        entry = self._refund(entity)
+        if entry is None:
+            return NO_REFUND
+        ref = await self._post(entry, await self._debtors(entity, entry))
+        self.system.xref_put("CreditNoteRefund", entity_id(entity), ref)
+        return ref
+
+    async def lookup(self, entity: BaseModel, key: str) -> str | None:
+        await self.system.bind_loop()
+        known = self.system.xref_get("CreditNoteRefund", entity_id(entity))
+        if known is not None:
+            return known
+        entry = self._refund(entity)
+        if entry is None:
+            return None
+        found = await self.find(entry.company_code, entry.reference_id)
+        if found is not None:
+            self.system.xref_put("CreditNoteRefund", entity_id(entity), found)
+        return found
+
+    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
+        entry = self._refund(entity)
+        return {"journal_entry": entry.model_dump(mode="json") if entry is not None else None}
 
 
 def entity_id(entity: BaseModel) -> str:

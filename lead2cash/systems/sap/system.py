@@ -41,6 +41,11 @@ SYSTEM = SystemType(
             "a Payment: the receivable cleared against the clearing account (<number>-P<version>)",
             JournalEntryOptions,
         ),
+        Operation(
+            "credit_note.refund",
+            "a CreditNote's refund as cash out: receivable against the clearing account (<number>-RF)",
+            JournalEntryOptions,
+        ),
         Operation("business_partner.ensure", "a Customer as a business partner", NoOptions),
     ),
     adapters=("lead2cash.adapters.sap",),

@@ -1,7 +1,8 @@
 """The accounting property (tests/unit/sap_adapter/test_accounting_properties.py) through the router and
 the SAP sandbox: each random sequence's records go to three routes declared as the shipped ones are
 (lago.invoice -> journal_entry.post, lago.invoice -> journal_entry.reverse, lago.credit_note ->
-journal_entry.post, lago.payment -> payment.clear, the shipped mapping tables), duplicates included, and what SAP booked is read back:
+journal_entry.post, lago.payment -> payment.clear, lago.credit_note -> credit_note.refund, the shipped
+mapping tables), duplicates included, and what SAP booked is read back:
 per customer the receivable equals what Lago says is owed, the customer advance equals the wallets,
 revenue is on each fee's family account, every document once and every document balanced.
 
@@ -32,6 +33,7 @@ SOURCES = {
     "voids": "mem_voids",
     "credit_notes": "mem_notes",
     "payments": "mem_payments",
+    "refunds": "mem_refunds",
 }
 
 
@@ -96,6 +98,9 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
                 "credit_notes", "journal_entry.post", "credit-note:{id}", "lago.credit_note", "CreditNote"
             ),
             _route("payments", "payment.clear", "payment:{id}:v{version}", "lago.payment", "Payment"),
+            _route(
+                "refunds", "credit_note.refund", "credit-note-refund:{id}", "lago.credit_note", "CreditNote"
+            ),
         ],
     }
     path = workdir / "accounting.yaml"

@@ -174,6 +174,14 @@ def test_credit_note_maps_items_and_checks_totals() -> None:
         adapter.credit_note_from_lago({**raw, "total_amount_cents": 1101})
     with pytest.raises(ValueError, match=r"credit_note\.customer\.external_id: missing"):
         adapter.credit_note_from_lago({**raw, "customer": {}})
+    assert note.refund is None  # no refund_amount_cents: all of it is credit
+    # The refund part and the provider it goes through (the customer's payment provider).
+    refunded = adapter.credit_note_from_lago({**raw, "refund_amount_cents": 600, "credit_amount_cents": 500,
+        "customer": {"external_id": "001ACC", "billing_configuration": {"payment_provider": "stripe"}}})  # fmt: skip
+    assert (str(refunded.refund), refunded.payment_method) == ("600 JPY", "stripe")
+    for bad in ("600", -1, 1101):
+        with pytest.raises(ValueError, match="refund"):
+            adapter.credit_note_from_lago({**raw, "refund_amount_cents": bad})
 
 
 ORDER = {

@@ -1,5 +1,6 @@
 """Order-to-cash accounting as a property: random sequences of Lago billing documents per customer
-(invoices of every type, wallet top-ups, prepaid credits used on invoices, credit notes, voids before and
+(invoices of every type, wallet top-ups, prepaid credits used on invoices, credit notes (part refunded
+when the invoice is paid: the cash out of the refund route), voids before and
 after posting, duplicated deliveries) go through the shipped adapters (lago.invoice, lago.credit_note)
 and the SAP posting rules built from the shipped mapping tables (config/mappings.yaml), each effect once
 per idempotency key as the router applies it. Asserted after every sequence: every entry balances; no
@@ -176,7 +177,9 @@ STEP = st.one_of(
                        max_size=4),
               st.integers(0, 100)),  # share of the wallet to use, in percent
     st.tuples(st.just("top_up"), st.integers(1, 3_000_000)),
-    st.tuples(st.just("credit_note"), st.integers(0, 50), st.integers(1, 100)),  # which invoice, percent
+    # which invoice, percent credited, None (all credit) or the percent refunded of a paid invoice's
+    st.tuples(st.just("credit_note"), st.integers(0, 50), st.integers(1, 100),
+              st.one_of(st.none(), st.integers(1, 100))),
     st.tuples(st.just("void"), st.integers(0, 50), st.booleans()),  # which invoice, before its posting?
     st.tuples(st.just("payment"), st.integers(0, 50), st.sampled_from(["succeeded", "failed"])),
 )  # fmt: skip
@@ -233,8 +236,11 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
             c.owed += raw["total_amount_cents"]
             sim.records.extend([("invoices", {"webhook_type": "invoice.created", "invoice": raw})] * times)
         elif step[0] == "credit_note":
-            _, pick, percent = step
+            _, pick, percent, refund_percent = step
             candidates = [r for r in open_invoices[who] + top_ups[who] if r["lago_id"] not in voided]
+            paid = [r for r in candidates if payments[r["lago_id"]][-1:] == ["succeeded"]]
+            if refund_percent is not None and paid:
+                candidates = paid  # Lago refunds what was paid only
             if not candidates:
                 continue
             raw_invoice = candidates[pick % len(candidates)]
@@ -248,13 +254,16 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
             credited[fee["lago_id"]] += cents
             raw = _credit_note(c, raw_invoice, fee, cents, i)
             c.owed -= raw["total_amount_cents"]
+            if refund_percent is not None and raw_invoice in paid:
+                refund = raw["total_amount_cents"] * refund_percent // 100
+                raw.update(refund_amount_cents=refund, credit_amount_cents=raw["total_amount_cents"] - refund)
+                c.owed += refund  # paid back: no longer owed to the customer
             if top_up:
                 c.wallet -= cents
             else:
                 revenue(c, fee, -cents)
-            sim.records.extend(
-                [("credit_notes", {"webhook_type": "credit_note.created", "credit_note": raw})] * times
-            )
+            note = {"webhook_type": "credit_note.created", "credit_note": raw}
+            sim.records.extend([("credit_notes", note)] * times + [("refunds", note)] * times)
         elif step[0] == "payment":
             _, pick, status = step
             candidates = [
@@ -321,6 +330,9 @@ def post(book: Book, route: str, record: dict[str, Any]) -> None:
     elif route == "credit_notes":
         note = lago.credit_note_from_lago(record, OPTIONS)
         book.apply(f"credit-note:{note.id}", sap.credit_note_to_journal_entry(note, RULES))
+    elif route == "refunds":
+        note = lago.credit_note_from_lago(record, OPTIONS)
+        book.apply(f"credit-note-refund:{note.id}", sap.credit_note_refund_entry(note, RULES))
     else:
         invoice = lago.invoice_from_lago(record, OPTIONS)
         posted = f"invoice:{invoice.invoice_number}" in book.keys

@@ -138,3 +138,29 @@ def test_a_payment_clears_what_its_state_changes_and_a_failure_reverses_only_tha
     assert by_provider is not None and by_provider.items[0].gl_account == "11001021"
     with pytest.raises(sap.PostingRuleError, match="clearing_accounts: no account for currency EUR"):
         sap.payment_to_journal_entry(payment("succeeded", 2), zero, RULES)
+
+
+def test_a_credit_notes_refund_is_cash_out_of_the_providers_clearing_account() -> None:
+    rules = replace(RULES, clearing_accounts={"stripe:EUR": "11001021", "_default": "11001020"})
+
+    def note(refund: str | None, provider: str | None = "stripe") -> CreditNote:
+        return CreditNote.build(
+            id="cn-2", credit_note_number="LAG-1-003-CN2", invoice_id="inv-3", invoice_number="LAG-1-003",
+            customer_id="cust-7", currency="EUR", status="finalized", issue_date=date(2026, 1, 7),
+            lines=[CreditNoteLine(id="l1", product_family="Software", amount=eur("40.00"))],
+            refund=eur(refund) if refund else None, payment_method=provider,
+        )  # fmt: skip
+
+    entry = sap.credit_note_refund_entry(note("25.00"), rules)
+    assert entry is not None and (entry.reference_id, entry.document_type) == ("LAG-1-003-CN2-RF", "DZ")
+    assert [
+        (i.kind.value, i.side.value, i.gl_account, str(i.amount.amount), i.assignment) for i in entry.items
+    ] == [
+        ("receivable", "debit", "12100000", "25.00", "LAG-1-003"),  # paid back: no longer owed to them
+        ("gl", "credit", "11001021", "25.00", "LAG-1-003"),  # the provider's clearing account in EUR
+    ]
+    other = sap.credit_note_refund_entry(note("25.00", provider=None), rules)
+    assert other is not None and other.items[1].gl_account == "11001020"
+    assert sap.credit_note_refund_entry(note(None), rules) is None  # all of it is credit kept
+    with pytest.raises(ValueError, match="refund"):
+        note("40.01")  # more than the credit note's total

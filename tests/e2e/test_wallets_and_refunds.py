@@ -1,0 +1,168 @@
+"""Wallets, prepaid credits and refunds on the shipped routes (config/lead-to-cash.yaml and
+config/accounting.yaml), on the three sandboxes over real sockets, from Lago's own webhooks: a paid top-up
+is posted to the customer advance (never revenue) and cleared when paid; a subscription invoice that
+consumes the wallet moves the credits from the advance to the receivable; a credit note with a refund
+part pays that part out of the bank/clearing account. Every webhook arrives twice; each document is
+posted once. At the end, per customer and currency, SAP's receivable equals what Lago says the customer
+owes and SAP's advance equals the wallet, to the cent, and the product's three-way check agrees."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from waiting import async_wait_until
+
+from lead2cash.canonical_model import MINOR_UNITS
+from lead2cash.demo.environment import CONFIG_DIR, LeadToCash, sap_reference
+from lead2cash.sandbox.sap.config import ADVANCES_ACCOUNT, RECEIVABLES_ACCOUNT
+
+CLEARING = "11001020"  # config/mappings.yaml: sap_clearing_accounts._default
+ITEMS = "/sap/opu/odata/sap/API_OPLACCTGDOCITEMCUBE_SRV/A_OperationalAcctgDocItemCube"
+
+
+@pytest.fixture()
+def env(tmp_path: Path, store_url: str):  # type: ignore[no-untyped-def]
+    environment = LeadToCash(
+        tmp_path / "l2c", seed=19, seed_size=30, store_url=store_url,
+        extra_route_files=[CONFIG_DIR / "accounting.yaml"],
+    )  # fmt: skip
+    yield environment
+    environment.close()
+
+
+def _lago(env: LeadToCash, method: str, path: str, **kw: Any) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {env.lago.api_key}"}
+    response = env.http["lago"].request(method, f"/api/v1{path}", headers=headers, **kw)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def _money(cents: Any, ccy: str) -> Decimal:
+    return Decimal(int(cents)).scaleb(-MINOR_UNITS[ccy])
+
+
+def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: LeadToCash) -> None:
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        await env.start()
+        # Every webhook delivered twice: each document is still posted once.
+        env.http["lago"].put("/__sandbox/lago/webhooks", json={"duplicate": 2}).raise_for_status()
+        env.close_won(6)
+        assert await env.wait_settled(timeout=120), env.progress()
+        subscription = _lago(env, "GET", "/subscriptions", params={"per_page": 100})["subscriptions"][0]
+        customer, ccy = subscription["external_customer_id"], subscription["plan_amount_currency"]
+        # A paid top-up worth one and a half periods of the plan: a credit invoice, posted, then paid.
+        credits = str(_money(int(subscription["plan_amount_cents"]) * 3 // 2, ccy))
+        wallet = _lago(env, "POST", "/wallets", json={"wallet": {
+            "external_customer_id": customer, "currency": ccy, "rate_amount": "1", "paid_credits": credits,
+        }})["wallet"]  # fmt: skip
+        (top_up,) = _lago(env, "GET", "/invoices", params={"external_customer_id": customer,
+                                                          "invoice_type": "credit"})["invoices"]  # fmt: skip
+        _lago(env, "PUT", f"/invoices/{top_up['lago_id']}", json={"invoice": {"payment_status": "succeeded"}})
+        # The next billing run: the subscription invoices take the wallet's credits.
+        env.advance_billing(35)
+        # A paid one-off invoice of another customer, credited in full: half refunded, half kept as credit.
+        paid = next(i for i in env.lago_invoices(detailed=True) if i["invoice_type"] == "one_off"
+                    and i["customer"]["external_id"] != customer)  # fmt: skip
+        _lago(env, "PUT", f"/invoices/{paid['lago_id']}", json={"invoice": {"payment_status": "succeeded"}})
+        fee = paid["fees"][0]
+        total = int(fee["amount_cents"]) + int(fee["taxes_amount_cents"])
+        note = _lago(env, "POST", "/credit_notes", json={"credit_note": {
+            "invoice_id": paid["lago_id"], "reason": "order_cancellation", "refund_amount_cents": total // 2,
+            "credit_amount_cents": total - total // 2,
+            "items": [{"fee_id": fee["lago_id"], "amount_cents": int(fee["amount_cents"])}]}})["credit_note"]  # fmt: skip
+        wanted = {sap_reference(n) for n in (top_up["number"], note["number"], f"{note['number']}-RF")}
+
+        def posted() -> bool:
+            refs = {d["DocumentReferenceID"] for d in env.sap_documents()}
+            clearings = {r for r in refs if r.rsplit("-", 1)[-1].startswith("P")}
+            return wanted <= refs and len(clearings) >= 2  # the top-up's and the one-off's payments
+
+        await async_wait_until(lambda: asyncio.to_thread(posted), timeout=60, step=0.2, what="postings")
+        assert await env.wait_settled(timeout=60), env.progress()
+        await env.stop()
+        seen.update(customer=customer, ccy=ccy, wallet=wallet, top_up=top_up, note=note, paid=paid)
+
+    asyncio.run(scenario())
+    assert env.hub.store.dlq_list() == [], [d.error_message for d in env.hub.store.dlq_list()]
+    customer, ccy, top_up, note = seen["customer"], seen["ccy"], seen["top_up"], seen["note"]
+    documents = _documents(env)
+    by_ref = {d["ref"]: d for d in documents.values()}
+    assert len(by_ref) == len(documents), "a reference was posted twice"
+    agreement = env.agreement()  # the product's three-way check sees no difference either
+    assert agreement.agree, agreement.problems[:10]
+
+    # The top-up: receivable against the advance, never revenue; its payment cleared it.
+    topped = _money(top_up["total_amount_cents"], ccy)
+    assert by_ref[sap_reference(top_up["number"])]["accounts"] == {
+        RECEIVABLES_ACCOUNT: topped, ADVANCES_ACCOUNT: -topped,
+    }  # fmt: skip
+    # Prepaid credits: each consuming invoice debits the advance by what Lago applied.
+    invoices = _lago(env, "GET", "/invoices", params={"external_customer_id": customer, "per_page": 100})
+    consuming = [i for i in invoices["invoices"] if i["prepaid_credit_amount_cents"]]
+    assert consuming, "no invoice consumed the wallet"
+    for invoice in consuming:
+        accounts = by_ref[sap_reference(invoice["number"])]["accounts"]
+        assert accounts[ADVANCES_ACCOUNT] == _money(invoice["prepaid_credit_amount_cents"], ccy)
+        due = accounts.get(RECEIVABLES_ACCOUNT, Decimal(0))  # the receivable is credited by the credits
+        assert due == _money(invoice["total_amount_cents"], ccy)
+    # The refund: cash out of the clearing account, back on the receivable; the credit part stays there.
+    refund = _money(note["refund_amount_cents"], note["currency"])
+    assert refund and by_ref[sap_reference(f"{note['number']}-RF")]["accounts"] == {
+        RECEIVABLES_ACCOUNT: refund, CLEARING: -refund,
+    }  # fmt: skip
+
+    # Per customer and currency: SAP's receivable = what Lago says is owed (unpaid totals, less the credit
+    # notes' credit left), SAP's advance = the wallets' balance.
+    receivable: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    advance: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for doc in documents.values():
+        key = (doc["customer"], doc["currency"])
+        receivable[key] += doc["accounts"].get(RECEIVABLES_ACCOUNT, Decimal(0))
+        advance[key] -= doc["accounts"].get(ADVANCES_ACCOUNT, Decimal(0))
+    owed: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for i in env.lago_invoices():
+        if i["status"] == "finalized" and i["payment_status"] != "succeeded":
+            owed[(i["customer"]["external_id"], i["currency"])] += _money(
+                i["total_amount_cents"], i["currency"]
+            )
+    for n in _lago(env, "GET", "/credit_notes", params={"per_page": 100})["credit_notes"]:
+        owed[(n["customer"]["external_id"], n["currency"])] -= _money(
+            n["balance_amount_cents"], n["currency"]
+        )
+    listed = _lago(env, "GET", "/wallets", params={"external_customer_id": customer})["wallets"]
+    wallets = {(customer, ccy): sum((_money(w["balance_cents"], ccy) for w in listed), Decimal(0))}
+    assert {k: v for k, v in receivable.items() if v} == {k: v for k, v in owed.items() if v}
+    assert {k: v for k, v in advance.items() if v} == {k: v for k, v in wallets.items() if v}
+    assert wallets[(customer, ccy)] > 0  # credits left over: the advance is checked on a real balance
+
+
+def _documents(env: LeadToCash) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """SAP's posted items read over OData, per document: its reference, customer (the hub's customer id,
+    from the business partner on its receivable), currency and the sum per G/L account."""
+    sap = env.sap
+    response = env.http["sap"].get(ITEMS, params={"$format": "json", "$top": "10000"},
+                                   auth=(sap.username, sap.password))  # fmt: skip
+    response.raise_for_status()
+    partners = {
+        env.hub.store.xref_get("Customer", c, "sap"): c
+        for c in {i["customer"]["external_id"] for i in env.lago_invoices()}
+    }
+    docs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in response.json()["d"]["results"]:
+        key = (row["CompanyCode"], row["FiscalYear"], row["AccountingDocument"])
+        doc = docs.setdefault(key, {"ref": row["DocumentReferenceID"], "currency": row["TransactionCurrency"],
+                                    "customer": None, "accounts": defaultdict(Decimal)})  # fmt: skip
+        doc["accounts"][row["GLAccount"]] += Decimal(str(row["AmountInTransactionCurrency"]))
+        if row.get("Customer"):
+            doc["customer"] = partners[row["Customer"]]
+    for doc in docs.values():
+        assert sum(doc["accounts"].values()) == 0, doc  # every entry balances
+        doc["accounts"] = {a: v for a, v in doc["accounts"].items() if v}
+    return docs
