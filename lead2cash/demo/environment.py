@@ -308,5 +308,12 @@ class LeadToCash(SandboxClients):
             self.hub.config, self.hub.store, self.systems_file.parent, config_files=self.config_files
         )
 
+    def lago_api(self, method: str, path: str, **kw: Any) -> Any:
+        """One call to the Lago sandbox's API (``path`` below ``/api/v1/``) with its key; the JSON answer."""
+        headers = {"Authorization": f"Bearer {self.lago.api_key}"}
+        response = self.http["lago"].request(method, f"/api/v1/{path.lstrip('/')}", headers=headers, **kw)
+        response.raise_for_status()
+        return response.json()
+
     def sap_receivables(self) -> str:
         return str(self.hub.config.systems["sap"].receivables_account)

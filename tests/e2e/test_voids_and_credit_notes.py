@@ -30,13 +30,6 @@ def env(tmp_path: Path, store_url: str):  # type: ignore[no-untyped-def]
     environment.close()
 
 
-def _lago(env: LeadToCash, method: str, path: str, **kw: Any) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {env.lago.api_key}"}
-    response = env.http["lago"].request(method, f"/api/v1{path}", headers=headers, **kw)
-    response.raise_for_status()
-    return dict(response.json())
-
-
 def test_a_void_is_reversed_once_and_a_credit_note_reverses_its_invoices_accounts(env: LeadToCash) -> None:
     chosen: dict[str, Any] = {}
 
@@ -49,15 +42,15 @@ def test_a_void_is_reversed_once_and_a_credit_note_reverses_its_invoices_account
         assert len(one_offs) >= 3, "the seed closed too few deals with one-time lines"
         voided, credited, paid = one_offs[0], one_offs[1], one_offs[2]
         chosen["before"] = _balances(env)
-        _lago(env, "POST", f"/invoices/{voided['lago_id']}/void")
+        env.lago_api("POST", f"/invoices/{voided['lago_id']}/void")
         fee = credited["fees"][0]
         half = _half(fee)
-        note = _lago(env, "POST", "/credit_notes", json={"credit_note": {
+        note = env.lago_api("POST", "/credit_notes", json={"credit_note": {
             "invoice_id": credited["lago_id"], "reason": "order_change",
             "items": [{"fee_id": fee["lago_id"], "amount_cents": half}]}})["credit_note"]  # fmt: skip
         # Paid, the debit returned (failed), paid again: three clearings, the second reversing the first.
         for status in ("succeeded", "failed", "succeeded"):
-            _lago(env, "PUT", f"/invoices/{paid['lago_id']}", json={"invoice": {"payment_status": status}})
+            env.lago_api("PUT", f"/invoices/{paid['lago_id']}", json={"invoice": {"payment_status": status}})
             await asyncio.sleep(1.1)  # Lago's updated_at has whole seconds: each state its own second
         chosen.update(voided=voided, credited=credited, fee=fee, note=note, paid=paid)
         wanted = {sap_reference(f"{voided['number']}-RV"), sap_reference(note["number"])}

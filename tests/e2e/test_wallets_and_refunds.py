@@ -35,13 +35,6 @@ def env(tmp_path: Path, store_url: str):  # type: ignore[no-untyped-def]
     environment.close()
 
 
-def _lago(env: LeadToCash, method: str, path: str, **kw: Any) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {env.lago.api_key}"}
-    response = env.http["lago"].request(method, f"/api/v1{path}", headers=headers, **kw)
-    response.raise_for_status()
-    return dict(response.json())
-
-
 def _money(cents: Any, ccy: str) -> Decimal:
     return Decimal(int(cents)).scaleb(-MINOR_UNITS[ccy])
 
@@ -55,25 +48,27 @@ def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: Lea
         env.http["lago"].put("/__sandbox/lago/webhooks", json={"duplicate": 2}).raise_for_status()
         env.close_won(6)
         assert await env.wait_settled(timeout=120), env.progress()
-        subscription = _lago(env, "GET", "/subscriptions", params={"per_page": 100})["subscriptions"][0]
+        subscription = env.lago_api("GET", "/subscriptions", params={"per_page": 100})["subscriptions"][0]
         customer, ccy = subscription["external_customer_id"], subscription["plan_amount_currency"]
         # A paid top-up worth one and a half periods of the plan: a credit invoice, posted, then paid.
         credits = str(_money(int(subscription["plan_amount_cents"]) * 3 // 2, ccy))
-        wallet = _lago(env, "POST", "/wallets", json={"wallet": {
+        wallet = env.lago_api("POST", "/wallets", json={"wallet": {
             "external_customer_id": customer, "currency": ccy, "rate_amount": "1", "paid_credits": credits,
         }})["wallet"]  # fmt: skip
-        (top_up,) = _lago(env, "GET", "/invoices", params={"external_customer_id": customer,
+        (top_up,) = env.lago_api("GET", "/invoices", params={"external_customer_id": customer,
                                                           "invoice_type": "credit"})["invoices"]  # fmt: skip
-        _lago(env, "PUT", f"/invoices/{top_up['lago_id']}", json={"invoice": {"payment_status": "succeeded"}})
+        env.lago_api(
+            "PUT", f"/invoices/{top_up['lago_id']}", json={"invoice": {"payment_status": "succeeded"}}
+        )
         # The next billing run: the subscription invoices take the wallet's credits.
         env.advance_billing(35)
         # A paid one-off invoice of another customer, credited in full: half refunded, half kept as credit.
         paid = next(i for i in env.lago_invoices(detailed=True) if i["invoice_type"] == "one_off"
                     and i["customer"]["external_id"] != customer)  # fmt: skip
-        _lago(env, "PUT", f"/invoices/{paid['lago_id']}", json={"invoice": {"payment_status": "succeeded"}})
+        env.lago_api("PUT", f"/invoices/{paid['lago_id']}", json={"invoice": {"payment_status": "succeeded"}})
         fee = paid["fees"][0]
         total = int(fee["amount_cents"]) + int(fee["taxes_amount_cents"])
-        note = _lago(env, "POST", "/credit_notes", json={"credit_note": {
+        note = env.lago_api("POST", "/credit_notes", json={"credit_note": {
             "invoice_id": paid["lago_id"], "reason": "order_cancellation", "refund_amount_cents": total // 2,
             "credit_amount_cents": total - total // 2,
             "items": [{"fee_id": fee["lago_id"], "amount_cents": int(fee["amount_cents"])}]}})["credit_note"]  # fmt: skip
@@ -104,7 +99,7 @@ def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: Lea
         RECEIVABLES_ACCOUNT: topped, ADVANCES_ACCOUNT: -topped,
     }  # fmt: skip
     # Prepaid credits: each consuming invoice debits the advance by what Lago applied.
-    invoices = _lago(env, "GET", "/invoices", params={"external_customer_id": customer, "per_page": 100})
+    invoices = env.lago_api("GET", "/invoices", params={"external_customer_id": customer, "per_page": 100})
     consuming = [i for i in invoices["invoices"] if i["prepaid_credit_amount_cents"]]
     assert consuming, "no invoice consumed the wallet"
     for invoice in consuming:
@@ -132,11 +127,11 @@ def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: Lea
             owed[(i["customer"]["external_id"], i["currency"])] += _money(
                 i["total_amount_cents"], i["currency"]
             )
-    for n in _lago(env, "GET", "/credit_notes", params={"per_page": 100})["credit_notes"]:
+    for n in env.lago_api("GET", "/credit_notes", params={"per_page": 100})["credit_notes"]:
         owed[(n["customer"]["external_id"], n["currency"])] -= _money(
             n["balance_amount_cents"], n["currency"]
         )
-    listed = _lago(env, "GET", "/wallets", params={"external_customer_id": customer})["wallets"]
+    listed = env.lago_api("GET", "/wallets", params={"external_customer_id": customer})["wallets"]
     wallets = {(customer, ccy): sum((_money(w["balance_cents"], ccy) for w in listed), Decimal(0))}
     assert {k: v for k, v in receivable.items() if v} == {k: v for k, v in owed.items() if v}
     assert {k: v for k, v in advance.items() if v} == {k: v for k, v in wallets.items() if v}

@@ -36,13 +36,6 @@ def _with_example(env: LeadToCash) -> None:
     env.hub = Hub.from_files(env.config_files)
 
 
-def _lago(env: LeadToCash, method: str, path: str, **kw: Any) -> Any:
-    headers = {"Authorization": f"Bearer {env.lago.api_key}"}
-    r = env.http["lago"].request(method, f"/api/v1/{path}", headers=headers, **kw)
-    r.raise_for_status()
-    return r.json()
-
-
 def _sap_items(env: LeadToCash, reference: str) -> list[dict[str, Any]]:
     """The journal entry items SAP holds under a header reference (XBLNR), read over OData."""
     sap = env.hub.config.systems["sap"]
@@ -96,7 +89,7 @@ def test_a_credit_note_posts_exactly_one_reverse_journal_entry(
                         "items": [{"fee_id": fee["lago_id"], "amount_cents": int(fee["amount_cents"]) // 2}],
                     }
                 }
-                note = _lago(env, "POST", "credit_notes", json=body)["credit_note"]
+                note = env.lago_api("POST", "credit_notes", json=body)["credit_note"]
                 delivered = await _wait(
                     lambda: (
                         env.hub.store.count_messages(ROUTE, "delivered") == 1 and bool(env.sap_documents())
