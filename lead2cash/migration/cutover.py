@@ -158,7 +158,7 @@ def legacy_last_bill(legacy: Path) -> dict[str, dt.date]:
 
     from lead2cash.sandbox.legacy.billing import contracts, read_tables
 
-    k = contracts(read_tables(legacy)).filter(pl.col("end_on").is_not_null())
+    k = contracts(read_tables(legacy)).filter(pl.col("end_on") < pl.date(9000, 1, 1))  # 99991231: open
     k = k.select("contract_id", _anniversary_after(pl.col("end_on")).alias("last"))
     return dict(k.iter_rows())
 
