@@ -272,7 +272,7 @@ def run_migration_demo(
             tables = {"CONTRACT": pl.read_parquet(work / "legacy" / "CONTRACT.parquet")}
             state["cancelled"] = set(plan_cancellations(tables, "2026-01", 0.03, seed=5))
             tables["CONTRACT"].write_parquet(work / "legacy" / "CONTRACT.parquet")
-            stats = re.search(r"CUSTMAST ([\d,]+).*?CONTRACT ([\d,]+)", r.stdout)
+            stats = re.search(r"CUSTMAST ([\d,]*\d).*?CONTRACT ([\d,]*\d)", r.stdout)
             extra = f"{stats.group(1)} accounts, {stats.group(2)} contracts; " if stats else ""
             return "pass", f"{extra}{len(state['cancelled'])} contracts cancelled in January"
 
@@ -424,5 +424,7 @@ def run_migration_demo(
         f"{'done' if ok else 'FAILED'}: state in {work} (cutover log {work / 'cutover' / 'log.jsonl'}, "
         f"parallel run reports {work / 'reconcile'})",
         markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
     return 0 if ok else 1
