@@ -204,9 +204,16 @@ def _months(a: dt.date, b: dt.date) -> list[dt.date]:
 
 
 def run_migration_demo(
-    workdir: Path, console: Console, *, customers: int = 300, seed: int = 21, rate: float = 100.0
+    workdir: Path,
+    console: Console,
+    *,
+    customers: int = 300,
+    seed: int = 21,
+    rate: float = 100.0,
+    figures: dict[str, Any] | None = None,
 ) -> int:
-    """The program end to end; 0 when record by record nothing was billed twice or missed."""
+    """The program end to end; 0 when record by record nothing was billed twice or missed. ``figures``,
+    when given, receives what the run measured (bench/parallel_run.py prints them)."""
     import shutil
 
     import polars as pl
@@ -249,6 +256,7 @@ def run_migration_demo(
             console.print(result.stdout + result.stderr, markup=False)
             raise RuntimeError(f"{' '.join(result.args[3:6])}: exit {result.returncode}, expected {code}")
 
+    state: dict[str, Any] = {}
     lago = LagoSandbox(seed=3, seed_size=0)
     cluster = SandboxCluster(systems=[lago], state_dir=Path(tempfile.mkdtemp(dir=workdir)))
     cluster.start_in_thread()
@@ -263,8 +271,6 @@ def run_migration_demo(
 
         def clock(day: str) -> None:
             http.post(base + "/__sandbox/lago/clock", json={"to": day}).raise_for_status()
-
-        state: dict[str, Any] = {}
 
         def generate() -> tuple[str, str]:
             r = cli("migrate", "generate", "--customers", str(customers), "--seed", str(seed), *w)
@@ -323,6 +329,7 @@ def run_migration_demo(
                     view.bar.update(task, completed=_confirmed(work / "ledger.db"))
             need(r)
             state["scope"] = set(lago.store.subscriptions)
+            state["load"] = json.loads((work / "load.json").read_text())
             m = re.search(r"loaded (.*?) in ([\d.]+) s \(([\d.]+) customers/s", r.stdout)
             return "pass", (f"{m.group(1)} in {m.group(2)} s, {m.group(3)} customers/s" if m else r.stdout)
 
@@ -334,6 +341,14 @@ def run_migration_demo(
                 summary = json.loads((work / "reconcile" / f"billing-{cycle}" / "summary.json").read_text())
                 causes = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("by_cause", {}).items()))
                 acc = float(summary["accuracy"])
+                state.setdefault("accuracy", {})[cycle] = summary["accuracy"]
+                if cycle == "2026-01":
+                    diffs = pl.read_parquet(work / "reconcile" / f"billing-{cycle}" / "differences.parquet")
+                    new = pl.read_parquet(work / "reconcile" / f"billing-{cycle}" / "new_lines.parquet")
+                    billed = set(new.filter(pl.col("bill_date") < dt.date(2026, 2, 1))["contract_id"])
+                    planted = set(state["fix"]) & state["scope"] & billed
+                    price = set(diffs.filter(pl.col("cause") == "price")["contract_id"])
+                    state["planted"] = (len(planted), len(planted & price), len(price - planted))
                 return ("pass" if code == 0 else "fail"), f"accuracy {acc:.2%} (threshold 99%); {causes}"
 
             return go
@@ -420,6 +435,11 @@ def run_migration_demo(
     finally:
         view.stop()
         cluster.stop()
+        if figures is not None:
+            figures.update(
+                {k: v for k, v in state.items() if k in ("load", "accuracy", "planted", "figures")}
+            )
+            figures["seconds"] = {s.name: round(s.seconds, 2) for s in view.steps}
     console.print(
         f"{'done' if ok else 'FAILED'}: state in {work} (cutover log {work / 'cutover' / 'log.jsonl'}, "
         f"parallel run reports {work / 'reconcile'})",
