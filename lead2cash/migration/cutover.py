@@ -16,7 +16,9 @@ is ``<workdir>/cutover/state.json`` and every action a line of ``<workdir>/cutov
 ``rollback --at DATE`` (within ``cutover.rollback_window_days`` of the cutover) terminates the migrated
 subscriptions in Lago with ``on_termination_invoice=skip`` (no invoice for the unbilled part of the period)
 and resumes the legacy contracts from the day after DATE, so the period Lago did not bill is billed, once,
-by the legacy system at its next bill date.
+by the legacy system at its next bill date. ``execute`` after a rollback re-creates each migrated
+subscription as ``<contract>~N`` (N the cutover number) through the migration's effect ledger first
+(``recreate``), and the legacy run stops from the day after DATE.
 """
 
 from __future__ import annotations
