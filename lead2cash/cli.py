@@ -992,6 +992,15 @@ def demo(
         ),
     ] = False,
     records: Annotated[int, typer.Option(help="with --minimal: orders to route")] = 500,
+    migration: Annotated[
+        bool,
+        typer.Option(
+            help="the legacy billing migration instead: gates, load into a Lago sandbox, parallel run, "
+            "cutover, rollback, cutover again, checked record by record (with --customers); --deals, "
+            "--advance-days, --faults and --keep-running do not apply"
+        ),
+    ] = False,
+    customers: Annotated[int, typer.Option(help="with --migration: legacy accounts to migrate")] = 300,
 ) -> None:
     """Lead to cash on the sandboxes: deals won in Salesforce, billed in Lago, posted in SAP, written back;
     ends with the three systems reconciled. Exit 0 when they agree (see docs/operating.md, "The demo")."""
@@ -999,6 +1008,10 @@ def demo(
         from lead2cash.demo import run_minimal_demo
 
         raise typer.Exit(run_minimal_demo(workdir, records, console))
+    if migration:
+        from lead2cash.demo.migration import run_migration_demo
+
+        raise typer.Exit(run_migration_demo(workdir, console, customers=customers))
     from lead2cash.demo.lead_to_cash import FAULT_PROFILES, run_lead_to_cash_demo
 
     if faults not in FAULT_PROFILES:

@@ -259,7 +259,9 @@ def status(workdir: Workdir = WORKDIR, store: StoreOpt = None, run: RunOpt = "le
     rows = run_status(_store(workdir, store), run)
     table = Table("batch", "reserved", "sent (in doubt)", "confirmed")
     for r in rows:
-        table.add_row(str(r["batch"]), str(r["reserved"]), str(r["sent"]), str(r["confirmed"]))
+        # Negative batches are the subscriptions a cutover after a rollback re-created (<contract>~N).
+        name = f"cutover {-r['batch']}" if r["batch"] < 0 else str(r["batch"])
+        table.add_row(name, str(r["reserved"]), str(r["sent"]), str(r["confirmed"]))
     console.print(table)
     done = sum(1 for r in rows if r["reserved"] == r["sent"] == 0)
     console.print(f"{done} of {len(rows)} batches complete", markup=False)

@@ -16,7 +16,9 @@ is ``<workdir>/cutover/state.json`` and every action a line of ``<workdir>/cutov
 ``rollback --at DATE`` (within ``cutover.rollback_window_days`` of the cutover) terminates the migrated
 subscriptions in Lago with ``on_termination_invoice=skip`` (no invoice for the unbilled part of the period)
 and resumes the legacy contracts from the day after DATE, so the period Lago did not bill is billed, once,
-by the legacy system at its next bill date.
+by the legacy system at its next bill date. ``execute`` after a rollback re-creates each migrated
+subscription as ``<contract>~N`` (N the cutover number) through the migration's effect ledger first
+(``recreate``), and the legacy run stops from the day after DATE.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from urllib.parse import quote
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from lead2cash.migration.ids import contract_of, subscription_id
 
 cutover_app = typer.Typer(
     help="Cutover from the legacy billing system to Lago: readiness gates, execute, roll back.",
@@ -131,20 +135,34 @@ def legacy_next_bill(legacy: Path, at: dt.date) -> Any:
     k = contracts(read_tables(legacy))
     k = k.filter(pl.col("end_on").is_null() | (pl.col("end_on") > pl.lit(at)))
     # The first anniversary strictly after ``at``: Lago has billed ``at`` itself when its run is at ``at``.
-    months = (pl.lit(at).dt.year() * 12 + pl.lit(at).dt.month()) - (
+    k = k.with_columns(_anniversary_after(pl.lit(at)).alias("nb"))
+    return k.select("contract_id", "customer_id", pl.col("nb").alias("legacy_next_bill"))
+
+
+def _anniversary_after(day: Any) -> Any:
+    """The first bill date of the anniversary chain from NEXT_BILL_DT strictly after ``day`` (an expression)."""
+    import polars as pl
+
+    months = (day.dt.year() * 12 + day.dt.month()) - (
         pl.col("next_bill").dt.year() * 12 + pl.col("next_bill").dt.month()
     )
     steps = pl.max_horizontal(months // pl.col("months") - 1, 0)
-    cand = pl.col("next_bill").dt.offset_by(pl.format("{}mo", steps * pl.col("months")))
-    k = k.with_columns(cand.alias("nb"))
+    nb = pl.col("next_bill").dt.offset_by(pl.format("{}mo", steps * pl.col("months")))
     for _ in range(3):
-        k = k.with_columns(
-            pl.when(pl.col("nb") <= pl.lit(at))
-            .then(pl.col("nb").dt.offset_by(pl.format("{}mo", pl.col("months"))))
-            .otherwise(pl.col("nb"))
-            .alias("nb")
-        )
-    return k.select("contract_id", "customer_id", pl.col("nb").alias("legacy_next_bill"))
+        nb = pl.when(nb <= day).then(nb.dt.offset_by(pl.format("{}mo", pl.col("months")))).otherwise(nb)
+    return nb
+
+
+def legacy_last_bill(legacy: Path) -> dict[str, dt.date]:
+    """Per ended legacy contract, the bill date of its last (short) period: the first anniversary after its
+    end, when the legacy run bills it."""
+    import polars as pl
+
+    from lead2cash.sandbox.legacy.billing import contracts, read_tables
+
+    k = contracts(read_tables(legacy)).filter(pl.col("end_on") < pl.date(9000, 1, 1))  # 99991231: open
+    k = k.select("contract_id", _anniversary_after(pl.col("end_on")).alias("last"))
+    return dict(k.iter_rows())
 
 
 async def lago_subscriptions(client: Any) -> list[dict[str, Any]]:
@@ -157,7 +175,7 @@ def next_bill_gate(subs: list[dict[str, Any]], legacy: Any, scope: Any) -> Gate:
     lago = pl.DataFrame(
         [
             {
-                "contract_id": s["external_id"],
+                "contract_id": contract_of(s["external_id"]),
                 "lago_next_bill": (
                     dt.datetime.fromisoformat(s["current_billing_period_ending_at"].replace("Z", "+00:00"))
                     + dt.timedelta(seconds=1)
@@ -187,7 +205,13 @@ def _client(url: str | None, key: str | None, ca: str | None) -> Any:
 
 
 def run_gates(
-    workdir: Path, config: Path, legacy: Path, hub_store: str | None, client: Any, at: dt.date
+    workdir: Path,
+    config: Path,
+    legacy: Path,
+    hub_store: str | None,
+    client: Any,
+    at: dt.date,
+    recreate: bool = False,
 ) -> list[Gate]:
     from lead2cash.reconcile.billing import load_config
     from lead2cash.reconcile.cli import migrated_contracts
@@ -200,6 +224,10 @@ def run_gates(
         dead_letters_gate(hub_store),
         three_way_gate(workdir, required),
     ]
+    if recreate:  # after a rollback no subscription is active: the re-created ones are checked once made
+        asyncio.run(client.aclose())
+        gates.append(Gate("next_bill_dates", True, "checked on the re-created subscriptions"))
+        return gates
     subs = asyncio.run(_with(client, lago_subscriptions))
     gates.append(next_bill_gate(subs, legacy_next_bill(legacy, at), migrated_contracts(workdir)))
     return gates
@@ -272,11 +300,157 @@ def check(
         hub_store,
         _client(lago_url, lago_api_key, ca_bundle),
         _date(at),
+        recreate=_state(workdir).get("status") == "rolled_back",
     )
     if not _show(gates):
         err.print("cutover is not ready", markup=False)
         raise typer.Exit(1)
     console.print("ready for cutover", markup=False)
+
+
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="The migration's effect ledger (default: SQLite <workdir>/ledger.db, as `migrate load`).",
+    ),
+]
+RunOpt = Annotated[
+    str, typer.Option("--run", help="The migration run (the ledger's route, as `migrate load`).")
+]
+
+
+@dataclass
+class Recreated:
+    created: int = 0
+    already_done: int = 0
+    found_by_lookup: int = 0
+    ended: int = 0  # ended before the cutover, last period already billed: not re-created
+    absent: int = 0  # no rolled-back subscription in Lago to re-create
+    subscriptions: list[str] | None = None
+    failures: list[dict[str, str]] | None = None
+
+
+async def _exists(loader: Any, ext: str) -> bool:
+    """Whether Lago has the subscription in any status: a re-created one may have ended by itself since."""
+    from lead2cash.connectors.lago import LagoNotFound
+
+    for status in ("active", "pending", "terminated"):
+        try:
+            await loader._call(
+                lambda status=status: loader.client.request(
+                    "GET",
+                    f"/subscriptions/{quote(ext, safe='')}",
+                    "subscriptions.get",
+                    params={"status": status},
+                )
+            )
+            return True
+        except LagoNotFound:
+            continue
+    return False
+
+
+def recreation_plan(
+    previous: dict[str, dict[str, Any]],
+    contracts: list[str],
+    prior_ids: dict[str, str],
+    number: int,
+    day: dt.date,
+    rolled_back: dt.date,
+    last_bill: dict[str, dt.date],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The subscriptions to create at cutover ``number`` on ``day``, each a copy of its rolled-back one (so a
+    price corrected in Lago stays corrected) under ``<contract>~N``. A contract that ended before ``day`` is
+    re-created only when nobody billed its last period yet: not when it ended while Lago billed it (up to
+    the rollback: Lago's termination invoice billed it), nor when the legacy run billed it by ``day``."""
+    bodies, skipped = [], {"ended": 0, "absent": 0}
+    for contract in contracts:
+        old = previous.get(prior_ids.get(contract, contract))
+        if old is None:
+            skipped["absent"] += 1
+            continue
+        ending = old.get("ending_at")
+        end = dt.datetime.fromisoformat(ending.replace("Z", "+00:00")).date() if ending else None
+        if end is not None and end < day and (end <= rolled_back or last_bill.get(contract, day) <= day):
+            skipped["ended"] += 1
+            continue
+        body: dict[str, Any] = {
+            "external_customer_id": old["external_customer_id"],
+            "external_id": subscription_id(contract, number),
+            "plan_code": old["plan_code"],
+            "billing_time": old.get("billing_time") or "anniversary",
+            "subscription_at": old["subscription_at"],
+            "plan_overrides": {
+                "amount_cents": int(old["plan_amount_cents"]),
+                "amount_currency": old["plan_amount_currency"],
+            },
+        }
+        if ending:
+            body["ending_at"] = ending
+        bodies.append(body)
+    return bodies, skipped
+
+
+async def recreate(
+    client: Any,
+    store: Any,
+    run: str,
+    bodies: list[dict[str, Any]],
+    number: int,
+    *,
+    rate: float = 50.0,
+    concurrency: int = 8,
+    progress: Any = None,
+) -> Recreated:
+    """Creates ``bodies`` in Lago exactly once: each is an effect of the migration's ledger, key
+    ``subscription:<contract>~N`` (one per contract and cutover), under the load's route so that
+    ``migrate rollback`` removes them too. A key left ``sent`` by a crash is looked up in Lago (in any
+    status) before anything is sent again; a confirmed key is never sent again."""
+    from lead2cash.migration.load import TARGET, Loader, _route, _state
+    from lead2cash.pacing import current_pacer
+
+    loader = Loader(client, store, run, rate=rate)
+    out = Recreated(subscriptions=[b["external_id"] for b in bodies])
+    keys = [(f"subscription:{b['external_id']}", -number) for b in bodies]  # batch -N: cutover N
+    prior = store.effects_reserve(TARGET, _route(run), keys)
+    gate = asyncio.Semaphore(concurrency)
+    token = current_pacer.set(loader.limiter)
+
+    async def one(body: dict[str, Any]) -> None:
+        ext = body["external_id"]
+        async with gate:
+            await loader.effect(
+                f"subscription:{ext}",
+                _state(prior, f"subscription:{ext}"),
+                lambda: client.create_subscription(body),
+                f"/subscriptions/{quote(ext, safe='')}",
+                "subscriptions.get",
+                found=lambda: _exists(loader, ext),
+            )
+        if progress:
+            progress(1)
+
+    try:
+        await asyncio.gather(*(one(b) for b in bodies))
+    finally:
+        current_pacer.reset(token)
+    r = loader.report
+    out.created, out.already_done, out.found_by_lookup = r.sent, r.already_done, r.found_by_lookup
+    out.failures = r.failures
+    return out
+
+
+async def terminated_subscriptions(client: Any) -> dict[str, dict[str, Any]]:
+    subs = client.pages("/subscriptions", "subscriptions.list", "subscriptions", {"status[]": "terminated"})
+    return {s["external_id"]: s async for s in subs}
+
+
+def _ledger(workdir: Path, store: str | None) -> Any:
+    from lead2cash.store.store import Store
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Store(store or f"sqlite:///{(workdir / 'ledger.db').resolve()}")
 
 
 @cutover_app.command()
@@ -291,39 +465,141 @@ def execute(
     lago_api_key: LagoKey = None,
     ca_bundle: CaBundle = None,
     at: At = None,
+    store: StoreOpt = None,
+    run: RunOpt = "legacy",
+    rate: Annotated[
+        float, typer.Option(help="Lago requests per second for re-created subscriptions.")
+    ] = 50.0,
 ) -> None:
-    """The gates, then the legacy system stops billing the migrated accounts from --at on."""
+    """The gates, then the legacy system stops billing the migrated accounts from --at on. After a rollback,
+    each migrated subscription is first re-created in Lago as <contract>~N (N: the cutover number)."""
     from lead2cash.sandbox.legacy.billing import flag_customers
 
     legacy_dir = legacy or workdir / "legacy"
     day = _date(at)
-    if _state(workdir).get("status") == "executed":
+    previous = _state(workdir)
+    if previous.get("status") == "executed":
         err.print("cutover already executed (cutover rollback first)", markup=False)
         raise typer.Exit(2)
-    gates = run_gates(workdir, config, legacy_dir, hub_store, _client(lago_url, lago_api_key, ca_bundle), day)
+    again = previous.get("status") == "rolled_back"
+    gates = run_gates(
+        workdir,
+        config,
+        legacy_dir,
+        hub_store,
+        _client(lago_url, lago_api_key, ca_bundle),
+        day,
+        recreate=again,
+    )
     if not _show(gates):
         err.print("cutover refused: a readiness gate fails", markup=False)
         raise typer.Exit(1)
     accounts, contracts = _migrated(workdir, legacy_dir)
+    number = int(previous.get("number", 1)) + 1 if again else 1
+    subscriptions = contracts
+    effective = day
+    detail: dict[str, Any] = {}
+    if again:
+        made = _recreate(
+            _client(lago_url, lago_api_key, ca_bundle),
+            workdir,
+            legacy_dir,
+            previous,
+            contracts,
+            number,
+            day,
+            store,
+            run,
+            rate,
+        )
+        gate = asyncio.run(_with(_client(lago_url, lago_api_key, ca_bundle), lago_subscriptions))
+        mine = [s for s in gate if s["external_id"] in set(made.subscriptions or [])]
+        check = next_bill_gate(mine, legacy_next_bill(legacy_dir, day), None)
+        _show([check])
+        if made.failures or (mine and not check.passed):
+            # Not billed by Lago without the legacy run stopping: end what was made, keep the legacy billing.
+            asyncio.run(terminate(_client(lago_url, lago_api_key, ca_bundle), made.subscriptions or []))
+            failed = {**previous, "number": number}  # the next attempt takes the next number
+            (workdir / "cutover" / "state.json").write_text(json.dumps(failed, indent=1))
+            for f in (made.failures or [])[:10]:
+                err.print(f"failed: {f['key']}: {f['error']}", markup=False)
+            err.print("cutover refused: the re-created subscriptions were ended again", markup=False)
+            raise typer.Exit(1)
+        subscriptions = made.subscriptions or []
+        # Lago's re-created subscriptions skip the period that ends on ``day``: the legacy run bills it.
+        effective = day + dt.timedelta(days=1)
+        detail = {k: v for k, v in made.__dict__.items() if k not in ("subscriptions", "failures")}
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    flag_customers(legacy_dir, accounts, "M", day, by, reason, now)
+    flag_customers(legacy_dir, accounts, "M", effective, by, reason, now)
     state = {
         "status": "executed",
-        "effective": day.isoformat(),
+        "number": number,
+        "effective": effective.isoformat(),
         "by": by,
         "reason": reason,
         "at": now,
         "accounts": len(accounts),
         "contracts": contracts,
+        "subscriptions": subscriptions,
     }
     (workdir / "cutover" / "state.json").parent.mkdir(parents=True, exist_ok=True)
     (workdir / "cutover" / "state.json").write_text(json.dumps(state, indent=1))
-    _log(workdir, {k: v for k, v in state.items() if k != "contracts"} | {"action": "execute"})
+    _log(
+        workdir,
+        {k: v for k, v in state.items() if k not in ("contracts", "subscriptions")}
+        | {"action": "execute"}
+        | detail,
+    )
+    again_text = (
+        f"; {detail['created'] + detail['already_done'] + detail['found_by_lookup']:,} subscriptions re-created "
+        f"as <contract>~{number} ({detail['ended']:,} ended contracts not re-created)"
+        if again
+        else ""
+    )
     console.print(
-        f"cutover executed: {len(accounts):,} legacy accounts ({len(contracts):,} contracts) billed by Lago "
-        f"from {day}; recorded by {by}",
+        f"cutover {number} executed: {len(accounts):,} legacy accounts ({len(contracts):,} contracts) billed by "
+        f"Lago from {effective}{again_text}; recorded by {by}",
         markup=False,
     )
+
+
+def _recreate(
+    client: Any,
+    workdir: Path,
+    legacy_dir: Path,
+    previous: dict[str, Any],
+    contracts: list[str],
+    number: int,
+    day: dt.date,
+    store: str | None,
+    run: str,
+    rate: float,
+) -> Recreated:
+    prior_ids = {contract_of(x): x for x in previous.get("subscriptions") or previous.get("contracts", [])}
+    ledger = _ledger(workdir, store)
+
+    async def go() -> Recreated:
+        try:
+            old = await terminated_subscriptions(client)
+            bodies, skipped = recreation_plan(
+                old,
+                contracts,
+                prior_ids,
+                number,
+                day,
+                dt.date.fromisoformat(previous["rolled_back"]),
+                legacy_last_bill(legacy_dir),
+            )
+            made = await recreate(client, ledger, run, bodies, number, rate=rate)
+            made.ended, made.absent = skipped["ended"], skipped["absent"]
+            return made
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        ledger.close()
 
 
 async def terminate(client: Any, contracts: list[str], concurrency: int = 8) -> dict[str, int]:
@@ -382,7 +658,8 @@ def rollback(
             f"the rollback window is over: {since} days since the cutover, {window} allowed", markup=False
         )
         raise typer.Exit(1)
-    counts = asyncio.run(terminate(_client(lago_url, lago_api_key, ca_bundle), state["contracts"]))
+    subs = state.get("subscriptions") or state["contracts"]  # <contract>~N after a re-cutover
+    counts = asyncio.run(terminate(_client(lago_url, lago_api_key, ca_bundle), subs))
     accounts, _ = _migrated(workdir, legacy_dir)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     resume = day + dt.timedelta(days=1)  # Lago billed every date up to ``day``

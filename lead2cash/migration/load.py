@@ -177,14 +177,16 @@ class Loader:
         send: Callable[[], Awaitable[Any]],
         lookup_path: str,
         operation: str,
+        found: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
+        """``found`` replaces the GET of ``lookup_path`` when an in-doubt key needs another lookup."""
         if prior == EffectState.CONFIRMED:
             self.report.already_done += 1
             return
         check_first = prior == EffectState.SENT
         for attempt in range(1, self.attempts + 1):
             try:
-                if check_first and await self._lookup(lookup_path, operation):
+                if check_first and await (found() if found else self._lookup(lookup_path, operation)):
                     self.report.found_by_lookup += 1
                     break
                 self.store.effects_mark(TARGET, [key], EffectState.SENT)

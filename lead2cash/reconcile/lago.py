@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 
 from lead2cash.canonical_model import MINOR_UNITS
+from lead2cash.migration.ids import contract_of
 from lead2cash.reconcile.billing import LINES
 
 
@@ -48,7 +49,9 @@ def invoice_lines(invoices: list[dict[str, Any]]) -> pl.DataFrame:
                 {
                     "invoice_id": inv.get("number") or inv["lago_id"],
                     "customer_id": fee["external_customer_id"],
-                    "contract_id": fee["external_subscription_id"],
+                    "contract_id": contract_of(
+                        fee["external_subscription_id"]
+                    ),  # <contract>~N after a re-cutover
                     "segment": None,
                     "plan": str(item["code"]).split("__")[0],
                     "currency": cur,

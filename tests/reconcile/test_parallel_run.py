@@ -1,8 +1,9 @@
 """The parallel run, end to end on the sandboxes: migrate ~1,500 legacy customers into the Lago sandbox with
 planted cancellations and planted mapping errors, run both billing cycles, reconcile (every planted
 difference found with its cause), the cutover gate blocks while the mapping errors remain and passes once
-they are fixed, cutover, rollback, and record by record every period after the cutover billed exactly once
-by exactly one system."""
+they are fixed, cutover, rollback, cutover again (the subscriptions re-created as <contract>~2, not the
+contracts that ended in between), and record by record every period after the first cutover billed
+exactly once by exactly one system."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+import numpy as np
 import polars as pl
 import pytest
 
+from lead2cash.migration.ids import contract_of
 from lead2cash.reconcile.lago import invoice_lines
 from lead2cash.sandbox.lago import LagoSandbox
 from lead2cash.sandbox.legacy.billing import bill, plan_cancellations, plant_mapping_errors, read_tables
@@ -51,6 +54,23 @@ def test_parallel_run_cutover_and_rollback(tmp_path: Path) -> None:
     legacy_dir = work / "legacy"
     tables = {"CONTRACT": pl.read_parquet(legacy_dir / "CONTRACT.parquet")}
     cancelled = set(plan_cancellations(tables, "2026-01", 0.03, seed=5))
+    # Contracts that end between the cutover (1 April) and the rollback (20 April), two days before their
+    # April bill date: Lago bills their last period when they end, and the second cutover must not
+    # re-create them.
+    k = tables["CONTRACT"]
+    nxt = k["NEXT_BILL_DT"].str.strptime(pl.Date, "%Y%m%d", strict=False)
+    april = (
+        k["PLAN_CD"].is_in(["PLATBAS", "SEATADD"])
+        & k["END_DT"].str.strip_chars().is_in(["", "99991231"])
+        & nxt.dt.day().is_between(5, 18)
+        & ~k["CONTR_NO"].str.strip_chars().is_in(list(cancelled))
+        & (pl.Series(np.random.default_rng(8).random(k.height)) < 0.03)
+    ).fill_null(False)
+    end_apr = pl.format("202604{}", (nxt.dt.day() - 2).cast(pl.String).str.zfill(2))
+    tables["CONTRACT"] = k.with_columns(
+        END_DT=pl.when(april).then(pl.select(end_apr).to_series()).otherwise(k["END_DT"])
+    )
+    ended_april = set(k.filter(april)["CONTR_NO"].str.strip_chars())
     tables["CONTRACT"].write_parquet(legacy_dir / "CONTRACT.parquet")
     run("migrate", "cleanse", *w)
     run("migrate", "validate", *w)
@@ -178,13 +198,44 @@ def test_parallel_run_cutover_and_rollback(tmp_path: Path) -> None:
         invoices_before = len(lago.store.invoices)
         run("cutover", "rollback", *cut, "--reason", "invoice layout rejected", "--at", "2026-04-20")
         assert len(lago.store.invoices) == invoices_before, "a terminated subscription was invoiced"
-        clock("2026-06-01")
-        late = run("cutover", "rollback", *cut, "--reason", "again", "--at", "2026-06-01", code=2)
-        assert "no executed cutover" in late.stderr
+        again = run("cutover", "rollback", *cut, "--reason", "again", "--at", "2026-04-20", code=2)
+        assert "no executed cutover" in again.stderr
+        rolled_back = {
+            c for c in scope if lago.store.subscriptions[c].terminated_at.date() == dt.date(2026, 4, 20)
+        }
+        assert ended_april & scope and not ended_april & rolled_back  # they had ended by themselves
 
-        # ---- record by record: from the cutover on, every period billed once, by one system
-        cutover, back, end = dt.date(2026, 4, 1), dt.date(2026, 4, 20), dt.date(2026, 5, 31)
-        cycles = ["2026-01", "2026-02", "2026-03", "2026-04", "2026-05", "2026-06"]
+        # ---- cutover again on 1 May: the subscriptions are re-created as <contract>~2
+        clock("2026-05-01")
+        check = run(
+            "cutover", "check", *w, "--config", str(config), "--hub-store", hub, *target, "--at", "2026-05-01"
+        )
+        assert "ready for cutover" in check.stdout
+        second = run(
+            "cutover", "execute", *cut, "--reason", "layout fixed", "--hub-store", hub, "--at", "2026-05-01",
+            "--rate", "2000",
+        )  # fmt: skip
+        assert "cutover 2 executed" in second.stdout, second.stdout
+        recreated = {contract_of(k) for k in lago.store.subscriptions if k.endswith("~2")}
+        assert recreated == rolled_back, recreated ^ rolled_back  # not the ended ones, not twice
+        assert set(truth["contract_id"]) & recreated
+        rerun = run(
+            "cutover", "execute", *cut, "--reason", "again", "--hub-store", hub, "--at", "2026-05-01", code=2
+        )
+        assert "already executed" in rerun.stderr
+        clock("2026-06-30")
+        late = run("cutover", "rollback", *cut, "--reason", "late", "--at", "2026-06-30", code=1)
+        assert "rollback window is over" in late.stderr
+
+        # ---- record by record: from the first cutover on, every period billed once, by one system:
+        # Lago from 1 to 20 April, the legacy system up to 1 May, Lago (the re-created subscriptions) after
+        cutover, back, cut2, end = (
+            dt.date(2026, 4, 1),
+            dt.date(2026, 4, 20),
+            dt.date(2026, 5, 1),
+            dt.date(2026, 6, 30),
+        )
+        cycles = ["2026-01", "2026-02", "2026-03", "2026-04", "2026-05", "2026-06", "2026-07"]
         tables = read_tables(legacy_dir)
         legacy = bill(tables, cycles).filter(
             pl.col("contract_id").is_in(list(scope)) & (pl.col("bill_date") <= end)
@@ -197,17 +248,23 @@ def test_parallel_run_cutover_and_rollback(tmp_path: Path) -> None:
         lago_all = invoice_lines([i.extended_json() for i in lago.store.invoices.values()]).filter(
             pl.col("contract_id").is_in(list(scope))
         )
-        assert lago_all.filter(pl.col("bill_date") > back).height == 0, "Lago billed after the rollback"
-        assert legacy.filter(pl.col("bill_date").is_between(cutover, back)).height == 0, (
-            "legacy billed during cutover"
+        assert lago_all.filter(pl.col("bill_date").is_between(back, cut2, closed="right")).height == 0, (
+            "Lago billed between the rollback and the second cutover"
         )
+        assert legacy.filter(pl.col("bill_date").is_between(cutover, back)).height == 0, (
+            "legacy billed in cutover 1"
+        )
+        assert legacy.filter(pl.col("bill_date") > cut2).height == 0, "legacy billed in cutover 2"
         key = ["contract_id", "period_start"]
+        lago_of_record = lago_all.filter(
+            pl.col("bill_date").is_between(cutover, back) | (pl.col("bill_date") > cut2)
+        )
         of_record = pl.concat(
             [
-                legacy.filter(pl.col("bill_date") > back).select(*key, pl.lit("legacy").alias("system")),
-                lago_all.filter(pl.col("bill_date").is_between(cutover, back)).select(
-                    *key, pl.lit("lago").alias("system")
+                legacy.filter(pl.col("bill_date").is_between(back, cut2, closed="right")).select(
+                    *key, pl.lit("legacy").alias("system")
                 ),
+                lago_of_record.select(*key, pl.lit("lago").alias("system")),
             ]
         )
         assert of_record.height > 100 and set(of_record["system"]) == {"legacy", "lago"}
@@ -219,6 +276,14 @@ def test_parallel_run_cutover_and_rollback(tmp_path: Path) -> None:
         assert extra.height == 0, f"billed but not due: {extra.head(5)}"
         assert (
             lago_all.group_by(key).len()["len"].max() == 1
-        )  # no period twice in Lago, the parallel run included
+        )  # no period twice in Lago, the parallel run and both cutovers included
+        assert ended_april & set(
+            lago_all.filter(pl.col("bill_date").is_between(cutover, back))["contract_id"]
+        )
+        # The re-created subscriptions bill the prices corrected in Lago, not the load's wrong mapping.
+        full = expected.filter(pl.col("days") == pl.col("full_days")).select(*key, "amount")
+        after = lago_all.filter(pl.col("bill_date") > cut2).join(full, on=key, suffix="_legacy")
+        assert after.height > 100 and (after["amount"] == after["amount_legacy"]).all()
+        assert set(truth["contract_id"]) & set(after["contract_id"])
     finally:
         cluster.stop()

@@ -1,0 +1,121 @@
+"""A cutover after a rollback re-creates the migrated subscriptions as ``<contract>~N`` through the effect
+ledger: a crash (keys left ``sent``, before or after Lago applied the call) and a rerun never create a
+subscription twice, even one that has ended by itself since; ended contracts whose last period was billed
+are not re-created."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from lead2cash.connectors.lago import LagoClient
+from lead2cash.migration.cutover import recreate, recreation_plan
+from lead2cash.migration.ids import contract_of, cutover_of, subscription_id
+from lead2cash.migration.load import TARGET, _route
+from lead2cash.sandbox.lago import LagoSandbox
+from lead2cash.sandbox.server import SandboxCluster
+from lead2cash.store.schema import effects
+from lead2cash.store.store import EffectState, Store
+
+
+def test_ids_map_back_to_contracts() -> None:
+    assert subscription_id("LC1", 1) == "LC1" and subscription_id("LC1", 3) == "LC1~3"
+    assert contract_of("LC1~3") == "LC1" and contract_of("LC1") == "LC1" and contract_of("A~B") == "A~B"
+    assert cutover_of("LC1~3") == 3 and cutover_of("LC1") == 1
+
+
+def _old(ext: str, ending: str | None = None, cents: int = 1000) -> dict[str, object]:
+    return {
+        "external_id": ext,
+        "external_customer_id": "C1",
+        "plan_code": "PLAT-BASE__EUR",
+        "billing_time": "anniversary",
+        "subscription_at": "2025-06-10T00:00:00Z",
+        "plan_amount_cents": cents,
+        "plan_amount_currency": "EUR",
+        "ending_at": ending,
+    }
+
+
+def test_plan_skips_the_ended_contracts_whose_last_period_was_billed() -> None:
+    old = {
+        "K1~2": _old("K1~2", cents=1234),  # open; the price corrected in Lago is kept
+        "K2": _old("K2", "2026-04-10T23:59:59Z"),  # ended while Lago billed it (before the rollback)
+        "K3": _old("K3", "2026-04-25T23:59:59Z"),  # ended after the rollback, legacy billed it by the cutover
+        "K4": _old("K4", "2026-04-27T23:59:59Z"),  # ended after the rollback, last bill after the cutover
+        "K5": _old("K5", "2026-06-30T23:59:59Z"),  # ends after the cutover
+    }
+    last = {"K2": dt.date(2026, 4, 12), "K3": dt.date(2026, 4, 28), "K4": dt.date(2026, 5, 10)}
+    bodies, skipped = recreation_plan(
+        old,
+        ["K1", "K2", "K3", "K4", "K5", "K6"],
+        {"K1": "K1~2"},
+        3,
+        dt.date(2026, 5, 1),
+        dt.date(2026, 4, 20),
+        last,
+    )
+    assert [b["external_id"] for b in bodies] == ["K1~3", "K4~3", "K5~3"]
+    assert bodies[0]["plan_overrides"] == {"amount_cents": 1234, "amount_currency": "EUR"}
+    assert "ending_at" not in bodies[0] and bodies[2]["ending_at"] == "2026-06-30T23:59:59Z"
+    assert skipped == {"ended": 2, "absent": 1}
+
+
+def test_rerun_after_a_crash_creates_no_second_subscription(tmp_path: Path) -> None:
+    lago = LagoSandbox(seed=3, seed_size=0)
+    cluster = SandboxCluster(systems=[lago], state_dir=Path(tempfile.mkdtemp()))
+    cluster.start_in_thread()
+    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        base = cluster.base_url("lago")
+        http = httpx.Client(verify=ssl.create_default_context(cafile=str(cluster.ca_bundle)))
+        http.post(base + "/__sandbox/lago/clock", json={"to": "2026-05-01"}).raise_for_status()
+        bodies = [
+            {
+                "external_customer_id": "C1",
+                "external_id": subscription_id(k, 2),
+                "plan_code": "PLAT-BASE__EUR",
+                "billing_time": "anniversary",
+                "subscription_at": "2025-06-10T00:00:00Z",
+                "plan_overrides": {"amount_cents": 1000, "amount_currency": "EUR"},
+                **({"ending_at": "2026-05-03T23:59:59Z"} if k == "B" else {}),
+            }
+            for k in ("A", "B", "C")
+        ]
+
+        async def run(items: list[dict[str, object]]) -> object:
+            client = LagoClient(base + "/api/v1", lago.api_key, ca_bundle=str(cluster.ca_bundle))
+            try:
+                await client.upsert_customer({"external_id": "C1", "name": "C1", "currency": "EUR"})
+                return await recreate(client, store, "legacy", items, 2, rate=500)
+            finally:
+                await client.aclose()
+
+        # C's key was marked sent and the process died before the call reached Lago.
+        store.effects_reserve(TARGET, _route("legacy"), [("subscription:C~2", -2)])
+        store.effects_mark(TARGET, ["subscription:C~2"], EffectState.SENT)
+        first = asyncio.run(run(bodies[:2]))
+        assert first.created == 2  # type: ignore[attr-defined]
+        # A and B were created, then the process died before confirming them; B has ended by itself since.
+        with store.engine.begin() as conn:  # effects_mark never downgrades a confirmed key
+            conn.execute(
+                effects.update()
+                .where(effects.c.idempotency_key.in_(["subscription:A~2", "subscription:B~2"]))
+                .values(state=EffectState.SENT.value)
+            )
+        http.post(base + "/__sandbox/lago/clock", json={"to": "2026-05-05"}).raise_for_status()
+        assert lago.store.subscriptions["B~2"].status == "terminated"
+        again = asyncio.run(run(bodies))
+        assert (again.created, again.found_by_lookup, again.failures) == (1, 2, [])  # type: ignore[attr-defined]
+        third = asyncio.run(run(bodies))
+        assert third.already_done == 3 and third.created == 0  # type: ignore[attr-defined]
+        for ext in ("A~2", "B~2", "C~2"):
+            assert lago.store.effects.count("subscription.create", ext) == 1, ext
+    finally:
+        store.close()
+        cluster.stop()
