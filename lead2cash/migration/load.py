@@ -42,7 +42,9 @@ from lead2cash.store.schema import effects
 from lead2cash.store.store import EffectState, Store
 
 TARGET = "lago-migration"
-CENSUS_BATCH = -1  # the ledger's message id of census keys: no batch of the load
+# The ledger's message id of census keys: no batch of the load, and no cutover (cutover N's re-created
+# subscriptions are batch -N).
+CENSUS_BATCH = -1_000_000
 FAR_FUTURE = "9999-12-31"
 
 

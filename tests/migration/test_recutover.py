@@ -16,7 +16,7 @@ import httpx
 from lead2cash.connectors.lago import LagoClient
 from lead2cash.migration.cutover import recreate, recreation_plan
 from lead2cash.migration.ids import contract_of, cutover_of, subscription_id
-from lead2cash.migration.load import TARGET, _route
+from lead2cash.migration.load import CENSUS_BATCH, TARGET, _route, status
 from lead2cash.sandbox.lago import LagoSandbox
 from lead2cash.sandbox.server import SandboxCluster
 from lead2cash.store.schema import effects
@@ -119,3 +119,22 @@ def test_rerun_after_a_crash_creates_no_second_subscription(tmp_path: Path) -> N
     finally:
         store.close()
         cluster.stop()
+
+
+def test_status_shows_cutover_one_and_hides_the_census(tmp_path: Path) -> None:
+    """Cutover N's subscriptions are batch -N in the ledger; the load's census of Lago's own customers
+    shares the ledger and is no batch at all, so ``migrate status`` must not mistake the one for the other."""
+    store = Store(f"sqlite:///{tmp_path / 'ledger.db'}")
+    try:
+        route = _route("legacy")
+        store.effects_reserve(
+            TARGET, route, [("census:legacy", CENSUS_BATCH), ("existing:legacy:C9", CENSUS_BATCH)]
+        )
+        store.effects_reserve(TARGET, route, [("customer:C1", 0), ("subscription:A~1", -1)])
+        store.effects_mark(TARGET, ["subscription:A~1"], EffectState.CONFIRMED)
+        assert status(store, "legacy") == [
+            {"batch": -1, "reserved": 0, "sent": 0, "confirmed": 1},
+            {"batch": 0, "reserved": 1, "sent": 0, "confirmed": 0},
+        ]
+    finally:
+        store.close()
