@@ -889,7 +889,6 @@ class RefundTarget(JournalEntryTarget):
             raise PermanentError(f"cannot map the refund: {exc}", details={"entity": entity.id}) from exc
 
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         entry = self._refund(entity)
         if entry is None:
             return NO_REFUND
@@ -898,7 +897,6 @@ class RefundTarget(JournalEntryTarget):
         return ref
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        await self.system.bind_loop()
         known = self.system.xref_get("CreditNoteRefund", entity_id(entity))
         if known is not None:
             return known
