@@ -166,6 +166,8 @@ async def _run(
         settled = await env.wait_settled(timeout, on_tick=tick) and settled
         phase = "settled" if settled else "timed out"
         live.update(render())
+    if not console.is_terminal:  # Live leaves its last frame without a line end when output is a file
+        console.line()
     env.set_faults({})
     progress = env.progress()
     agreement = await asyncio.to_thread(env.agreement)
