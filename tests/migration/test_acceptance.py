@@ -103,12 +103,16 @@ def test_migration_end_to_end(tmp_path: Path) -> None:
             str(cluster.ca_bundle),
         ]
         ledger = tmp_path / "work" / "ledger.db"
-        proc = subprocess.Popen(
-            [*CLI, "load", *w, *target, "--rate", "150", "--batch-size", "50"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        # Output to a file, not a pipe nobody reads while the test waits: a load that logs more than a pipe
+        # holds (its retries, at 10,000 customers) would block on its own stderr.
+        output = tmp_path / "load-killed.log"
+        with output.open("wb") as sink:
+            proc = subprocess.Popen(
+                [*CLI, "load", *w, *target, "--rate", "150", "--batch-size", "50"],
+                cwd=ROOT,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 300 * max(1, CUSTOMERS // 1000)
         confirmed = 0
         while time.monotonic() < deadline and proc.poll() is None:
@@ -124,7 +128,7 @@ def test_migration_end_to_end(tmp_path: Path) -> None:
             if confirmed >= CUSTOMERS * 6 // 10:
                 break
         assert proc.poll() is None, (
-            f"the load ended before it could be killed: {proc.communicate()[1].decode(errors='replace')[-3000:]}"
+            f"the load ended before it could be killed: {output.read_text(errors='replace')[-3000:]}"
         )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
