@@ -1000,7 +1000,10 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
         lines=lines,
         taxes=taxes,
         billing_type="credit" if fee_types == {"credit"} else None,
-        refund=Money.from_minor_units(refund, currency) if refund else None,
+        # A refund the provider declined paid nothing out: no cash leg (the amount stays the customer's).
+        refund=Money.from_minor_units(refund, currency)
+        if refund and data.get("refund_status") != "failed"
+        else None,
         payment_method=_provider(data),
     )
     for field, value, what in (

@@ -188,6 +188,27 @@ def check_reference(number: str, long_references: str = "reject") -> str:
     )
 
 
+def refund_reference(number: str, long_references: str = "reject") -> str:
+    """The DocumentReferenceID of a credit note's refund: its number with ``-RF``. A number too long for
+    that keeps the credit note's own reference (unique among credit notes) and appends the suffix to it,
+    never a shorter tail of the whole: the tail of ``<org>-<customer>-<seq>-CN001-RF`` would drop the
+    customer's segment, and two customers' refunds would share one reference (the lookup would then take
+    one for the other)."""
+    whole = f"{number}{REFUND_SUFFIX}"
+    if len(whole) <= MAX_REFERENCE:
+        return whole
+    base = check_reference(number, long_references)
+    suffix = REFUND_SUFFIX.lstrip("-")
+    # Lago's segments have fixed widths, so the reference without its hyphens is as unique as with them.
+    for candidate in (f"{base}{REFUND_SUFFIX}", f"{base}{suffix}", f"{base.replace('-', '')}{suffix}"):
+        if len(candidate) <= MAX_REFERENCE:
+            return candidate
+    raise PostingRuleError(
+        f"credit_note_number: {number!r}: its refund's reference ({base!r} with {REFUND_SUFFIX!r}) is longer "
+        f"than SAP's DocumentReferenceID ({MAX_REFERENCE} characters)"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- entries
 @dataclass
 class _Group:
@@ -562,7 +583,7 @@ def credit_note_refund_entry(note: CreditNote, rules: PostingRules) -> JournalEn
         document_type=rules.payment_document_type,
         document_date=note.issue_date,
         posting_date=note.issue_date,
-        reference_id=check_reference(f"{number}{REFUND_SUFFIX}", rules.long_references),
+        reference_id=refund_reference(number, rules.long_references),
         header_text=_text(f"Refund {number}", MAX_HEADER_TEXT),
         source_document_id=note.id,
         items=items,

@@ -57,7 +57,7 @@ class TokenCache:
         """Forget the token, unless ``value`` is given and another call has already replaced it."""
         entry = self._entries.get(key)
         if entry is not None and (value is None or entry.value == value):
-            del self._entries[key]
+            self._entries.pop(key, None)  # SOAP's worker threads may invalidate the same token at once
 
     def lock(self, key: tuple[str, ...]) -> LoopLock:
         return self._locks.setdefault(key, LoopLock())

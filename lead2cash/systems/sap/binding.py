@@ -562,8 +562,10 @@ class JournalEntryTarget:
 
     # --- Target -----------------------------------------------------------------------------------------
     def _happened_at(self, entity: BaseModel) -> datetime | None:
-        """When the event this effect answers happened in the source: the document's creation."""
-        return getattr(entity, "source_created_at", None)
+        """When the event this effect answers happened in the source: the document's creation (else its
+        last change, which is later: a payload queued before the creation time was carried is looked up
+        rather than trusted)."""
+        return getattr(entity, "source_created_at", None) or _modstamp(entity)
 
     def unvouched(self, entity: BaseModel) -> bool:
         """Whether the ledger's silence about this key proves nothing: the event happened before this

@@ -164,3 +164,18 @@ def test_a_credit_notes_refund_is_cash_out_of_the_providers_clearing_account() -
     assert sap.credit_note_refund_entry(note(None), rules) is None  # all of it is credit kept
     with pytest.raises(ValueError, match="refund"):
         note("40.01")  # more than the credit note's total
+
+
+def test_refund_references_keep_the_customers_segment() -> None:
+    """A long credit note number's refund keeps the credit note's own reference, so two customers'
+    refunds never share one (a tail of ``...-1000-001-CN001-RF`` would drop ``1000``)."""
+    refs = {
+        n: sap.refund_reference(n, "tail") for n in ("TWI-2B86-1000-001-CN001", "TWI-2B86-2417-001-CN001")
+    }
+    assert refs == {
+        "TWI-2B86-1000-001-CN001": "1000-001-CN001RF",
+        "TWI-2B86-2417-001-CN001": "2417-001-CN001RF",
+    }
+    assert sap.refund_reference("LAG-1-003-CN2", "tail") == "LAG-1-003-CN2-RF"  # short: unchanged
+    # A credit note whose own reference is the whole 16 characters: its hyphens make room.
+    assert sap.refund_reference("LAG-0002-000-CN2", "tail") == "LAG0002000CN2RF"
