@@ -30,12 +30,14 @@ lint: install
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected nothing: that is a failure here, like any other non-zero code.
-# Everything, in two lanes: the quick lane's tests on two workers (they wait on sockets, not CPU), then the
-# slow ones (reliability, e2e, crash, acceptance) one at a time, since their timings and kills must not
-# compete with each other for the two cores.
+# Everything, in three lanes: the quick lane's tests on two workers (they wait on sockets, not CPU); the
+# other long tests (e2e, migration, reconcile, docs; they wait on sandboxes more than they compute) on two
+# workers, a file each; then the reliability scenarios and the timed crash, outage and usage tests one at a
+# time, since their timings and kills must not compete with each other for the two cores.
 test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" -n 2 --dist loadfile $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "slow and not serial" -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m serial $(PYTEST_ARGS)
 
 # The quick lane: everything but the tests marked slow (tests/reliability, tests/e2e and single long CLI,
 # docs and crash tests, marked in place), under two minutes. Two workers, one test file each at a time

@@ -14,14 +14,25 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 # Whole directories of long scenarios (separate processes, hundreds of deals, SIGKILLs): the slow lane.
 # Single long tests elsewhere carry ``@pytest.mark.slow`` themselves. ``make quick`` runs ``-m "not slow"``.
+# Slow tests mostly wait on sandboxes and processes, so ``make test`` runs them two at a time, except those
+# whose kills, outages or timings must not share the two cores with another (``serial``).
 SLOW_DIRS = ("reliability", "e2e")
+SERIAL_PATHS = (
+    "reliability",
+    "integration/router/test_router_crash.py",
+    "integration/router/test_store_outage.py",
+    "integration/usage",
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     slow = [ROOT / "tests" / name for name in SLOW_DIRS]
+    serial = [ROOT / "tests" / name for name in SERIAL_PATHS]
     for item in items:
         if any(item.path.is_relative_to(d) for d in slow):
             item.add_marker(pytest.mark.slow)
+        if any(item.path.is_relative_to(p) for p in serial) and item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.serial)
 
 
 def _specs_dir() -> Path:
