@@ -88,8 +88,12 @@ def test_a_store_that_forgot_a_posting_looks_up_what_predates_the_hub(tmp_path, 
     )
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
+    # A payload without a creation time (queued before the field existed): its last change stands in.
+    stamped = f.invoice(5, "EUR", number_prefix="LEA1C12-6").model_copy(
+        update={"source_modstamp": (now - timedelta(hours=1)).isoformat()}
+    )
     first = Hub.from_files([write_config(tmp_path / "a", sap_system(sap_box))], configure_logs=False)
-    doubles.REGISTRY["mem"].records.append(old.model_dump(mode="json"))
+    doubles.REGISTRY["mem"].records.extend([old.model_dump(mode="json"), stamped.model_dump(mode="json")])
     try:
         assert asyncio.run(first.run_until_idle(timeout=30)), "route did not drain"
     finally:
@@ -100,13 +104,18 @@ def test_a_store_that_forgot_a_posting_looks_up_what_predates_the_hub(tmp_path, 
     new = f.invoice(4, "EUR", number_prefix="LEA1C12-5").model_copy(
         update={"source_created_at": datetime.now(UTC) + timedelta(minutes=5)}
     )
-    doubles.REGISTRY["mem"].records[:] = [old.model_dump(mode="json"), new.model_dump(mode="json")]
+    doubles.REGISTRY["mem"].records[:] = [
+        old.model_dump(mode="json"),
+        stamped.model_dump(mode="json"),
+        new.model_dump(mode="json"),
+    ]
     try:
         assert asyncio.run(second.run_until_idle(timeout=30)), "route did not drain"
         assert second.store.dlq_count() == 0, [d.error_message for d in second.store.dlq_list()]
         effects = sap_admin.get("/__sandbox/effects").json()["journal_entry.post"]
         assert effects[f"1010:{old.invoice_number}"] == 1, "the forgotten posting was posted again"
+        assert effects[f"1010:{stamped.invoice_number}"] == 1, "the forgotten posting was posted again"
         assert effects[f"1010:{new.invoice_number}"] == 1
-        assert second.metrics.recovered.labels(ROUTE)._value.get() == 1  # the old one, found by lookup
+        assert second.metrics.recovered.labels(ROUTE)._value.get() == 2  # the old ones, found by lookup
     finally:
         second.close()
