@@ -120,10 +120,10 @@ def _confirmed(ledger: Path) -> int:
         return 0
 
 
-def plant_wrong_mapping(work: Path, exclude: set[str], rate: float, seed: int) -> dict[str, int]:
+def plant_wrong_mapping(work: Path, exclude: set[str], rate: float, seed: int) -> Any:
     """A wrong mapping in the cleansed contracts (a plan mapped to another plan's price, a discount lost),
-    as `lead2cash.sandbox.legacy.billing.plant_mapping_errors` makes it; returns contract -> correct price
-    in minor units (the fix)."""
+    as `lead2cash.sandbox.legacy.billing.plant_mapping_errors` makes it; returns its ground truth (a Polars
+    frame: contract_id, error, price planted and correct_price, in minor units)."""
     import polars as pl
 
     from lead2cash.sandbox.legacy.billing import plant_mapping_errors
@@ -146,7 +146,7 @@ def plant_wrong_mapping(work: Path, exclude: set[str], rate: float, seed: int) -
         for k, c, p in contracts.select("contract_id", "currency", "price").iter_rows()
     ]
     contracts.with_columns(pl.Series("price", prices, dtype=contracts["price"].dtype)).write_parquet(part)
-    return dict(zip(truth["contract_id"], truth["correct_price"], strict=True))
+    return truth
 
 
 def record_by_record(
@@ -300,7 +300,8 @@ def run_migration_demo(
             )
 
         def wrong_mapping() -> tuple[str, str]:
-            state["fix"] = plant_wrong_mapping(work, state["cancelled"], rate=0.04, seed=9)
+            truth = plant_wrong_mapping(work, state["cancelled"], rate=0.04, seed=9)
+            state["fix"] = dict(zip(truth["contract_id"], truth["correct_price"], strict=True))
             need(cli("migrate", "validate", *w))
             return "pass", f"{len(state['fix'])} contracts mapped to a wrong price (planted, to be found)"
 

@@ -13,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -21,11 +20,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from lead2cash.demo.migration import plant_wrong_mapping
 from lead2cash.migration.ids import contract_of
 from lead2cash.reconcile.lago import invoice_lines
 from lead2cash.sandbox.lago import LagoSandbox
-from lead2cash.sandbox.legacy.billing import bill, plan_cancellations, plant_mapping_errors, read_tables
-from lead2cash.sandbox.legacy.generator import EXPONENT
+from lead2cash.sandbox.legacy.billing import bill, plan_cancellations, read_tables
 from lead2cash.sandbox.server import SandboxCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,25 +75,9 @@ def test_parallel_run_cutover_and_rollback(tmp_path: Path) -> None:
     run("migrate", "validate", *w)
 
     # A wrong mapping: a plan mapped to another plan's price, a negotiated discount lost.
-    part = next((work / "cleansed" / "contracts").glob("*.parquet"))
-    contracts = pl.read_parquet(part)
-    exp = pl.col("currency").replace_strict(EXPONENT, default=2, return_dtype=pl.Int64)
-    minor = contracts.select(
-        "contract_id",
-        "plan_code",
-        "currency",
-        (pl.col("price") * pl.lit(10).pow(exp)).cast(pl.Int64, strict=False).alias("price"),
-    )
-    eligible = minor.filter(~pl.col("contract_id").is_in(list(cancelled)) & (pl.col("price") > 0))
-    _, truth = plant_mapping_errors(eligible, rate=0.04, seed=9)
-    new_price = dict(zip(truth["contract_id"], truth["price"], strict=True))
+    truth = plant_wrong_mapping(work, cancelled, rate=0.04, seed=9)
     correct = dict(zip(truth["contract_id"], truth["correct_price"], strict=True))
     assert truth.height > 20 and set(truth["error"]) == {"wrong_price", "discount_lost"}
-    prices = [
-        Decimal(new_price[k]) / 10 ** EXPONENT.get(c, 2) if k in new_price else p
-        for k, c, p in contracts.select("contract_id", "currency", "price").iter_rows()
-    ]
-    contracts.with_columns(pl.Series("price", prices, dtype=contracts["price"].dtype)).write_parquet(part)
     run("migrate", "validate", *w)
 
     config = tmp_path / "reconcile.yaml"
