@@ -250,6 +250,24 @@ def _item(side_positive_is: DebitCredit, amount: Money, **fields: Any) -> Journa
     return JournalEntryItem(side=side, amount=abs(amount), **fields)
 
 
+def _cash_legs(
+    cash_in: Money, clearing_account: str, receivables_account: str, customer_id: str, **fields: Any
+) -> tuple[JournalEntryItem, JournalEntryItem]:
+    """Cash between the bank/clearing account and the customer's receivable: positive comes in (a
+    payment clears the receivable), negative goes out (a refund). Returns (bank, receivable)."""
+    return (
+        _item(DebitCredit.DEBIT, cash_in, kind=JournalItemKind.GL, gl_account=clearing_account, **fields),
+        _item(
+            DebitCredit.CREDIT,
+            cash_in,
+            kind=JournalItemKind.RECEIVABLE,
+            gl_account=receivables_account,
+            customer_id=customer_id,
+            **fields,
+        ),
+    )
+
+
 def _tax_bases(
     taxes: Sequence[TaxLine], lines: Sequence[tuple[str | None, Money]], subtotal: Money
 ) -> list[Money]:
@@ -455,25 +473,9 @@ def payment_to_journal_entry(
     account = rules.clearing_account(payment.amount.currency, payment.method)
     assignment = _text(number, MAX_ASSIGNMENT)
     text = _text(f"Payment {number} {payment.status.value}", MAX_ITEM_TEXT)
-    items = [
-        _item(
-            DebitCredit.DEBIT,
-            delta,
-            kind=JournalItemKind.GL,
-            gl_account=account,
-            assignment=assignment,
-            text=text,
-        ),
-        _item(
-            DebitCredit.CREDIT,
-            delta,
-            kind=JournalItemKind.RECEIVABLE,
-            gl_account=rules.receivables_account,
-            customer_id=payment.customer_id,
-            assignment=assignment,
-            text=text,
-        ),
-    ]
+    bank, receivable = _cash_legs(
+        delta, account, rules.receivables_account, payment.customer_id, assignment=assignment, text=text
+    )
     return JournalEntry(
         id=f"{payment.id}:v{payment.version}:je",
         refs=dict(payment.refs),
@@ -485,7 +487,7 @@ def payment_to_journal_entry(
         reference_id=payment_reference(payment, rules),
         header_text=_text(f"Payment {number}", MAX_HEADER_TEXT),
         source_document_id=payment.id,
-        items=tuple(items),
+        items=(bank, receivable),
     )
 
 
@@ -556,24 +558,8 @@ def credit_note_refund_entry(note: CreditNote, rules: PostingRules) -> JournalEn
     account = rules.clearing_account(note.currency, note.payment_method)
     assignment = _text(note.invoice_number or number, MAX_ASSIGNMENT)
     text = _text(f"Refund {number}", MAX_ITEM_TEXT)
-    items = (
-        _item(
-            DebitCredit.DEBIT,
-            note.refund,
-            kind=JournalItemKind.RECEIVABLE,
-            gl_account=rules.receivables_account,
-            customer_id=note.customer_id,
-            assignment=assignment,
-            text=text,
-        ),
-        _item(
-            DebitCredit.CREDIT,
-            note.refund,
-            kind=JournalItemKind.GL,
-            gl_account=account,
-            assignment=assignment,
-            text=text,
-        ),
+    bank, receivable = _cash_legs(
+        -note.refund, account, rules.receivables_account, note.customer_id, assignment=assignment, text=text
     )
     return JournalEntry(
         id=f"{note.id}:refund:je",
@@ -586,7 +572,7 @@ def credit_note_refund_entry(note: CreditNote, rules: PostingRules) -> JournalEn
         reference_id=refund_reference(number, rules.long_references),
         header_text=_text(f"Refund {number}", MAX_HEADER_TEXT),
         source_document_id=note.id,
-        items=items,
+        items=(receivable, bank),
     )
 
 
