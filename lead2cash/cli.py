@@ -1000,7 +1000,14 @@ def demo(
             "--advance-days, --faults and --keep-running do not apply"
         ),
     ] = False,
-    customers: Annotated[int, typer.Option(help="with --migration: legacy accounts to migrate")] = 300,
+    customers: Annotated[
+        int,
+        typer.Option(
+            min=200,
+            help="with --migration: legacy accounts to migrate (at least 200: a smaller extract's defect rates "
+            "cross the quality gates' thresholds by chance, even after cleansing)",
+        ),
+    ] = 300,
 ) -> None:
     """Lead to cash on the sandboxes: deals won in Salesforce, billed in Lago, posted in SAP, written back;
     ends with the three systems reconciled. Exit 0 when they agree (see docs/operating.md, "The demo")."""
