@@ -9,7 +9,7 @@
   (per currency for plans) exist in Lago.
 
 Every problem is a ConfigIssue with the file, line and mapping key to fix. A system that cannot be reached
-is reported as skipped, not as a problem. SAP G/L accounts have no metadata API here, so are not checked.
+is reported as skipped, not as a problem; any other exception is a bug in the check and is raised. SAP G/L accounts have no metadata API here, so are not checked.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+import requests
 from rich.console import Console
 from rich.markup import escape
 
@@ -46,6 +48,15 @@ WRITEBACK_TYPES: dict[str, frozenset[str]] = {
     "last_sync": frozenset({"datetime"}),
 }
 _EDMX = "{http://schemas.microsoft.com/ado/2008/09/edm}"
+# What a system that cannot be reached (or refuses the check's credentials) raises. Anything else is a bug
+# in the check and must surface as one, not read like a network problem.
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    DeliveryError,
+    OSError,
+    httpx.HTTPError,
+    requests.RequestException,
+    ET.ParseError,
+)
 
 
 @dataclass
@@ -92,7 +103,7 @@ class LiveCheck:
 
         try:
             await describe("Opportunity")
-        except Exception as exc:
+        except UNREACHABLE as exc:
             self.skipped(name, exc)
             return
         checked = 0
@@ -174,7 +185,7 @@ class LiveCheck:
                 )["records"],
                 "catalogue",
             )
-        except Exception as exc:
+        except UNREACHABLE as exc:
             self.say(
                 f"[yellow]note[/yellow]: {escape(name)}: no product catalogue read ({escape(str(exc)[:160])})"
             )
@@ -200,7 +211,7 @@ class LiveCheck:
 
         try:
             bp = await properties(cfg.odata.business_partner, "A_BusinessPartner")
-        except Exception as exc:
+        except UNREACHABLE as exc:
             self.skipped(name, exc)
             return
         field_name = cfg.business_partner.search_field
@@ -218,7 +229,7 @@ class LiveCheck:
         service = getattr(cfg.odata, lk.service)
         try:
             props = await properties(service, lk.entity_set)
-        except Exception as exc:
+        except UNREACHABLE as exc:
             self.say(
                 f"[yellow]note[/yellow]: {escape(name)}: lookup service $metadata not read ({escape(str(exc)[:160])})"
             )
@@ -248,7 +259,7 @@ class LiveCheck:
             add_ons = {
                 str(a["code"]) async for a in binding.client.pages("/add_ons", "add_ons.list", "add_ons")
             }
-        except Exception as exc:
+        except UNREACHABLE as exc:
             self.skipped(name, exc)
             return
         if not targets:

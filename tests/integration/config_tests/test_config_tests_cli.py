@@ -157,3 +157,18 @@ def test_check_live_skips_an_unreachable_system(demo: LeadToCash, tmp_path: Path
     code, out = _run("check", "--live", path, *ROUTE_FILES)
     assert code == 0, out
     assert "skipped: sap not reachable" in out
+
+
+def test_check_live_reports_a_bug_in_the_check_as_a_bug_not_as_an_unreachable_system(
+    demo: LeadToCash, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lead2cash.connectors.lago import LagoClient
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AttributeError("'LagoClient' object has no attribute 'bind_loop'")
+
+    monkeypatch.setattr(LagoClient, "pages", broken)
+    result = runner.invoke(app, ["check", "--live", str(demo.systems_file), *map(str, ROUTE_FILES)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, AttributeError)
+    assert "not reachable" not in result.output
