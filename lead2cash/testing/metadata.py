@@ -9,7 +9,8 @@
   (per currency for plans) exist in Lago.
 
 Every problem is a ConfigIssue with the file, line and mapping key to fix. A system that cannot be reached
-is reported as skipped, not as a problem; any other exception is a bug in the check and is raised. SAP G/L accounts have no metadata API here, so are not checked.
+is reported as skipped, not as a problem; any other exception is a bug in the check and is raised. SAP
+G/L accounts have no metadata API here, so are not checked.
 """
 
 from __future__ import annotations
