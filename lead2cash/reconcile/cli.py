@@ -142,12 +142,20 @@ def billing(
         new.write_parquet(out / "new_lines.parquet")
     scope = None if all_contracts else migrated_contracts(workdir)
     result = reconcile(old, new, cycle, cfg, scope)
+    clock = time.perf_counter()
     result.differences.write_parquet(out / "differences.parquet")
     result.differences.write_csv(out / "differences.csv")
     append_history(workdir, result)
     runs = read_history(workdir)
+    result.phases["write"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
     report = write_report(out, result, runs)
-    summary = {**result.summary(), "seconds": round(time.perf_counter() - started, 3)}
+    result.phases["report"] = round(time.perf_counter() - clock, 3)
+    summary = {
+        **result.summary(),
+        "seconds": round(time.perf_counter() - started, 3),
+        "phases": result.phases,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     table = Table(title=f"billing {cycle}: differences by cause")
     table.add_column("cause")
