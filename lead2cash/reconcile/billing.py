@@ -104,20 +104,20 @@ SEED = 20_260_101
 LOW_CARDINALITY = ("segment", "cycle")
 
 
-def _hash(columns: Sequence[str]) -> pl.Expr:
+def _hash(columns: Sequence[str], seed: int) -> pl.Expr:
     return pl.reduce(
-        lambda acc, h: acc ^ h, [pl.col(c).cast(LINES[c]).hash(SEED + i) for i, c in enumerate(columns)]
+        lambda acc, h: acc ^ h, [pl.col(c).cast(LINES[c]).hash(seed + i) for i, c in enumerate(columns)]
     )
 
 
-def _fingerprints(lines: pl.LazyFrame | pl.DataFrame, scope: pl.Series | None) -> pl.LazyFrame:
+def _fingerprints(lines: pl.LazyFrame | pl.DataFrame, cycle: str, scope: pl.Series | None) -> pl.LazyFrame:
     """Pass 1, one side: per line its row number ``_i``, ``_k`` (a 64-bit hash of contract and period
-    start) and ``_fp`` (a hash of the compared columns), with its cycle and segment. Only these narrow
-    columns are kept: the scan reads just the columns they need."""
+    start), ``_fp`` (a hash of the compared columns), ``_in`` (billed in ``cycle``) and its segment. Only
+    these narrow columns are kept: the scan reads just the columns they need."""
     # Each column hashed with a seed of its own and the hashes xor-ed: as collision-free as one hash of the
     # row (64 bits either way) and half the cost of hashing a struct of the columns.
-    key = _hash(["contract_id", "period_start"])
-    fp = _hash(COMPARED)
+    key = _hash(["contract_id", "period_start"], SEED + len(COMPARED))
+    fp = _hash(COMPARED, SEED)
     lf = lines.lazy().with_row_index("_i")
     if scope is not None:
         lf = lf.filter(pl.col("contract_id").is_in(scope.implode()))
@@ -125,7 +125,7 @@ def _fingerprints(lines: pl.LazyFrame | pl.DataFrame, scope: pl.Series | None) -
         "_i",
         key.alias("_k"),
         fp.alias("_fp"),
-        pl.col("cycle").cast(pl.Categorical),
+        (pl.col("cycle") == cycle).fill_null(False).alias("_in"),
         pl.col("segment").cast(pl.Categorical),
     )
 
@@ -133,8 +133,6 @@ def _fingerprints(lines: pl.LazyFrame | pl.DataFrame, scope: pl.Series | None) -
 def _nth_line(df: pl.DataFrame) -> pl.DataFrame:
     """A period billed twice is a line of its own: the first line of a key keeps its hash on both sides,
     the n-th (n > 0) gets a hash of its own, so it meets the other side's n-th line of that key."""
-    if df["_k"].n_unique() == df.height:
-        return df
     n = pl.int_range(pl.len()).over("_k")
     return df.with_columns(
         pl.when(n > 0).then(pl.struct("_k", n).hash(SEED)).otherwise(pl.col("_k")).alias("_k")
@@ -297,16 +295,17 @@ def reconcile(
 
     # Both sides in one collect: their scans and hashes run in parallel, streamed (morsel by morsel, only
     # the narrow columns kept).
+    lf, nf = pl.collect_all(
+        [_fingerprints(legacy, cycle, scope), _fingerprints(new, cycle, scope)], engine="streaming"
+    )
+    distinct = pl.collect_all([df.lazy().select(pl.col("_k").n_unique()) for df in (lf, nf)])
     lf, nf = (
-        _nth_line(df)
-        for df in pl.collect_all(
-            [_fingerprints(legacy, scope), _fingerprints(new, scope)], engine="streaming"
-        )
+        df if d.item() == df.height else _nth_line(df) for df, d in zip((lf, nf), distinct, strict=True)
     )
     phase("read_fingerprints")
     # A line agrees when the other side has a line with the same key and fingerprint: two hash look-ups
     # (no full join of the million lines); only the lines that do not agree are joined, by key.
-    lf, nf = (df.with_columns(pl.struct("_k", "_fp").hash(SEED).alias("_h")) for df in (lf, nf))
+    lf, nf = (df.with_columns((pl.col("_k") ^ pl.col("_fp")).alias("_h")) for df in (lf, nf))
     l_same, n_same = (
         s.to_series()
         for s in pl.collect_all(
@@ -316,7 +315,7 @@ def reconcile(
             ]
         )
     )
-    agree = lf.lazy().filter(l_same & (pl.col("cycle") == cycle))
+    agree = lf.lazy().filter(l_same & pl.col("_in"))
     # An agreeing line counts in the legacy line's segment, or the new one's when the legacy has none.
     unsegmented = (
         agree.filter(pl.col("segment").is_null())
@@ -327,16 +326,16 @@ def reconcile(
         [
             pl.concat(
                 [
-                    agree.filter(pl.col("segment").is_not_null()).select(pl.col("segment").cast(pl.String)),
-                    unsegmented.select(pl.col("segment").cast(pl.String)),
+                    agree.filter(pl.col("segment").is_not_null()).group_by("segment").len("n"),
+                    unsegmented.group_by("segment").len("n"),
                 ]
             )
-            .group_by(pl.col("segment").fill_null("??"))
-            .agg(pl.len().alias("n")),
+            .group_by(pl.col("segment").cast(pl.String).fill_null("??"))
+            .agg(pl.col("n").sum()),
             lf.lazy()
             .filter(~l_same)
             .join(nf.lazy().filter(~n_same), on="_k", how="full", coalesce=True, suffix="_n")
-            .filter((pl.col("cycle") == cycle) | (pl.col("cycle_n") == cycle))
+            .filter(pl.col("_in").fill_null(False) | pl.col("_in_n").fill_null(False))
             .select("_k", "_i", "_i_n"),
         ]
     )

@@ -116,6 +116,30 @@ def test_a_period_billed_twice_is_an_extra_line_and_tolerance_is_per_currency() 
     assert result.differences.select("contract_id", "cause").rows() == [("K1", "extra_in_new")]
 
 
+def test_lines_of_a_key_meet_in_order_and_an_agreeing_line_counts_in_a_segment_either_side_names() -> None:
+    """A key billed twice on both sides pairs first with first, second with second (two same lines in
+    another order are two differences); a line that agrees counts in the legacy line's segment, or the new
+    one's when the legacy has none; lines of another cycle are not compared."""
+    legacy = frame(
+        line(contract_id="K1"),
+        line(contract_id="K1", invoice_id="INV2", unit_price=50000, amount=50000),
+        line(contract_id="K2", segment=None),
+        line(contract_id="K3", segment="US"),
+        line(contract_id="K4", cycle="2025-12", bill_date=dt.date(2025, 12, 10)),
+    )
+    new = frame(
+        line(contract_id="K1", invoice_id="INV2", unit_price=50000, amount=50000),
+        line(contract_id="K1"),
+        line(contract_id="K2", segment="GB"),
+        line(contract_id="K3", segment="FR"),
+        line(contract_id="K4", cycle="2025-12", bill_date=dt.date(2025, 12, 10)),
+    )
+    result = reconcile(legacy, new, "2026-01", BillingConfig())
+    assert result.differences.select("contract_id", "cause").rows() == [("K1", "price"), ("K1", "price")]
+    assert {s["segment"]: s["compared"] for s in result.by_segment} == {"DE": 2, "GB": 1, "US": 1}
+    assert result.compared == 4 and result.agreeing == 2
+
+
 def test_generated_pair_every_planted_difference_found_with_its_cause() -> None:
     legacy, new, truth = pair(30_000, seed=5, rate=0.004)
     result = reconcile(legacy, new, "2026-01", BillingConfig())
