@@ -2,7 +2,9 @@
 comparison on one generated pair of invoice-line exports with planted differences, in one run.
 
 Each tool runs in a child process of its own from reading the Parquet files to writing its mismatched rows;
-wall time and peak RSS (``wait4``'s ru_maxrss) are the whole process's. datacompy compares the same columns
+wall time, CPU time (user + system) and peak RSS (``wait4``'s ru_maxrss) are the whole process's. The tools
+run ``--repeat`` times, interleaved, and the medians are printed (the machine may be shared: the load average
+is printed too, and CPU time is the figure least disturbed by other work). datacompy compares the same columns
 (plan, currency, quantity, unit price, amount, tax rate, tax, bill date, cycle) joined on the same key
 (contract, period start) with the same tolerance (``abs_tol`` = the tolerance in minor units, 0 by default).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,13 +52,15 @@ print(time.perf_counter() - t0)
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
-    """Wall seconds and peak RSS (MiB) of a child process, and its exit code."""
+    """Wall seconds and peak RSS (MiB) of a child process, and its exit code (its CPU seconds in
+    ``timed.cpu``)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     timed.stdout = proc.stdout.read().decode()  # type: ignore[attr-defined]
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
+    timed.cpu = usage.ru_utime + usage.ru_stime  # type: ignore[attr-defined]
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{cmd[:4]} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
@@ -82,7 +87,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--tolerance", type=int, default=0, help="minor units, every currency")
     ap.add_argument("--datacompy-python", help="a Python with datacompy (default: a venv of its own)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs of each tool, interleaved; the best is kept")
+    ap.add_argument(
+        "--repeat", type=int, default=5, help="runs of each tool, interleaved; medians are printed"
+    )
     ap.add_argument("--generate", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.generate:
@@ -124,21 +131,28 @@ def main() -> None:
         ]  # fmt: skip
         dc_cmd = [dc_python, str(script), str(work / "legacy.parquet"), str(work / "new.parquet"),
                   str(work / "dc_keys.parquet"), str(args.tolerance)]  # fmt: skip
-        l2c: list[tuple[float, float, float]] = []
-        dc: list[tuple[float, float, float]] = []
-        for _ in range(args.repeat):  # interleaved, the best of each: the machine is shared
+        load = os.getloadavg()[0]
+        l2c: list[tuple[float, float, float, float]] = []
+        dc: list[tuple[float, float, float, float]] = []
+        phases: list[dict[str, float]] = []
+        for _ in range(args.repeat):  # interleaved: the machine may be shared
             s, mib, code = timed(l2c_cmd, env={**os.environ, "COLUMNS": "120"})
             summary = json.loads(
                 (work / "l2c" / "reconcile" / "billing-2026-01" / "summary.json").read_text()
             )
-            l2c.append((s, float(summary["seconds"]), mib))
+            l2c.append((s, float(summary["seconds"]), mib, timed.cpu))  # type: ignore[attr-defined]
+            phases.append(summary.get("phases", {}))
             s, mib, _ = timed(dc_cmd)
-            dc.append((s, float(timed.stdout.strip().splitlines()[-1]), mib))  # type: ignore[attr-defined]
-        startup = min(
-            timed([sys.executable, "-m", "lead2cash.cli", "reconcile", "--help"])[0] for _ in range(3)
-        )
-        l2c_s, l2c_work, l2c_mib = (min(x[i] for x in l2c) for i in range(3))
-        dc_s, dc_work, dc_mib = (min(x[i] for x in dc) for i in range(3))
+            dc_work = float(timed.stdout.strip().splitlines()[-1])  # type: ignore[attr-defined]
+            dc.append((s, dc_work, mib, timed.cpu))  # type: ignore[attr-defined]
+        starts = [
+            timed([sys.executable, "-m", "lead2cash.cli", "reconcile", "billing", "--help"])[0]
+            for _ in range(5)
+        ]
+        startup = statistics.median(starts)
+        l2c_s, l2c_work, l2c_mib, l2c_cpu = (statistics.median(x[i] for x in l2c) for i in range(4))
+        dc_s, dc_work, dc_mib, dc_cpu = (statistics.median(x[i] for x in dc) for i in range(4))
+        load = max(load, os.getloadavg()[0])
         ours = pl.read_parquet(work / "l2c" / "reconcile" / "billing-2026-01" / "differences.parquet")
         theirs = pl.read_parquet(work / "dc_keys.parquet")
         key = ["contract_id", "period_start"]
@@ -148,19 +162,27 @@ def main() -> None:
         recall = found["found"].is_not_null().mean()
         right = (found["found"] == found["cause"]).sum() / max(found["found"].is_not_null().sum(), 1)
         precision = len(a & set(truth.select(key).iter_rows())) / max(len(a), 1)
+        steps = ", ".join(
+            f"{name} {statistics.median(p.get(name, 0.0) for p in phases):.3f}" for name in phases[-1]
+        )
+        print(f"{args.repeat} runs of each, interleaved, medians; load average (1 min) up to {load:.2f} on "
+              f"{os.cpu_count()} CPUs")  # fmt: skip
         print(
             f"lead2cash reconcile billing: {l2c_s:.2f} s process ({l2c_work:.2f} s reading to report), "
-            f"peak RSS {l2c_mib:,.0f} MiB (exit {code}); the CLI's start-up alone "
-            f"(lead2cash reconcile --help) {startup:.2f} s"
+            f"CPU {l2c_cpu:.2f} s, peak RSS {l2c_mib:,.0f} MiB (exit {code}); the CLI's start-up alone "
+            f"(lead2cash reconcile billing --help) {startup:.2f} s"
         )
+        print(f"  steps (s): {steps}")
         print(
             f"datacompy PolarsCompare:     {dc_s:.2f} s process ({dc_work:.2f} s reading to mismatches written), "
-            f"peak RSS {dc_mib:,.0f} MiB"
+            f"CPU {dc_cpu:.2f} s, peak RSS {dc_mib:,.0f} MiB"
         )
         print(
-            f"ratio: process {dc_s / l2c_s:.2f}x, work {dc_work / l2c_work:.2f}x as fast; "
-            f"{dc_mib / l2c_mib:.2f}x less memory"
+            f"ratio: process {dc_s / l2c_s:.2f}x, work {dc_work / l2c_work:.2f}x as fast, "
+            f"CPU {dc_cpu / l2c_cpu:.2f}x less; {dc_mib / l2c_mib:.2f}x less memory"
         )
+        print("  per run (s, process): lead2cash " + " ".join(f"{x[0]:.2f}" for x in l2c)
+              + "; datacompy " + " ".join(f"{x[0]:.2f}" for x in dc))  # fmt: skip
         print(
             f"mismatched rows: lead2cash {len(a):,}, datacompy {len(b):,}; identical sets: {a == b}"
             + ("" if a == b else f" (only lead2cash {len(a - b):,}, only datacompy {len(b - a):,})")

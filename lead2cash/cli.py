@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -10,18 +9,23 @@ import sys
 import threading
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from lead2cash.config import ConfigError, json_schema, load_config
 from lead2cash.errors import DeliveryError
 from lead2cash.migration.cli import migrate_app
 from lead2cash.migration.cutover import cutover_app
 from lead2cash.reconcile.cli import reconcile_app
-from lead2cash.routes.route import describe_error
+
+if TYPE_CHECKING:
+    from lead2cash.config import ConfigError
+
+# Start-up: the config models, the store (SQLAlchemy, Alembic), the routes and the connectors are imported
+# by the commands that use them, so a command such as ``reconcile billing`` pays only for its own modules
+# (tests/unit/test_cli_imports.py guards it).
 
 app = typer.Typer(help="lead2cash: the lead-to-cash integration hub.", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration tools.", no_args_is_help=True)
@@ -53,6 +57,7 @@ def _fail_config(exc: ConfigError) -> None:
 
 
 def _hub(paths: list[Path]):  # type: ignore[no-untyped-def]
+    from lead2cash.config import ConfigError
     from lead2cash.hub import Hub
 
     try:
@@ -144,6 +149,8 @@ def check(
     """Validate config file(s); print every problem with file, line, column and field."""
     import dataclasses
 
+    from lead2cash.config import ConfigError, load_config
+
     # One pass: where the schema finds problems, the parts that did validate are still built, so their
     # problems (unknown actions, adapters, key templates) are listed in the same run.
     first: ConfigError | None = None
@@ -231,6 +238,7 @@ def test_config(
 ) -> None:
     """Run config tests: each gives an input record, the route, and the expected canonical record, key,
     target payload or outcome (delivered once, dead-lettered), optionally under sandbox faults."""
+    from lead2cash.config import ConfigError, load_config
     from lead2cash.observability import configure_logging
     from lead2cash.testing import ConfigTestRunner
 
@@ -252,6 +260,8 @@ def test_config(
 @config_app.command("schema")
 def config_schema() -> None:
     """Print the JSON Schema of the config (for editors)."""
+    from lead2cash.config import json_schema
+
     sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
 
 
@@ -286,6 +296,8 @@ def run(
 
     With --until-idle it prints what it did per route and exits 0 when idle, 2 when --timeout passed
     first, 3 when a halted route still has messages pending, 4 when a source could not be read."""
+    import asyncio
+
     hub = _hub(paths)
 
     async def main() -> int:
@@ -501,6 +513,8 @@ def dlq_replay(
 ) -> None:
     """Replay dead letters through their route; the effect ledger prevents any duplicate. A mapping dead
     letter's record is read again from its source (corrected there, it maps now)."""
+    import asyncio
+
     hub = _hub(config)
     routes: set[str] = set()
     code = 0
@@ -541,6 +555,8 @@ def dlq_replay(
                             }
                             console.print(text + said[done.outcome])
                 except (ValueError, KeyError, DeliveryError) as exc:
+                    from lead2cash.routes.route import describe_error
+
                     # The source's own error (unreachable, throttled): redacted like a dead-letter reason.
                     err.print(f"dead letter {dead_letter_id}: {describe_error(exc)}")
                     code = 1
@@ -692,6 +708,8 @@ def checkpoint_start(
 ) -> None:
     """Start a source at a point in time, before its first run, so that run does not bill history: only
     records changed from then on are read (Salesforce: SystemModstamp; the reconciliation sweep too)."""
+    import asyncio
+
     hub = _hub(config)
     sources = _sources(hub)
     if source not in sources:
@@ -785,6 +803,7 @@ def summary_rebuild(
     import json
     import time
 
+    from lead2cash.routes.route import describe_error
     from lead2cash.summary.rebuild import compare, recompute_all
 
     hub = _hub(config)

@@ -7,7 +7,6 @@ effect ledger, unless ``--store`` names another state store). Heavy imports wait
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from pathlib import Path
@@ -205,6 +204,8 @@ def load(
     concurrency: Annotated[int, typer.Option(help="Customers in flight.")] = 8,
 ) -> None:
     """Load the validated customers and contracts into Lago exactly once; rerun after a crash to resume."""
+    import asyncio
+
     from lead2cash.migration.load import Loader, LoadRefused
     from lead2cash.migration.load import plan as load_plan
 
@@ -278,6 +279,8 @@ def rollback(
     rate: Annotated[float, typer.Option(help="Lago requests per second.")] = 50.0,
 ) -> None:
     """Delete from Lago what the load created (by the ledger): subscriptions, then customers."""
+    import asyncio
+
     from lead2cash.migration.load import rollback as run_rollback
 
     client, ledger = _lago(lago_url, lago_api_key, ca_bundle), _store(workdir, store)

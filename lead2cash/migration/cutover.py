@@ -23,7 +23,6 @@ subscription as ``<contract>~N`` (N the cutover number) through the migration's 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
@@ -213,6 +212,8 @@ def run_gates(
     at: dt.date,
     recreate: bool = False,
 ) -> list[Gate]:
+    import asyncio
+
     from lead2cash.reconcile.billing import load_config
     from lead2cash.reconcile.cli import migrated_contracts
 
@@ -407,6 +408,8 @@ async def recreate(
     ``subscription:<contract>~N`` (one per contract and cutover), under the load's route so that
     ``migrate rollback`` removes them too. A key left ``sent`` by a crash is looked up in Lago (in any
     status) before anything is sent again; a confirmed key is never sent again."""
+    import asyncio
+
     from lead2cash.migration.load import TARGET, Loader, _route, _state
     from lead2cash.pacing import current_pacer
 
@@ -473,6 +476,8 @@ def execute(
 ) -> None:
     """The gates, then the legacy system stops billing the migrated accounts from --at on. After a rollback,
     each migrated subscription is first re-created in Lago as <contract>~N (N: the cutover number)."""
+    import asyncio
+
     from lead2cash.sandbox.legacy.billing import flag_customers
 
     legacy_dir = legacy or workdir / "legacy"
@@ -575,6 +580,8 @@ def _recreate(
     run: str,
     rate: float,
 ) -> Recreated:
+    import asyncio
+
     prior_ids = {contract_of(x): x for x in previous.get("subscriptions") or previous.get("contracts", [])}
     ledger = _ledger(workdir, store)
 
@@ -604,6 +611,8 @@ def _recreate(
 
 async def terminate(client: Any, contracts: list[str], concurrency: int = 8) -> dict[str, int]:
     """Ends each subscription without a final invoice; one already ended counts as done."""
+    import asyncio
+
     from lead2cash.connectors.lago import LagoNotFound
 
     gate = asyncio.Semaphore(concurrency)
@@ -642,6 +651,8 @@ def rollback(
     at: At = None,
 ) -> None:
     """Within the window: Lago's subscriptions end with no final invoice, the legacy contracts resume."""
+    import asyncio
+
     from lead2cash.reconcile.billing import load_config
     from lead2cash.sandbox.legacy.billing import flag_customers
 

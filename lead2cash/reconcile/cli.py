@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -104,10 +103,11 @@ def billing(
     ] = False,
 ) -> None:
     """Legacy invoices against the new engine's for one cycle: differences by cause, accuracy, trend."""
+    import asyncio
+
     import polars as pl
 
     from lead2cash.reconcile.billing import reconcile
-    from lead2cash.reconcile.lago import fetch
     from lead2cash.reconcile.report import append_history, read_history, write_report
 
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", cycle):
@@ -125,6 +125,8 @@ def billing(
     if new_lines_file:
         new = pl.scan_parquet(new_lines_file)
     else:
+        from lead2cash.reconcile.lago import fetch
+
         client = lago_client(lago_url, lago_api_key, ca_bundle)
 
         async def run() -> Any:
@@ -140,12 +142,20 @@ def billing(
         new.write_parquet(out / "new_lines.parquet")
     scope = None if all_contracts else migrated_contracts(workdir)
     result = reconcile(old, new, cycle, cfg, scope)
+    clock = time.perf_counter()
     result.differences.write_parquet(out / "differences.parquet")
     result.differences.write_csv(out / "differences.csv")
     append_history(workdir, result)
     runs = read_history(workdir)
+    result.phases["write"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
     report = write_report(out, result, runs)
-    summary = {**result.summary(), "seconds": round(time.perf_counter() - started, 3)}
+    result.phases["report"] = round(time.perf_counter() - clock, 3)
+    summary = {
+        **result.summary(),
+        "seconds": round(time.perf_counter() - started, 3),
+        "phases": result.phases,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     table = Table(title=f"billing {cycle}: differences by cause")
     table.add_column("cause")
@@ -187,6 +197,8 @@ def three_way(
     per currency and per deal and invoice, with the likely cause of each difference and its fix.
 
     Exits 0 when clean, 1 when there are differences, 2 when the config or a system cannot be read."""
+    import asyncio
+
     from lead2cash.config import ConfigError
     from lead2cash.errors import DeliveryError
     from lead2cash.hub import Hub

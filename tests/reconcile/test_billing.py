@@ -116,6 +116,30 @@ def test_a_period_billed_twice_is_an_extra_line_and_tolerance_is_per_currency() 
     assert result.differences.select("contract_id", "cause").rows() == [("K1", "extra_in_new")]
 
 
+def test_lines_of_a_key_meet_in_order_and_an_agreeing_line_counts_in_a_segment_either_side_names() -> None:
+    """A key billed twice on both sides pairs first with first, second with second (two same lines in
+    another order are two differences); a line that agrees counts in the legacy line's segment, or the new
+    one's when the legacy has none; lines of another cycle are not compared."""
+    legacy = frame(
+        line(contract_id="K1"),
+        line(contract_id="K1", invoice_id="INV2", unit_price=50000, amount=50000),
+        line(contract_id="K2", segment=None),
+        line(contract_id="K3", segment="US"),
+        line(contract_id="K4", cycle="2025-12", bill_date=dt.date(2025, 12, 10)),
+    )
+    new = frame(
+        line(contract_id="K1", invoice_id="INV2", unit_price=50000, amount=50000),
+        line(contract_id="K1"),
+        line(contract_id="K2", segment="GB"),
+        line(contract_id="K3", segment="FR"),
+        line(contract_id="K4", cycle="2025-12", bill_date=dt.date(2025, 12, 10)),
+    )
+    result = reconcile(legacy, new, "2026-01", BillingConfig())
+    assert result.differences.select("contract_id", "cause").rows() == [("K1", "price"), ("K1", "price")]
+    assert {s["segment"]: s["compared"] for s in result.by_segment} == {"DE": 2, "GB": 1, "US": 1}
+    assert result.compared == 4 and result.agreeing == 2
+
+
 def test_generated_pair_every_planted_difference_found_with_its_cause() -> None:
     legacy, new, truth = pair(30_000, seed=5, rate=0.004)
     result = reconcile(legacy, new, "2026-01", BillingConfig())
@@ -156,3 +180,36 @@ def test_cli_exit_code_history_and_outputs(tmp_path: Path) -> None:
     assert (out / "report.html").read_text().count("<svg") >= 3
     bad = cli("--cycle", "2026-13", "--workdir", str(tmp_path / "w"))
     assert bad.returncode == 2
+
+
+HEAVY = ("lead2cash.hub", "lead2cash.config", "lead2cash.store", "lead2cash.routes", "lead2cash.connectors",
+         "lead2cash.canonical_model", "lead2cash.sandbox", "sqlalchemy", "alembic", "httpx", "pandas")  # fmt: skip
+IMPORTED = """
+import json, sys
+from lead2cash.cli import main
+sys.argv = ["lead2cash", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_cli_reconcile_billing_imports_only_what_it_needs(tmp_path: Path) -> None:
+    """The CLI's start-up is paid on every run: ``reconcile billing`` on Parquet files must not import the
+    hub, the config models, the store (SQLAlchemy, Alembic), the connectors (httpx) or the sandboxes."""
+    legacy, new, _ = pair(500, seed=5, rate=0.01)
+    legacy.write_parquet(tmp_path / "legacy.parquet")
+    new.write_parquet(tmp_path / "new.parquet")
+    args = ["reconcile", "billing", "--cycle", "2026-01", "--workdir", str(tmp_path / "w"), "--all-contracts",
+            "--legacy-lines", str(tmp_path / "legacy.parquet"), "--new-lines", str(tmp_path / "new.parquet")]  # fmt: skip
+    for argv in (args, ["reconcile", "billing", "--help"]):
+        done = subprocess.run(
+            [sys.executable, "-c", IMPORTED, *argv],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        assert seen["code"] in (0, 1, None), done.stdout + done.stderr
+        heavy = [m for m in seen["modules"] if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+        assert not heavy, f"{argv[:3]} imported {heavy}"
