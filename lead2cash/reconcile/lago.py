@@ -77,7 +77,16 @@ async def fetch(client: Any, cycle: str, concurrency: int = 16) -> pl.DataFrame:
     first = dt.date.fromisoformat(cycles[0] + "-01")
     y, m = (int(x) for x in cycles[-1].split("-"))
     last = dt.date(y + (m == 12), 1 if m == 12 else m + 1, 1) - dt.timedelta(days=1)
-    params = {"issuing_date_from": first.isoformat(), "issuing_date_to": last.isoformat()}
+    return await fetch_issued(client, first, last, concurrency=concurrency)
+
+
+async def fetch_issued(
+    client: Any, first: dt.date, last: dt.date | None = None, concurrency: int = 16
+) -> pl.DataFrame:
+    """Lago's finalized subscription invoices issued from ``first`` to ``last`` (inclusive), as lines."""
+    params = {"issuing_date_from": first.isoformat()}
+    if last is not None:
+        params["issuing_date_to"] = last.isoformat()
     ids = [
         inv["lago_id"]
         async for inv in client.pages("/invoices", "invoices.list", "invoices", params)
