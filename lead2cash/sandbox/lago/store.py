@@ -869,6 +869,18 @@ class LagoStore:
         plan = self.plans.get(data["plan_code"])
         if plan is None:
             raise not_found("plan")
+        if data.get("ending_at"):
+            # Lago's Subscriptions::ValidateService#valid_ending_at?: the end's date must be after today's
+            # and after the start's, or 422 ending_at invalid_date (nothing is created).
+            ending = parse_datetime(data["ending_at"], "ending_at")
+            today = self.clock.now()
+            starting = (
+                parse_datetime(data["subscription_at"], "subscription_at")
+                if data.get("subscription_at")
+                else today
+            )
+            if not (ending.date() > today.date() and ending.date() > starting.date()):
+                raise invalid(ending_at="invalid_date")
         overrides = data.get("plan_overrides") or {}
         currency = overrides.get("amount_currency") or plan.currency
         self.check_currency(currency)

@@ -150,6 +150,9 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     call("POST", "/api/v1/invoices", json={"invoice": {"external_customer_id": CUSTOMER, "currency": "EUR",
          "fees": [{"add_on_code": "NOPE"}]}})  # fmt: skip
     call("POST", "/api/v1/invoices/{lago_id}/void", f"/api/v1/invoices/{other['lago_id']}/void", json={})
+    # An ending_at in the past (the clock is at 1 February): Lago refuses it (ValidateService, invalid_date).
+    call("POST", "/api/v1/subscriptions", json={"subscription": {
+        **sub, "external_id": "conf-sub-ended", "ending_at": "2026-01-20T23:59:59Z"}})  # fmt: skip
     call(
         "POST", "/api/v1/invoices/{lago_id}/lose_dispute", f"/api/v1/invoices/{other['lago_id']}/lose_dispute"
     )
@@ -206,6 +209,12 @@ def test_errors_use_lago_codes(exchanges: list[tuple[str, httpx.Response]]) -> N
     assert {"status": 404, "error": "Not Found", "code": "invoice_not_found"} in by_status[404]
     assert {"status": 404, "error": "Not Found", "code": "add_on_not_found"} in by_status[404]
     assert by_status[422][0]["error_details"] == {"external_id": ["value_is_mandatory"]}
+    assert {
+        "status": 422,
+        "error": "Unprocessable Entity",
+        "code": "validation_errors",
+        "error_details": {"ending_at": ["invalid_date"]},
+    } in by_status[422]
     assert by_status[405][0]["code"] == "not_voidable"
     throttled = next(r for _, r in exchanges if r.status_code == 429)
     assert throttled.headers["Retry-After"] == "3"

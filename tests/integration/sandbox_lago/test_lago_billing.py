@@ -324,3 +324,38 @@ def test_terminate_options_and_a_price_override_on_update(lago_env) -> None:
     assert sub["status"] == "terminated" and sub["on_termination_invoice"] == "skip"
     after = lago_env.api.get("/invoices", params={"external_customer_id": customer}).json()["invoices"]
     assert len(after) == len(before)
+
+
+def test_an_ending_at_not_after_today_or_the_start_is_refused(lago_env) -> None:
+    """As Lago's Subscriptions::ValidateService#valid_ending_at?: the end's date must be after today's and
+    after the start's; otherwise 422 ``ending_at: invalid_date`` and nothing is created."""
+    customer = lago_env.customer("EUR", "DE")
+    today = date.fromisoformat(lago_env.admin.get("/lago/clock").json()["today"])
+    plan = plan_code_for("PLAT-BASE", "EUR")
+
+    def create(ext: str, ending: date, start: date | None = None) -> httpx.Response:
+        body = {"external_customer_id": customer, "plan_code": plan, "external_id": f"{customer}-{ext}",
+                "billing_time": "anniversary", "ending_at": f"{ending.isoformat()}T23:59:59Z",
+                "subscription_at": f"{(start or today - timedelta(days=40)).isoformat()}T00:00:00Z"}  # fmt: skip
+        return lago_env.api.post("/subscriptions", json={"subscription": body})
+
+    for ext, ending, start in (
+        ("past", today - timedelta(days=3), None),
+        ("today", today, None),
+        ("before-start", today + timedelta(days=5), today + timedelta(days=9)),
+        ("on-start", today + timedelta(days=9), today + timedelta(days=9)),
+    ):
+        refused = create(ext, ending, start)
+        assert refused.status_code == 422, (ext, refused.text)
+        assert refused.json() == {
+            "status": 422,
+            "error": "Unprocessable Entity",
+            "code": "validation_errors",
+            "error_details": {"ending_at": ["invalid_date"]},
+        }
+        assert lago_env.api.get(f"/subscriptions/{customer}-{ext}").status_code == 404
+    assert lago_env.effects().get("subscription.create", {}).get(f"{customer}-past") is None
+    accepted = create("tomorrow", today + timedelta(days=1))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["subscription"]["ending_at"].startswith((today + timedelta(days=1)).isoformat())
+
