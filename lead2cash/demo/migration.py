@@ -346,6 +346,8 @@ def run_migration_demo(
                 causes = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("by_cause", {}).items()))
                 acc = float(summary["accuracy"])
                 state.setdefault("accuracy", {})[cycle] = summary["accuracy"]
+                if "lago_read" in summary:
+                    state.setdefault("lago_read", {})[cycle] = summary["lago_read"]
                 if cycle == "2026-01":
                     diffs = pl.read_parquet(work / "reconcile" / f"billing-{cycle}" / "differences.parquet")
                     new = pl.read_parquet(work / "reconcile" / f"billing-{cycle}" / "new_lines.parquet")
@@ -441,7 +443,11 @@ def run_migration_demo(
         cluster.stop()
         if figures is not None:
             figures.update(
-                {k: v for k, v in state.items() if k in ("load", "accuracy", "planted", "figures")}
+                {
+                    k: v
+                    for k, v in state.items()
+                    if k in ("load", "accuracy", "planted", "figures", "lago_read")
+                }
             )
             figures["seconds"] = {s.name: round(s.seconds, 2) for s in view.steps}
     console.print(

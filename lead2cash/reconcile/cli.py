@@ -122,6 +122,7 @@ def billing(
         if legacy_lines_file
         else legacy_lines(legacy or workdir / "legacy", cycle)
     )
+    lago_read: dict[str, Any] | None = None
     if new_lines_file:
         new = pl.scan_parquet(new_lines_file)
     else:
@@ -133,7 +134,14 @@ def billing(
             finally:
                 await client.aclose()
 
+        read_started = time.perf_counter()
         new = asyncio.run(run())
+        lago_read = {
+            "lines": new.height,
+            "calls": client.calls,
+            "by_operation": dict(client.calls_by_operation),
+            "seconds": round(time.perf_counter() - read_started, 3),
+        }
     if not legacy_lines_file:
         old.write_parquet(out / "legacy_lines.parquet")
     if not new_lines_file:
@@ -146,6 +154,8 @@ def billing(
     runs = read_history(workdir)
     report = write_report(out, result, runs)
     summary = {**result.summary(), "seconds": round(time.perf_counter() - started, 3)}
+    if lago_read is not None:
+        summary["lago_read"] = lago_read
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     table = Table(title=f"billing {cycle}: differences by cause")
     table.add_column("cause")
@@ -161,6 +171,13 @@ def billing(
         f"trend: {trend}\nreport {report}; differences {out / 'differences.csv'} and .parquet",
         markup=False,
     )
+    if lago_read is not None:
+        ops = ", ".join(f"{k} {v:,}" for k, v in sorted(lago_read["by_operation"].items()))
+        console.print(
+            f"new engine: {lago_read['lines']:,} lines read from Lago in {lago_read['calls']:,} calls "
+            f"({ops}), {lago_read['seconds']:.2f} s",
+            markup=False,
+        )
     if not result.passed:
         err.print(f"accuracy {result.accuracy} is under the threshold {result.threshold}", markup=False)
         raise typer.Exit(1)

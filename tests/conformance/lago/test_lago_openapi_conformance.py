@@ -137,6 +137,11 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     assert billed, "the clock advance should have billed the January period"
     draft = billed[0]
     call("PUT", "/api/v1/invoices/{lago_id}/finalize", f"/api/v1/invoices/{draft}/finalize")
+    fees_listed = call("GET", "/api/v1/fees", params={"external_customer_id": CUSTOMER, "fee_type": "subscription",
+                       "external_subscription_id": "conf-sub-1", "currency": "EUR",
+                       "created_at_from": "2026-01-01T00:00:00Z", "created_at_to": "2026-02-01T00:00:00Z",
+                       "page": 1, "per_page": 100})  # fmt: skip
+    assert [f["lago_invoice_id"] for f in fees_listed.json()["fees"]] == [draft], fees_listed.text
     call("DELETE", "/api/v1/subscriptions/{external_id}", "/api/v1/subscriptions/conf-sub-1")
     # A customer deleted (what a migration's rollback does), then gone.
     call("POST", "/api/v1/customers", json={"customer": {"external_id": "conf-gone", "name": "Gone Ltd"}})

@@ -359,3 +359,46 @@ def test_an_ending_at_not_after_today_or_the_start_is_refused(lago_env) -> None:
     assert accepted.status_code == 200, accepted.text
     assert accepted.json()["subscription"]["ending_at"].startswith((today + timedelta(days=1)).isoformat())
 
+
+def test_fees_are_listed_with_the_specs_filters_and_pages(lago_env) -> None:
+    """``GET /fees`` (FeesPaginated): the fees of every invoice, filtered on customer, subscription, type,
+    currency and creation time, paged by ``meta.next_page``; a subscription fee is created with its invoice."""
+    customer = lago_env.customer("EUR", "DE")
+    today = date.fromisoformat(lago_env.admin.get("/lago/clock").json()["today"])
+    plan = plan_code_for("PLAT-BASE", "EUR")
+    for n in range(2):
+        created = lago_env.api.post("/subscriptions", json={"subscription": {
+            "external_customer_id": customer, "plan_code": plan, "external_id": f"{customer}-s{n}",
+            "billing_time": "calendar", "subscription_at": f"{today.isoformat()}T00:00:00Z"}})  # fmt: skip
+        assert created.status_code == 200, created.text
+    one_off(lago_env, customer, "EUR", [{"add_on_code": "ONB-STD", "units": "1", "unit_amount_cents": 1000}])
+    first, second = _month_after(today), _month_after(_month_after(today))
+    lago_env.admin.post("/lago/clock", json={"to": (second + timedelta(days=3)).isoformat()})
+
+    def fees(**params: object) -> list[dict]:
+        out, page = [], 1
+        while page:
+            data = lago_env.api.get("/fees", params={**params, "page": page}).json()
+            out += data["fees"]
+            page = data["meta"]["next_page"]
+        return out
+
+    mine = fees(external_customer_id=customer, per_page=3)
+    assert len(mine) == 5  # 2 subscriptions x 2 periods, 1 add-on
+    assert {f["item"]["type"] for f in mine} == {"subscription", "add_on"}
+    subs = fees(external_customer_id=customer, fee_type="subscription", per_page=100)
+    assert len(subs) == 4 and all(f["external_customer_id"] == customer for f in subs)
+    one = fees(external_subscription_id=f"{customer}-s1", per_page=100)
+    assert {f["external_subscription_id"] for f in one} == {f"{customer}-s1"} and len(one) == 2
+    # Each subscription fee was created by the billing run of its period, on the period's last boundary.
+    invoices = {i["lago_id"]: i for i in lago_env.api.get(
+        "/invoices", params={"external_customer_id": customer, "per_page": 100}).json()["invoices"]}  # fmt: skip
+    for fee in subs:
+        assert fee["created_at"][:10] == invoices[fee["lago_invoice_id"]]["issuing_date"]
+    late = fees(external_customer_id=customer, fee_type="subscription",
+                created_at_from=f"{second.isoformat()}T00:00:00Z", per_page=100)  # fmt: skip
+    assert len(late) == 2 and {f["created_at"][:10] for f in late} == {second.isoformat()}
+    early = fees(external_customer_id=customer, fee_type="subscription",
+                 created_at_to=f"{first.isoformat()}T23:59:59Z", per_page=100)  # fmt: skip
+    assert {f["created_at"][:10] for f in early} == {first.isoformat()}
+    assert fees(external_customer_id=customer, currency="USD", per_page=100) == []
