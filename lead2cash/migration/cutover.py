@@ -350,6 +350,7 @@ def recreation_plan(
     number: int,
     day: dt.date,
     billed_thru: dict[str, dt.date],
+    since: dt.date | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, dt.date]]:
     """The subscriptions to create at cutover ``number`` on ``day``, each a copy of its rolled-back one (so a
     price corrected in Lago stays corrected) under ``<contract>~N``, and the contracts whose last period is
@@ -358,7 +359,9 @@ def recreation_plan(
     A contract that ended on or before ``day`` is not re-created: real Lago refuses an ``ending_at`` that is
     not after today (``Subscriptions::CreateService#valid_ending_at?``, 422 ``ending_at: invalid_date``).
     Its last period, the days up to its end, is the legacy system's unless Lago billed it already
-    (``billed_thru``, handed over by the rollback, reaches the end of the period)."""
+    (``billed_thru``, handed over by the rollback, reaches the end of the period); it is recorded when it
+    fell due after ``since`` (the previous cutover's day: earlier ones the legacy run billed before any
+    cutover)."""
     bodies: list[dict[str, Any]] = []
     skipped = {"ended": 0, "absent": 0}
     left: dict[str, dt.date] = {}
@@ -373,7 +376,7 @@ def recreation_plan(
             skipped["ended"] += 1
             period_end = end + dt.timedelta(days=1)
             thru = billed_thru.get(contract)
-            if thru is None or thru < period_end:
+            if (thru is None or thru < period_end) and (since is None or period_end > since):
                 left[contract] = period_end
             continue
         body: dict[str, Any] = {
@@ -586,7 +589,13 @@ def _recreate(
         try:
             old = await terminated_subscriptions(client)
             bodies, skipped, left = recreation_plan(
-                old, contracts, prior_ids, number, day, legacy_billed_thru(legacy_dir)
+                old,
+                contracts,
+                prior_ids,
+                number,
+                day,
+                legacy_billed_thru(legacy_dir),
+                dt.date.fromisoformat(previous["effective"]) if previous.get("effective") else None,
             )
             made = await recreate(client, ledger, run, bodies, number, rate=rate)
             made.ended, made.absent, made.left_to_legacy = skipped["ended"], skipped["absent"], len(left)

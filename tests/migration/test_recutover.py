@@ -51,21 +51,24 @@ def test_plan_leaves_the_contracts_ended_by_the_cutover_to_the_legacy_system() -
         "K5": _old("K5", "2026-06-30T23:59:59Z"),  # ends after the cutover
         "K7": _old("K7", "2026-05-01T23:59:59Z"),  # ends on the cutover's day: Lago refuses that ending_at
         "K8": _old("K8", "2026-05-02T23:59:59Z"),  # ends the day after: Lago takes it
+        "K9": _old("K9", "2026-01-20T23:59:59Z"),  # ended long before the first cutover (1 April)
     }
     billed_thru = {"K1": dt.date(2026, 4, 10), "K2": dt.date(2026, 4, 11), "K3": dt.date(2026, 4, 5)}
     bodies, skipped, left = recreation_plan(
         old,
-        ["K1", "K2", "K3", "K4", "K5", "K6", "K7", "K8"],
+        ["K1", "K2", "K3", "K4", "K5", "K6", "K7", "K8", "K9"],
         {"K1": "K1~2"},
         3,
         dt.date(2026, 5, 1),
         billed_thru,
+        dt.date(2026, 4, 1),
     )
     assert [b["external_id"] for b in bodies] == ["K1~3", "K5~3", "K8~3"]
     assert bodies[0]["plan_overrides"] == {"amount_cents": 1234, "amount_currency": "EUR"}
     assert "ending_at" not in bodies[0] and bodies[1]["ending_at"] == "2026-06-30T23:59:59Z"
-    assert skipped == {"ended": 4, "absent": 1}
-    # Lago billed K2's last period (to its end); the others' last periods are the legacy system's.
+    assert skipped == {"ended": 5, "absent": 1}
+    # Lago billed K2's last period (to its end); the others' last periods are the legacy system's, K9's
+    # billed by it before the first cutover.
     assert left == {"K3": dt.date(2026, 4, 26), "K4": dt.date(2026, 4, 28), "K7": dt.date(2026, 5, 2)}
 
 
