@@ -41,6 +41,12 @@ def main() -> int:
         )
     for cycle, acc in figures.get("accuracy", {}).items():
         print(f"parallel run {cycle}: accuracy {float(acc):.4%}")
+        read = figures.get("lago_read", {}).get(cycle)
+        if read:
+            ops = ", ".join(f"{k} {v:,}" for k, v in sorted(read["by_operation"].items()))
+            print(
+                f"  read from Lago: {read['lines']:,} lines in {read['calls']:,} calls ({ops}), {read['seconds']:.2f} s"
+            )
     if "planted" in figures:
         planted, found, other = figures["planted"]
         print(

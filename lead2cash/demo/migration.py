@@ -153,33 +153,34 @@ def record_by_record(
     legacy_dir: Path, lago_lines: Any, scope: set[str], spans: list[tuple[dt.date, dt.date, str]]
 ) -> dict[str, int]:
     """Every period due from the first span on, against who billed it: ``spans`` are (first, last bill date,
-    system of record). A line of a system outside its spans, a period billed by both or twice, a period due
-    and billed by nobody are counted. Lago's lines carry the contract (``contract_of``) already."""
+    system of record). A line of a system outside its spans (for the legacy system, a full period falling due in
+    one of Lago's), a period billed by both or twice, a period due and billed by nobody are counted. Lago's lines carry the contract (``contract_of``) already."""
     import polars as pl
 
-    from lead2cash.sandbox.legacy.billing import bill, read_tables
+    from lead2cash.sandbox.legacy.billing import as_if_never_migrated, bill, read_tables
 
     first, end = spans[0][0], spans[-1][1]
     cycles = sorted({f"{d.year:04d}-{d.month:02d}" for d in _months(first, end + dt.timedelta(days=31))})
     tables = read_tables(legacy_dir)
     mine = pl.col("contract_id").is_in(list(scope))
     legacy = bill(tables, cycles).filter(mine & pl.col("bill_date").is_between(first, end))
-    due = bill({k: v for k, v in tables.items() if k != "MIGRFLAG"}, cycles).filter(
-        mine & pl.col("bill_date").is_between(first, end)
-    )
+    due = bill(as_if_never_migrated(tables), cycles).filter(mine & pl.col("bill_date").is_between(first, end))
     lago = lago_lines.filter(mine & pl.col("bill_date").is_between(first, end))
 
-    def inside(frame: Any, system: str) -> Any:
+    def inside(frame: Any, system: str, column: str = "bill_date") -> Any:
         cond = pl.lit(False)
         for a, b, s in spans:
             if s == system:
-                cond = cond | pl.col("bill_date").is_between(a, b)
+                cond = cond | pl.col(column).is_between(a, b)
         return cond
 
     key = ["contract_id", "period_start"]
+    # The legacy run decides itself which of its lines it bills (MIGRFLAG at the day a line falls due, the
+    # handover dates of single contracts): every line it bills is of record. Only a full period falling due
+    # while Lago is the system of record is out of place (a short last period may be left to it).
     of_record = pl.concat(
         [
-            legacy.filter(inside(legacy, "legacy")).select(*key, pl.lit("legacy").alias("system")),
+            legacy.select(*key, pl.lit("legacy").alias("system")),
             lago.filter(inside(lago, "lago")).select(*key, pl.lit("lago").alias("system")),
         ]
     )
@@ -189,7 +190,9 @@ def record_by_record(
         "billed_twice": of_record.group_by(key).len().filter(pl.col("len") > 1).height,
         "missed": due.select(key).join(of_record, on=key, how="anti").height,
         "not_due": of_record.join(due.select(key), on=key, how="anti").height,
-        "legacy_outside": legacy.filter(~inside(legacy, "legacy")).height,
+        "legacy_outside": legacy.filter(
+            (pl.col("days") == pl.col("full_days")) & inside(legacy, "lago", "period_end")
+        ).height,
         "lago_outside": lago.filter(~inside(lago, "lago")).height,
         "lago_twice": lago_lines.filter(mine).group_by(key).len().filter(pl.col("len") > 1).height,
     }
@@ -343,6 +346,8 @@ def run_migration_demo(
                 causes = ", ".join(f"{k} {v}" for k, v in sorted(summary.get("by_cause", {}).items()))
                 acc = float(summary["accuracy"])
                 state.setdefault("accuracy", {})[cycle] = summary["accuracy"]
+                if "lago_read" in summary:
+                    state.setdefault("lago_read", {})[cycle] = summary["lago_read"]
                 if cycle == "2026-01":
                     diffs = pl.read_parquet(work / "reconcile" / f"billing-{cycle}" / "differences.parquet")
                     new = pl.read_parquet(work / "reconcile" / f"billing-{cycle}" / "new_lines.parquet")
@@ -438,7 +443,11 @@ def run_migration_demo(
         cluster.stop()
         if figures is not None:
             figures.update(
-                {k: v for k, v in state.items() if k in ("load", "accuracy", "planted", "figures")}
+                {
+                    k: v
+                    for k, v in state.items()
+                    if k in ("load", "accuracy", "planted", "figures", "lago_read")
+                }
             )
             figures["seconds"] = {s.name: round(s.seconds, 2) for s in view.steps}
     console.print(

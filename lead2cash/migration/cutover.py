@@ -14,11 +14,14 @@ Gates (``check``; ``execute`` runs them first):
 by Lago from DATE (the legacy run bills none of their dates from DATE on), with who, when and why; the state
 is ``<workdir>/cutover/state.json`` and every action a line of ``<workdir>/cutover/log.jsonl``.
 ``rollback --at DATE`` (within ``cutover.rollback_window_days`` of the cutover) terminates the migrated
-subscriptions in Lago with ``on_termination_invoice=skip`` (no invoice for the unbilled part of the period)
-and resumes the legacy contracts from the day after DATE, so the period Lago did not bill is billed, once,
-by the legacy system at its next bill date. ``execute`` after a rollback re-creates each migrated
-subscription as ``<contract>~N`` (N the cutover number) through the migration's effect ledger first
-(``recreate``), and the legacy run stops from the day after DATE.
+subscriptions in Lago with ``on_termination_invoice=skip`` (no invoice for the unbilled part of the period),
+hands each contract's last period end Lago billed to the legacy system (``BILL_THRU_DT`` on the contract)
+and gives the accounts back to it from the cutover's day: the legacy run bills every period Lago did not
+bill, once, at its bill date, and none that Lago billed. ``execute`` after a rollback re-creates each
+migrated subscription as ``<contract>~N`` (N the cutover number) through the migration's effect ledger
+first (``recreate``), leaves the last period of a contract that ended by then to the legacy system
+(``KEEP_THRU_DT``: Lago refuses an ``ending_at`` that is not after today), and the legacy run stops from the
+day after DATE.
 """
 
 from __future__ import annotations
@@ -150,18 +153,6 @@ def _anniversary_after(day: Any) -> Any:
     for _ in range(3):
         nb = pl.when(nb <= day).then(nb.dt.offset_by(pl.format("{}mo", pl.col("months")))).otherwise(nb)
     return nb
-
-
-def legacy_last_bill(legacy: Path) -> dict[str, dt.date]:
-    """Per ended legacy contract, the bill date of its last (short) period: the first anniversary after its
-    end, when the legacy run bills it."""
-    import polars as pl
-
-    from lead2cash.sandbox.legacy.billing import contracts, read_tables
-
-    k = contracts(read_tables(legacy)).filter(pl.col("end_on") < pl.date(9000, 1, 1))  # 99991231: open
-    k = k.select("contract_id", _anniversary_after(pl.col("end_on")).alias("last"))
-    return dict(k.iter_rows())
 
 
 async def lago_subscriptions(client: Any) -> list[dict[str, Any]]:
@@ -326,7 +317,8 @@ class Recreated:
     created: int = 0
     already_done: int = 0
     found_by_lookup: int = 0
-    ended: int = 0  # ended before the cutover, last period already billed: not re-created
+    ended: int = 0  # ended by the cutover's day: not re-created (Lago refuses an ending_at in the past)
+    left_to_legacy: int = 0  # of those, the ones whose last period Lago did not bill: the legacy run bills it
     absent: int = 0  # no rolled-back subscription in Lago to re-create
     subscriptions: list[str] | None = None
     failures: list[dict[str, str]] | None = None
@@ -358,14 +350,22 @@ def recreation_plan(
     prior_ids: dict[str, str],
     number: int,
     day: dt.date,
-    rolled_back: dt.date,
-    last_bill: dict[str, dt.date],
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    billed_thru: dict[str, dt.date],
+    since: dt.date | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, dt.date]]:
     """The subscriptions to create at cutover ``number`` on ``day``, each a copy of its rolled-back one (so a
-    price corrected in Lago stays corrected) under ``<contract>~N``. A contract that ended before ``day`` is
-    re-created only when nobody billed its last period yet: not when it ended while Lago billed it (up to
-    the rollback: Lago's termination invoice billed it), nor when the legacy run billed it by ``day``."""
-    bodies, skipped = [], {"ended": 0, "absent": 0}
+    price corrected in Lago stays corrected) under ``<contract>~N``, and the contracts whose last period is
+    left to the legacy system (contract -> the end of that period, for ``KEEP_THRU_DT``).
+
+    A contract that ended on or before ``day`` is not re-created: real Lago refuses an ``ending_at`` that is
+    not after today (``Subscriptions::CreateService#valid_ending_at?``, 422 ``ending_at: invalid_date``).
+    Its last period, the days up to its end, is the legacy system's unless Lago billed it already
+    (``billed_thru``, handed over by the rollback, reaches the end of the period); it is recorded when it
+    fell due after ``since`` (the previous cutover's day: earlier ones the legacy run billed before any
+    cutover)."""
+    bodies: list[dict[str, Any]] = []
+    skipped = {"ended": 0, "absent": 0}
+    left: dict[str, dt.date] = {}
     for contract in contracts:
         old = previous.get(prior_ids.get(contract, contract))
         if old is None:
@@ -373,8 +373,12 @@ def recreation_plan(
             continue
         ending = old.get("ending_at")
         end = dt.datetime.fromisoformat(ending.replace("Z", "+00:00")).date() if ending else None
-        if end is not None and end < day and (end <= rolled_back or last_bill.get(contract, day) <= day):
+        if end is not None and end <= day:
             skipped["ended"] += 1
+            period_end = end + dt.timedelta(days=1)
+            thru = billed_thru.get(contract)
+            if (thru is None or thru < period_end) and (since is None or period_end > since):
+                left[contract] = period_end
             continue
         body: dict[str, Any] = {
             "external_customer_id": old["external_customer_id"],
@@ -390,7 +394,7 @@ def recreation_plan(
         if ending:
             body["ending_at"] = ending
         bodies.append(body)
-    return bodies, skipped
+    return bodies, skipped, left
 
 
 async def recreate(
@@ -478,7 +482,7 @@ def execute(
     each migrated subscription is first re-created in Lago as <contract>~N (N: the cutover number)."""
     import asyncio
 
-    from lead2cash.sandbox.legacy.billing import flag_customers
+    from lead2cash.sandbox.legacy.billing import flag_customers, set_contract_dates
 
     legacy_dir = legacy or workdir / "legacy"
     day = _date(at)
@@ -505,7 +509,7 @@ def execute(
     effective = day
     detail: dict[str, Any] = {}
     if again:
-        made = _recreate(
+        made, left = _recreate(
             _client(lago_url, lago_api_key, ca_bundle),
             workdir,
             legacy_dir,
@@ -531,6 +535,8 @@ def execute(
             err.print("cutover refused: the re-created subscriptions were ended again", markup=False)
             raise typer.Exit(1)
         subscriptions = made.subscriptions or []
+        # The contracts that ended by now and whose last period nobody billed: the legacy run bills it.
+        set_contract_dates(legacy_dir, "KEEP_THRU_DT", left)
         # Lago's re-created subscriptions skip the period that ends on ``day``: the legacy run bills it.
         effective = day + dt.timedelta(days=1)
         detail = {k: v for k, v in made.__dict__.items() if k not in ("subscriptions", "failures")}
@@ -557,7 +563,8 @@ def execute(
     )
     again_text = (
         f"; {detail['created'] + detail['already_done'] + detail['found_by_lookup']:,} subscriptions re-created "
-        f"as <contract>~{number} ({detail['ended']:,} ended contracts not re-created)"
+        f"as <contract>~{number} ({detail['ended']:,} ended contracts not re-created, the last period of "
+        f"{detail['left_to_legacy']:,} left to the legacy system)"
         if again
         else ""
     )
@@ -579,27 +586,27 @@ def _recreate(
     store: str | None,
     run: str,
     rate: float,
-) -> Recreated:
+) -> tuple[Recreated, dict[str, dt.date]]:
     import asyncio
 
     prior_ids = {contract_of(x): x for x in previous.get("subscriptions") or previous.get("contracts", [])}
     ledger = _ledger(workdir, store)
 
-    async def go() -> Recreated:
+    async def go() -> tuple[Recreated, dict[str, dt.date]]:
         try:
             old = await terminated_subscriptions(client)
-            bodies, skipped = recreation_plan(
+            bodies, skipped, left = recreation_plan(
                 old,
                 contracts,
                 prior_ids,
                 number,
                 day,
-                dt.date.fromisoformat(previous["rolled_back"]),
-                legacy_last_bill(legacy_dir),
+                legacy_billed_thru(legacy_dir),
+                dt.date.fromisoformat(previous["effective"]) if previous.get("effective") else None,
             )
             made = await recreate(client, ledger, run, bodies, number, rate=rate)
-            made.ended, made.absent = skipped["ended"], skipped["absent"]
-            return made
+            made.ended, made.absent, made.left_to_legacy = skipped["ended"], skipped["absent"], len(left)
+            return made, left
         finally:
             await client.aclose()
 
@@ -607,6 +614,32 @@ def _recreate(
         return asyncio.run(go())
     finally:
         ledger.close()
+
+
+def legacy_billed_thru(legacy: Path) -> dict[str, dt.date]:
+    """Per contract, the last period end the new engine billed (``BILL_THRU_DT``, set by a rollback)."""
+    import polars as pl
+
+    from lead2cash.sandbox.legacy.billing import contracts, read_tables
+
+    k = contracts(read_tables(legacy)).filter(pl.col("billed_thru").is_not_null())
+    return dict(k.select("contract_id", "billed_thru").iter_rows())
+
+
+async def lago_billed_thru(client: Any, contracts: list[str], since: dt.date) -> dict[str, dt.date]:
+    """Per contract, the end of the last period Lago billed on an invoice issued from ``since`` on (while it
+    was the system of record)."""
+    import polars as pl
+
+    from lead2cash.reconcile.lago import fetch_issued
+
+    try:
+        lines = await fetch_issued(client, since)
+    finally:
+        await client.aclose()
+    mine = lines.filter(pl.col("contract_id").is_in(contracts))
+    thru = mine.group_by("contract_id").agg(pl.col("period_end").max())
+    return dict(thru.iter_rows())
 
 
 async def terminate(client: Any, contracts: list[str], concurrency: int = 8) -> dict[str, int]:
@@ -654,7 +687,7 @@ def rollback(
     import asyncio
 
     from lead2cash.reconcile.billing import load_config
-    from lead2cash.sandbox.legacy.billing import flag_customers
+    from lead2cash.sandbox.legacy.billing import flag_customers, set_contract_dates
 
     legacy_dir = legacy or workdir / "legacy"
     state = _state(workdir)
@@ -671,25 +704,33 @@ def rollback(
         raise typer.Exit(1)
     subs = state.get("subscriptions") or state["contracts"]  # <contract>~N after a re-cutover
     counts = asyncio.run(terminate(_client(lago_url, lago_api_key, ca_bundle), subs))
-    accounts, _ = _migrated(workdir, legacy_dir)
+    accounts, contracts = _migrated(workdir, legacy_dir)
+    effective = dt.date.fromisoformat(state["effective"])
+    # What Lago billed as the system of record, per contract: the legacy run resumes after it. Read after the
+    # terminations, so that nothing is billed between the reading and the end of the subscriptions.
+    thru = asyncio.run(lago_billed_thru(_client(lago_url, lago_api_key, ca_bundle), contracts, effective))
+    set_contract_dates(legacy_dir, "BILL_THRU_DT", thru)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    resume = day + dt.timedelta(days=1)  # Lago billed every date up to ``day``
-    flag_customers(legacy_dir, accounts, "A", resume, by, reason, now)
-    state.update({"status": "rolled_back", "rolled_back": day.isoformat(), "resumed": resume.isoformat()})
+    # The accounts go back to the legacy system from the cutover's own day: every period Lago did not bill
+    # (whenever it fell due) is billed by the legacy run, and BILL_THRU_DT keeps it off those Lago billed.
+    flag_customers(legacy_dir, accounts, "A", effective, by, reason, now)
+    state.update({"status": "rolled_back", "rolled_back": day.isoformat(), "resumed": effective.isoformat()})
     (workdir / "cutover" / "state.json").write_text(json.dumps(state, indent=1))
     _log(
         workdir,
         {
             "action": "rollback",
-            "effective": resume.isoformat(),
+            "effective": effective.isoformat(),
             "by": by,
             "reason": reason,
             "at": now,
             **counts,
+            "billed_thru": len(thru),
         },
     )
     console.print(
         f"rolled back: {counts['terminated']:,} Lago subscriptions ended without a final invoice "
-        f"({counts['absent']:,} already ended); legacy billing resumes on {resume}",
+        f"({counts['absent']:,} already ended); the legacy system bills every period from {effective} on that "
+        f"Lago did not bill (Lago's last billed period end handed over for {len(thru):,} contracts)",
         markup=False,
     )

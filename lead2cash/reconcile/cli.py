@@ -122,6 +122,7 @@ def billing(
         if legacy_lines_file
         else legacy_lines(legacy or workdir / "legacy", cycle)
     )
+    lago_read: dict[str, Any] | None = None
     if new_lines_file:
         new = pl.scan_parquet(new_lines_file)
     else:
@@ -135,7 +136,14 @@ def billing(
             finally:
                 await client.aclose()
 
+        read_started = time.perf_counter()
         new = asyncio.run(run())
+        lago_read = {
+            "lines": new.height,
+            "calls": client.calls,
+            "by_operation": dict(client.calls_by_operation),
+            "seconds": round(time.perf_counter() - read_started, 3),
+        }
     if not legacy_lines_file:
         old.write_parquet(out / "legacy_lines.parquet")
     if not new_lines_file:
@@ -156,6 +164,8 @@ def billing(
         "seconds": round(time.perf_counter() - started, 3),
         "phases": result.phases,
     }
+    if lago_read is not None:
+        summary["lago_read"] = lago_read
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     table = Table(title=f"billing {cycle}: differences by cause")
     table.add_column("cause")
@@ -171,6 +181,13 @@ def billing(
         f"trend: {trend}\nreport {report}; differences {out / 'differences.csv'} and .parquet",
         markup=False,
     )
+    if lago_read is not None:
+        ops = ", ".join(f"{k} {v:,}" for k, v in sorted(lago_read["by_operation"].items()))
+        console.print(
+            f"new engine: {lago_read['lines']:,} lines read from Lago in {lago_read['calls']:,} calls "
+            f"({ops}), {lago_read['seconds']:.2f} s",
+            markup=False,
+        )
     if not result.passed:
         err.print(f"accuracy {result.accuracy} is under the threshold {result.threshold}", markup=False)
         raise typer.Exit(1)

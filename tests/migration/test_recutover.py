@@ -1,7 +1,7 @@
 """A cutover after a rollback re-creates the migrated subscriptions as ``<contract>~N`` through the effect
 ledger: a crash (keys left ``sent``, before or after Lago applied the call) and a rerun never create a
-subscription twice, even one that has ended by itself since; ended contracts whose last period was billed
-are not re-created."""
+subscription twice, even one that has ended by itself since; contracts that ended by the cutover's day are
+not re-created, and their last period is left to the legacy system unless Lago billed it."""
 
 from __future__ import annotations
 
@@ -42,28 +42,34 @@ def _old(ext: str, ending: str | None = None, cents: int = 1000) -> dict[str, ob
     }
 
 
-def test_plan_skips_the_ended_contracts_whose_last_period_was_billed() -> None:
+def test_plan_leaves_the_contracts_ended_by_the_cutover_to_the_legacy_system() -> None:
     old = {
         "K1~2": _old("K1~2", cents=1234),  # open; the price corrected in Lago is kept
         "K2": _old("K2", "2026-04-10T23:59:59Z"),  # ended while Lago billed it (before the rollback)
-        "K3": _old("K3", "2026-04-25T23:59:59Z"),  # ended after the rollback, legacy billed it by the cutover
-        "K4": _old("K4", "2026-04-27T23:59:59Z"),  # ended after the rollback, last bill after the cutover
+        "K3": _old("K3", "2026-04-25T23:59:59Z"),  # ended after the rollback
+        "K4": _old("K4", "2026-04-27T23:59:59Z"),  # ended after the rollback
         "K5": _old("K5", "2026-06-30T23:59:59Z"),  # ends after the cutover
+        "K7": _old("K7", "2026-05-01T23:59:59Z"),  # ends on the cutover's day: Lago refuses that ending_at
+        "K8": _old("K8", "2026-05-02T23:59:59Z"),  # ends the day after: Lago takes it
+        "K9": _old("K9", "2026-01-20T23:59:59Z"),  # ended long before the first cutover (1 April)
     }
-    last = {"K2": dt.date(2026, 4, 12), "K3": dt.date(2026, 4, 28), "K4": dt.date(2026, 5, 10)}
-    bodies, skipped = recreation_plan(
+    billed_thru = {"K1": dt.date(2026, 4, 10), "K2": dt.date(2026, 4, 11), "K3": dt.date(2026, 4, 5)}
+    bodies, skipped, left = recreation_plan(
         old,
-        ["K1", "K2", "K3", "K4", "K5", "K6"],
+        ["K1", "K2", "K3", "K4", "K5", "K6", "K7", "K8", "K9"],
         {"K1": "K1~2"},
         3,
         dt.date(2026, 5, 1),
-        dt.date(2026, 4, 20),
-        last,
+        billed_thru,
+        dt.date(2026, 4, 1),
     )
-    assert [b["external_id"] for b in bodies] == ["K1~3", "K4~3", "K5~3"]
+    assert [b["external_id"] for b in bodies] == ["K1~3", "K5~3", "K8~3"]
     assert bodies[0]["plan_overrides"] == {"amount_cents": 1234, "amount_currency": "EUR"}
-    assert "ending_at" not in bodies[0] and bodies[2]["ending_at"] == "2026-06-30T23:59:59Z"
-    assert skipped == {"ended": 2, "absent": 1}
+    assert "ending_at" not in bodies[0] and bodies[1]["ending_at"] == "2026-06-30T23:59:59Z"
+    assert skipped == {"ended": 5, "absent": 1}
+    # Lago billed K2's last period (to its end); the others' last periods are the legacy system's, K9's
+    # billed by it before the first cutover.
+    assert left == {"K3": dt.date(2026, 4, 26), "K4": dt.date(2026, 4, 28), "K7": dt.date(2026, 5, 2)}
 
 
 def test_rerun_after_a_crash_creates_no_second_subscription(tmp_path: Path) -> None:

@@ -249,6 +249,11 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         items = store().list_invoices(request.query_params)
         return listing(request, "invoices", items, lambda i: i.json())
 
+    @endpoint("fees.list")
+    async def list_fees(request: Request) -> Response:
+        items = store().list_fees(request.query_params)
+        return listing(request, "fees", items, lambda p: p[0].json(p[1]))
+
     @endpoint("invoices.get")
     async def get_invoice(request: Request) -> Response:
         invoice = store().invoice(request.path_params["lago_id"])
@@ -604,6 +609,7 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route(f"{api}/subscriptions/{{external_id}}", terminate_subscription, methods=["DELETE"]),
         Route(f"{api}/invoices", create_invoice, methods=["POST"]),
         Route(f"{api}/invoices", list_invoices, methods=["GET"]),
+        Route(f"{api}/fees", list_fees, methods=["GET"]),
         Route(f"{api}/invoices/{{lago_id}}", get_invoice, methods=["GET"]),
         Route(f"{api}/invoices/{{lago_id}}", update_invoice, methods=["PUT"]),
         Route(f"{api}/invoices/{{lago_id}}/finalize", finalize_invoice, methods=["PUT"]),

@@ -869,6 +869,18 @@ class LagoStore:
         plan = self.plans.get(data["plan_code"])
         if plan is None:
             raise not_found("plan")
+        if data.get("ending_at"):
+            # Lago's Subscriptions::ValidateService#valid_ending_at?: the end's date must be after today's
+            # and after the start's, or 422 ending_at invalid_date (nothing is created).
+            ending = parse_datetime(data["ending_at"], "ending_at")
+            today = self.clock.now()
+            starting = (
+                parse_datetime(data["subscription_at"], "subscription_at")
+                if data.get("subscription_at")
+                else today
+            )
+            if not (ending.date() > today.date() and ending.date() > starting.date()):
+                raise invalid(ending_at="invalid_date")
         overrides = data.get("plan_overrides") or {}
         currency = overrides.get("amount_currency") or plan.currency
         self.check_currency(currency)
@@ -1037,6 +1049,8 @@ class LagoStore:
             sub.periods_billed += 1
         sub.period_start = end
         invoice.created_at = invoice.updated_at = billed_at
+        for f in fees:  # created by the same billing run as their invoice
+            f.created_at = billed_at
         if self.grace_period_days > 0 and reason != "subscription_terminating":
             self.emit("invoice.drafted", "invoice", invoice.extended_json())
         else:
@@ -1315,6 +1329,37 @@ class LagoStore:
                 else:
                     items = [i for i in items if all(m["key"] != key for m in i.metadata)]
         items.sort(key=lambda i: i.created_at, reverse=True)
+        return items
+
+    def list_fees(self, query: Any) -> list[tuple[Fee, Invoice]]:
+        """``GET /fees``: the fees of the organization's invoices, with the spec's filters on customer,
+        subscription, type, currency and creation time (a malformed time is ignored, as Lago does with
+        a date filter), newest first."""
+        ext = query.get("external_customer_id")
+        sub = query.get("external_subscription_id")
+        kind = query.get("fee_type")
+        currency = query.get("currency")
+        bounds = []
+        for name, keep in (
+            ("created_at_from", lambda d, b: d >= b),
+            ("created_at_to", lambda d, b: d <= b),
+        ):
+            if query.get(name):
+                try:
+                    bounds.append((parse_datetime(query[name], name), keep))
+                except LagoError:
+                    continue
+        items = [
+            (f, inv)
+            for inv in self.invoices.values()
+            if not ext or inv.customer.external_id == ext
+            for f in inv.fees
+            if (not sub or (f.subscription is not None and f.subscription.external_id == sub))
+            and (not kind or f.item_type == kind)
+            and (not currency or f.currency == currency)
+            and all(keep(f.created_at, b) for b, keep in bounds)
+        ]
+        items.sort(key=lambda p: p[0].created_at, reverse=True)
         return items
 
     # -- credit notes ------------------------------------------------------------------------------

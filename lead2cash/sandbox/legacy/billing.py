@@ -16,7 +16,17 @@ billing does after the migration. Its rules differ from Lago's the way real bill
 
 A cutover is the legacy system's ``MIGRFLAG`` table: one row per event (``M`` migrated: the legacy run
 stops billing the account from ``EFF_DT``; ``A`` active again: it resumes from ``EFF_DT``), with who, when
-and why. ``plant_mapping_errors`` corrupts a migration's mapped contracts the way a wrong mapping does (a
+and why. The event that applies to a line is the last one on or before the day the line fell due, its
+``period_end``: the bill date, or, for the short last period of an ended contract, the day after the end
+(the day Lago bills that period, as its subscription ends; the legacy run bills it later, at its next bill
+date). Two dates on the contract, empty unless a cutover set them, hand single contracts over:
+
+- ``BILL_THRU_DT``, set by a rollback: the new engine billed this contract's periods ending on or before
+  it, so the legacy run bills none of them, whatever ``MIGRFLAG`` says;
+- ``KEEP_THRU_DT``, set by a cutover that leaves a contract's last period to the legacy system (the
+  contract ended before the new engine could take it back): the legacy run bills the periods ending on or
+  before it although the account is migrated.
+ ``plant_mapping_errors`` corrupts a migration's mapped contracts the way a wrong mapping does (a
 plan mapped to the wrong price, a discount lost) and returns the ground truth.
 """
 
@@ -39,6 +49,7 @@ from lead2cash.sandbox.legacy.generator import (
 
 CUTOFF_DAY = 25
 MINIMUM_CHARGE_PCT = 20
+HANDOVER_COLUMNS = {"BILL_THRU_DT": "billed_thru", "KEEP_THRU_DT": "keep_thru"}
 MIGRFLAG_SCHEMA = {
     "CUST_NO": pl.String,
     "STAT": pl.String,
@@ -105,7 +116,16 @@ def contracts(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
         pl.col("CUST_NO").str.strip_chars().alias("customer_id"),
         pl.col("CTRY_NM").str.strip_chars().replace_strict(_COUNTRY, default=None).alias("segment"),
     )
-    k = tables["CONTRACT"].select(
+    contract = tables["CONTRACT"]
+    handover = [
+        (
+            pl.col(c).str.strip_chars().str.strptime(pl.Date, "%Y%m%d", strict=False)
+            if c in contract.columns
+            else pl.lit(None, pl.Date)
+        ).alias(name)
+        for c, name in HANDOVER_COLUMNS.items()
+    ]
+    k = contract.select(
         pl.col("CONTR_NO").str.strip_chars().alias("contract_id"),
         pl.col("CUST_NO").str.strip_chars().alias("customer_id"),
         pl.col("PLAN_CD").str.strip_chars().alias("plan_code"),
@@ -114,6 +134,7 @@ def contracts(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
         pl.col("START_DT").str.strptime(pl.Date, "%Y%m%d", strict=False).alias("start_on"),
         pl.col("END_DT").str.strip_chars().str.strptime(pl.Date, "%Y%m%d", strict=False).alias("end_on"),
         pl.col("NEXT_BILL_DT").str.strptime(pl.Date, "%Y%m%d", strict=False).alias("next_bill"),
+        *handover,
     )
     k = k.filter(pl.col("plan_code").is_in(list(RATE_PLANS)) & pl.col("currency").is_not_null())
     k = k.with_columns(
@@ -134,18 +155,26 @@ def contracts(tables: dict[str, pl.DataFrame]) -> pl.DataFrame:
 
 
 def _status_at(flags: pl.DataFrame | None, lines: pl.DataFrame) -> pl.Series:
-    """Whether the account is billed by the legacy system on each line's bill date (the last MIGRFLAG event)."""
+    """Whether the account is billed by the legacy system on the day each line fell due (its
+    ``period_end``): the last MIGRFLAG event on or before it."""
     if flags is None or flags.height == 0:
         return pl.Series([True] * lines.height)
-    ev = flags.select(
-        pl.col("CUST_NO").str.strip_chars().alias("customer_id"),
-        pl.col("EFF_DT").str.strptime(pl.Date, "%Y%m%d").alias("bill_date"),
-        (pl.col("STAT") == "A").alias("_active"),
-        pl.int_range(pl.len()).alias("_seq"),
-    ).sort("bill_date", "_seq")
-    probe = lines.select("customer_id", "bill_date", pl.int_range(pl.len()).alias("_row")).sort("bill_date")
+    ev = (
+        flags.select(
+            pl.col("CUST_NO").str.strip_chars().alias("customer_id"),
+            pl.col("EFF_DT").str.strptime(pl.Date, "%Y%m%d").alias("due"),
+            (pl.col("STAT") == "A").alias("_active"),
+            pl.int_range(pl.len()).alias("_seq"),
+        )
+        .sort("due", "_seq")
+        # Two events of one account on one day (a rollback back to the cutover's day): the later one holds.
+        .unique(["customer_id", "due"], keep="last", maintain_order=True)
+    )
+    probe = lines.select(
+        "customer_id", pl.col("period_end").alias("due"), pl.int_range(pl.len()).alias("_row")
+    ).sort("due")
     joined = probe.join_asof(
-        ev.drop("_seq"), on="bill_date", by="customer_id", strategy="backward", check_sortedness=False
+        ev.drop("_seq"), on="due", by="customer_id", strategy="backward", check_sortedness=False
     )  # both sorted by date, so within each account too
     return joined.sort("_row")["_active"].fill_null(True)
 
@@ -189,7 +218,14 @@ def bill(
     rate = pl.col("segment").replace_strict(TAX_RATE_PCT, default=0, return_dtype=pl.Int64)
     lines = lines.with_columns(amount.alias("amount"), (rate * 100).alias("tax_rate_bp"))
     lines = lines.with_columns((pl.col("amount") * pl.col("tax_rate_bp") // 10_000).alias("tax"))  # down
-    lines = lines.filter(_status_at(flags, lines))
+    # The handover dates of single contracts win over the account's MIGRFLAG: what the new engine billed is
+    # never billed again, what was left to the legacy system is billed by it.
+    kept = pl.col("keep_thru").is_not_null() & (pl.col("period_end") <= pl.col("keep_thru"))
+    lines = lines.with_columns(pl.Series("_flag", _status_at(flags, lines)))
+    lines = lines.filter(
+        (pl.col("_flag") | kept)
+        & (pl.col("billed_thru").is_null() | (pl.col("period_end") > pl.col("billed_thru")))
+    )
     inv = pl.format(
         "L{}-{}", pl.col("customer_id"), pl.col("bill_date").dt.strftime("%Y%m%d")
     )  # one invoice per account and bill date
@@ -212,6 +248,14 @@ def bill(
         "days",
         "full_days",
     ).sort("customer_id", "contract_id", "period_start")
+
+
+def as_if_never_migrated(tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """The tables without MIGRFLAG and the contracts' handover dates: what the legacy run would bill had no
+    cutover happened (every period due)."""
+    out = {k: v for k, v in tables.items() if k != "MIGRFLAG"}
+    out["CONTRACT"] = out["CONTRACT"].drop(list(HANDOVER_COLUMNS), strict=False)
+    return out
 
 
 def bill_cycle(tables: dict[str, pl.DataFrame], cycle: str) -> pl.DataFrame:
@@ -250,6 +294,33 @@ def flag_customers(
     )
     tmp = path.with_suffix(".tmp")
     pl.concat([old, new]).write_parquet(tmp)
+    tmp.replace(path)
+    return new.height
+
+
+def set_contract_dates(directory: Path, column: str, dates: dict[str, dt.date]) -> int:
+    """Sets a handover date (``BILL_THRU_DT`` or ``KEEP_THRU_DT``) on the contracts of ``dates``; a date never
+    moves back (a later rollback or cutover only extends what was handed over)."""
+    if column not in HANDOVER_COLUMNS:
+        raise ValueError(f"unknown handover column {column!r}")
+    path = directory / "CONTRACT.parquet"
+    k = pl.read_parquet(path)
+    if column not in k.columns:
+        k = k.with_columns(pl.lit("", pl.String).alias(column))
+    new = pl.DataFrame(
+        {"_no": list(dates), "_new": [d.strftime("%Y%m%d") for d in dates.values()]},
+        schema={"_no": pl.String, "_new": pl.String},
+    )
+    k = k.with_columns(pl.col("CONTR_NO").str.strip_chars().alias("_no")).join(new, on="_no", how="left")
+    old = pl.col(column).str.strip_chars()
+    k = k.with_columns(
+        pl.when(pl.col("_new").is_not_null() & ((old == "") | (pl.col("_new") > old)))
+        .then(pl.col("_new"))
+        .otherwise(pl.col(column))
+        .alias(column)
+    ).drop("_no", "_new")
+    tmp = path.with_suffix(".tmp")
+    k.write_parquet(tmp)
     tmp.replace(path)
     return new.height
 

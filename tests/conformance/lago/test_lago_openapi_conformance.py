@@ -137,6 +137,11 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     assert billed, "the clock advance should have billed the January period"
     draft = billed[0]
     call("PUT", "/api/v1/invoices/{lago_id}/finalize", f"/api/v1/invoices/{draft}/finalize")
+    fees_listed = call("GET", "/api/v1/fees", params={"external_customer_id": CUSTOMER, "fee_type": "subscription",
+                       "external_subscription_id": "conf-sub-1", "currency": "EUR",
+                       "created_at_from": "2026-01-01T00:00:00Z", "created_at_to": "2026-02-01T00:00:00Z",
+                       "page": 1, "per_page": 100})  # fmt: skip
+    assert [f["lago_invoice_id"] for f in fees_listed.json()["fees"]] == [draft], fees_listed.text
     call("DELETE", "/api/v1/subscriptions/{external_id}", "/api/v1/subscriptions/conf-sub-1")
     # A customer deleted (what a migration's rollback does), then gone.
     call("POST", "/api/v1/customers", json={"customer": {"external_id": "conf-gone", "name": "Gone Ltd"}})
@@ -150,6 +155,9 @@ def exchanges(conformance_lago: dict[str, Any]) -> list[tuple[str, httpx.Respons
     call("POST", "/api/v1/invoices", json={"invoice": {"external_customer_id": CUSTOMER, "currency": "EUR",
          "fees": [{"add_on_code": "NOPE"}]}})  # fmt: skip
     call("POST", "/api/v1/invoices/{lago_id}/void", f"/api/v1/invoices/{other['lago_id']}/void", json={})
+    # An ending_at in the past (the clock is at 1 February): Lago refuses it (ValidateService, invalid_date).
+    call("POST", "/api/v1/subscriptions", json={"subscription": {
+        **sub, "external_id": "conf-sub-ended", "ending_at": "2026-01-20T23:59:59Z"}})  # fmt: skip
     call(
         "POST", "/api/v1/invoices/{lago_id}/lose_dispute", f"/api/v1/invoices/{other['lago_id']}/lose_dispute"
     )
@@ -206,6 +214,12 @@ def test_errors_use_lago_codes(exchanges: list[tuple[str, httpx.Response]]) -> N
     assert {"status": 404, "error": "Not Found", "code": "invoice_not_found"} in by_status[404]
     assert {"status": 404, "error": "Not Found", "code": "add_on_not_found"} in by_status[404]
     assert by_status[422][0]["error_details"] == {"external_id": ["value_is_mandatory"]}
+    assert {
+        "status": 422,
+        "error": "Unprocessable Entity",
+        "code": "validation_errors",
+        "error_details": {"ending_at": ["invalid_date"]},
+    } in by_status[422]
     assert by_status[405][0]["code"] == "not_voidable"
     throttled = next(r for _, r in exchanges if r.status_code == 429)
     assert throttled.headers["Retry-After"] == "3"

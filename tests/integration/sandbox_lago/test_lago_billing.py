@@ -324,3 +324,81 @@ def test_terminate_options_and_a_price_override_on_update(lago_env) -> None:
     assert sub["status"] == "terminated" and sub["on_termination_invoice"] == "skip"
     after = lago_env.api.get("/invoices", params={"external_customer_id": customer}).json()["invoices"]
     assert len(after) == len(before)
+
+
+def test_an_ending_at_not_after_today_or_the_start_is_refused(lago_env) -> None:
+    """As Lago's Subscriptions::ValidateService#valid_ending_at?: the end's date must be after today's and
+    after the start's; otherwise 422 ``ending_at: invalid_date`` and nothing is created."""
+    customer = lago_env.customer("EUR", "DE")
+    today = date.fromisoformat(lago_env.admin.get("/lago/clock").json()["today"])
+    plan = plan_code_for("PLAT-BASE", "EUR")
+
+    def create(ext: str, ending: date, start: date | None = None) -> httpx.Response:
+        body = {"external_customer_id": customer, "plan_code": plan, "external_id": f"{customer}-{ext}",
+                "billing_time": "anniversary", "ending_at": f"{ending.isoformat()}T23:59:59Z",
+                "subscription_at": f"{(start or today - timedelta(days=40)).isoformat()}T00:00:00Z"}  # fmt: skip
+        return lago_env.api.post("/subscriptions", json={"subscription": body})
+
+    for ext, ending, start in (
+        ("past", today - timedelta(days=3), None),
+        ("today", today, None),
+        ("before-start", today + timedelta(days=5), today + timedelta(days=9)),
+        ("on-start", today + timedelta(days=9), today + timedelta(days=9)),
+    ):
+        refused = create(ext, ending, start)
+        assert refused.status_code == 422, (ext, refused.text)
+        assert refused.json() == {
+            "status": 422,
+            "error": "Unprocessable Entity",
+            "code": "validation_errors",
+            "error_details": {"ending_at": ["invalid_date"]},
+        }
+        assert lago_env.api.get(f"/subscriptions/{customer}-{ext}").status_code == 404
+    assert lago_env.effects().get("subscription.create", {}).get(f"{customer}-past") is None
+    accepted = create("tomorrow", today + timedelta(days=1))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["subscription"]["ending_at"].startswith((today + timedelta(days=1)).isoformat())
+
+
+def test_fees_are_listed_with_the_specs_filters_and_pages(lago_env) -> None:
+    """``GET /fees`` (FeesPaginated): the fees of every invoice, filtered on customer, subscription, type,
+    currency and creation time, paged by ``meta.next_page``; a subscription fee is created with its invoice."""
+    customer = lago_env.customer("EUR", "DE")
+    today = date.fromisoformat(lago_env.admin.get("/lago/clock").json()["today"])
+    plan = plan_code_for("PLAT-BASE", "EUR")
+    for n in range(2):
+        created = lago_env.api.post("/subscriptions", json={"subscription": {
+            "external_customer_id": customer, "plan_code": plan, "external_id": f"{customer}-s{n}",
+            "billing_time": "calendar", "subscription_at": f"{today.isoformat()}T00:00:00Z"}})  # fmt: skip
+        assert created.status_code == 200, created.text
+    one_off(lago_env, customer, "EUR", [{"add_on_code": "ONB-STD", "units": "1", "unit_amount_cents": 1000}])
+    first, second = _month_after(today), _month_after(_month_after(today))
+    lago_env.admin.post("/lago/clock", json={"to": (second + timedelta(days=3)).isoformat()})
+
+    def fees(**params: object) -> list[dict]:
+        out, page = [], 1
+        while page:
+            data = lago_env.api.get("/fees", params={**params, "page": page}).json()
+            out += data["fees"]
+            page = data["meta"]["next_page"]
+        return out
+
+    mine = fees(external_customer_id=customer, per_page=3)
+    assert len(mine) == 5  # 2 subscriptions x 2 periods, 1 add-on
+    assert {f["item"]["type"] for f in mine} == {"subscription", "add_on"}
+    subs = fees(external_customer_id=customer, fee_type="subscription", per_page=100)
+    assert len(subs) == 4 and all(f["external_customer_id"] == customer for f in subs)
+    one = fees(external_subscription_id=f"{customer}-s1", per_page=100)
+    assert {f["external_subscription_id"] for f in one} == {f"{customer}-s1"} and len(one) == 2
+    # Each subscription fee was created by the billing run of its period, on the period's last boundary.
+    invoices = {i["lago_id"]: i for i in lago_env.api.get(
+        "/invoices", params={"external_customer_id": customer, "per_page": 100}).json()["invoices"]}  # fmt: skip
+    for fee in subs:
+        assert fee["created_at"][:10] == invoices[fee["lago_invoice_id"]]["issuing_date"]
+    late = fees(external_customer_id=customer, fee_type="subscription",
+                created_at_from=f"{second.isoformat()}T00:00:00Z", per_page=100)  # fmt: skip
+    assert len(late) == 2 and {f["created_at"][:10] for f in late} == {second.isoformat()}
+    early = fees(external_customer_id=customer, fee_type="subscription",
+                 created_at_to=f"{first.isoformat()}T23:59:59Z", per_page=100)  # fmt: skip
+    assert {f["created_at"][:10] for f in early} == {first.isoformat()}
+    assert fees(external_customer_id=customer, currency="USD", per_page=100) == []
