@@ -729,6 +729,27 @@ def _expect(actual: Money, data: Mapping[str, Any], field: str, what: str) -> No
 _STATUS = {"finalized": InvoiceStatus.FINALIZED, "voided": InvoiceStatus.VOIDED}
 
 
+def _granted_credits(data: Mapping[str, Any], prepaid: int) -> int | None:
+    """The part of the prepaid credits applied that came from granted (free) credits: Lago reports it
+    (``prepaid_granted_credit_amount_cents``, with ``prepaid_purchased_credit_amount_cents`` the rest) for
+    traceable wallets only; None when it does not (every credit applied is then taken as paid for)."""
+    granted = data.get("prepaid_granted_credit_amount_cents")
+    if granted is None:
+        return None
+    if isinstance(granted, bool) or not isinstance(granted, int) or not 0 <= granted <= prepaid:
+        raise ValueError(
+            f"invoice.prepaid_granted_credit_amount_cents: {str(granted)[:30]!r} is not a whole number "
+            f"of minor units between 0 and prepaid_credit_amount_cents ({prepaid})"
+        )
+    purchased = data.get("prepaid_purchased_credit_amount_cents")
+    if isinstance(purchased, int) and not isinstance(purchased, bool) and purchased + granted != prepaid:
+        raise ValueError(
+            f"invoice.prepaid_purchased_credit_amount_cents: {purchased} + granted {granted} does not "
+            f"equal prepaid_credit_amount_cents ({prepaid})"
+        )
+    return granted
+
+
 _INVOICE_CENTS = (
     "fees_amount_cents",
     "coupons_amount_cents",
@@ -820,6 +841,7 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
             f"({', '.join(sorted(INVOICE_TYPES))})"
         )
     prepaid = data.get("prepaid_credit_amount_cents") or 0
+    granted = _granted_credits(data, prepaid)
     issue = _date(data.get("issuing_date"), "invoice.issuing_date")
     if issue is None:
         raise ValueError("invoice.issuing_date: missing")
@@ -849,6 +871,7 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         or _order_of_subscriptions(lines),
         billing_type=billing_type,
         prepaid_credit=Money.from_minor_units(prepaid, currency) if prepaid else None,
+        prepaid_granted_credit=Money.from_minor_units(granted, currency) if granted is not None else None,
     )
     _expect(invoice.subtotal, data, "sub_total_excluding_taxes_amount_cents", "the fees less coupons")
     _expect(invoice.tax_total, data, "taxes_amount_cents", "the sum of applied_taxes")

@@ -85,6 +85,9 @@ class PostingRules:
     invoice_postings: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_INVOICE_POSTINGS))
     # Customer advances (a liability): wallet top-ups are credited here, prepaid credits used debited.
     advance_account: str | None = None
+    # Granted (free) credits consumed on an invoice: a sales deduction (contra-revenue), debited instead of
+    # the advance (no cash was received for them, so no liability was ever booked).
+    granted_credits_account: str | None = None
     # Bank / clearing account of incoming payments: "<provider>:<currency>", "<currency>", "<provider>"
     # or "_default" -> G/L account, tried in that order.
     clearing_accounts: Mapping[str, Any] = field(default_factory=dict)
@@ -117,6 +120,11 @@ class PostingRules:
         if not self.advance_account:
             raise PostingRuleError(f"advance_account: not configured, and {why} needs it")
         return self.advance_account
+
+    def granted(self, why: str) -> str:
+        if not self.granted_credits_account:
+            raise PostingRuleError(f"granted_credits_account: not configured, and {why} needs it")
+        return self.granted_credits_account
 
     def company_code_for(self, currency: str) -> str:
         code = self.company_code_by_currency.get(currency) or self.company_code
@@ -301,6 +309,7 @@ def _entry(
     header_prefix: str,
     document_type: str,
     prepaid: Money | None = None,
+    prepaid_granted: Money | None = None,
     assignment_of: str | None = None,
 ) -> JournalEntry:
     reference = check_reference(number, rules.long_references)
@@ -368,7 +377,6 @@ def _entry(
         )
     if prepaid is not None and not prepaid.is_zero():
         # The part the customer's prepaid credits settled: owed no more, and the advance is used up.
-        advance = rules.advance("prepaid credits applied to an invoice")
         items.append(
             _item(
                 DebitCredit.CREDIT,
@@ -380,16 +388,31 @@ def _entry(
                 text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
             )
         )
-        items.append(
-            _item(
-                DebitCredit.DEBIT,
-                prepaid * sign,
-                kind=JournalItemKind.GL,
-                gl_account=advance,
-                assignment=assignment,
-                text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
+        granted = prepaid_granted if prepaid_granted is not None else prepaid * 0
+        paid = prepaid - granted
+        if not paid.is_zero():
+            items.append(
+                _item(
+                    DebitCredit.DEBIT,
+                    paid * sign,
+                    kind=JournalItemKind.GL,
+                    gl_account=rules.advance("prepaid credits applied to an invoice"),
+                    assignment=assignment,
+                    text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
+                )
             )
-        )
+        if not granted.is_zero():
+            # Free credits: no cash was received, no advance was booked; the discount is a sales deduction.
+            items.append(
+                _item(
+                    DebitCredit.DEBIT,
+                    granted * sign,
+                    kind=JournalItemKind.GL,
+                    gl_account=rules.granted("granted credits applied to an invoice"),
+                    assignment=assignment,
+                    text=_text(f"Granted credits {number}", MAX_ITEM_TEXT),
+                )
+            )
     if len(items) < 2:
         raise PostingRuleError(f"{number}: nothing to post (the document totals zero)")
     company_code = rules.company_code_for(currency)
@@ -439,6 +462,7 @@ def invoice_to_journal_entry(
         header_prefix=rules.header_prefix,
         document_type=rules.credit_document_type if reverse else rules.document_type,
         prepaid=invoice.prepaid_credit,
+        prepaid_granted=invoice.prepaid_granted_credit,
     )
 
 
@@ -496,7 +520,15 @@ def void_reversal_entry(
 ) -> JournalEntry:
     """The reversal of a voided invoice's posting: the same accounts (the same rules, the same lines) on
     the other sides, under the reference ``<number>-RV`` (its tail, by ``long_references``) so it never
-    passes for the original; the assignment stays the original's number, so the receivable clears."""
+    passes for the original; the assignment stays the original's number, so the receivable clears.
+
+    Prepaid credits the invoice consumed: Lago gives them back to the wallet as *granted* credits
+    (``WalletTransactions::RecreditService``, a ``granted`` transaction carrying the voided invoice), so
+    when Lago tells the granted part (traceable wallets) the whole of them is credited to the granted
+    credits account, not back to the advance: the advance keeps equal to the wallets' paid credits, and
+    their later use is debited to the same account. Without the split the advance is restored."""
+    if invoice.prepaid_granted_credit is not None and invoice.prepaid_credit is not None:
+        invoice = invoice.model_copy(update={"prepaid_granted_credit": invoice.prepaid_credit})
     original = invoice_to_journal_entry(invoice, rules, posting_date=posting_date)
     flipped = tuple(
         item.model_copy(

@@ -147,6 +147,7 @@ class SapSystem:
             if cfg.invoice_postings is not None
             else dict(adapter.DEFAULT_INVOICE_POSTINGS),
             advance_account=cfg.advance_account,
+            granted_credits_account=cfg.granted_credits_account,
             clearing_accounts=_table(cfg.clearing_accounts, tables, "clearing_accounts", problems),
             payment_document_type=cfg.payment_document_type,
         )
