@@ -280,6 +280,13 @@ class LagoClient:
     def credit_notes(self, params: Mapping[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
         return self.pages("/credit_notes", "credit_notes.list", "credit_notes", params)
 
+    def wallets(self, external_customer_id: str) -> AsyncIterator[dict[str, Any]]:
+        return self.pages("/wallets", "wallets.list", "wallets", {"external_customer_id": external_customer_id})
+
+    def wallet_transactions(self, wallet_id: str) -> AsyncIterator[dict[str, Any]]:
+        path = f"/wallets/{_segment(wallet_id)}/wallet_transactions"
+        return self.pages(path, "wallet_transactions.list", "wallet_transactions")
+
     async def fetch_text(self, url: str, operation: str) -> str:
         """GET an absolute URL of this Lago (the webhook public key) with the same auth and TLS."""
         self.calls += 1
