@@ -1375,8 +1375,8 @@ class LagoStore:
                 raise LagoError(405, "invalid_type_or_status")
             if credit:
                 raise invalid(credit_amount_cents="cannot_credit_invoice")
-            if refund > wallet.balance_cents:
-                raise invalid(refund_amount_cents="insufficient_credits")
+            if refund > min(wallet.balance_cents, self.wallets.top_up_left(invoice)):
+                raise invalid(refund_amount_cents="exceeds_remaining_transaction_amount")
         for _, fee, amount in items:
             fee.credited_cents += amount
         seq = len(self.credit_notes) + 1

@@ -13,7 +13,7 @@
   invoice, ``total_amount_cents`` reduced, an outbound transaction ``invoiced`` per wallet used;
 - traceable wallets (``WalletTransactions::TrackConsumptionService``): every inbound transaction keeps
   its ``remaining_amount_cents``; an outbound one (invoiced or voided) consumes the settled inbound ones
-  oldest first, so an invoice tells how much of its prepaid credits were granted and how much purchased
+  (by priority, granted before purchased, then oldest first), so an invoice tells how much of its prepaid credits were granted and how much purchased
   (``prepaid_granted_credit_amount_cents``, ``prepaid_purchased_credit_amount_cents``);
 - a voided invoice gives the credits it consumed back (``WalletTransactions::RecreditService``): an
   inbound ``granted``/``settled`` transaction carrying ``lago_voided_invoice_id``, on an active wallet only;
@@ -349,7 +349,8 @@ class Wallets:
         inbound = sorted(
             (t for t in self.transactions.values() if t.wallet is wallet and t.transaction_type == "inbound"
              and t.status == "settled" and t.remaining_cents),
-            key=lambda t: (t is not first, t.created_at),
+            # Lago's in_consumption_order: priority, granted before purchased, oldest first.
+            key=lambda t: (t is not first, wallet.priority, t.transaction_status != "granted", t.created_at),
         )  # fmt: skip
         granted = 0
         for tx in inbound:
@@ -378,6 +379,12 @@ class Wallets:
             self._move(wallet, tx.amount_cents)
             store.effects.record("wallet_transaction.create", f"{wallet.lago_id}:granted")
             store.emit("wallet_transaction.created", "wallet_transaction", tx.webhook_json())
+
+    def top_up_left(self, invoice: Invoice) -> int:
+        """What is left of a top-up's own credits (a credit note takes back no more: Lago's
+        ``exceeds_remaining_transaction_amount``)."""
+        return sum(t.remaining_cents or 0 for t in self.transactions.values()
+                   if t.invoice is invoice and t.transaction_status == "purchased" and t.status == "settled")  # fmt: skip
 
     def top_up_wallet(self, invoice: Invoice) -> Wallet | None:
         """The active wallet a ``credit`` invoice topped up (Lago's ``associated_active_wallet``)."""
