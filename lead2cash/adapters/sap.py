@@ -36,6 +36,7 @@ from lead2cash.canonical_model import (
     Money,
     Payment,
     PaymentStatus,
+    WalletTransaction,
     sum_money,
 )
 from lead2cash.canonical_model.invoice import TaxLine
@@ -88,6 +89,9 @@ class PostingRules:
     # Granted (free) credits consumed on an invoice: a sales deduction (contra-revenue), debited instead of
     # the advance (no cash was received for them, so no liability was ever booked).
     granted_credits_account: str | None = None
+    # Paid credits voided (taken away from the customer without a refund): the advance released to this
+    # account (other operating income, "breakage"): the customer gave up credits it paid for.
+    voided_credits_account: str | None = None
     # Bank / clearing account of incoming payments: "<provider>:<currency>", "<currency>", "<provider>"
     # or "_default" -> G/L account, tried in that order.
     clearing_accounts: Mapping[str, Any] = field(default_factory=dict)
@@ -125,6 +129,11 @@ class PostingRules:
         if not self.granted_credits_account:
             raise PostingRuleError(f"granted_credits_account: not configured, and {why} needs it")
         return self.granted_credits_account
+
+    def voided(self, why: str) -> str:
+        if not self.voided_credits_account:
+            raise PostingRuleError(f"voided_credits_account: not configured, and {why} needs it")
+        return self.voided_credits_account
 
     def company_code_for(self, currency: str) -> str:
         code = self.company_code_by_currency.get(currency) or self.company_code
@@ -605,6 +614,54 @@ def credit_note_refund_entry(note: CreditNote, rules: PostingRules) -> JournalEn
         header_text=_text(f"Refund {number}", MAX_HEADER_TEXT),
         source_document_id=note.id,
         items=(receivable, bank),
+    )
+
+
+VOIDED_CREDITS_PREFIX = "VC"
+
+
+def voided_credits_reference(tx: WalletTransaction) -> str:
+    """``VC`` and the transaction's id without hyphens, its last 14 characters (16 in all)."""
+    return VOIDED_CREDITS_PREFIX + tx.id.replace("-", "")[-(MAX_REFERENCE - len(VOIDED_CREDITS_PREFIX)) :]
+
+
+def voided_credits_entry(tx: WalletTransaction, rules: PostingRules) -> JournalEntry | None:
+    """Paid credits voided in a wallet: the advance debited (no longer owed to the customer in credits)
+    and ``voided_credits_account`` credited, by the part of the voided credits that paid credits funded
+    (all of it when the billing engine does not tell). None for every other movement: top-ups are
+    booked with their invoice, credits used with the invoice that used them, granted credits when they
+    are used, credits a refunded top-up's credit note takes back with that credit note, and credits a
+    void gives back with the void's reversal; voided granted credits were never booked."""
+    if tx.kind != "voided" or tx.direction != "outbound" or tx.status != "settled" or tx.credit_note_id:
+        return None
+    paid = tx.purchased if tx.purchased is not None else tx.amount
+    if paid.is_zero():
+        return None
+    reference = voided_credits_reference(tx)
+    # The customer on both items (as the assignment): the advance is per customer, and no receivable
+    # line carries it here.
+    assignment = _text(tx.customer_id, MAX_ASSIGNMENT)
+    text = _text(f"Voided credits {tx.customer_id}", MAX_ITEM_TEXT)
+    advance = _item(
+        DebitCredit.DEBIT, paid, kind=JournalItemKind.GL,
+        gl_account=rules.advance("paid credits voided in a wallet"), assignment=assignment, text=text,
+    )  # fmt: skip
+    income = _item(
+        DebitCredit.CREDIT, paid, kind=JournalItemKind.GL,
+        gl_account=rules.voided("paid credits voided in a wallet"), assignment=assignment, text=text,
+    )  # fmt: skip
+    return JournalEntry(
+        id=f"{tx.id}:je",
+        refs=dict(tx.refs),
+        version=tx.version,
+        company_code=rules.company_code_for(tx.currency),
+        document_type=rules.document_type,
+        document_date=tx.transaction_date,
+        posting_date=tx.transaction_date,
+        reference_id=reference,
+        header_text=_text(f"Voided credits {tx.customer_id}", MAX_HEADER_TEXT),
+        source_document_id=tx.id,
+        items=(advance, income),
     )
 
 

@@ -48,6 +48,7 @@ CONNECTION_KEYS = frozenset(
         "receivables_account",
         "advance_account",
         "granted_credits_account",
+        "voided_credits_account",
     }
 )
 # Sandbox keys that are aliases of a user key: the user's table wins.

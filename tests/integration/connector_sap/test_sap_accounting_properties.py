@@ -24,7 +24,16 @@ import doubles
 import pytest
 from hypothesis import HealthCheck, settings
 from sap_hub_config import sap_system
-from test_accounting_properties import ADVANCE, GRANTED, MAPPINGS, RECEIVABLE, SEQUENCES, check, simulate
+from test_accounting_properties import (
+    ADVANCE,
+    GRANTED,
+    MAPPINGS,
+    RECEIVABLE,
+    SEQUENCES,
+    VOIDED,
+    check,
+    simulate,
+)
 
 from lead2cash.hub import Hub
 
@@ -35,6 +44,7 @@ SOURCES = {
     "credit_notes": "mem_notes",
     "payments": "mem_payments",
     "refunds": "mem_refunds",
+    "wallet_transactions": "mem_wallet",
 }
 
 
@@ -102,6 +112,13 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
             _route(
                 "refunds", "credit_note.refund", "credit-note-refund:{id}", "lago.credit_note", "CreditNote"
             ),
+            _route(
+                "wallet_transactions",
+                "wallet_credits.void",
+                "wallet-transaction:{id}",
+                "lago.wallet_transaction",
+                "WalletTransaction",
+            ),
         ],
     }
     path = workdir / "accounting.yaml"
@@ -123,6 +140,7 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
     advance: dict[str, Decimal] = defaultdict(Decimal)
     revenue: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     granted: dict[str, Decimal] = defaultdict(Decimal)
+    voided: dict[str, Decimal] = defaultdict(Decimal)
     per_document: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
         amount, cur, account = (
@@ -137,9 +155,11 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
             advance[cur] -= amount
         elif account == GRANTED:
             granted[cur] += amount
+        elif account == VOIDED:
+            voided[cur] -= amount
         elif account.startswith("41"):
             revenue[(cur, account)] -= amount
     assert all(v == 0 for v in per_document.values()), "a document does not balance"
     references = Counter(d["DocumentReferenceID"] for d in ledger.documents.values())
     assert not [r for r, n in references.items() if n > 1], references
-    check(sim, receivables, advance, revenue, granted)
+    check(sim, receivables, advance, revenue, granted, voided)

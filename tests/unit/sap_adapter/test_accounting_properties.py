@@ -1,6 +1,6 @@
 """Order-to-cash accounting as a property: random sequences of Lago billing documents per customer
 (invoices of every type, wallet top-ups, granted (free) credits, prepaid credits used on invoices
-(granted ones first, as Lago's traceable wallets), credit notes (part refunded when the invoice is paid:
+(granted ones first, as Lago's traceable wallets), credits voided (granted ones first), credit notes (part refunded when the invoice is paid:
 the cash out of the refund route; of a paid top-up, refund only, taking its credits back), voids before
 and after posting (a void gives the credits its invoice used back, as granted credits), duplicated
 deliveries) go through the shipped adapters (lago.invoice, lago.credit_note)
@@ -9,7 +9,8 @@ per idempotency key as the router applies it. Asserted after every sequence: eve
 revenue account ever receives a top-up; every fee's revenue is on its product family's account; per
 customer, the receivable equals what Lago says the customer owes, to the minor unit; per currency, the
 customer advance equals the wallets' paid credits; the sales deduction account holds the granted
-credits used on invoices less the credits voids gave back; each document is posted once.
+credits used on invoices less the credits voids gave back; the voided credits account the paid credits
+voided; each document is posted once.
 
 ``LEAD2CASH_ACCOUNTING_EXAMPLES`` sets the number of sequences (200 by default)."""
 
@@ -32,7 +33,7 @@ from lead2cash.canonical_model import MINOR_UNITS, DebitCredit, JournalEntry, Jo
 MAPPINGS = YAML(typ="safe").load(
     (Path(__file__).resolve().parents[3] / "config" / "mappings.yaml").read_text()
 )["mappings"]
-RECEIVABLE, ADVANCE, TAX, GRANTED = "12100000", "21800000", "22000000", "44000000"
+RECEIVABLE, ADVANCE, TAX, GRANTED, VOIDED = "12100000", "21800000", "22000000", "44000000", "48000000"
 RULES = sap.PostingRules(
     receivables_account=RECEIVABLE,
     revenue_accounts=MAPPINGS["sap_revenue_accounts"],
@@ -41,6 +42,7 @@ RULES = sap.PostingRules(
     invoice_postings=MAPPINGS["sap_invoice_postings"],
     advance_account=ADVANCE,
     granted_credits_account=GRANTED,
+    voided_credits_account=VOIDED,
     clearing_accounts=MAPPINGS["sap_clearing_accounts"],
     long_references="tail",
 )
@@ -187,6 +189,7 @@ STEP = st.one_of(
               st.integers(0, 100)),  # share of the wallet to use, in percent
     st.tuples(st.just("top_up"), st.integers(1, 3_000_000)),
     st.tuples(st.just("grant"), st.integers(1, 3_000_000)),  # free credits: no invoice, nothing posted
+    st.tuples(st.just("void_credits"), st.integers(1, 100)),  # percent of the wallet's credits voided
     # which invoice, percent credited, None (all credit) or the percent refunded of a paid invoice's
     st.tuples(st.just("credit_note"), st.integers(0, 50), st.integers(1, 100),
               st.one_of(st.none(), st.integers(1, 100))),
@@ -210,6 +213,7 @@ class Simulation:
     owed: dict[str, Decimal] = field(default_factory=dict)
     wallets: dict[str, Decimal] = field(default_factory=dict)
     granted: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))  # sales deduction
+    voided: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))  # paid credits voided
     revenue: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
 
 
@@ -229,8 +233,34 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
     for i, (who, step, twice) in enumerate(steps):
         c = customers[who]
         times = 2 if twice else 1
-        if step[0] == "grant":
-            c.granted += step[1]
+        if step[0] in ("grant", "void_credits"):
+            if step[0] == "grant":
+                cents, kind, direction, fundings = step[1], "granted", "inbound", None
+                c.granted += cents
+            else:
+                cents = (c.wallet + c.granted) * step[1] // 100
+                if cents <= 0:
+                    continue
+                # Lago consumes granted credits before purchased ones (traceable wallets' fundings).
+                granted = min(c.granted, cents)
+                c.granted -= granted
+                c.wallet -= cents - granted
+                sim.voided[c.currency] += _money(cents - granted, c.currency)
+                kind, direction = "voided", "outbound"
+                fundings = [{"transaction_status": "granted", "amount_cents": granted},
+                            {"transaction_status": "purchased", "amount_cents": cents - granted}]  # fmt: skip
+            amount = _money(cents, c.currency)
+            tx = {
+                "lago_id": f"wt-{c.n}-{i}", "lago_wallet_id": f"w-{c.n}", "status": "settled",
+                "transaction_status": kind, "transaction_type": direction, "amount": str(amount),
+                "created_at": "2026-01-06T10:00:00Z", "settled_at": "2026-01-06T10:00:00Z",
+                "wallet": {"lago_id": f"w-{c.n}", "external_customer_id": f"001PROP{c.n:04d}",
+                           "currency": c.currency},
+            }  # fmt: skip
+            if fundings is not None:
+                tx[lago.FUNDINGS_FIELD] = [f for f in fundings if f["amount_cents"]]
+            event = {"webhook_type": "wallet_transaction.created", "wallet_transaction": tx}
+            sim.records.extend([("wallet_transactions", event)] * times)
             continue
         if step[0] in ("invoice", "top_up"):
             if step[0] == "invoice":
@@ -367,6 +397,9 @@ def post(book: Book, route: str, record: dict[str, Any]) -> None:
     elif route == "credit_notes":
         note = lago.credit_note_from_lago(record, OPTIONS)
         book.apply(f"credit-note:{note.id}", sap.credit_note_to_journal_entry(note, RULES))
+    elif route == "wallet_transactions":
+        tx = lago.wallet_transaction_from_lago(record)
+        book.apply(f"wallet-transaction:{tx.id}", sap.voided_credits_entry(tx, RULES))
     elif route == "refunds":
         note = lago.credit_note_from_lago(record, OPTIONS)
         book.apply(f"credit-note-refund:{note.id}", sap.credit_note_refund_entry(note, RULES))
@@ -381,7 +414,11 @@ def post(book: Book, route: str, record: dict[str, Any]) -> None:
 
 
 def check(sim: Simulation, receivables: dict[str, Decimal], advance: dict[str, Decimal],
-          revenue: dict[tuple[str, str], Decimal], granted: dict[str, Decimal]) -> None:  # fmt: skip
+          revenue: dict[tuple[str, str], Decimal], granted: dict[str, Decimal],
+          voided: dict[str, Decimal]) -> None:  # fmt: skip
+    assert {k: v for k, v in voided.items() if v} == {k: v for k, v in sim.voided.items() if v}, (
+        f"voided credits account {dict(voided)} != paid credits voided {dict(sim.voided)}"
+    )
     want_granted = {k: v for k, v in sim.granted.items() if v}
     assert {k: v for k, v in granted.items() if v} == want_granted, (
         f"sales deduction {dict(granted)} != granted credits used less returned {want_granted}"
@@ -421,11 +458,14 @@ def test_sap_receivable_equals_lago_outstanding_and_every_entry_is_on_its_accoun
     advance: dict[str, Decimal] = defaultdict(Decimal)
     revenue: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     granted: dict[str, Decimal] = defaultdict(Decimal)
+    voided: dict[str, Decimal] = defaultdict(Decimal)
     for (cur, _w, account), value in book.balances.items():
         if account == ADVANCE:
             advance[cur] -= value  # a liability: a credit balance
         elif account == GRANTED:
             granted[cur] += value  # a deduction: a debit balance
+        elif account == VOIDED:
+            voided[cur] -= value  # income: a credit balance
         elif account.startswith("41"):
             revenue[(cur, account)] -= value
-    check(sim, receivables, advance, revenue, granted)
+    check(sim, receivables, advance, revenue, granted, voided)
