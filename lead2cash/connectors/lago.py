@@ -287,6 +287,16 @@ class LagoClient:
         path = f"/wallets/{_segment(wallet_id)}/wallet_transactions"
         return self.pages(path, "wallet_transactions.list", "wallet_transactions")
 
+    async def get_wallet_transaction(self, lago_id: str) -> dict[str, Any]:
+        path = f"/wallet_transactions/{_segment(lago_id)}"
+        data = await self.request("GET", path, "wallet_transactions.get")
+        return dict(data["wallet_transaction"])
+
+    def wallet_transaction_fundings(self, lago_id: str) -> AsyncIterator[dict[str, Any]]:
+        """What funded an outbound transaction of a traceable wallet (the inbound transactions it used)."""
+        path = f"/wallet_transactions/{_segment(lago_id)}/fundings"
+        return self.pages(path, "wallet_transactions.fundings", "wallet_transaction_fundings")
+
     async def fetch_text(self, url: str, operation: str) -> str:
         """GET an absolute URL of this Lago (the webhook public key) with the same auth and TLS."""
         self.calls += 1

@@ -234,6 +234,7 @@ class _Posting:
     customers: set[str] = field(default_factory=set)
     revenue: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     advance: Decimal = Decimal(0)  # the customer advance (a liability): credit-positive
+    assignments: set[str] = field(default_factory=set)  # of the advance items
 
 
 class ThreeWay:
@@ -384,6 +385,7 @@ class ThreeWay:
                 "FiscalYear",
                 "GLAccount",
                 "Customer",
+                "AssignmentReference",
                 "AmountInTransactionCurrency",
                 "TransactionCurrency",
             ],
@@ -406,6 +408,8 @@ class ThreeWay:
                 posting.revenue[account] -= amount  # revenue is a credit
             elif account == self.advance_account:
                 posting.advance -= amount  # a liability: a credit
+                if row.get("AssignmentReference"):
+                    posting.assignments.add(str(row["AssignmentReference"]))
         return refs
 
     async def _in_store(self, fn: Callable[[], T]) -> T:
@@ -798,6 +802,9 @@ class ThreeWay:
                     continue
                 seen.add(p.document)
                 who = customer_of.get(next(iter(p.customers))) if len(p.customers) == 1 else None
+                if who is None and not p.customers and len(p.assignments) == 1:
+                    # Paid credits voided: no receivable line; the customer is the advance's assignment.
+                    who = next(iter(p.assignments & set(customers)), None)
                 key = (who or "?", p.currency)
                 booked[key] += p.advance
                 documents[key].append(p.document)
@@ -832,9 +839,9 @@ class ThreeWay:
                           and not t.get("lago_credit_note_id")]  # fmt: skip
                 if voided:
                     notes[key].append(
-                        f"{len(voided)} voided credit transaction(s) of wallet {wallet['lago_id']} "
-                        f"({', '.join(str(t['lago_id']) for t in voided[:3])}): paid credits voided are "
-                        "released from the advance by no route yet"
+                        f"voided credits of wallet {wallet['lago_id']} "
+                        f"({', '.join(str(t['lago_id']) for t in voided[:3])}) not posted yet "
+                        "(route with action wallet_credits.void)"
                     )
         for key in sorted(set(booked) | set(held)):
             customer, ccy = key

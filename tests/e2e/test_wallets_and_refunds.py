@@ -4,7 +4,8 @@ is posted to the customer advance (never revenue) and cleared when paid; a subsc
 consumes the wallet moves the credits from the advance to the receivable, its granted (free) credits to
 the sales deduction account; a void of a consuming invoice gives the credits back (as granted credits,
 as Lago does); a credit note of the paid top-up refunds part of it and takes those credits back; a credit
-note with a refund part pays that part out of the bank/clearing account. Every webhook arrives twice;
+note with a refund part pays that part out of the bank/clearing account; credits voided release their
+paid part from the advance. Every webhook arrives twice;
 each document is posted once. At the end, per customer and currency, SAP's receivable equals what Lago
 says the customer owes and SAP's advance equals the wallets' paid credits, to the cent, and the product's
 three-way check agrees."""
@@ -22,7 +23,12 @@ from waiting import async_wait_until
 
 from lead2cash.canonical_model import MINOR_UNITS
 from lead2cash.demo.environment import CONFIG_DIR, LeadToCash, sap_reference
-from lead2cash.sandbox.sap.config import ADVANCES_ACCOUNT, GRANTED_CREDITS_ACCOUNT, RECEIVABLES_ACCOUNT
+from lead2cash.sandbox.sap.config import (
+    ADVANCES_ACCOUNT,
+    GRANTED_CREDITS_ACCOUNT,
+    RECEIVABLES_ACCOUNT,
+    VOIDED_CREDITS_ACCOUNT,
+)
 
 CLEARING = "11001020"  # config/mappings.yaml: sap_clearing_accounts._default
 ITEMS = "/sap/opu/odata/sap/API_OPLACCTGDOCITEMCUBE_SRV/A_OperationalAcctgDocItemCube"
@@ -91,7 +97,17 @@ def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: Lea
             "invoice_id": paid["lago_id"], "reason": "order_cancellation", "refund_amount_cents": total // 2,
             "credit_amount_cents": total - total // 2,
             "items": [{"fee_id": fee["lago_id"], "amount_cents": int(fee["amount_cents"])}]}})["credit_note"]  # fmt: skip
-        wanted = {sap_reference(n) for n in (top_up["number"], note["number"], f"{note['number']}-RF",
+        # Credits voided: all the granted ones left and half the paid ones (Lago takes granted first).
+        path = f"/wallets/{wallet['lago_id']}/wallet_transactions"
+        held = env.lago_api("GET", path, params={"per_page": 100})["wallet_transactions"]
+        left = {kind: sum(int(t["remaining_amount_cents"] or 0) for t in held if t["status"] == "settled"
+                          and t["transaction_status"] == kind) for kind in ("granted", "purchased")}  # fmt: skip
+        paid_voided = left["purchased"] // 2
+        (void,) = env.lago_api("POST", "/wallet_transactions", json={"wallet_transaction": {
+            "wallet_id": wallet["lago_id"],
+            "voided_credits": str(_money(left["granted"] + paid_voided, ccy))}})["wallet_transactions"]  # fmt: skip
+        void_ref = "VC" + void["lago_id"].replace("-", "")[-14:]
+        wanted = {void_ref} | {sap_reference(n) for n in (top_up["number"], note["number"], f"{note['number']}-RF",
                                              top_up_note["number"], f"{top_up_note['number']}-RF",
                                              f"{voided['number']}-RV")}  # fmt: skip
 
@@ -104,7 +120,7 @@ def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: Lea
         assert await env.wait_settled(timeout=60), env.progress()
         await env.stop()
         seen.update(customer=customer, ccy=ccy, wallet=wallet, top_up=top_up, note=note, paid=paid,
-                    voided=voided)  # fmt: skip
+                    voided=voided, void_ref=void_ref, paid_voided=paid_voided)  # fmt: skip
 
     asyncio.run(scenario())
     assert env.hub.store.dlq_list() == [], [d.error_message for d in env.hub.store.dlq_list()]
@@ -143,6 +159,12 @@ def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: Lea
     reversal = by_ref[sap_reference(f"{voided['number']}-RV")]["accounts"]
     assert reversal.get(GRANTED_CREDITS_ACCOUNT) == -_money(voided["prepaid_credit_amount_cents"], ccy)
     assert ADVANCES_ACCOUNT not in reversal
+    # Credits voided: the paid part leaves the advance for the voided credits account; the granted part
+    # (never booked) posts nothing.
+    paid_voided = _money(seen["paid_voided"], ccy)
+    assert paid_voided and by_ref[seen["void_ref"]]["accounts"] == {
+        ADVANCES_ACCOUNT: paid_voided, VOIDED_CREDITS_ACCOUNT: -paid_voided,
+    }  # fmt: skip
     # The refund: cash out of the clearing account, back on the receivable; the credit part stays there.
     refund = _money(note["refund_amount_cents"], note["currency"])
     assert refund and by_ref[sap_reference(f"{note['number']}-RF")]["accounts"] == {
@@ -203,7 +225,10 @@ def _documents(env: LeadToCash) -> dict[tuple[str, str, str], dict[str, Any]]:
         doc["accounts"][row["GLAccount"]] += Decimal(str(row["AmountInTransactionCurrency"]))
         if row.get("Customer"):
             doc["customer"] = partners[row["Customer"]]
+        elif row.get("AssignmentReference") in partners.values():
+            doc.setdefault("assigned", row["AssignmentReference"])  # voided credits: no receivable line
     for doc in docs.values():
         assert sum(doc["accounts"].values()) == 0, doc  # every entry balances
+        doc["customer"] = doc["customer"] or doc.pop("assigned", None)
         doc["accounts"] = {a: v for a, v in doc["accounts"].items() if v}
     return docs

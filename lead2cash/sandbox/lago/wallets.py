@@ -156,6 +156,26 @@ class WalletTransaction:
         return {**self.json(), "wallet": self.wallet.json()}
 
 
+@dataclass
+class Funding:
+    """What one inbound transaction gave to an outbound one (``WalletTransactionConsumption``)."""
+
+    lago_id: str
+    inbound: WalletTransaction
+    outbound: WalletTransaction
+    amount_cents: int
+    created_at: datetime
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "lago_id": self.lago_id,
+            "amount_cents": self.amount_cents,
+            "credit_amount": decimal_str(self.inbound.wallet.credits(self.amount_cents)),
+            "created_at": ts(self.created_at),
+            "wallet_transaction": self.inbound.json(),
+        }
+
+
 def _credits(data: dict[str, Any], name: str) -> Decimal:
     raw = data.get(name)
     if raw is None or raw == "":
@@ -184,6 +204,7 @@ class Wallets:
         self.store = store
         self.wallets: dict[str, Wallet] = {}
         self.transactions: dict[str, WalletTransaction] = {}
+        self.fundings: list[Funding] = []
 
     # -- wallets -----------------------------------------------------------------------------------
 
@@ -312,7 +333,7 @@ class Wallets:
             store.emit("wallet_transaction.created", "wallet_transaction", tx.webhook_json())
         if voided:
             tx = new("settled", "voided", "outbound", wallet.cents(voided))
-            self._consume(wallet, tx.amount_cents)
+            self._consume(wallet, tx.amount_cents, tx)
             self._move(wallet, -tx.amount_cents)
             store.emit("wallet_transaction.created", "wallet_transaction", tx.webhook_json())
         for tx in made:
@@ -343,7 +364,21 @@ class Wallets:
                 self._move(tx.wallet, tx.amount_cents)
                 self.store.emit("wallet_transaction.updated", "wallet_transaction", tx.webhook_json())
 
-    def _consume(self, wallet: Wallet, cents: int, first: WalletTransaction | None = None) -> int:
+    def transaction(self, lago_id: str) -> WalletTransaction:
+        tx = self.transactions.get(lago_id)
+        if tx is None:
+            raise not_found("wallet_transaction")
+        return tx
+
+    def fundings_of(self, lago_id: str) -> list[Funding]:
+        tx = self.transaction(lago_id)
+        if tx.transaction_type != "outbound":
+            raise invalid(lago_id="not_outbound")
+        return [f for f in self.fundings if f.outbound is tx]
+
+    def _consume(
+        self, wallet: Wallet, cents: int, outbound: WalletTransaction, first: WalletTransaction | None = None
+    ) -> int:
         """Takes ``cents`` from the wallet's settled inbound transactions (``first``, then oldest first);
         returns how much of it came from granted credits."""
         inbound = sorted(
@@ -359,6 +394,7 @@ class Wallets:
             used = min(cents, tx.remaining_cents or 0)
             tx.remaining_cents = (tx.remaining_cents or 0) - used
             cents -= used
+            self.fundings.append(Funding(self.store.new_id(), tx, outbound, used, self.store.clock.now()))
             if tx.transaction_status == "granted":
                 granted += used
         return granted
@@ -404,7 +440,7 @@ class Wallets:
         tx = WalletTransaction(self.store.new_id(), wallet, "settled", "voided", "outbound", cents, now,
                                settled_at=now, credit_note_id=credit_note_id)  # fmt: skip
         self.transactions[tx.lago_id] = tx
-        self._consume(wallet, cents, first=purchased)
+        self._consume(wallet, cents, tx, first=purchased)
         self._move(wallet, -cents)
         self.store.effects.record("wallet_transaction.create", f"{wallet.lago_id}:voided")
 
@@ -444,7 +480,7 @@ class Wallets:
             tx = WalletTransaction(self.store.new_id(), wallet, "settled", "invoiced", "outbound", used, now,
                                    invoice=invoice, settled_at=now)  # fmt: skip
             self.transactions[tx.lago_id] = tx
-            granted = self._consume(wallet, used)
+            granted = self._consume(wallet, used, tx)
             self._move(wallet, -used)
             invoice.prepaid_credit_amount_cents += used
             invoice.prepaid_granted_credit_amount_cents = (invoice.prepaid_granted_credit_amount_cents or 0) + granted
