@@ -281,7 +281,9 @@ class LagoClient:
         return self.pages("/credit_notes", "credit_notes.list", "credit_notes", params)
 
     def wallets(self, external_customer_id: str) -> AsyncIterator[dict[str, Any]]:
-        return self.pages("/wallets", "wallets.list", "wallets", {"external_customer_id": external_customer_id})
+        return self.pages(
+            "/wallets", "wallets.list", "wallets", {"external_customer_id": external_customer_id}
+        )
 
     def wallet_transactions(self, wallet_id: str) -> AsyncIterator[dict[str, Any]]:
         path = f"/wallets/{_segment(wallet_id)}/wallet_transactions"

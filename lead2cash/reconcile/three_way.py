@@ -813,11 +813,15 @@ class ThreeWay:
         async def wallets_of(customer: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
             async with gate:
                 wallets = [w async for w in client.wallets(customer)]
-                return [(w, [t async for t in client.wallet_transactions(str(w["lago_id"]))]) for w in wallets]
+                return [
+                    (w, [t async for t in client.wallet_transactions(str(w["lago_id"]))]) for w in wallets
+                ]
 
         held: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
         notes: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for customer, wallets in zip(customers, await asyncio.gather(*map(wallets_of, customers)), strict=True):
+        for customer, wallets in zip(
+            customers, await asyncio.gather(*map(wallets_of, customers)), strict=True
+        ):
             for wallet, transactions in wallets:
                 ccy = str(wallet["currency"])
                 key = (customer, ccy)

@@ -631,7 +631,9 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route(f"{api}/wallet_transactions", create_wallet_transactions, methods=["POST"]),
         Route(f"{api}/wallet_transactions/{{lago_id}}", get_wallet_transaction, methods=["GET"]),
         Route(
-            f"{api}/wallet_transactions/{{lago_id}}/fundings", list_wallet_transaction_fundings, methods=["GET"]
+            f"{api}/wallet_transactions/{{lago_id}}/fundings",
+            list_wallet_transaction_fundings,
+            methods=["GET"],
         ),
         Route(f"{api}/webhook_endpoints", create_webhook_endpoint, methods=["POST"]),
         Route(f"{api}/webhook_endpoints", list_webhook_endpoints, methods=["GET"]),

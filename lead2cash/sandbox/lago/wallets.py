@@ -425,7 +425,11 @@ class Wallets:
     def top_up_wallet(self, invoice: Invoice) -> Wallet | None:
         """The active wallet a ``credit`` invoice topped up (Lago's ``associated_active_wallet``)."""
         for tx in self.transactions.values():
-            if tx.invoice is invoice and tx.transaction_status == "purchased" and tx.wallet.status == "active":
+            if (
+                tx.invoice is invoice
+                and tx.transaction_status == "purchased"
+                and tx.wallet.status == "active"
+            ):
                 return tx.wallet
         return None
 
@@ -483,7 +487,9 @@ class Wallets:
             granted = self._consume(wallet, used, tx)
             self._move(wallet, -used)
             invoice.prepaid_credit_amount_cents += used
-            invoice.prepaid_granted_credit_amount_cents = (invoice.prepaid_granted_credit_amount_cents or 0) + granted
+            invoice.prepaid_granted_credit_amount_cents = (
+                invoice.prepaid_granted_credit_amount_cents or 0
+            ) + granted
             due -= used
             self.store.effects.record("wallet_transaction.create", f"{wallet.lago_id}:invoiced")
             self.store.emit("wallet_transaction.created", "wallet_transaction", tx.webhook_json())

@@ -952,7 +952,9 @@ class VoidedCreditsTarget(JournalEntryTarget):
         try:
             return adapter.voided_credits_entry(entity, self.rules)
         except adapter.PostingRuleError as exc:
-            raise PermanentError(f"cannot map the voided credits: {exc}", details={"entity": entity.id}) from exc
+            raise PermanentError(
+                f"cannot map the voided credits: {exc}", details={"entity": entity.id}
+            ) from exc
 
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
         entry = self._voided(entity)
