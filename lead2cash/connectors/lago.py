@@ -292,7 +292,9 @@ class LagoClient:
     async def get_wallet_transaction(self, lago_id: str) -> dict[str, Any]:
         path = f"/wallet_transactions/{_segment(lago_id)}"
         data = await self.request("GET", path, "wallet_transactions.get")
-        return dict(data["wallet_transaction"])
+        # The OpenAPI document answers the bare object; Lago's other reads wrap it in a root key.
+        inner = data.get("wallet_transaction")
+        return dict(inner if isinstance(inner, dict) else data)
 
     def wallet_transaction_fundings(self, lago_id: str) -> AsyncIterator[dict[str, Any]]:
         """What funded an outbound transaction of a traceable wallet (the inbound transactions it used)."""

@@ -374,7 +374,8 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
     @endpoint("wallet_transactions.get")
     async def get_wallet_transaction(request: Request) -> Response:
         tx = store().wallets.transaction(request.path_params["lago_id"])
-        return json_response({"wallet_transaction": tx.json()})
+        # The OpenAPI document answers the bare WalletTransactionObject here (no root key).
+        return json_response(tx.json())
 
     @endpoint("wallet_transactions.fundings")
     async def list_wallet_transaction_fundings(request: Request) -> Response:
