@@ -205,6 +205,15 @@ def test_top_ups_prepaid_credits_and_refunds_keep_sap_in_step_with_lago(env: Lea
     assert {k: v for k, v in advance.items() if v} == {k: v for k, v in wallets.items() if v}
     assert wallets[(customer, ccy)] > 0  # credits left over: the advance is checked on a real balance
 
+    # The hub stopped, paid credits voided in Lago: the three-way check finds the advance above the
+    # wallets' paid credits for that customer, and names the voided credits as the likely cause.
+    unit = _money(1, ccy) * (100 if MINOR_UNITS[ccy] else 1)
+    env.lago_api("POST", "/wallet_transactions", json={"wallet_transaction": {
+        "wallet_id": seen["wallet"]["lago_id"], "voided_credits": str(unit)}})  # fmt: skip
+    (advance_diff,) = [d for d in env.agreement().differences if d.cause == "advance_differs"]
+    assert advance_diff.customer == customer and advance_diff.posted is not None
+    assert advance_diff.posted - advance_diff.invoiced == unit and "voided credits" in advance_diff.detail
+
 
 def _documents(env: LeadToCash) -> dict[tuple[str, str, str], dict[str, Any]]:
     """SAP's posted items read over OData, per document: its reference, customer (the hub's customer id,
