@@ -296,6 +296,10 @@ class LagoClient:
         inner = data.get("wallet_transaction")
         return dict(inner if isinstance(inner, dict) else data)
 
+    async def get_wallet(self, lago_id: str) -> dict[str, Any]:
+        data = await self.request("GET", f"/wallets/{_segment(lago_id)}", "wallets.get")
+        return dict(data["wallet"])
+
     def wallet_transaction_fundings(self, lago_id: str) -> AsyncIterator[dict[str, Any]]:
         """What funded an outbound transaction of a traceable wallet (the inbound transactions it used)."""
         path = f"/wallet_transactions/{_segment(lago_id)}/fundings"

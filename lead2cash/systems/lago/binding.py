@@ -1329,12 +1329,15 @@ class WalletTransactionSource(LagoEventSource):
         return _stamp(obj.get("settled_at") or obj.get("failed_at") or obj.get("created_at"))
 
     async def current(self, lago_id: str) -> dict[str, Any]:
-        return await self._with_fundings(await self.client.get_wallet_transaction(lago_id))
+        tx = await self.client.get_wallet_transaction(lago_id)
+        if "wallet" not in tx and tx.get("lago_wallet_id"):
+            # A read answers the transaction alone; its customer and currency are the wallet's (the
+            # webhook carries the wallet).
+            tx["wallet"] = await self.client.get_wallet(str(tx["lago_wallet_id"]))
+        return await self._with_fundings(tx)
 
-    async def _with_fundings(self, tx: Mapping[str, Any], wallet: Any = None) -> dict[str, Any]:
+    async def _with_fundings(self, tx: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(tx)
-        if wallet is not None and "wallet" not in out:
-            out["wallet"] = wallet
         if out.get("transaction_type") == "outbound" and out.get("transaction_status") == "voided":
             try:
                 fundings = [f async for f in self.client.wallet_transaction_fundings(str(out["lago_id"]))]
