@@ -556,6 +556,43 @@ def void_reversal_entry(
     )
 
 
+def void_unposted_entry(invoice: Invoice, rules: PostingRules) -> JournalEntry | None:
+    """A void of an invoice that was never posted (the void overtook it): nothing of the invoice is
+    reversed, but Lago gave the paid credits it used back as granted credits, so they leave the advance
+    for the granted-credits account (the advance keeps equal to the wallets' paid credits). Under the
+    reversal's reference (``<number>-RV``); the customer as the assignment (no receivable line carries
+    it). None: the invoice used no paid credits, or Lago does not tell the split."""
+    granted, prepaid = invoice.prepaid_granted_credit, invoice.prepaid_credit
+    if granted is None or prepaid is None:
+        return None
+    paid = prepaid - granted
+    if paid.is_zero():
+        return None
+    assignment = _text(invoice.customer.id, MAX_ASSIGNMENT)
+    text = _text(f"Credits back {invoice.invoice_number}", MAX_ITEM_TEXT)
+    advance = _item(
+        DebitCredit.DEBIT, paid, kind=JournalItemKind.GL,
+        gl_account=rules.advance("paid credits given back as granted ones"), assignment=assignment, text=text,
+    )  # fmt: skip
+    deduction = _item(
+        DebitCredit.CREDIT, paid, kind=JournalItemKind.GL,
+        gl_account=rules.granted("paid credits given back as granted ones"), assignment=assignment, text=text,
+    )  # fmt: skip
+    return JournalEntry(
+        id=f"{invoice.id}:void",
+        refs=dict(invoice.refs),
+        version=invoice.version,
+        company_code=rules.company_code_for(invoice.currency),
+        document_type=rules.credit_document_type,
+        document_date=invoice.issue_date,
+        posting_date=invoice.issue_date,
+        reference_id=check_reference(f"{invoice.invoice_number}{VOID_SUFFIX}", rules.long_references),
+        header_text=_text(f"Void {invoice.invoice_number}", MAX_HEADER_TEXT),
+        source_document_id=invoice.id,
+        items=(advance, deduction),
+    )
+
+
 def credit_note_to_journal_entry(
     note: CreditNote, rules: PostingRules, *, posting_date: date | None = None
 ) -> JournalEntry:

@@ -730,7 +730,8 @@ class JournalEntryTarget:
 
 class ReversalTarget(JournalEntryTarget):
     """``journal_entry.reverse``: a voided invoice's posting reversed, found first by the invoice's own
-    cross-reference, then by its reference in SAP. Never posted: nothing is sent."""
+    cross-reference, then by its reference in SAP. Never posted: nothing is sent, except the paid credits
+    it used, which Lago gave back as granted ones (``adapter.void_unposted_entry``)."""
 
     def __init__(self, system: SapSystem, long_references: str, after: tuple[str, str] | None) -> None:
         super().__init__(system, long_references)
@@ -776,8 +777,17 @@ class ReversalTarget(JournalEntryTarget):
                     "the voided invoice's posting is still on its way; its reversal waits for it",
                     details={"invoice": entity.invoice_number},
                 )
-            log.info("voided invoice was never posted: nothing to reverse", invoice=entity.invoice_number)
-            return NOT_POSTED
+            try:
+                credits = adapter.void_unposted_entry(entity, self.rules)
+            except adapter.PostingRuleError as exc:
+                raise PermanentError(f"cannot map the credits given back: {exc}") from exc
+            if credits is None:
+                log.info("voided invoice was never posted: nothing to reverse", invoice=entity.invoice_number)
+                return NOT_POSTED
+            # Nothing to reverse, but the paid credits it used came back as granted ones.
+            ref = await self._post(credits, {})
+            self.system.xref_put("InvoiceVoid", entity.id, ref)
+            return ref
         debtors = await self._debtors(entity, entry)
         ref = await self._post(entry, debtors)
         self.system.xref_put("InvoiceVoid", entity.id, ref)

@@ -344,14 +344,11 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
         else:
             _, pick, before_posting = step
             # Lago voids an invoice with no credit note or payment on it; the prepaid credits it used go
-            # back to the wallet as granted credits. A void overtaking the posting of an invoice that used
-            # paid credits is left out: nothing posts the paid credits turned into granted ones (a known
-            # gap, docs/accounting.md).
+            # back to the wallet as granted credits.
             candidates = [
                 r for r in open_invoices[who]
                 if r["lago_id"] not in voided
                 and not any(credited[f["lago_id"]] for f in r["fees"]) and not payments[r["lago_id"]]
-                and not (before_posting and r["prepaid_purchased_credit_amount_cents"])
             ]  # fmt: skip
             if not candidates:
                 continue
@@ -359,12 +356,10 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
             voided.add(raw_invoice["lago_id"])
             returned = raw_invoice["prepaid_credit_amount_cents"]
             c.granted += returned
-            # The reversal credits every returned credit to the sales deduction account; a void of an
-            # invoice never posted posts nothing (the invoice used granted credits only).
-            sim.granted[c.currency] -= _money(
-                returned if not before_posting else raw_invoice["prepaid_granted_credit_amount_cents"] or 0,
-                c.currency,
-            )
+            # The reversal credits every returned credit to the sales deduction account. A void of an
+            # invoice never posted: its granted credits were never booked, and its paid ones move from
+            # the advance to the deduction (void_unposted_entry); the same balance either way.
+            sim.granted[c.currency] -= _money(returned, c.currency)
             if before_posting:
                 # The void reached the hub first: the state gate drops the older finalized state, so
                 # route 2 never receives the invoice.
@@ -406,10 +401,11 @@ def post(book: Book, route: str, record: dict[str, Any]) -> None:
     else:
         invoice = lago.invoice_from_lago(record, OPTIONS)
         posted = f"invoice:{invoice.invoice_number}" in book.keys
-        # journal_entry.reverse: a reversal of what was posted, nothing for an invoice never posted.
+        # journal_entry.reverse: a reversal of what was posted; for an invoice never posted, only the
+        # paid credits it used (given back as granted ones).
         book.apply(
             f"invoice-void:{invoice.invoice_number}",
-            sap.void_reversal_entry(invoice, RULES) if posted else None,
+            sap.void_reversal_entry(invoice, RULES) if posted else sap.void_unposted_entry(invoice, RULES),
         )
 
 
