@@ -844,8 +844,8 @@ class ThreeWay:
                 if voided:
                     notes[key].append(
                         f"voided credits of wallet {wallet['lago_id']} "
-                        f"({', '.join(str(t['lago_id']) for t in voided[:3])}) not posted yet "
-                        "(route with action wallet_credits.void)"
+                        f"({', '.join(str(t['lago_id']) for t in voided[:3])}) not posted (a route with "
+                        "action wallet_credits.void, its dead letters)"
                     )
         for key in sorted(set(booked) | set(held)):
             customer, ccy = key
