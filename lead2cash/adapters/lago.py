@@ -41,6 +41,7 @@ from lead2cash.canonical_model import (
     Payment,
     PaymentStatus,
     TaxLine,
+    WalletTransaction,
 )
 from lead2cash.errors import PermanentError
 
@@ -729,6 +730,27 @@ def _expect(actual: Money, data: Mapping[str, Any], field: str, what: str) -> No
 _STATUS = {"finalized": InvoiceStatus.FINALIZED, "voided": InvoiceStatus.VOIDED}
 
 
+def _granted_credits(data: Mapping[str, Any], prepaid: int) -> int | None:
+    """The part of the prepaid credits applied that came from granted (free) credits: Lago reports it
+    (``prepaid_granted_credit_amount_cents``, with ``prepaid_purchased_credit_amount_cents`` the rest) for
+    traceable wallets only; None when it does not (every credit applied is then taken as paid for)."""
+    granted = data.get("prepaid_granted_credit_amount_cents")
+    if granted is None:
+        return None
+    if isinstance(granted, bool) or not isinstance(granted, int) or not 0 <= granted <= prepaid:
+        raise ValueError(
+            f"invoice.prepaid_granted_credit_amount_cents: {str(granted)[:30]!r} is not a whole number "
+            f"of minor units between 0 and prepaid_credit_amount_cents ({prepaid})"
+        )
+    purchased = data.get("prepaid_purchased_credit_amount_cents")
+    if isinstance(purchased, int) and not isinstance(purchased, bool) and purchased + granted != prepaid:
+        raise ValueError(
+            f"invoice.prepaid_purchased_credit_amount_cents: {purchased} + granted {granted} does not "
+            f"equal prepaid_credit_amount_cents ({prepaid})"
+        )
+    return granted
+
+
 _INVOICE_CENTS = (
     "fees_amount_cents",
     "coupons_amount_cents",
@@ -820,6 +842,7 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
             f"({', '.join(sorted(INVOICE_TYPES))})"
         )
     prepaid = data.get("prepaid_credit_amount_cents") or 0
+    granted = _granted_credits(data, prepaid)
     issue = _date(data.get("issuing_date"), "invoice.issuing_date")
     if issue is None:
         raise ValueError("invoice.issuing_date: missing")
@@ -849,6 +872,7 @@ def invoice_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         or _order_of_subscriptions(lines),
         billing_type=billing_type,
         prepaid_credit=Money.from_minor_units(prepaid, currency) if prepaid else None,
+        prepaid_granted_credit=Money.from_minor_units(granted, currency) if granted is not None else None,
     )
     _expect(invoice.subtotal, data, "sub_total_excluding_taxes_amount_cents", "the fees less coupons")
     _expect(invoice.tax_total, data, "taxes_amount_cents", "the sum of applied_taxes")
@@ -1017,8 +1041,74 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
     return note
 
 
+FUNDINGS_FIELD = "lead2cash_fundings"
+"""Field of a wallet transaction the Lago source adds for an outbound one of a traceable wallet: what
+funded it (``GET /wallet_transactions/{id}/fundings``), as ``[{"transaction_status", "amount_cents"}]``."""
+_WALLET_KINDS = ("purchased", "granted", "invoiced", "voided")
+
+
+def wallet_transaction_from_lago(
+    record: Mapping[str, Any], options: Mapping[str, Any] | None = None
+) -> WalletTransaction:
+    """``wallet_transaction.created|updated``: the movement in money, its customer and currency from the
+    wallet the webhook carries (``wallet``), and for an outbound one the part paid credits funded."""
+    data = unwrap(record, "wallet_transaction")
+    lago_id = data.get("lago_id")
+    if not isinstance(lago_id, str) or not lago_id:
+        raise ValueError("wallet_transaction.lago_id: missing")
+    wallet = data.get("wallet")
+    if not isinstance(wallet, Mapping):
+        raise ValueError("wallet_transaction.wallet: missing (its customer and currency are the wallet's)")
+    customer = wallet.get("external_customer_id")
+    if not isinstance(customer, str) or not customer.strip():
+        raise ValueError("wallet_transaction.wallet.external_customer_id: missing")
+    currency = str(wallet.get("currency") or "")
+    if currency not in MINOR_UNITS:
+        raise ValueError(f"wallet_transaction.wallet.currency: {currency[:10]!r} is not a known currency")
+    kind = data.get("transaction_status")
+    if kind not in _WALLET_KINDS:
+        raise ValueError(
+            f"wallet_transaction.transaction_status: {str(kind)[:20]!r} is not one of {', '.join(_WALLET_KINDS)}"
+        )
+    try:
+        amount = Money.of(Decimal(str(data.get("amount"))), currency)
+    except (ArithmeticError, ValueError):
+        raise ValueError(
+            f"wallet_transaction.amount: {str(data.get('amount'))[:30]!r} is not an amount"
+        ) from None
+    purchased = None
+    fundings = data.get(FUNDINGS_FIELD)
+    if isinstance(fundings, list):
+        cents = 0
+        for f in fundings:
+            value = f.get("amount_cents") if isinstance(f, Mapping) else None
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"wallet_transaction.{FUNDINGS_FIELD}: amount_cents missing")
+            cents += value if f.get("transaction_status") == "purchased" else 0
+        purchased = Money.from_minor_units(cents, currency)
+    day = _date(data.get("settled_at") or data.get("created_at"), "wallet_transaction.created_at")
+    if day is None:
+        raise ValueError("wallet_transaction.created_at: missing")
+    return WalletTransaction(
+        id=lago_id,
+        refs={"lago": lago_id},
+        version=record_version(record, data, "wallet_transaction"),
+        customer_id=customer,
+        wallet_id=str(data.get("lago_wallet_id") or wallet.get("lago_id") or "-"),
+        kind=kind,
+        direction="outbound" if data.get("transaction_type") == "outbound" else "inbound",
+        status=data.get("status") if data.get("status") in ("pending", "settled", "failed") else "pending",
+        amount=amount,
+        transaction_date=day,
+        purchased=purchased,
+        credit_note_id=data.get("lago_credit_note_id") or None,
+        voided_invoice_id=data.get("lago_voided_invoice_id") or None,
+    )
+
+
 INBOUND = {
     "lago.invoice": invoice_from_lago,
     "lago.payment": payment_from_lago,
     "lago.credit_note": credit_note_from_lago,
+    "lago.wallet_transaction": wallet_transaction_from_lago,
 }

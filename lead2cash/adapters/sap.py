@@ -36,6 +36,7 @@ from lead2cash.canonical_model import (
     Money,
     Payment,
     PaymentStatus,
+    WalletTransaction,
     sum_money,
 )
 from lead2cash.canonical_model.invoice import TaxLine
@@ -85,6 +86,12 @@ class PostingRules:
     invoice_postings: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_INVOICE_POSTINGS))
     # Customer advances (a liability): wallet top-ups are credited here, prepaid credits used debited.
     advance_account: str | None = None
+    # Granted (free) credits consumed on an invoice: a sales deduction (contra-revenue), debited instead of
+    # the advance (no cash was received for them, so no liability was ever booked).
+    granted_credits_account: str | None = None
+    # Paid credits voided (taken away from the customer without a refund): the advance released to this
+    # account (other operating income, "breakage"): the customer gave up credits it paid for.
+    voided_credits_account: str | None = None
     # Bank / clearing account of incoming payments: "<provider>:<currency>", "<currency>", "<provider>"
     # or "_default" -> G/L account, tried in that order.
     clearing_accounts: Mapping[str, Any] = field(default_factory=dict)
@@ -117,6 +124,16 @@ class PostingRules:
         if not self.advance_account:
             raise PostingRuleError(f"advance_account: not configured, and {why} needs it")
         return self.advance_account
+
+    def granted(self, why: str) -> str:
+        if not self.granted_credits_account:
+            raise PostingRuleError(f"granted_credits_account: not configured, and {why} needs it")
+        return self.granted_credits_account
+
+    def voided(self, why: str) -> str:
+        if not self.voided_credits_account:
+            raise PostingRuleError(f"voided_credits_account: not configured, and {why} needs it")
+        return self.voided_credits_account
 
     def company_code_for(self, currency: str) -> str:
         code = self.company_code_by_currency.get(currency) or self.company_code
@@ -301,6 +318,7 @@ def _entry(
     header_prefix: str,
     document_type: str,
     prepaid: Money | None = None,
+    prepaid_granted: Money | None = None,
     assignment_of: str | None = None,
 ) -> JournalEntry:
     reference = check_reference(number, rules.long_references)
@@ -368,7 +386,6 @@ def _entry(
         )
     if prepaid is not None and not prepaid.is_zero():
         # The part the customer's prepaid credits settled: owed no more, and the advance is used up.
-        advance = rules.advance("prepaid credits applied to an invoice")
         items.append(
             _item(
                 DebitCredit.CREDIT,
@@ -380,16 +397,31 @@ def _entry(
                 text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
             )
         )
-        items.append(
-            _item(
-                DebitCredit.DEBIT,
-                prepaid * sign,
-                kind=JournalItemKind.GL,
-                gl_account=advance,
-                assignment=assignment,
-                text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
+        granted = prepaid_granted if prepaid_granted is not None else prepaid * 0
+        paid = prepaid - granted
+        if not paid.is_zero():
+            items.append(
+                _item(
+                    DebitCredit.DEBIT,
+                    paid * sign,
+                    kind=JournalItemKind.GL,
+                    gl_account=rules.advance("prepaid credits applied to an invoice"),
+                    assignment=assignment,
+                    text=_text(f"Prepaid credits {number}", MAX_ITEM_TEXT),
+                )
             )
-        )
+        if not granted.is_zero():
+            # Free credits: no cash was received, no advance was booked; the discount is a sales deduction.
+            items.append(
+                _item(
+                    DebitCredit.DEBIT,
+                    granted * sign,
+                    kind=JournalItemKind.GL,
+                    gl_account=rules.granted("granted credits applied to an invoice"),
+                    assignment=assignment,
+                    text=_text(f"Granted credits {number}", MAX_ITEM_TEXT),
+                )
+            )
     if len(items) < 2:
         raise PostingRuleError(f"{number}: nothing to post (the document totals zero)")
     company_code = rules.company_code_for(currency)
@@ -439,6 +471,7 @@ def invoice_to_journal_entry(
         header_prefix=rules.header_prefix,
         document_type=rules.credit_document_type if reverse else rules.document_type,
         prepaid=invoice.prepaid_credit,
+        prepaid_granted=invoice.prepaid_granted_credit,
     )
 
 
@@ -496,7 +529,15 @@ def void_reversal_entry(
 ) -> JournalEntry:
     """The reversal of a voided invoice's posting: the same accounts (the same rules, the same lines) on
     the other sides, under the reference ``<number>-RV`` (its tail, by ``long_references``) so it never
-    passes for the original; the assignment stays the original's number, so the receivable clears."""
+    passes for the original; the assignment stays the original's number, so the receivable clears.
+
+    Prepaid credits the invoice consumed: Lago gives them back to the wallet as *granted* credits
+    (``WalletTransactions::RecreditService``, a ``granted`` transaction carrying the voided invoice), so
+    when Lago tells the granted part (traceable wallets) the whole of them is credited to the granted
+    credits account, not back to the advance: the advance keeps equal to the wallets' paid credits, and
+    their later use is debited to the same account. Without the split the advance is restored."""
+    if invoice.prepaid_granted_credit is not None and invoice.prepaid_credit is not None:
+        invoice = invoice.model_copy(update={"prepaid_granted_credit": invoice.prepaid_credit})
     original = invoice_to_journal_entry(invoice, rules, posting_date=posting_date)
     flipped = tuple(
         item.model_copy(
@@ -512,6 +553,43 @@ def void_reversal_entry(
             "reference_id": check_reference(f"{invoice.invoice_number}{VOID_SUFFIX}", rules.long_references),
             "header_text": _text(f"Void {invoice.invoice_number}", MAX_HEADER_TEXT),
         }
+    )
+
+
+def void_unposted_entry(invoice: Invoice, rules: PostingRules) -> JournalEntry | None:
+    """A void of an invoice that was never posted (the void overtook it): nothing of the invoice is
+    reversed, but Lago gave the paid credits it used back as granted credits, so they leave the advance
+    for the granted-credits account (the advance keeps equal to the wallets' paid credits). Under the
+    reversal's reference (``<number>-RV``); the customer as the assignment (no receivable line carries
+    it). None: the invoice used no paid credits, or Lago does not tell the split."""
+    granted, prepaid = invoice.prepaid_granted_credit, invoice.prepaid_credit
+    if granted is None or prepaid is None:
+        return None
+    paid = prepaid - granted
+    if paid.is_zero():
+        return None
+    assignment = _text(invoice.customer.id, MAX_ASSIGNMENT)
+    text = _text(f"Credits back {invoice.invoice_number}", MAX_ITEM_TEXT)
+    advance = _item(
+        DebitCredit.DEBIT, paid, kind=JournalItemKind.GL,
+        gl_account=rules.advance("paid credits given back as granted ones"), assignment=assignment, text=text,
+    )  # fmt: skip
+    deduction = _item(
+        DebitCredit.CREDIT, paid, kind=JournalItemKind.GL,
+        gl_account=rules.granted("paid credits given back as granted ones"), assignment=assignment, text=text,
+    )  # fmt: skip
+    return JournalEntry(
+        id=f"{invoice.id}:void",
+        refs=dict(invoice.refs),
+        version=invoice.version,
+        company_code=rules.company_code_for(invoice.currency),
+        document_type=rules.credit_document_type,
+        document_date=invoice.issue_date,
+        posting_date=invoice.issue_date,
+        reference_id=check_reference(f"{invoice.invoice_number}{VOID_SUFFIX}", rules.long_references),
+        header_text=_text(f"Void {invoice.invoice_number}", MAX_HEADER_TEXT),
+        source_document_id=invoice.id,
+        items=(advance, deduction),
     )
 
 
@@ -573,6 +651,54 @@ def credit_note_refund_entry(note: CreditNote, rules: PostingRules) -> JournalEn
         header_text=_text(f"Refund {number}", MAX_HEADER_TEXT),
         source_document_id=note.id,
         items=(receivable, bank),
+    )
+
+
+VOIDED_CREDITS_PREFIX = "VC"
+
+
+def voided_credits_reference(tx: WalletTransaction) -> str:
+    """``VC`` and the transaction's id without hyphens, its last 14 characters (16 in all)."""
+    return VOIDED_CREDITS_PREFIX + tx.id.replace("-", "")[-(MAX_REFERENCE - len(VOIDED_CREDITS_PREFIX)) :]
+
+
+def voided_credits_entry(tx: WalletTransaction, rules: PostingRules) -> JournalEntry | None:
+    """Paid credits voided in a wallet: the advance debited (no longer owed to the customer in credits)
+    and ``voided_credits_account`` credited, by the part of the voided credits that paid credits funded
+    (all of it when the billing engine does not tell). None for every other movement: top-ups are
+    booked with their invoice, credits used with the invoice that used them, granted credits when they
+    are used, credits a refunded top-up's credit note takes back with that credit note, and credits a
+    void gives back with the void's reversal; voided granted credits were never booked."""
+    if tx.kind != "voided" or tx.direction != "outbound" or tx.status != "settled" or tx.credit_note_id:
+        return None
+    paid = tx.purchased if tx.purchased is not None else tx.amount
+    if paid.is_zero():
+        return None
+    reference = voided_credits_reference(tx)
+    # The customer on both items (as the assignment): the advance is per customer, and no receivable
+    # line carries it here.
+    assignment = _text(tx.customer_id, MAX_ASSIGNMENT)
+    text = _text(f"Voided credits {tx.customer_id}", MAX_ITEM_TEXT)
+    advance = _item(
+        DebitCredit.DEBIT, paid, kind=JournalItemKind.GL,
+        gl_account=rules.advance("paid credits voided in a wallet"), assignment=assignment, text=text,
+    )  # fmt: skip
+    income = _item(
+        DebitCredit.CREDIT, paid, kind=JournalItemKind.GL,
+        gl_account=rules.voided("paid credits voided in a wallet"), assignment=assignment, text=text,
+    )  # fmt: skip
+    return JournalEntry(
+        id=f"{tx.id}:je",
+        refs=dict(tx.refs),
+        version=tx.version,
+        company_code=rules.company_code_for(tx.currency),
+        document_type=rules.document_type,
+        document_date=tx.transaction_date,
+        posting_date=tx.transaction_date,
+        reference_id=reference,
+        header_text=_text(f"Voided credits {tx.customer_id}", MAX_HEADER_TEXT),
+        source_document_id=tx.id,
+        items=(advance, income),
     )
 
 

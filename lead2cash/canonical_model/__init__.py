@@ -49,6 +49,7 @@ from lead2cash.canonical_model.payment import Payment, PaymentStatus
 from lead2cash.canonical_model.product import BillingPeriod, ChargeKind, Product
 from lead2cash.canonical_model.subscription import Subscription, SubscriptionStatus
 from lead2cash.canonical_model.usage import UsageEvent
+from lead2cash.canonical_model.wallet import WalletTransaction
 
 ENTITY_TYPES: Final[dict[str, type[CanonicalEntity]]] = {
     cls.__name__: cls
@@ -63,6 +64,7 @@ ENTITY_TYPES: Final[dict[str, type[CanonicalEntity]]] = {
         Payment,
         JournalEntry,
         UsageEvent,
+        WalletTransaction,
     )
 }
 """Entity class name -> class, for reviving stored payloads by their recorded ``entity_type``."""
@@ -130,6 +132,7 @@ __all__ = [
     "UnknownCountryError",
     "UnknownCurrencyError",
     "UsageEvent",
+    "WalletTransaction",
     "entity_from_json",
     "minor_units",
     "normalize_country",

@@ -203,6 +203,10 @@ class Invoice(CanonicalEntity):
     prepaid_credit: Money | None = None
     """Part of the total settled by the customer's prepaid credits (a wallet), not owed: the ledger moves
     it from the customer advance to the receivable."""
+    prepaid_granted_credit: Money | None = None
+    """The part of ``prepaid_credit`` that came from granted (free) credits, when the billing engine tells
+    (Lago's traceable wallets: ``prepaid_granted_credit_amount_cents``); None: it does not tell, and every
+    prepaid credit is taken as paid for. Booked as a sales deduction, not against the advance."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -210,6 +214,16 @@ class Invoice(CanonicalEntity):
             self.prepaid_credit.currency != self.currency or self.prepaid_credit.is_negative()
         ):
             raise ValueError(f"prepaid_credit: expected a non-negative amount in {self.currency}")
+        granted = self.prepaid_granted_credit
+        if granted is not None and (
+            granted.currency != self.currency
+            or granted.is_negative()
+            or granted.amount > (self.prepaid_credit.amount if self.prepaid_credit is not None else 0)
+        ):
+            raise ValueError(
+                f"prepaid_granted_credit: expected a non-negative amount in {self.currency}, "
+                "at most prepaid_credit"
+            )
         if self.due_date is not None and self.due_date < self.issue_date:
             raise ValueError(f"due_date ({self.due_date}) must not be before issue_date ({self.issue_date})")
         if self.status is InvoiceStatus.PAID and self.payment_status is not InvoicePaymentStatus.SUCCEEDED:

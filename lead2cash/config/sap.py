@@ -155,6 +155,16 @@ class SapSystemConfig(Strict):
         None,
         description="customer advances (liability): wallet top-ups credited, prepaid credits applied debited",
     )
+    granted_credits_account: str | None = Field(
+        None,
+        description="granted (free) wallet credits consumed on invoices: a sales deduction (contra-revenue) "
+        "debited instead of the advance, no cash having been received for them",
+    )
+    voided_credits_account: str | None = Field(
+        None,
+        description="paid wallet credits voided without a refund: the advance released to this account "
+        "(other operating income, breakage); action wallet_credits.void",
+    )
     clearing_accounts: TableRef | None = Field(
         None,
         description="incoming payments' bank/clearing account: '<provider>:<currency>', '<currency>', "

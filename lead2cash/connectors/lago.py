@@ -280,6 +280,31 @@ class LagoClient:
     def credit_notes(self, params: Mapping[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
         return self.pages("/credit_notes", "credit_notes.list", "credit_notes", params)
 
+    def wallets(self, external_customer_id: str) -> AsyncIterator[dict[str, Any]]:
+        return self.pages(
+            "/wallets", "wallets.list", "wallets", {"external_customer_id": external_customer_id}
+        )
+
+    def wallet_transactions(self, wallet_id: str) -> AsyncIterator[dict[str, Any]]:
+        path = f"/wallets/{_segment(wallet_id)}/wallet_transactions"
+        return self.pages(path, "wallet_transactions.list", "wallet_transactions")
+
+    async def get_wallet_transaction(self, lago_id: str) -> dict[str, Any]:
+        path = f"/wallet_transactions/{_segment(lago_id)}"
+        data = await self.request("GET", path, "wallet_transactions.get")
+        # The OpenAPI document answers the bare object; Lago's other reads wrap it in a root key.
+        inner = data.get("wallet_transaction")
+        return dict(inner if isinstance(inner, dict) else data)
+
+    async def get_wallet(self, lago_id: str) -> dict[str, Any]:
+        data = await self.request("GET", f"/wallets/{_segment(lago_id)}", "wallets.get")
+        return dict(data["wallet"])
+
+    def wallet_transaction_fundings(self, lago_id: str) -> AsyncIterator[dict[str, Any]]:
+        """What funded an outbound transaction of a traceable wallet (the inbound transactions it used)."""
+        path = f"/wallet_transactions/{_segment(lago_id)}/fundings"
+        return self.pages(path, "wallet_transactions.fundings", "wallet_transaction_fundings")
+
     async def fetch_text(self, url: str, operation: str) -> str:
         """GET an absolute URL of this Lago (the webhook public key) with the same auth and TLS."""
         self.calls += 1

@@ -50,6 +50,7 @@ NOT_REVERSED = "void_not_reversed"
 WRITEBACK = "writeback_differs"
 DELIVERED_NOT_FOUND = "delivered_not_in_ledger"
 CREDIT_NOT_POSTED = "credit_note_not_posted"
+ADVANCE = "advance_differs"  # the customer advance in the ledger is not the wallets' paid credits
 
 _MARKER = re.compile(r"\(order ([^()\s]+)\)\s*$")
 _PAYMENT = re.compile(r"-P\d+$|-RF$")  # a payment's clearing, a credit note's refund (cash legs)
@@ -190,6 +191,11 @@ def _amount(cents: Any, currency: str) -> Decimal:
     return Decimal(int(cents or 0)).scaleb(-MINOR_UNITS.get(currency, 2))
 
 
+def _cents(amount: Any, currency: str) -> int:
+    """Minor units of an amount in major units (a wallet transaction's ``amount``)."""
+    return int(Decimal(str(amount or 0)).scaleb(MINOR_UNITS.get(currency, 2)))
+
+
 def _quantized(value: Decimal, currency: str) -> Decimal:
     return value.quantize(Decimal(1).scaleb(-MINOR_UNITS.get(currency, 2)))
 
@@ -227,6 +233,8 @@ class _Posting:
     receivable: Decimal = Decimal(0)
     customers: set[str] = field(default_factory=set)
     revenue: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    advance: Decimal = Decimal(0)  # the customer advance (a liability): credit-positive
+    assignments: set[str] = field(default_factory=set)  # of the advance items
 
 
 class ThreeWay:
@@ -272,6 +280,8 @@ class ThreeWay:
             if r.name == self.ledger_route and isinstance(family_table, str):
                 self.families = config.mappings.get(family_table, {})
         self.revenue_accounts = {str(a) for a in _accounts(self.revenue_table.values())}
+        advance = getattr(ledger_cfg, "advance_account", None)
+        self.advance_account = str(advance) if advance else None
 
     def _system(self, name: str | None, type_: str) -> str:
         if name is not None:
@@ -363,7 +373,7 @@ class ThreeWay:
         from lead2cash.connectors.sap.odata import eq
 
         # Only the accounts compared: a real tenant's cube holds every journal entry item of the company.
-        accounts = sorted({self.receivables, *self.revenue_accounts})
+        accounts = sorted({self.receivables, *self.revenue_accounts, *filter(None, [self.advance_account])})
         rows = await sap.odata.query(
             service,
             cfg.lookup.entity_set,
@@ -375,6 +385,7 @@ class ThreeWay:
                 "FiscalYear",
                 "GLAccount",
                 "Customer",
+                "AssignmentReference",
                 "AmountInTransactionCurrency",
                 "TransactionCurrency",
             ],
@@ -395,6 +406,10 @@ class ThreeWay:
                     posting.customers.add(str(row["Customer"]))
             elif account in self.revenue_accounts:
                 posting.revenue[account] -= amount  # revenue is a credit
+            elif account == self.advance_account:
+                posting.advance -= amount  # a liability: a credit
+                if row.get("AssignmentReference"):
+                    posting.assignments.add(str(row["AssignmentReference"]))
         return refs
 
     async def _in_store(self, fn: Callable[[], T]) -> T:
@@ -507,6 +522,7 @@ class ThreeWay:
         report.posted = {c: v for c, v in posted.items()}
         self._revenue(report, finalized, refs)
         self._customers(report, finalized, refs)
+        await self._advances(report, invoices, refs)
 
         won_ids = {o["Id"] for o in opps}
         for o in opps:
@@ -762,6 +778,98 @@ class ThreeWay:
                     )
                 )
         report.customers = len(seen)
+
+    async def _advances(
+        self, report: ThreeWayReport, invoices: list[dict[str, Any]], refs: Mapping[str, list[_Posting]]
+    ) -> None:
+        """Per customer and currency, the ledger's customer advance equals the billing engine's wallets:
+        their paid credits left (``remaining_amount_cents`` of the settled ``purchased`` transactions of
+        traceable wallets, else the balance) plus the top-ups invoiced and not paid yet (the ledger books
+        the advance with the top-up invoice, Lago credits the wallet when it is paid). The ledger's side:
+        the advance items of every document, by the customer on its receivable."""
+        if self.advance_account is None:
+            return
+        client = self.systems[self.billing].client
+        customers = sorted({str((i.get("customer") or {}).get("external_id")) for i in invoices} - {"None"})
+        partners = self.store.xref_get_many("Customer", self.ledger, customers)
+        customer_of = {p: c for c, p in partners.items()}
+        booked: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        documents: dict[tuple[str, str], list[str]] = defaultdict(list)
+        seen: set[str] = set()
+        for postings in refs.values():
+            for p in postings:
+                if not p.advance or p.document in seen:
+                    continue
+                seen.add(p.document)
+                who = customer_of.get(next(iter(p.customers))) if len(p.customers) == 1 else None
+                if who is None and not p.customers and len(p.assignments) == 1:
+                    # Paid credits voided: no receivable line; the customer is the advance's assignment.
+                    who = next(iter(p.assignments & set(customers)), None)
+                key = (who or "?", p.currency)
+                booked[key] += p.advance
+                documents[key].append(p.document)
+        gate = asyncio.Semaphore(8)
+
+        async def wallets_of(customer: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+            async with gate:
+                wallets = [w async for w in client.wallets(customer)]
+                return [
+                    (w, [t async for t in client.wallet_transactions(str(w["lago_id"]))]) for w in wallets
+                ]
+
+        held: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        notes: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for customer, wallets in zip(
+            customers, await asyncio.gather(*map(wallets_of, customers)), strict=True
+        ):
+            for wallet, transactions in wallets:
+                ccy = str(wallet["currency"])
+                key = (customer, ccy)
+                traceable = any(t.get("remaining_amount_cents") is not None for t in transactions)
+                purchased = [t for t in transactions if t.get("transaction_status") == "purchased"]
+                pending = sum(_cents(t.get("amount"), ccy) for t in purchased if t.get("status") == "pending")
+                if traceable:
+                    paid = sum(int(t.get("remaining_amount_cents") or 0) for t in purchased
+                               if t.get("status") == "settled")  # fmt: skip
+                else:
+                    paid = int(wallet.get("balance_cents") or 0)
+                    if any(t.get("transaction_status") == "granted" for t in transactions):
+                        notes[key].append(
+                            f"wallet {wallet['lago_id']} is not traceable and holds granted credits: their "
+                            "use is booked to the advance (Lago tells the granted part for traceable wallets)"
+                        )
+                held[key] += _amount(paid + pending, ccy)
+                voided = [t for t in transactions if t.get("transaction_status") == "voided"
+                          and not t.get("lago_credit_note_id")]  # fmt: skip
+                if voided:
+                    notes[key].append(
+                        f"voided credits of wallet {wallet['lago_id']} "
+                        f"({', '.join(str(t['lago_id']) for t in voided[:3])}) not posted (a route with "
+                        "action wallet_credits.void, its dead letters)"
+                    )
+        for key in sorted(set(booked) | set(held)):
+            customer, ccy = key
+            got, want = booked.get(key, Decimal(0)), held.get(key, Decimal(0))
+            if got == want:
+                continue
+            causes = notes.get(key) or [
+                "a top-up invoice, a consuming invoice or a credit note of a top-up not posted yet "
+                "(see the invoice differences), or a document posted on another customer"
+            ]
+            report.differences.append(
+                Difference(
+                    ADVANCE,
+                    ccy,
+                    f"customer {customer}: the ledger's advance ({self.advance_account}) holds {got} {ccy}, "
+                    f"the wallets' paid credits {want} (documents {', '.join(documents.get(key, [])[:5]) or '-'})"
+                    f"; likely: {'; '.join(causes)}",
+                    "post what is missing (replay the dead letters above, or wait for the pending "
+                    "deliveries); a difference that stays is a manual adjustment of the advance in SAP",
+                    customer=customer,
+                    invoiced=want,
+                    posted=got,
+                )
+            )
 
     def _check_unbilled(self, report: ThreeWayReport, opp: Mapping[str, Any], billing: _Track) -> None:
         """A won deal with no invoice: billed and waiting for its first period, or stuck on the way."""

@@ -47,6 +47,8 @@ CONNECTION_KEYS = frozenset(
         "company_code_by_currency",
         "receivables_account",
         "advance_account",
+        "granted_credits_account",
+        "voided_credits_account",
     }
 )
 # Sandbox keys that are aliases of a user key: the user's table wins.

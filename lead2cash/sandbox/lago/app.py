@@ -376,6 +376,17 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         items = store().wallets.of_wallet(request.path_params["lago_id"], request.query_params)
         return listing(request, "wallet_transactions", items, lambda t: t.json())
 
+    @endpoint("wallet_transactions.get")
+    async def get_wallet_transaction(request: Request) -> Response:
+        tx = store().wallets.transaction(request.path_params["lago_id"])
+        # The OpenAPI document answers the bare WalletTransactionObject here (no root key).
+        return json_response(tx.json())
+
+    @endpoint("wallet_transactions.fundings")
+    async def list_wallet_transaction_fundings(request: Request) -> Response:
+        items = store().wallets.fundings_of(request.path_params["lago_id"])
+        return listing(request, "wallet_transaction_fundings", items, lambda f: f.json())
+
     # -- usage: billable metrics, plans with charges, events, current usage ----------------------------
 
     @endpoint("billable_metrics.create", write=True)
@@ -625,6 +636,12 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route(f"{api}/wallets/{{lago_id}}", terminate_wallet, methods=["DELETE"]),
         Route(f"{api}/wallets/{{lago_id}}/wallet_transactions", list_wallet_transactions, methods=["GET"]),
         Route(f"{api}/wallet_transactions", create_wallet_transactions, methods=["POST"]),
+        Route(f"{api}/wallet_transactions/{{lago_id}}", get_wallet_transaction, methods=["GET"]),
+        Route(
+            f"{api}/wallet_transactions/{{lago_id}}/fundings",
+            list_wallet_transaction_fundings,
+            methods=["GET"],
+        ),
         Route(f"{api}/webhook_endpoints", create_webhook_endpoint, methods=["POST"]),
         Route(f"{api}/webhook_endpoints", list_webhook_endpoints, methods=["GET"]),
         Route(f"{api}/webhook_endpoints/{{lago_id}}", get_webhook_endpoint, methods=["GET"]),

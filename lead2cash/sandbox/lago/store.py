@@ -472,6 +472,7 @@ class Invoice:
     payment_overdue: bool = False
     payment_dispute_lost_at: datetime | None = None
     prepaid_credit_amount_cents: int = 0  # wallet credits applied (wallets.py)
+    prepaid_granted_credit_amount_cents: int | None = None  # of which granted credits (traceable wallets)
 
     @property
     def fees_amount_cents(self) -> int:
@@ -512,6 +513,12 @@ class Invoice:
             "taxes_amount_cents": taxes,
             "sub_total_including_taxes_amount_cents": fees + taxes,
             "prepaid_credit_amount_cents": self.prepaid_credit_amount_cents,
+            "prepaid_granted_credit_amount_cents": self.prepaid_granted_credit_amount_cents,
+            "prepaid_purchased_credit_amount_cents": (
+                None
+                if self.prepaid_granted_credit_amount_cents is None
+                else self.prepaid_credit_amount_cents - self.prepaid_granted_credit_amount_cents
+            ),
             "progressive_billing_credit_amount_cents": 0,
             "total_amount_cents": self.total_amount_cents,
             "version_number": 4,
@@ -1289,6 +1296,7 @@ class LagoStore:
         invoice.status = "voided"
         invoice.updated_at = self.clock.now()
         self.effects.record("invoice.void", lago_id)
+        self.wallets.recredit(invoice)  # Invoices::VoidService: consumed credits back, before the webhook
         self.emit("invoice.voided", "invoice", invoice.extended_json())
         return invoice
 
@@ -1404,6 +1412,16 @@ class LagoStore:
         if refund and invoice.payment_status != "succeeded":
             # Lago refunds only what was paid (CreditNotes::ValidateService).
             raise invalid(refund_amount_cents="higher_than_remaining_invoice_amount")
+        if invoice.invoice_type == "credit":
+            # CreditNotes::CreateService / ValidateService: a top-up is credited only once paid, with an
+            # active wallet, and only refunded (no credit part); the refunded credits leave the wallet.
+            wallet = self.wallets.top_up_wallet(invoice)
+            if invoice.payment_status != "succeeded" or wallet is None:
+                raise LagoError(405, "invalid_type_or_status")
+            if credit:
+                raise invalid(credit_amount_cents="cannot_credit_invoice")
+            if refund > min(wallet.balance_cents, self.wallets.top_up_left(invoice)):
+                raise invalid(refund_amount_cents="exceeds_remaining_transaction_amount")
         for _, fee, amount in items:
             fee.credited_cents += amount
         seq = len(self.credit_notes) + 1
@@ -1424,6 +1442,8 @@ class LagoStore:
         # The credited invoice keeps its totals: Lago's credit_notes_amount_cents counts credit applied
         # *to* an invoice (a later one), not notes issued on it.
         self.credit_notes[note.lago_id] = note
+        if invoice.invoice_type == "credit":
+            self.wallets.take_back(invoice, refund, note.lago_id)
         self.effects.record("credit_note.create", invoice.lago_id)
         self.emit("credit_note.created", "credit_note", note.json())
         return note

@@ -7,10 +7,19 @@
   wallet's balance grows only when that invoice's payment succeeds (the transaction is then ``settled``,
   ``wallet_transaction.updated``);
 - granted credits: an inbound transaction ``granted``/``settled`` at once, no invoice;
-- voided credits: an outbound transaction ``voided``/``settled``;
+- voided credits: an outbound transaction ``voided``/``settled`` (``WalletTransactions::VoidService``);
 - consumption: a subscription invoice, when finalized, takes what the customer's active wallets in its
   currency hold (by priority, then age) up to the amount due: ``prepaid_credit_amount_cents`` on the
-  invoice, ``total_amount_cents`` reduced, an outbound transaction ``invoiced`` per wallet used.
+  invoice, ``total_amount_cents`` reduced, an outbound transaction ``invoiced`` per wallet used;
+- traceable wallets (``WalletTransactions::TrackConsumptionService``): every inbound transaction keeps
+  its ``remaining_amount_cents``; an outbound one (invoiced or voided) consumes the settled inbound ones
+  (by priority, granted before purchased, then oldest first), so an invoice tells how much of its prepaid credits were granted and how much purchased
+  (``prepaid_granted_credit_amount_cents``, ``prepaid_purchased_credit_amount_cents``);
+- a voided invoice gives the credits it consumed back (``WalletTransactions::RecreditService``): an
+  inbound ``granted``/``settled`` transaction carrying ``lago_voided_invoice_id``, on an active wallet only;
+- a credit note of a paid top-up (refund only, as Lago) takes its credits back: an outbound ``voided``
+  transaction carrying ``lago_credit_note_id`` (``CreditNotes::CreateService``), consuming the top-up's
+  own credits first.
 
 Not simulated: ``invoice_requires_successful_payment`` (taken and shown; the invoice is issued at once as
 when it is false), recurring rules, ``applies_to`` limits, expiry, traceable wallets.
@@ -107,6 +116,9 @@ class WalletTransaction:
     created_at: datetime
     name: str | None = None
     invoice: Invoice | None = None
+    remaining_cents: int | None = None  # inbound: what outbound transactions have not consumed yet
+    voided_invoice: Invoice | None = None
+    credit_note_id: str | None = None
     settled_at: datetime | None = None
     invoice_requires_successful_payment: bool = False
     metadata: list[dict[str, str]] = field(default_factory=list)
@@ -117,16 +129,18 @@ class WalletTransaction:
             "lago_id": self.lago_id,
             "lago_wallet_id": wallet.lago_id,
             "lago_invoice_id": self.invoice.lago_id if self.invoice else None,
-            "lago_credit_note_id": None,
-            "lago_voided_invoice_id": None,
+            "lago_credit_note_id": self.credit_note_id,
+            "lago_voided_invoice_id": self.voided_invoice.lago_id if self.voided_invoice else None,
             "status": self.status,
             "source": "manual",
             "transaction_status": self.transaction_status,
             "transaction_type": self.transaction_type,
             "amount": to_major(self.amount_cents, wallet.currency),
             "credit_amount": decimal_str(wallet.credits(self.amount_cents)),
-            "remaining_amount_cents": None,
-            "remaining_credit_amount": None,
+            "remaining_amount_cents": self.remaining_cents,
+            "remaining_credit_amount": (
+                None if self.remaining_cents is None else decimal_str(wallet.credits(self.remaining_cents))
+            ),
             "priority": wallet.priority,
             "invoice_requires_successful_payment": self.invoice_requires_successful_payment,
             "settled_at": ts(self.settled_at),
@@ -140,6 +154,26 @@ class WalletTransaction:
 
     def webhook_json(self) -> dict[str, Any]:
         return {**self.json(), "wallet": self.wallet.json()}
+
+
+@dataclass
+class Funding:
+    """What one inbound transaction gave to an outbound one (``WalletTransactionConsumption``)."""
+
+    lago_id: str
+    inbound: WalletTransaction
+    outbound: WalletTransaction
+    amount_cents: int
+    created_at: datetime
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "lago_id": self.lago_id,
+            "amount_cents": self.amount_cents,
+            "credit_amount": decimal_str(self.inbound.wallet.credits(self.amount_cents)),
+            "created_at": ts(self.created_at),
+            "wallet_transaction": self.inbound.json(),
+        }
 
 
 def _credits(data: dict[str, Any], name: str) -> Decimal:
@@ -170,6 +204,7 @@ class Wallets:
         self.store = store
         self.wallets: dict[str, Wallet] = {}
         self.transactions: dict[str, WalletTransaction] = {}
+        self.fundings: list[Funding] = []
 
     # -- wallets -----------------------------------------------------------------------------------
 
@@ -282,6 +317,7 @@ class Wallets:
                 store.new_id(), wallet, status, kind, direction, cents, now, name=name, metadata=metadata,
                 settled_at=now if status == "settled" else None,
                 invoice_requires_successful_payment=requires_payment,
+                remaining_cents=cents if direction == "inbound" else None,
             )  # fmt: skip
             self.transactions[tx.lago_id] = tx
             made.append(tx)
@@ -297,6 +333,7 @@ class Wallets:
             store.emit("wallet_transaction.created", "wallet_transaction", tx.webhook_json())
         if voided:
             tx = new("settled", "voided", "outbound", wallet.cents(voided))
+            self._consume(wallet, tx.amount_cents, tx)
             self._move(wallet, -tx.amount_cents)
             store.emit("wallet_transaction.created", "wallet_transaction", tx.webhook_json())
         for tx in made:
@@ -326,6 +363,90 @@ class Wallets:
                 tx.status, tx.settled_at = "settled", self.store.clock.now()
                 self._move(tx.wallet, tx.amount_cents)
                 self.store.emit("wallet_transaction.updated", "wallet_transaction", tx.webhook_json())
+
+    def transaction(self, lago_id: str) -> WalletTransaction:
+        tx = self.transactions.get(lago_id)
+        if tx is None:
+            raise not_found("wallet_transaction")
+        return tx
+
+    def fundings_of(self, lago_id: str) -> list[Funding]:
+        tx = self.transaction(lago_id)
+        if tx.transaction_type != "outbound":
+            raise invalid(lago_id="not_outbound")
+        return [f for f in self.fundings if f.outbound is tx]
+
+    def _consume(
+        self, wallet: Wallet, cents: int, outbound: WalletTransaction, first: WalletTransaction | None = None
+    ) -> int:
+        """Takes ``cents`` from the wallet's settled inbound transactions (``first``, then oldest first);
+        returns how much of it came from granted credits."""
+        inbound = sorted(
+            (t for t in self.transactions.values() if t.wallet is wallet and t.transaction_type == "inbound"
+             and t.status == "settled" and t.remaining_cents),
+            # Lago's in_consumption_order: priority, granted before purchased, oldest first.
+            key=lambda t: (t is not first, wallet.priority, t.transaction_status != "granted", t.created_at),
+        )  # fmt: skip
+        granted = 0
+        for tx in inbound:
+            if cents <= 0:
+                break
+            used = min(cents, tx.remaining_cents or 0)
+            tx.remaining_cents = (tx.remaining_cents or 0) - used
+            cents -= used
+            self.fundings.append(Funding(self.store.new_id(), tx, outbound, used, self.store.clock.now()))
+            if tx.transaction_status == "granted":
+                granted += used
+        return granted
+
+    def recredit(self, invoice: Invoice) -> None:
+        """``WalletTransactions::RecreditService``, for a voided invoice: the credits each of its
+        ``invoiced`` transactions took go back to their wallet (an active one) as granted credits."""
+        store, now = self.store, self.store.clock.now()
+        for used in [t for t in self.transactions.values() if t.invoice is invoice and t.transaction_status
+                     == "invoiced"]:  # fmt: skip
+            wallet = used.wallet
+            if wallet.status != "active":
+                continue  # Lago refuses (wallet_not_active): the credits are lost
+            tx = WalletTransaction(store.new_id(), wallet, "settled", "granted", "inbound", used.amount_cents,
+                                   now, settled_at=now, remaining_cents=used.amount_cents,
+                                   voided_invoice=invoice)  # fmt: skip
+            self.transactions[tx.lago_id] = tx
+            self._move(wallet, tx.amount_cents)
+            store.effects.record("wallet_transaction.create", f"{wallet.lago_id}:granted")
+            store.emit("wallet_transaction.created", "wallet_transaction", tx.webhook_json())
+
+    def top_up_left(self, invoice: Invoice) -> int:
+        """What is left of a top-up's own credits (a credit note takes back no more: Lago's
+        ``exceeds_remaining_transaction_amount``)."""
+        return sum(t.remaining_cents or 0 for t in self.transactions.values()
+                   if t.invoice is invoice and t.transaction_status == "purchased" and t.status == "settled")  # fmt: skip
+
+    def top_up_wallet(self, invoice: Invoice) -> Wallet | None:
+        """The active wallet a ``credit`` invoice topped up (Lago's ``associated_active_wallet``)."""
+        for tx in self.transactions.values():
+            if (
+                tx.invoice is invoice
+                and tx.transaction_status == "purchased"
+                and tx.wallet.status == "active"
+            ):
+                return tx.wallet
+        return None
+
+    def take_back(self, invoice: Invoice, cents: int, credit_note_id: str) -> None:
+        """A credit note of a top-up: its refunded amount leaves the wallet, an outbound ``voided``
+        transaction carrying the credit note (``WalletTransactions::VoidService``)."""
+        wallet = self.top_up_wallet(invoice)
+        if wallet is None or cents <= 0:
+            return
+        purchased = next(t for t in self.transactions.values() if t.invoice is invoice and t.wallet is wallet)
+        now = self.store.clock.now()
+        tx = WalletTransaction(self.store.new_id(), wallet, "settled", "voided", "outbound", cents, now,
+                               settled_at=now, credit_note_id=credit_note_id)  # fmt: skip
+        self.transactions[tx.lago_id] = tx
+        self._consume(wallet, cents, tx, first=purchased)
+        self._move(wallet, -cents)
+        self.store.effects.record("wallet_transaction.create", f"{wallet.lago_id}:voided")
 
     def _move(self, wallet: Wallet, cents: int) -> None:
         wallet.balance_cents += cents
@@ -363,8 +484,12 @@ class Wallets:
             tx = WalletTransaction(self.store.new_id(), wallet, "settled", "invoiced", "outbound", used, now,
                                    invoice=invoice, settled_at=now)  # fmt: skip
             self.transactions[tx.lago_id] = tx
+            granted = self._consume(wallet, used, tx)
             self._move(wallet, -used)
             invoice.prepaid_credit_amount_cents += used
+            invoice.prepaid_granted_credit_amount_cents = (
+                invoice.prepaid_granted_credit_amount_cents or 0
+            ) + granted
             due -= used
             self.store.effects.record("wallet_transaction.create", f"{wallet.lago_id}:invoiced")
             self.store.emit("wallet_transaction.created", "wallet_transaction", tx.webhook_json())

@@ -157,6 +157,8 @@ class SapSandbox:
             "company_code_by_currency": dict(config.COMPANY_CODE_BY_CURRENCY),
             "receivables_account": config.RECEIVABLES_ACCOUNT,
             "advance_account": config.ADVANCES_ACCOUNT,
+            "granted_credits_account": config.GRANTED_CREDITS_ACCOUNT,
+            "voided_credits_account": config.VOIDED_CREDITS_ACCOUNT,
             "revenue_account_by_family": dict(config.REVENUE_ACCOUNT_BY_FAMILY),
             "tax_code_by_catalog_code": dict(config.SAP_TAX_CODE_BY_CATALOG),
         }

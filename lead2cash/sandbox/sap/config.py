@@ -84,6 +84,10 @@ class GLAccount:
 RECEIVABLES_ACCOUNT = "12100000"
 OUTPUT_TAX_ACCOUNT = "22000000"
 ADVANCES_ACCOUNT = "21800000"
+# Granted (free) wallet credits consumed on invoices: a sales deduction (contra-revenue), not the advance.
+GRANTED_CREDITS_ACCOUNT = "44000000"
+# Paid wallet credits voided without a refund: the advance released to other operating income.
+VOIDED_CREDITS_ACCOUNT = "48000000"
 REVENUE_ACCOUNT_BY_FAMILY = {
     "Software": "41000000",
     "Services": "41100000",
@@ -98,6 +102,8 @@ GL_ACCOUNTS: dict[str, GLAccount] = {
         GLAccount(RECEIVABLES_ACCOUNT, "Receivables Domestic", True, "RECV", reconciliation_for="D"),
         GLAccount(OUTPUT_TAX_ACCOUNT, "Output Tax", True, "LIAB"),
         GLAccount(ADVANCES_ACCOUNT, "Customer Advances (Prepaid Credits)", True, "LIAB"),
+        GLAccount(GRANTED_CREDITS_ACCOUNT, "Sales Deductions (Granted Credits)", False, "REV"),
+        GLAccount(VOIDED_CREDITS_ACCOUNT, "Other Operating Income (Voided Credits)", False, "REV"),
         GLAccount("41000000", "Revenue Software", False, "REV"),
         GLAccount("41100000", "Revenue Services", False, "REV"),
         GLAccount("41200000", "Revenue Training", False, "REV"),

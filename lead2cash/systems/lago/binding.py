@@ -8,7 +8,9 @@ Target actions:
 - ``send_usage`` (UsageEvent): batches of up to 100 events to ``POST /events/batch`` (``usage.py``).
 
 Source objects (``WebhookSource``s; with ``trigger: {type: webhook, poll_fallback: 60s}`` they are also
-polled): ``invoices`` (``invoice.*`` events) and ``credit_notes`` (``credit_note.*``).
+polled): ``invoices`` (``invoice.*`` events) and ``credit_notes`` (``credit_note.*``); and
+``wallet_transactions`` (``wallet_transaction.created|updated``, webhooks only: Lago lists transactions
+per wallet, with no listing to poll).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ INVOICE_EVENTS = frozenset(
     }
 )
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
+WALLET_TRANSACTION_EVENTS = frozenset({"wallet_transaction.created", "wallet_transaction.updated"})
 # Invoice events sent when Lago makes the invoice, before any credit note on it can exist.
 BIRTH_EVENTS = frozenset({"invoice.created", "invoice.one_off_created", "invoice.drafted"})
 # bill_order's policies for a billed deal that is lost or reopened, and for an amendment of days already
@@ -169,9 +172,14 @@ class LagoBinding:
                     )
                 ]
             )
-        if object not in ("invoices", "credit_notes"):
+        if object not in ("invoices", "credit_notes", "wallet_transactions"):
             raise ConfigProblems(
-                [(("object",), f"Lago source objects are invoices, credit_notes; not {object!r}")]
+                [
+                    (
+                        ("object",),
+                        f"Lago source objects are invoices, credit_notes, wallet_transactions; not {object!r}",
+                    )
+                ]
             )
         refunds = options.get("refunds", False)
         if not isinstance(refunds, bool) or (refunds and object != "invoices"):
@@ -184,6 +192,8 @@ class LagoBinding:
                     self, consumer, events or INVOICE_EVENTS | set(REFUND_EVENTS), refunds=True
                 )
             return InvoiceSource(self, consumer, events or INVOICE_EVENTS)
+        if object == "wallet_transactions":
+            return WalletTransactionSource(self, consumer, events or WALLET_TRANSACTION_EVENTS)
         return CreditNoteSource(self, consumer, events or CREDIT_NOTE_EVENTS)
 
     def target(self, action: str, options: Mapping[str, Any]) -> OrderTarget | CustomerTarget | UsageTarget:
@@ -1303,6 +1313,59 @@ class CreditNoteSource(LagoEventSource):
         admitted, writes, _ = self._admit(taken, read=True)
         records = [self._record(item, n, None) for item, n in admitted]
         return SourceBatch(records, after, more=more, xrefs=writes)
+
+
+class WalletTransactionSource(LagoEventSource):
+    """Wallet transactions, from their webhooks (Lago lists them per wallet only: the poll reads
+    nothing). An outbound one is passed on with what funded it (``adapter.FUNDINGS_FIELD``, read from
+    Lago's fundings of traceable wallets), so paid credits voided are told from granted ones."""
+
+    object_type = "wallet_transaction"
+
+    def state(self, obj: Mapping[str, Any]) -> str:
+        return str(obj.get("status"))
+
+    def stamp(self, obj: Mapping[str, Any]) -> str:
+        return _stamp(obj.get("settled_at") or obj.get("failed_at") or obj.get("created_at"))
+
+    async def current(self, lago_id: str) -> dict[str, Any]:
+        tx = await self.client.get_wallet_transaction(lago_id)
+        if "wallet" not in tx and tx.get("lago_wallet_id"):
+            # A read answers the transaction alone; its customer and currency are the wallet's (the
+            # webhook carries the wallet).
+            tx["wallet"] = await self.client.get_wallet(str(tx["lago_wallet_id"]))
+        return await self._with_fundings(tx)
+
+    async def _with_fundings(self, tx: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(tx)
+        if out.get("transaction_type") == "outbound" and out.get("transaction_status") == "voided":
+            try:
+                fundings = [f async for f in self.client.wallet_transaction_fundings(str(out["lago_id"]))]
+            except PermanentError:
+                fundings = []  # not a traceable wallet: Lago does not tell, all taken as paid credits
+            if fundings:
+                out[adapter.FUNDINGS_FIELD] = [
+                    {
+                        "transaction_status": (f.get("wallet_transaction") or {}).get("transaction_status"),
+                        "amount_cents": f.get("amount_cents"),
+                    }
+                    for f in fundings
+                ]
+        return out
+
+    async def webhook_object(
+        self, webhook_type: str, payload: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, bool]:
+        tx, _ = await super().webhook_object(webhook_type, payload)
+        if tx is None or not tx.get("lago_id"):
+            return None, False
+        return await self._with_fundings(tx), False
+
+    def event_type(self, obj: Mapping[str, Any]) -> str:
+        return "wallet_transaction.created"
+
+    async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
+        return SourceBatch([], checkpoint)
 
 
 @dataclass(frozen=True)

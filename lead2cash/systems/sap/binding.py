@@ -15,6 +15,9 @@ Target actions
     ``credit_note.refund``      CreditNote: the cash leg of its refund (receivable debited, the provider's
                                 bank/clearing account credited) under ``<credit note number>-RF``;
                                 nothing (``no-refund``) when it refunds nothing.
+    ``wallet_credits.void``     WalletTransaction: paid credits voided, the advance debited and the voided
+                                credits account credited under ``VC<transaction id tail>``; nothing
+                                (``nothing-to-post``) for any other wallet movement.
     ``business_partner.ensure`` Customer: find the partner by its search key or create it.
 
 Exactly once: a posting's reference is the document number (the header's DocumentReferenceID, XBLNR, up to
@@ -40,7 +43,15 @@ from lxml import etree
 from pydantic import BaseModel
 
 from lead2cash.adapters import sap as adapter
-from lead2cash.canonical_model import CreditNote, Customer, Invoice, JournalEntry, Money, Payment
+from lead2cash.canonical_model import (
+    CreditNote,
+    Customer,
+    Invoice,
+    JournalEntry,
+    Money,
+    Payment,
+    WalletTransaction,
+)
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.sap import SapBasicAuth, SapSystemConfig
 from lead2cash.connectors.sap.odata import (
@@ -69,6 +80,7 @@ ACTIONS = (
     "journal_entry.reverse",
     "payment.clear",
     "credit_note.refund",
+    "wallet_credits.void",
     "business_partner.ensure",
 )
 NOT_POSTED = "not-posted"
@@ -147,6 +159,8 @@ class SapSystem:
             if cfg.invoice_postings is not None
             else dict(adapter.DEFAULT_INVOICE_POSTINGS),
             advance_account=cfg.advance_account,
+            granted_credits_account=cfg.granted_credits_account,
+            voided_credits_account=cfg.voided_credits_account,
             clearing_accounts=_table(cfg.clearing_accounts, tables, "clearing_accounts", problems),
             payment_document_type=cfg.payment_document_type,
         )
@@ -268,6 +282,8 @@ class SapSystem:
             return PaymentTarget(self, _posting_options(options, {"long_references"}))
         if action == "credit_note.refund":
             return RefundTarget(self, _posting_options(options, {"long_references"}))
+        if action == "wallet_credits.void":
+            return VoidedCreditsTarget(self, _posting_options(options, {"long_references"}))
         if action == "business_partner.ensure":
             return PartnerTarget(self)
         raise ValueError(f"unknown SAP action {action!r}; known: {', '.join(ACTIONS)}")
@@ -714,7 +730,8 @@ class JournalEntryTarget:
 
 class ReversalTarget(JournalEntryTarget):
     """``journal_entry.reverse``: a voided invoice's posting reversed, found first by the invoice's own
-    cross-reference, then by its reference in SAP. Never posted: nothing is sent."""
+    cross-reference, then by its reference in SAP. Never posted: nothing is sent, except the paid credits
+    it used, which Lago gave back as granted ones (``adapter.void_unposted_entry``)."""
 
     def __init__(self, system: SapSystem, long_references: str, after: tuple[str, str] | None) -> None:
         super().__init__(system, long_references)
@@ -760,8 +777,17 @@ class ReversalTarget(JournalEntryTarget):
                     "the voided invoice's posting is still on its way; its reversal waits for it",
                     details={"invoice": entity.invoice_number},
                 )
-            log.info("voided invoice was never posted: nothing to reverse", invoice=entity.invoice_number)
-            return NOT_POSTED
+            try:
+                credits = adapter.void_unposted_entry(entity, self.rules)
+            except adapter.PostingRuleError as exc:
+                raise PermanentError(f"cannot map the credits given back: {exc}") from exc
+            if credits is None:
+                log.info("voided invoice was never posted: nothing to reverse", invoice=entity.invoice_number)
+                return NOT_POSTED
+            # Nothing to reverse, but the paid credits it used came back as granted ones.
+            ref = await self._post(credits, {})
+            self.system.xref_put("InvoiceVoid", entity.id, ref)
+            return ref
         debtors = await self._debtors(entity, entry)
         ref = await self._post(entry, debtors)
         self.system.xref_put("InvoiceVoid", entity.id, ref)
@@ -912,6 +938,56 @@ class RefundTarget(JournalEntryTarget):
 
     def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
         entry = self._refund(entity)
+        return {"journal_entry": entry.model_dump(mode="json") if entry is not None else None}
+
+
+NOTHING_TO_POST = "nothing-to-post"
+"""A wallet movement's confirmation when another document books it, or nothing does (see
+``adapter.voided_credits_entry``)."""
+
+
+class VoidedCreditsTarget(JournalEntryTarget):
+    """``wallet_credits.void``: paid credits voided in a wallet, the advance released to the voided
+    credits account (``VC<transaction id tail>``); every other wallet movement posts nothing here."""
+
+    def __init__(self, system: SapSystem, long_references: str) -> None:
+        super().__init__(system, long_references)
+        self.name = f"{system.name}/wallet_credits.void"
+
+    def _voided(self, entity: BaseModel) -> JournalEntry | None:
+        if not isinstance(entity, WalletTransaction):
+            raise PermanentError(
+                f"wallet_credits.void takes WalletTransaction entities, not {type(entity).__name__}"
+            )
+        try:
+            return adapter.voided_credits_entry(entity, self.rules)
+        except adapter.PostingRuleError as exc:
+            raise PermanentError(
+                f"cannot map the voided credits: {exc}", details={"entity": entity.id}
+            ) from exc
+
+    async def deliver(self, entity: BaseModel, key: str) -> str | None:
+        entry = self._voided(entity)
+        if entry is None:
+            return NOTHING_TO_POST
+        ref = await self._post(entry, {})
+        self.system.xref_put("VoidedCredits", entity_id(entity), ref)
+        return ref
+
+    async def lookup(self, entity: BaseModel, key: str) -> str | None:
+        known = self.system.xref_get("VoidedCredits", entity_id(entity))
+        if known is not None:
+            return known
+        entry = self._voided(entity)
+        if entry is None:
+            return None
+        found = await self.find(entry.company_code, entry.reference_id)
+        if found is not None:
+            self.system.xref_put("VoidedCredits", entity_id(entity), found)
+        return found
+
+    def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
+        entry = self._voided(entity)
         return {"journal_entry": entry.model_dump(mode="json") if entry is not None else None}
 
 

@@ -46,6 +46,11 @@ SYSTEM = SystemType(
             "a CreditNote's refund as cash out: receivable against the clearing account (<number>-RF)",
             JournalEntryOptions,
         ),
+        Operation(
+            "wallet_credits.void",
+            "a WalletTransaction: paid credits voided, the advance released (VC<id>); others post nothing",
+            JournalEntryOptions,
+        ),
         Operation("business_partner.ensure", "a Customer as a business partner", NoOptions),
     ),
     adapters=("lead2cash.adapters.sap",),

@@ -5,7 +5,11 @@ A scenario over real sockets: a wallet created with paid and granted credits, li
 paid top-up (a ``credit`` invoice of one ``credit`` fee without tax, ``invoice.paid_credit_added``; the
 credits reach the wallet only once that invoice is paid); a subscription invoice that takes the wallet's
 balance as prepaid credits (``prepaid_credit_amount_cents``, ``total_amount_cents`` reduced, an outbound
-transaction); the wallet terminated; errors in Lago's shapes. Every request and response is validated
+transaction), granted credits first, with its granted/purchased split and the transaction's fundings
+(traceable wallets); the invoice voided (its credits back as a ``granted`` transaction carrying
+``lago_voided_invoice_id``); a top-up refunded by a credit note (its credits taken back: a ``voided``
+transaction carrying ``lago_credit_note_id``); credits voided; the wallet terminated; errors in Lago's
+shapes. Every request and response is validated
 against ``specs/lago/openapi.yaml``, and the webhooks against its ``webhooks:`` section.
 """
 
@@ -32,6 +36,8 @@ WALLET_OPERATIONS = {
     "DELETE /api/v1/wallets/{lago_id}",
     "GET /api/v1/wallets/{lago_id}/wallet_transactions",
     "POST /api/v1/wallet_transactions",
+    "GET /api/v1/wallet_transactions/{lago_id}",
+    "GET /api/v1/wallet_transactions/{lago_id}/fundings",
 }
 
 
@@ -95,6 +101,31 @@ def wallet_run(conformance_lago: dict[str, Any]) -> dict[str, Any]:
     consumed = call("GET", "/api/v1/wallets/{lago_id}", wallet_path).json()["wallet"]
     outbound = call("GET", "/api/v1/wallets/{lago_id}/wallet_transactions", f"{wallet_path}/wallet_transactions",
                     params={"transaction_type": "outbound"}).json()["wallet_transactions"]  # fmt: skip
+    tx_path = f"/api/v1/wallet_transactions/{outbound[0]['lago_id']}"
+    read_back = call("GET", "/api/v1/wallet_transactions/{lago_id}", tx_path).json()
+    fundings = call("GET", "/api/v1/wallet_transactions/{lago_id}/fundings", f"{tx_path}/fundings").json()[
+        "wallet_transaction_fundings"
+    ]
+    # The invoice voided: its credits go back to the wallet as granted credits.
+    client.post(f"/api/v1/invoices/{subscription_invoice['lago_id']}/void").raise_for_status()
+    recredited = call("GET", "/api/v1/wallets/{lago_id}", wallet_path).json()["wallet"]
+    # A new 20.00 top-up, paid, partly refunded: a credit note (refund only) takes 10.00 of its credits back.
+    (fresh,) = client.post("/api/v1/wallet_transactions", json={"wallet_transaction": {
+        "wallet_id": created["lago_id"], "paid_credits": "20.0"}}).json()["wallet_transactions"]  # fmt: skip
+    fresh_invoice = f"/api/v1/invoices/{fresh['lago_invoice_id']}"
+    client.put(fresh_invoice, json={"invoice": {"payment_status": "succeeded"}}).raise_for_status()
+    small = client.get(fresh_invoice).json()["invoice"]
+    refund_note = client.post("/api/v1/credit_notes", json={"credit_note": {
+        "invoice_id": small["lago_id"], "reason": "other", "refund_amount_cents": 1000,
+        "items": [{"fee_id": small["fees"][0]["lago_id"], "amount_cents": 1000}]}})  # fmt: skip
+    assert refund_note.status_code == 200, refund_note.text
+    credited_back = client.post("/api/v1/credit_notes", json={"credit_note": {
+        "invoice_id": small["lago_id"], "reason": "other", "credit_amount_cents": 100,
+        "items": [{"fee_id": small["fees"][0]["lago_id"], "amount_cents": 100}]}})  # fmt: skip
+    voided = call("POST", "/api/v1/wallet_transactions", json={"wallet_transaction": {
+        "wallet_id": created["lago_id"], "voided_credits": "1.0"}}).json()["wallet_transactions"]  # fmt: skip
+    after_void = call("GET", "/api/v1/wallets/{lago_id}/wallet_transactions", f"{wallet_path}/wallet_transactions",
+                      params={"per_page": 100}).json()["wallet_transactions"]  # fmt: skip
     terminated = call("DELETE", "/api/v1/wallets/{lago_id}", wallet_path).json()["wallet"]
 
     # Errors, in Lago's shapes.
@@ -110,7 +141,9 @@ def wallet_run(conformance_lago: dict[str, Any]) -> dict[str, Any]:
     return {
         "calls": calls, "created": created, "top_up": top_up, "before_paid": before_paid,
         "after_paid": after_paid, "credit_invoices": credit_invoices, "invoice": subscription_invoice,
-        "consumed": consumed, "outbound": outbound, "terminated": terminated,
+        "consumed": consumed, "outbound": outbound, "terminated": terminated, "read_back": read_back,
+        "fundings": fundings, "recredited": recredited, "refund_note": refund_note.json()["credit_note"],
+        "credited_back": credited_back, "voided": voided, "after_void": after_void,
     }  # fmt: skip
 
 
@@ -189,6 +222,50 @@ def test_wallet_webhooks_validate_against_the_webhooks_section(
     assert not failures, "\n".join(failures)
     # A paid top-up: the credit invoice is told as issued (never invoice.created); its payment settles
     # the transaction (two top-ups, two of each).
-    assert types.count("invoice.paid_credit_added") == 2 and "invoice.created" in types  # the period's
-    assert types.count("wallet_transaction.updated") == 2
-    assert types.count("wallet_transaction.created") == 4  # paid, granted, paid, invoiced
+    assert types.count("invoice.paid_credit_added") == 3 and "invoice.created" in types  # the period's
+    assert types.count("wallet_transaction.updated") == 3
+    # paid, granted, paid, invoiced, granted back by the void, paid, voided (a credit note's take-back
+    # sends none)
+    assert types.count("wallet_transaction.created") == 7
+
+
+def test_prepaid_credits_tell_granted_from_purchased_and_come_back_on_a_void(
+    wallet_run: dict[str, Any],
+) -> None:
+    invoice, fundings = wallet_run["invoice"], wallet_run["fundings"]
+    used = invoice["prepaid_credit_amount_cents"]
+    # Granted credits (10.00) are used before purchased ones (Lago's in_consumption_order).
+    assert invoice["prepaid_granted_credit_amount_cents"] == 1000
+    assert invoice["prepaid_purchased_credit_amount_cents"] == used - 1000
+    assert wallet_run["read_back"]["lago_id"] == wallet_run["outbound"][0]["lago_id"]
+    assert sorted(
+        (f["wallet_transaction"]["transaction_status"], f["amount_cents"]) for f in fundings
+    ) == sorted([("granted", 1000)] + [("purchased", a) for a in _purchased_parts(fundings)])
+    assert sum(f["amount_cents"] for f in fundings) == used
+    # The void: the credits used come back, as one granted transaction naming the voided invoice.
+    assert wallet_run["recredited"]["balance_cents"] == wallet_run["consumed"]["balance_cents"] + used
+    back = [t for t in wallet_run["after_void"] if t["lago_voided_invoice_id"] == invoice["lago_id"]]
+    assert [(t["transaction_status"], t["transaction_type"], t["amount"]) for t in back] == [
+        ("granted", "inbound", f"{used / 100:.2f}")
+    ]
+
+
+def test_a_top_up_credit_note_refunds_and_takes_the_credits_back(wallet_run: dict[str, Any]) -> None:
+    note = wallet_run["refund_note"]
+    assert note["refund_amount_cents"] == 1000 and note["credit_amount_cents"] == 0
+    taken = [t for t in wallet_run["after_void"] if t["lago_credit_note_id"] == note["lago_id"]]
+    assert [(t["transaction_status"], t["transaction_type"], t["amount"]) for t in taken] == [
+        ("voided", "outbound", "10.00")
+    ]
+    # A credit (not a refund) of a top-up is refused, as Lago.
+    assert wallet_run["credited_back"].status_code == 422
+    (voided,) = wallet_run["voided"]
+    assert (voided["transaction_status"], voided["transaction_type"], voided["status"]) == (
+        "voided", "outbound", "settled",
+    )  # fmt: skip
+
+
+def _purchased_parts(fundings: list[dict[str, Any]]) -> list[int]:
+    return [
+        f["amount_cents"] for f in fundings if f["wallet_transaction"]["transaction_status"] == "purchased"
+    ]

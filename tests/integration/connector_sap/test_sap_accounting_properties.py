@@ -3,7 +3,8 @@ the SAP sandbox: each random sequence's records go to three routes declared as t
 (lago.invoice -> journal_entry.post, lago.invoice -> journal_entry.reverse, lago.credit_note ->
 journal_entry.post, lago.payment -> payment.clear, lago.credit_note -> credit_note.refund, the shipped
 mapping tables), duplicates included, and what SAP booked is read back:
-per customer the receivable equals what Lago says is owed, the customer advance equals the wallets,
+per customer the receivable equals what Lago says is owed, the customer advance equals the wallets' paid
+credits, the sales deduction the granted credits used less those voids gave back,
 revenue is on each fee's family account, every document once and every document balanced.
 
 ``LEAD2CASH_ACCOUNTING_SANDBOX_EXAMPLES`` sets the number of sequences (200 by default)."""
@@ -23,7 +24,16 @@ import doubles
 import pytest
 from hypothesis import HealthCheck, settings
 from sap_hub_config import sap_system
-from test_accounting_properties import ADVANCE, MAPPINGS, RECEIVABLE, SEQUENCES, check, simulate
+from test_accounting_properties import (
+    ADVANCE,
+    GRANTED,
+    MAPPINGS,
+    RECEIVABLE,
+    SEQUENCES,
+    VOIDED,
+    check,
+    simulate,
+)
 
 from lead2cash.hub import Hub
 
@@ -34,6 +44,7 @@ SOURCES = {
     "credit_notes": "mem_notes",
     "payments": "mem_payments",
     "refunds": "mem_refunds",
+    "wallet_transactions": "mem_wallet",
 }
 
 
@@ -101,6 +112,13 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
             _route(
                 "refunds", "credit_note.refund", "credit-note-refund:{id}", "lago.credit_note", "CreditNote"
             ),
+            _route(
+                "wallet_transactions",
+                "wallet_credits.void",
+                "wallet-transaction:{id}",
+                "lago.wallet_transaction",
+                "WalletTransaction",
+            ),
         ],
     }
     path = workdir / "accounting.yaml"
@@ -121,6 +139,8 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
     receivables: dict[str, Decimal] = defaultdict(Decimal)
     advance: dict[str, Decimal] = defaultdict(Decimal)
     revenue: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    granted: dict[str, Decimal] = defaultdict(Decimal)
+    voided: dict[str, Decimal] = defaultdict(Decimal)
     per_document: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
         amount, cur, account = (
@@ -133,9 +153,13 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
             receivables[customer_of[row["Customer"]]] += amount
         elif account == ADVANCE:
             advance[cur] -= amount
+        elif account == GRANTED:
+            granted[cur] += amount
+        elif account == VOIDED:
+            voided[cur] -= amount
         elif account.startswith("41"):
             revenue[(cur, account)] -= amount
     assert all(v == 0 for v in per_document.values()), "a document does not balance"
     references = Counter(d["DocumentReferenceID"] for d in ledger.documents.values())
     assert not [r for r, n in references.items() if n > 1], references
-    check(sim, receivables, advance, revenue)
+    check(sim, receivables, advance, revenue, granted, voided)

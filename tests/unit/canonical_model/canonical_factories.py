@@ -24,6 +24,7 @@ from lead2cash.canonical_model import (
     Subscription,
     TaxLine,
     UsageEvent,
+    WalletTransaction,
 )
 
 
@@ -301,6 +302,21 @@ def make_usage_event(**overrides: Any) -> UsageEvent:
     return UsageEvent(**(fields | overrides))
 
 
+def make_wallet_transaction(**overrides: Any) -> WalletTransaction:
+    fields: dict[str, Any] = {
+        "id": "wt-1",
+        "customer_id": "CUST-1",
+        "wallet_id": "w-1",
+        "kind": "voided",
+        "direction": "outbound",
+        "status": "settled",
+        "amount": Money.of("12.50", "EUR"),
+        "purchased": Money.of("2.50", "EUR"),
+        "transaction_date": date(2026, 1, 6),
+    }
+    return WalletTransaction(**(fields | overrides))
+
+
 def all_entities() -> list[CanonicalEntity]:
     return [
         make_contact(),
@@ -313,4 +329,5 @@ def all_entities() -> list[CanonicalEntity]:
         make_payment(),
         make_journal_entry(),
         make_usage_event(),
+        make_wallet_transaction(),
     ]

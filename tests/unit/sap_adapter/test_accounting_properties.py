@@ -1,12 +1,16 @@
 """Order-to-cash accounting as a property: random sequences of Lago billing documents per customer
-(invoices of every type, wallet top-ups, prepaid credits used on invoices, credit notes (part refunded
-when the invoice is paid: the cash out of the refund route), voids before and
-after posting, duplicated deliveries) go through the shipped adapters (lago.invoice, lago.credit_note)
+(invoices of every type, wallet top-ups, granted (free) credits, prepaid credits used on invoices
+(granted ones first, as Lago's traceable wallets), credits voided (granted ones first), credit notes (part refunded when the invoice is paid:
+the cash out of the refund route; of a paid top-up, refund only, taking its credits back), voids before
+and after posting (a void gives the credits its invoice used back, as granted credits), duplicated
+deliveries) go through the shipped adapters (lago.invoice, lago.credit_note)
 and the SAP posting rules built from the shipped mapping tables (config/mappings.yaml), each effect once
 per idempotency key as the router applies it. Asserted after every sequence: every entry balances; no
 revenue account ever receives a top-up; every fee's revenue is on its product family's account; per
 customer, the receivable equals what Lago says the customer owes, to the minor unit; per currency, the
-customer advance equals the wallets' balance; each document is posted once.
+customer advance equals the wallets' paid credits; the sales deduction account holds the granted
+credits used on invoices less the credits voids gave back; the voided credits account the paid credits
+voided; each document is posted once.
 
 ``LEAD2CASH_ACCOUNTING_EXAMPLES`` sets the number of sequences (200 by default)."""
 
@@ -29,7 +33,7 @@ from lead2cash.canonical_model import MINOR_UNITS, DebitCredit, JournalEntry, Jo
 MAPPINGS = YAML(typ="safe").load(
     (Path(__file__).resolve().parents[3] / "config" / "mappings.yaml").read_text()
 )["mappings"]
-RECEIVABLE, ADVANCE, TAX = "12100000", "21800000", "22000000"
+RECEIVABLE, ADVANCE, TAX, GRANTED, VOIDED = "12100000", "21800000", "22000000", "44000000", "48000000"
 RULES = sap.PostingRules(
     receivables_account=RECEIVABLE,
     revenue_accounts=MAPPINGS["sap_revenue_accounts"],
@@ -37,6 +41,8 @@ RULES = sap.PostingRules(
     company_code_by_currency={"EUR": "1010", "JPY": "1510", "KWD": "4810"},
     invoice_postings=MAPPINGS["sap_invoice_postings"],
     advance_account=ADVANCE,
+    granted_credits_account=GRANTED,
+    voided_credits_account=VOIDED,
     clearing_accounts=MAPPINGS["sap_clearing_accounts"],
     long_references="tail",
 )
@@ -72,7 +78,8 @@ def _expected_account(product: str) -> str:
 class Customer:
     n: int
     currency: str
-    wallet: int = 0  # prepaid credits available (minor units)
+    wallet: int = 0  # paid credits available (minor units)
+    granted: int = 0  # granted (free) credits available
     owed: int = 0  # what Lago says the customer owes: invoices left to pay less credit notes
 
 
@@ -108,7 +115,9 @@ def _customer_json(c: Customer) -> dict[str, Any]:
             "country": "DE", "currency": c.currency}  # fmt: skip
 
 
-def _invoice(c: Customer, n: int, kind: str, fees: list[tuple[int, int]], prepaid: int) -> dict[str, Any]:
+def _invoice(
+    c: Customer, n: int, kind: str, fees: list[tuple[int, int]], prepaid: int, granted: int = 0
+) -> dict[str, Any]:
     cur = c.currency
     items = []
     for i, (which, cents) in enumerate(fees):
@@ -147,6 +156,8 @@ def _invoice(c: Customer, n: int, kind: str, fees: list[tuple[int, int]], prepai
         "sub_total_excluding_taxes_amount_cents": net, "taxes_amount_cents": taxes,
         "sub_total_including_taxes_amount_cents": net + taxes, "applied_taxes": applied_taxes,
         "credit_notes_amount_cents": 0, "prepaid_credit_amount_cents": prepaid,
+        "prepaid_granted_credit_amount_cents": granted if prepaid else None,
+        "prepaid_purchased_credit_amount_cents": prepaid - granted if prepaid else None,
         "total_amount_cents": net + taxes - prepaid,
     }  # fmt: skip
 
@@ -177,6 +188,8 @@ STEP = st.one_of(
                        max_size=4),
               st.integers(0, 100)),  # share of the wallet to use, in percent
     st.tuples(st.just("top_up"), st.integers(1, 3_000_000)),
+    st.tuples(st.just("grant"), st.integers(1, 3_000_000)),  # free credits: no invoice, nothing posted
+    st.tuples(st.just("void_credits"), st.integers(1, 100)),  # percent of the wallet's credits voided
     # which invoice, percent credited, None (all credit) or the percent refunded of a paid invoice's
     st.tuples(st.just("credit_note"), st.integers(0, 50), st.integers(1, 100),
               st.one_of(st.none(), st.integers(1, 100))),
@@ -199,6 +212,8 @@ class Simulation:
     records: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     owed: dict[str, Decimal] = field(default_factory=dict)
     wallets: dict[str, Decimal] = field(default_factory=dict)
+    granted: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))  # sales deduction
+    voided: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))  # paid credits voided
     revenue: dict[tuple[str, str], Decimal] = field(default_factory=lambda: defaultdict(Decimal))
 
 
@@ -218,17 +233,49 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
     for i, (who, step, twice) in enumerate(steps):
         c = customers[who]
         times = 2 if twice else 1
+        if step[0] in ("grant", "void_credits"):
+            if step[0] == "grant":
+                cents, kind, direction, fundings = step[1], "granted", "inbound", None
+                c.granted += cents
+            else:
+                cents = (c.wallet + c.granted) * step[1] // 100
+                if cents <= 0:
+                    continue
+                # Lago consumes granted credits before purchased ones (traceable wallets' fundings).
+                granted = min(c.granted, cents)
+                c.granted -= granted
+                c.wallet -= cents - granted
+                sim.voided[c.currency] += _money(cents - granted, c.currency)
+                kind, direction = "voided", "outbound"
+                fundings = [{"transaction_status": "granted", "amount_cents": granted},
+                            {"transaction_status": "purchased", "amount_cents": cents - granted}]  # fmt: skip
+            amount = _money(cents, c.currency)
+            tx = {
+                "lago_id": f"wt-{c.n}-{i}", "lago_wallet_id": f"w-{c.n}", "status": "settled",
+                "transaction_status": kind, "transaction_type": direction, "amount": str(amount),
+                "created_at": "2026-01-06T10:00:00Z", "settled_at": "2026-01-06T10:00:00Z",
+                "wallet": {"lago_id": f"w-{c.n}", "external_customer_id": f"001PROP{c.n:04d}",
+                           "currency": c.currency},
+            }  # fmt: skip
+            if fundings is not None:
+                tx[lago.FUNDINGS_FIELD] = [f for f in fundings if f["amount_cents"]]
+            event = {"webhook_type": "wallet_transaction.created", "wallet_transaction": tx}
+            sim.records.extend([("wallet_transactions", event)] * times)
+            continue
         if step[0] in ("invoice", "top_up"):
             if step[0] == "invoice":
                 _, kind, fees, share = step
                 net = sum(cents for _, cents in fees)
                 gross = net + _tax(net, c.currency)
-                prepaid = min(c.wallet, gross) * share // 100
-                raw = _invoice(c, i, kind, fees, prepaid)
+                prepaid = min(c.wallet + c.granted, gross) * share // 100
+                granted = min(c.granted, prepaid)  # Lago uses granted credits before purchased ones
+                raw = _invoice(c, i, kind, fees, prepaid, granted)
                 for fee in raw["fees"]:
                     revenue(c, fee, fee["amount_cents"])
                 open_invoices[who].append(raw)
-                c.wallet -= prepaid
+                c.granted -= granted
+                c.wallet -= prepaid - granted
+                sim.granted[c.currency] += _money(granted, c.currency)
             else:
                 raw = _invoice(c, i, "credit", [(0, step[1])], 0)
                 c.wallet += step[1]
@@ -248,13 +295,21 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
             cents = (fee["amount_cents"] - credited[fee["lago_id"]]) * percent // 100
             top_up = raw_invoice["invoice_type"] == "credit"
             if top_up:
-                cents = min(cents, c.wallet)  # Lago takes back credits the wallet still holds
+                # Lago credits a top-up only once paid, by a refund only, taking the credits back
+                # (no more than the wallet's paid credits left).
+                if raw_invoice not in paid:
+                    continue
+                cents = min(cents, c.wallet)
             if cents <= 0:
                 continue
             credited[fee["lago_id"]] += cents
             raw = _credit_note(c, raw_invoice, fee, cents, i)
             c.owed -= raw["total_amount_cents"]
-            if refund_percent is not None and raw_invoice in paid:
+            if top_up:
+                refund = raw["total_amount_cents"]
+                raw.update(refund_amount_cents=refund, credit_amount_cents=0)
+                c.owed += refund
+            elif refund_percent is not None and raw_invoice in paid:
                 refund = raw["total_amount_cents"] * refund_percent // 100
                 raw.update(refund_amount_cents=refund, credit_amount_cents=raw["total_amount_cents"] - refund)
                 c.owed += refund  # paid back: no longer owed to the customer
@@ -288,16 +343,23 @@ def simulate(currencies: list[str], steps: list[tuple[int, Any, bool]]) -> Simul
             sim.records.extend([("payments", record)] * times)
         else:
             _, pick, before_posting = step
-            # Lago voids an invoice with nothing settled on it: no prepaid credits, credit notes, payments.
+            # Lago voids an invoice with no credit note or payment on it; the prepaid credits it used go
+            # back to the wallet as granted credits.
             candidates = [
                 r for r in open_invoices[who]
-                if r["lago_id"] not in voided and not r["prepaid_credit_amount_cents"]
+                if r["lago_id"] not in voided
                 and not any(credited[f["lago_id"]] for f in r["fees"]) and not payments[r["lago_id"]]
             ]  # fmt: skip
             if not candidates:
                 continue
             raw_invoice = candidates[pick % len(candidates)]
             voided.add(raw_invoice["lago_id"])
+            returned = raw_invoice["prepaid_credit_amount_cents"]
+            c.granted += returned
+            # The reversal credits every returned credit to the sales deduction account. A void of an
+            # invoice never posted: its granted credits were never booked, and its paid ones move from
+            # the advance to the deduction (void_unposted_entry); the same balance either way.
+            sim.granted[c.currency] -= _money(returned, c.currency)
             if before_posting:
                 # The void reached the hub first: the state gate drops the older finalized state, so
                 # route 2 never receives the invoice.
@@ -330,21 +392,33 @@ def post(book: Book, route: str, record: dict[str, Any]) -> None:
     elif route == "credit_notes":
         note = lago.credit_note_from_lago(record, OPTIONS)
         book.apply(f"credit-note:{note.id}", sap.credit_note_to_journal_entry(note, RULES))
+    elif route == "wallet_transactions":
+        tx = lago.wallet_transaction_from_lago(record)
+        book.apply(f"wallet-transaction:{tx.id}", sap.voided_credits_entry(tx, RULES))
     elif route == "refunds":
         note = lago.credit_note_from_lago(record, OPTIONS)
         book.apply(f"credit-note-refund:{note.id}", sap.credit_note_refund_entry(note, RULES))
     else:
         invoice = lago.invoice_from_lago(record, OPTIONS)
         posted = f"invoice:{invoice.invoice_number}" in book.keys
-        # journal_entry.reverse: a reversal of what was posted, nothing for an invoice never posted.
+        # journal_entry.reverse: a reversal of what was posted; for an invoice never posted, only the
+        # paid credits it used (given back as granted ones).
         book.apply(
             f"invoice-void:{invoice.invoice_number}",
-            sap.void_reversal_entry(invoice, RULES) if posted else None,
+            sap.void_reversal_entry(invoice, RULES) if posted else sap.void_unposted_entry(invoice, RULES),
         )
 
 
 def check(sim: Simulation, receivables: dict[str, Decimal], advance: dict[str, Decimal],
-          revenue: dict[tuple[str, str], Decimal]) -> None:  # fmt: skip
+          revenue: dict[tuple[str, str], Decimal], granted: dict[str, Decimal],
+          voided: dict[str, Decimal]) -> None:  # fmt: skip
+    assert {k: v for k, v in voided.items() if v} == {k: v for k, v in sim.voided.items() if v}, (
+        f"voided credits account {dict(voided)} != paid credits voided {dict(sim.voided)}"
+    )
+    want_granted = {k: v for k, v in sim.granted.items() if v}
+    assert {k: v for k, v in granted.items() if v} == want_granted, (
+        f"sales deduction {dict(granted)} != granted credits used less returned {want_granted}"
+    )
     for customer, owed in sim.owed.items():
         got = receivables.get(customer, Decimal(0))
         assert got == owed, f"customer {customer}: SAP receivable {got} != Lago owed {owed}"
@@ -379,9 +453,15 @@ def test_sap_receivable_equals_lago_outstanding_and_every_entry_is_on_its_accoun
     receivables = {w: v for (_c, w, a), v in book.balances.items() if a == RECEIVABLE}
     advance: dict[str, Decimal] = defaultdict(Decimal)
     revenue: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    granted: dict[str, Decimal] = defaultdict(Decimal)
+    voided: dict[str, Decimal] = defaultdict(Decimal)
     for (cur, _w, account), value in book.balances.items():
         if account == ADVANCE:
             advance[cur] -= value  # a liability: a credit balance
+        elif account == GRANTED:
+            granted[cur] += value  # a deduction: a debit balance
+        elif account == VOIDED:
+            voided[cur] -= value  # income: a credit balance
         elif account.startswith("41"):
             revenue[(cur, account)] -= value
-    check(sim, receivables, advance, revenue)
+    check(sim, receivables, advance, revenue, granted, voided)
