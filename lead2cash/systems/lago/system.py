@@ -49,6 +49,11 @@ SYSTEM = SystemType(
     sources=(
         Operation("invoices", "invoices issued, with their payment status", InvoiceSourceOptions),
         Operation("credit_notes", "credit notes issued", CreditNoteSourceOptions),
+        Operation(
+            "payments",
+            "payments of invoices, part or all (manual ones by poll: Lago sends no webhook for them)",
+            CreditNoteSourceOptions,
+        ),
     ),
     actions=(
         Operation("bill_order", "an Order as subscriptions and a one-off invoice", BillOrderOptions),
