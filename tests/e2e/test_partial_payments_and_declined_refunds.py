@@ -182,6 +182,8 @@ def test_partial_payments_clear_in_steps_and_declined_refunds_are_reversed(env: 
 
     asyncio.run(scenario())
     assert env.hub.store.dlq_list() == [], [d.error_message for d in env.hub.store.dlq_list()]
+    agreement = env.agreement()  # the product's three-way check: the cash documents are no billing
+    assert agreement.agree, agreement.problems[:10]
     rows = _rows(env)
     documents: dict[tuple[str, str, str], dict[str, Any]] = {}
     for row in rows:
