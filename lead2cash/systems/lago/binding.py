@@ -9,8 +9,9 @@ Target actions:
 
 Source objects (``WebhookSource``s; with ``trigger: {type: webhook, poll_fallback: 60s}`` they are also
 polled): ``invoices`` (``invoice.*`` events), ``credit_notes`` (``credit_note.*``) and ``payments``
-(``payment.succeeded``; Lago sends no webhook for a manual payment, so those come by the poll of
-``GET /payments``).
+(``payment.succeeded``; Lago sends no webhook for a manual payment: a partial one comes by the poll of
+``GET /payments``, and ``invoice.payment_status_updated`` has the invoice's payments read at once, so
+the payment that settles it does not wait for the poll).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ INVOICE_EVENTS = frozenset(
     }
 )
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
-PAYMENT_EVENTS = frozenset({"payment.succeeded"})
+# An invoice's payment status changes when its payments settle it (a manual payment sends nothing
+# else): the payments source then reads that invoice's payments at once.
+PAYMENT_EVENTS = frozenset({"payment.succeeded", "invoice.payment_status_updated"})
 SOURCE_OBJECTS = ("invoices", "credit_notes", "payments")
 # Invoice events sent when Lago makes the invoice, before any credit note on it can exist.
 BIRTH_EVENTS = frozenset({"invoice.created", "invoice.one_off_created", "invoice.drafted"})
@@ -1154,7 +1157,13 @@ class LagoEventSource:
         event_type = str(kind) if kind in adapter.WEBHOOK_TYPES else "other"
         if kind not in self.events:
             return WebhookDelivery(unique, [], event_type=event_type)
-        obj, read = await self.webhook_object(str(kind), payload)
+        return await self.webhook_delivery(unique, str(kind), payload, event_type)
+
+    async def webhook_delivery(
+        self, unique: str | None, kind: str, payload: Mapping[str, Any], event_type: str
+    ) -> WebhookDelivery:
+        """The records a verified webhook of a taken type gives, with the gate's writes."""
+        obj, read = await self.webhook_object(kind, payload)
         if obj is None or not obj.get("lago_id"):
             return WebhookDelivery(unique, [], event_type=event_type)
         admitted, writes, unsure = self._admit([obj], read=read)
@@ -1343,6 +1352,21 @@ class PaymentSource(LagoEventSource):
 
     def event_type(self, obj: Mapping[str, Any]) -> str:
         return "payment.succeeded" if obj.get("payment_status") == "succeeded" else "payment.status"
+
+    async def webhook_delivery(
+        self, unique: str | None, kind: str, payload: Mapping[str, Any], event_type: str
+    ) -> WebhookDelivery:
+        if kind != "invoice.payment_status_updated":
+            return await super().webhook_delivery(unique, kind, payload, event_type)
+        invoice = payload.get("invoice")
+        lago_id = invoice.get("lago_id") if isinstance(invoice, Mapping) else None
+        if not isinstance(lago_id, str) or not lago_id:
+            return WebhookDelivery(unique, [], event_type=event_type)
+        # The invoice's payments as Lago holds them now; the gate passes on those not passed yet.
+        payments = [p async for p in self.client.payments({"invoice_id": lago_id})]
+        admitted, writes, _ = self._admit(payments, read=True)
+        records = [self._record(p, n, None) for p, n in admitted]
+        return WebhookDelivery(unique, records, writes, event_type=event_type)
 
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
         taken, after, more = await self._candidates(checkpoint, limit, self.client.payments)
