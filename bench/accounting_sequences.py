@@ -1,5 +1,6 @@
 """The accounting property at bench size: random sequences of Lago billing documents (every invoice
-type, top-ups, prepaid credits, credit notes, voids before and after posting, duplicates) checked for
+type, top-ups, prepaid credits, credit notes, voids before and after posting, payments by status, partial
+payments recorded on invoices and returned, refunds declined, duplicates) checked for
 balanced entries, accounts by product family and nature, and SAP receivable = Lago owed per customer.
 
     .venv/bin/python bench/accounting_sequences.py [--examples 10000] [--sandbox-examples 10000]

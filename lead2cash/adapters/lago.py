@@ -935,6 +935,18 @@ def payment_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
     )
     if day is None:
         raise ValueError("invoice.updated_at: missing")
+    total = _cents(data, "total_amount_cents", currency, "invoice")
+    paid = data.get("total_paid_amount_cents")
+    if paid is not None and (isinstance(paid, bool) or not isinstance(paid, int) or paid < 0):
+        raise ValueError("invoice.total_paid_amount_cents: expected non-negative integer minor units")
+    # What Lago's payment records (POST /payments: manual, partial) paid is cleared by the payment
+    # route, one document per payment; the invoice's state clears only the rest.
+    amount = total - Money.from_minor_units(paid or 0, currency)
+    if not amount.is_positive():
+        raise ValueError(
+            f"invoice.total_paid_amount_cents: {paid} of {total.to_minor_units()} paid by payment records: "
+            "nothing left for the invoice's payment status to clear (the payment route clears them)"
+        )
     return Payment(
         id=f"{lago_id}:payment",
         refs={"lago": lago_id},
@@ -942,11 +954,71 @@ def payment_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | No
         source_modstamp=data.get("updated_at"),
         customer_id=_customer_id(data, "invoice"),
         invoice_ids=(lago_id,),
-        amount=_cents(data, "total_amount_cents", currency, "invoice"),
+        amount=amount,
         status=status,
         method=_provider(data),
         payment_date=day,
         reference=str(data.get("number")) if data.get("number") else None,
+    )
+
+
+_RECORD_STATUS = {
+    "pending": PaymentStatus.PENDING,
+    "processing": PaymentStatus.PENDING,
+    "succeeded": PaymentStatus.SUCCEEDED,
+    "failed": PaymentStatus.FAILED,
+}
+MANUAL_PAYMENT = "manual"
+"""The payment method of Lago's manual payments (``type: manual``): the clearing table's key for them."""
+
+
+def payment_record_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] | None = None) -> Payment:
+    """A Lago payment object (``GET /payments``, ``payment.succeeded``): one payment of one invoice, part
+    or all of it. A manual payment's method is ``manual``; a provider's, its provider type."""
+    data = unwrap(record, "payment")
+    lago_id = data.get("lago_id")
+    if not isinstance(lago_id, str) or not lago_id:
+        raise ValueError("payment.lago_id: missing")
+    currency = str(data.get("amount_currency") or "")
+    if currency not in MINOR_UNITS:
+        raise ValueError(f"payment.amount_currency: {currency[:10]!r} is not an ISO 4217 currency")
+    if data.get("payable_type", "Invoice") != "Invoice":
+        raise ValueError(
+            f"payment.payable_type: {str(data.get('payable_type'))[:20]!r} is not an invoice's payment "
+            "(a payment request's invoices are cleared by their payment status)"
+        )
+    invoices = data.get("invoice_ids")
+    if not isinstance(invoices, list) or len(invoices) != 1 or not invoices[0]:
+        raise ValueError("payment.invoice_ids: expected the one invoice it pays")
+    status = _RECORD_STATUS.get(str(data.get("payment_status")))
+    if status is None:
+        raise ValueError(
+            f"payment.payment_status: {str(data.get('payment_status'))[:20]!r} is not a Lago payment status"
+        )
+    customer = data.get("external_customer_id")
+    if not isinstance(customer, str) or not customer.strip():
+        raise ValueError("payment.external_customer_id: missing (a payment without its customer is refused)")
+    day = _date(data.get("created_at"), "payment.created_at")
+    if day is None:
+        raise ValueError("payment.created_at: missing")
+    kind = data.get("type")
+    if kind not in ("manual", "provider"):
+        raise ValueError(f"payment.type: {str(kind)[:20]!r} is neither manual nor provider")
+    provider = data.get("payment_provider_type") or data.get("payment_provider_code")
+    numbers = data.get("invoice_numbers")
+    number = numbers[0] if isinstance(numbers, list) and len(numbers) == 1 and numbers[0] else None
+    return Payment(
+        id=lago_id,
+        refs={"lago": lago_id},
+        version=record_version(record, data, "payment"),
+        source_modstamp=data.get("updated_at") or data.get("created_at"),
+        customer_id=customer,
+        invoice_ids=(str(invoices[0]),),
+        amount=_cents(data, "amount_cents", currency, "payment"),
+        status=status,
+        method=MANUAL_PAYMENT if kind == "manual" else (str(provider) if provider else None),
+        payment_date=day,
+        reference=str(number) if number else None,
     )
 
 
@@ -1009,6 +1081,8 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
     note = CreditNote.build(
         id=str(data["lago_id"]),
         refs={"lago": str(data["lago_id"])},
+        # Each state of the credit note (its refund declined) is a version of its own.
+        version=record_version(record, data, "credit_note"),
         source_modstamp=data.get("updated_at"),
         source_created_at=_datetime(data.get("created_at"), "credit_note.created_at"),
         credit_note_number=str(data.get("number") or data["lago_id"]),
@@ -1027,6 +1101,9 @@ def credit_note_from_lago(record: Mapping[str, Any], options: Mapping[str, Any] 
         # A refund the provider declined paid nothing out: no cash leg (the amount stays the customer's).
         refund=Money.from_minor_units(refund, currency)
         if refund and data.get("refund_status") != "failed"
+        else None,
+        refund_declined=Money.from_minor_units(refund, currency)
+        if refund and data.get("refund_status") == "failed"
         else None,
         payment_method=_provider(data),
     )
@@ -1109,6 +1186,7 @@ def wallet_transaction_from_lago(
 INBOUND = {
     "lago.invoice": invoice_from_lago,
     "lago.payment": payment_from_lago,
+    "lago.payment_record": payment_record_from_lago,
     "lago.credit_note": credit_note_from_lago,
     "lago.wallet_transaction": wallet_transaction_from_lago,
 }

@@ -205,23 +205,24 @@ def check_reference(number: str, long_references: str = "reject") -> str:
     )
 
 
-def refund_reference(number: str, long_references: str = "reject") -> str:
+def refund_reference(number: str, long_references: str = "reject", suffix: str | None = None) -> str:
     """The DocumentReferenceID of a credit note's refund: its number with ``-RF``. A number too long for
     that keeps the credit note's own reference (unique among credit notes) and appends the suffix to it,
     never a shorter tail of the whole: the tail of ``<org>-<customer>-<seq>-CN001-RF`` would drop the
     customer's segment, and two customers' refunds would share one reference (the lookup would then take
     one for the other)."""
-    whole = f"{number}{REFUND_SUFFIX}"
+    dashed = suffix or REFUND_SUFFIX
+    whole = f"{number}{dashed}"
     if len(whole) <= MAX_REFERENCE:
         return whole
     base = check_reference(number, long_references)
-    suffix = REFUND_SUFFIX.lstrip("-")
+    bare = dashed.lstrip("-")
     # Lago's segments have fixed widths, so the reference without its hyphens is as unique as with them.
-    for candidate in (f"{base}{REFUND_SUFFIX}", f"{base}{suffix}", f"{base.replace('-', '')}{suffix}"):
+    for candidate in (f"{base}{dashed}", f"{base}{bare}", f"{base.replace('-', '')}{bare}"):
         if len(candidate) <= MAX_REFERENCE:
             return candidate
     raise PostingRuleError(
-        f"credit_note_number: {number!r}: its refund's reference ({base!r} with {REFUND_SUFFIX!r}) is longer "
+        f"credit_note_number: {number!r}: its refund's reference ({base!r} with {dashed!r}) is longer "
         f"than SAP's DocumentReferenceID ({MAX_REFERENCE} characters)"
     )
 
@@ -493,12 +494,22 @@ def payment_cleared_amount(payment: Payment) -> Money:
     return Money.from_minor_units(0, payment.amount.currency)
 
 
+def payment_record_reference(payment: Payment) -> str:
+    """``P<digits of the Lago payment id>-<version>``: one document per state of one payment record
+    (several partial payments of an invoice each have their own), within SAP's 16 characters. The
+    leading hex digits of a random (version 4) id keep references apart."""
+    suffix = f"-{payment.version}"
+    digits = "".join(c for c in payment.id if c.isalnum()).upper()
+    return f"P{digits[: MAX_REFERENCE - 1 - len(suffix)]}{suffix}"
+
+
 def payment_to_journal_entry(
-    payment: Payment, cleared_before: Money, rules: PostingRules
+    payment: Payment, cleared_before: Money, rules: PostingRules, *, reference_id: str | None = None
 ) -> JournalEntry | None:
     """The clearing of a payment state against what earlier states cleared: a success clears the
     receivable against the bank/clearing account, a failure after it reverses only what was cleared.
-    None: nothing changes on the ledger (a failure of a payment never cleared, a repeat)."""
+    None: nothing changes on the ledger (a failure of a payment never cleared, a repeat).
+    ``reference_id``: a payment record's (``payment_record_reference``); by default the invoice's state's."""
     delta = payment_cleared_amount(payment) - cleared_before
     if delta.is_zero():
         return None
@@ -517,7 +528,7 @@ def payment_to_journal_entry(
         document_type=rules.payment_document_type,
         document_date=payment.payment_date,
         posting_date=payment.payment_date,
-        reference_id=payment_reference(payment, rules),
+        reference_id=reference_id or payment_reference(payment, rules),
         header_text=_text(f"Payment {number}", MAX_HEADER_TEXT),
         source_document_id=payment.id,
         items=(bank, receivable),
@@ -623,32 +634,47 @@ def credit_note_to_journal_entry(
 
 
 REFUND_SUFFIX = "-RF"
+REFUND_DECLINED_SUFFIX = "-RD"
 
 
-def credit_note_refund_entry(note: CreditNote, rules: PostingRules) -> JournalEntry | None:
+def credit_note_refund_entry(
+    note: CreditNote, rules: PostingRules, *, declined: bool = False
+) -> JournalEntry | None:
     """The cash leg of a credit note's refund: the customer's receivable debited (what the credit note
     credited is partly paid back, not owed to the customer any more) and the bank/clearing account of
     the refund's provider and currency credited, under ``<credit note number>-RF`` (payment document
-    type). None: the credit note refunds nothing (all of it is credit kept for the customer)."""
-    if note.refund is None or note.refund.is_zero():
+    type). None: the credit note refunds nothing (all of it is credit kept for the customer).
+
+    ``declined``: the reversal of that cash leg once the provider declined the refund (Lago's
+    ``credit_note.refund_failure``): the same accounts on the other sides, under ``<number>-RD``; the
+    amount is owed to the customer again. None: no declined refund."""
+    amount = note.refund_declined if declined else note.refund
+    if amount is None or amount.is_zero():
         return None
     number = note.credit_note_number
     account = rules.clearing_account(note.currency, note.payment_method)
     assignment = _text(note.invoice_number or number, MAX_ASSIGNMENT)
-    text = _text(f"Refund {number}", MAX_ITEM_TEXT)
+    what = "Refund declined" if declined else "Refund"
+    text = _text(f"{what} {number}", MAX_ITEM_TEXT)
     bank, receivable = _cash_legs(
-        -note.refund, account, rules.receivables_account, note.customer_id, assignment=assignment, text=text
+        amount if declined else -amount,
+        account,
+        rules.receivables_account,
+        note.customer_id,
+        assignment=assignment,
+        text=text,
     )
+    suffix = REFUND_DECLINED_SUFFIX if declined else REFUND_SUFFIX
     return JournalEntry(
-        id=f"{note.id}:refund:je",
+        id=f"{note.id}:{'refund-declined' if declined else 'refund'}:je",
         refs=dict(note.refs),
         version=note.version,
         company_code=rules.company_code_for(note.currency),
         document_type=rules.payment_document_type,
         document_date=note.issue_date,
         posting_date=note.issue_date,
-        reference_id=refund_reference(number, rules.long_references),
-        header_text=_text(f"Refund {number}", MAX_HEADER_TEXT),
+        reference_id=refund_reference(number, rules.long_references, suffix),
+        header_text=_text(f"{what} {number}", MAX_HEADER_TEXT),
         source_document_id=note.id,
         items=(receivable, bank),
     )

@@ -90,15 +90,21 @@ class CreditNote(CanonicalEntity):
     is credit kept for the customer."""
     payment_method: NonEmptyStr | None = None
     """The payment provider the refund goes through (Lago: the customer's ``payment_provider``)."""
+    refund_declined: Money | None = None
+    """A refund the payment provider declined (``refund`` is then None): nothing was paid out, the amount
+    is still owed to the customer; a cash leg already posted for it is reversed."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.refund is not None and (
-            self.refund.currency != self.currency or self.refund.is_negative() or self.refund > self.total
-        ):
-            raise ValueError(
-                f"refund: expected an amount in {self.currency} between 0 and the total {self.total}"
-            )
+        for name, refund in (("refund", self.refund), ("refund_declined", self.refund_declined)):
+            if refund is not None and (
+                refund.currency != self.currency or refund.is_negative() or refund > self.total
+            ):
+                raise ValueError(
+                    f"{name}: expected an amount in {self.currency} between 0 and the total {self.total}"
+                )
+        if self.refund is not None and self.refund_declined is not None:
+            raise ValueError("refund and refund_declined: a refund is either under way or declined")
         check_unique_ids((line.id for line in self.lines), "lines")
         check_document_totals(
             document="credit note",

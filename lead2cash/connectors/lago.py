@@ -305,6 +305,14 @@ class LagoClient:
         path = f"/wallet_transactions/{_segment(lago_id)}/fundings"
         return self.pages(path, "wallet_transactions.fundings", "wallet_transaction_fundings")
 
+    async def get_payment(self, lago_id: str) -> dict[str, Any]:
+        # Lago answers under a "payment" root (its OpenAPI document shows the bare object).
+        data = await self.request("GET", f"/payments/{_segment(lago_id)}", "payments.get")
+        return dict(data.get("payment", data))
+
+    def payments(self, params: Mapping[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
+        return self.pages("/payments", "payments.list", "payments", params)
+
     async def fetch_text(self, url: str, operation: str) -> str:
         """GET an absolute URL of this Lago (the webhook public key) with the same auth and TLS."""
         self.calls += 1

@@ -53,7 +53,10 @@ CREDIT_NOT_POSTED = "credit_note_not_posted"
 ADVANCE = "advance_differs"  # the customer advance in the ledger is not the wallets' paid credits
 
 _MARKER = re.compile(r"\(order ([^()\s]+)\)\s*$")
-_PAYMENT = re.compile(r"-P\d+$|-RF$")  # a payment's clearing, a credit note's refund (cash legs)
+# Cash legs: a payment state's clearing, a credit note's refund and its reversal once declined.
+_PAYMENT = re.compile(r"-P\d+$|-RF$|-RD$")
+# A payment record's clearing (payment_record.clear): P<digits of the Lago payment id>-<version>.
+_PAYMENT_RECORD = re.compile(r"P[0-9A-F]{6,14}-\d+")
 _MAPPING_HINTS = (
     "not_found",
     "no table",
@@ -684,7 +687,7 @@ class ThreeWay:
                 if not p.receivable:
                     continue  # no receivable: not a billing document's posting
                 base = _PAYMENT.sub("", ref)
-                if base != ref and base in tails:
+                if (base != ref and base in tails) or _PAYMENT_RECORD.fullmatch(ref):
                     continue  # a payment's clearing or a credit note's refund: cash, not billing
                 report.differences.append(
                     Difference(

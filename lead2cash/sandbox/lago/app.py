@@ -280,6 +280,28 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         invoice = store().lose_dispute(request.path_params["lago_id"])
         return json_response({"invoice": invoice.extended_json()})
 
+    # -- payments ------------------------------------------------------------------------------------
+
+    @endpoint("payments.create", write=True)
+    async def create_payment(request: Request) -> Response:
+        payment = store().create_manual_payment(await body_of(request, "payment"))
+        return json_response({"payment": payment.json()})
+
+    @endpoint("payments.list")
+    async def list_payments(request: Request) -> Response:
+        items = store().list_payments(request.query_params)
+        return listing(request, "payments", items, lambda p: p.json())
+
+    @endpoint("customers.payments")
+    async def list_customer_payments(request: Request) -> Response:
+        items = store().list_payments(request.query_params, request.path_params["external_id"])
+        return listing(request, "payments", items, lambda p: p.json())
+
+    @endpoint("payments.get")
+    async def get_payment(request: Request) -> Response:
+        # Lago answers under the "payment" root (render_payment), as POST does.
+        return json_response({"payment": store().payment(request.path_params["lago_id"]).json()})
+
     # -- credit notes --------------------------------------------------------------------------------
 
     @endpoint("credit_notes.create", write=True)
@@ -626,6 +648,10 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route(f"{api}/invoices/{{lago_id}}/finalize", finalize_invoice, methods=["PUT"]),
         Route(f"{api}/invoices/{{lago_id}}/void", void_invoice, methods=["POST"]),
         Route(f"{api}/invoices/{{lago_id}}/lose_dispute", lose_dispute, methods=["POST"]),
+        Route(f"{api}/payments", create_payment, methods=["POST"]),
+        Route(f"{api}/payments", list_payments, methods=["GET"]),
+        Route(f"{api}/payments/{{lago_id}}", get_payment, methods=["GET"]),
+        Route(f"{api}/customers/{{external_id}}/payments", list_customer_payments, methods=["GET"]),
         Route(f"{api}/credit_notes", create_credit_note, methods=["POST"]),
         Route(f"{api}/credit_notes", list_credit_notes, methods=["GET"]),
         Route(f"{api}/credit_notes/{{lago_id}}", get_credit_note, methods=["GET"]),

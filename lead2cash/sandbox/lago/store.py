@@ -58,6 +58,8 @@ class LagoError(Exception):
             }
         if self.status == 405:
             return {"status": 405, "error": "Method Not Allowed", "code": self.code}
+        if self.status == 403:
+            return {"status": 403, "error": "Forbidden", "code": self.code}
         return {"status": self.status, "error": self.msg or "BadRequest"}
 
 
@@ -473,6 +475,7 @@ class Invoice:
     payment_dispute_lost_at: datetime | None = None
     prepaid_credit_amount_cents: int = 0  # wallet credits applied (wallets.py)
     prepaid_granted_credit_amount_cents: int | None = None  # of which granted credits (traceable wallets)
+    total_paid_amount_cents: int = 0  # succeeded payments recorded on it (POST /payments)
 
     @property
     def fees_amount_cents(self) -> int:
@@ -521,6 +524,12 @@ class Invoice:
             ),
             "progressive_billing_credit_amount_cents": 0,
             "total_amount_cents": self.total_amount_cents,
+            # Lago's Invoice#total_due_amount_cents: nothing on a voided invoice, else the total less the
+            # payments recorded (a payment status set through PUT records no payment).
+            "total_paid_amount_cents": self.total_paid_amount_cents,
+            "total_due_amount_cents": 0
+            if self.status == "voided"
+            else self.total_amount_cents - self.total_paid_amount_cents,
             "version_number": 4,
             "self_billed": False,
             "created_at": ts(self.created_at),
@@ -644,6 +653,46 @@ class CreditNote:
 
 
 @dataclass
+class Payment:
+    """A payment recorded on an invoice (``Payments::ManualCreateService``: a manual payment, succeeded at
+    once). Serialized as ``V1::PaymentSerializer``: a manual payment has no provider, so its provider
+    fields are null (the OpenAPI document declares them strings; tests/conformance/lago notes it)."""
+
+    lago_id: str
+    invoice: Invoice
+    amount_cents: int
+    reference: str
+    created_at: datetime
+    payment_type: str = "manual"
+    payment_status: str = "succeeded"
+
+    def json(self) -> dict[str, Any]:
+        customer = self.invoice.customer
+        return {
+            "lago_id": self.lago_id,
+            "lago_customer_id": customer.lago_id,
+            "external_customer_id": customer.external_id,
+            "invoice_ids": [self.invoice.lago_id],
+            "invoice_numbers": [self.invoice.number],
+            "lago_payable_id": self.invoice.lago_id,
+            "payable_type": "Invoice",
+            "amount_cents": self.amount_cents,
+            "amount_currency": self.invoice.currency,
+            "status": self.payment_status,
+            "payment_status": self.payment_status,
+            "type": self.payment_type,
+            "reference": self.reference,
+            "payment_provider_code": None,
+            "payment_provider_type": None,
+            "external_payment_id": None,
+            "provider_payment_id": None,
+            "provider_customer_id": None,
+            "next_action": {},
+            "created_at": ts(self.created_at),
+        }
+
+
+@dataclass
 class WebhookEndpoint:
     lago_id: str
     url: str
@@ -711,6 +760,7 @@ class LagoStore:
         self.subscriptions: dict[str, Subscription] = {}
         self.invoices: dict[str, Invoice] = {}
         self.credit_notes: dict[str, CreditNote] = {}
+        self.payments: dict[str, Payment] = {}
         self.webhook_endpoints: dict[str, WebhookEndpoint] = {}
         self._customer_seq = 0
         self.usage = Usage(self.new_id, self.clock.now)
@@ -1235,18 +1285,93 @@ class LagoStore:
         if status is not None and status != invoice.payment_status:
             if invoice.status != "finalized":
                 raise LagoError(405, "payment_status_update_not_allowed")
-            invoice.payment_status = status
-            if status == "succeeded":
-                invoice.payment_overdue = False  # Lago clears it once the invoice is paid
-            invoice.updated_at = self.clock.now()
-            self.effects.record("invoice.payment_status", f"{invoice.lago_id}:{status}")
-            # Any payment status may follow any other (a returned debit fails a succeeded payment, a
-            # retry succeeds a failed one); the webhook carries the invoice as saved, updated_at included.
-            self.emit("invoice.payment_status_updated", "invoice", invoice.extended_json())
-            if status == "succeeded" and invoice.invoice_type == "credit":
-                self.wallets.invoice_paid(invoice)  # a top-up paid: its credits reach the wallet
+            self._set_payment_status(invoice, status)
         invoice.updated_at = self.clock.now()
         return invoice
+
+    def _set_payment_status(self, invoice: Invoice, status: str) -> None:
+        invoice.payment_status = status
+        if status == "succeeded":
+            invoice.payment_overdue = False  # Lago clears it once the invoice is paid
+        invoice.updated_at = self.clock.now()
+        self.effects.record("invoice.payment_status", f"{invoice.lago_id}:{status}")
+        # Any payment status may follow any other (a returned debit fails a succeeded payment, a
+        # retry succeeds a failed one); the webhook carries the invoice as saved, updated_at included.
+        self.emit("invoice.payment_status_updated", "invoice", invoice.extended_json())
+        if status == "succeeded" and invoice.invoice_type == "credit":
+            self.wallets.invoice_paid(invoice)  # a top-up paid: its credits reach the wallet
+
+    # -- payments ----------------------------------------------------------------------------------
+
+    def create_manual_payment(self, data: dict[str, Any]) -> Payment:
+        """``POST /payments`` (``Payments::ManualCreateService`` and the ``Payment`` model's validations):
+        a manual payment of part or all of a finalized invoice, succeeded at once. The invoice's
+        ``total_paid_amount_cents`` becomes the sum of its succeeded payments; once that reaches its
+        total, its payment status becomes ``succeeded`` (the only webhook: ``invoice.payment_status_updated``;
+        a partial payment sends none)."""
+        invoice_id = data.get("invoice_id")
+        if not invoice_id:
+            raise invalid(invoice_id="value_is_mandatory")
+        amount = data.get("amount_cents")
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+            raise invalid(amount_cents="invalid_value")
+        invoice = self.invoices.get(str(invoice_id))
+        if invoice is None:
+            raise not_found("invoice")
+        if invoice.status != "finalized":  # Invoice#allow_manual_payment? (finalized, open)
+            raise LagoError(403, "feature_unavailable")
+        paid_at = data.get("paid_at")
+        created = self.clock.now()
+        if paid_at is not None:
+            try:
+                created = midnight(date.fromisoformat(str(paid_at)[:10]))
+            except ValueError:
+                raise invalid(paid_at="invalid_date") from None
+        reference = data.get("reference")
+        if not isinstance(reference, str) or not reference.strip():
+            raise invalid(reference="value_is_mandatory")
+        if len(reference) > 40:
+            raise invalid(reference="value_is_too_long")
+        if invoice.invoice_type == "credit" and amount != invoice.total_amount_cents:
+            raise invalid(amount_cents="invalid_amount")  # a top-up is paid whole
+        if amount + invoice.total_paid_amount_cents > invoice.total_amount_cents:
+            raise invalid(amount_cents="greater_than")
+        payment = Payment(self.new_id(), invoice, amount, reference, created)
+        self.payments[payment.lago_id] = payment
+        self.effects.record("payment.create", f"{invoice.lago_id}:{amount}")
+        invoice.total_paid_amount_cents = sum(
+            p.amount_cents
+            for p in self.payments.values()
+            if p.invoice is invoice and p.payment_status == "succeeded"
+        )
+        invoice.updated_at = self.clock.now()
+        if (
+            invoice.total_paid_amount_cents == invoice.total_amount_cents
+            and invoice.payment_status != "succeeded"
+        ):
+            self._set_payment_status(invoice, "succeeded")
+        return payment
+
+    def payment(self, lago_id: str) -> Payment:
+        try:
+            return self.payments[lago_id]
+        except KeyError:
+            raise not_found("payment") from None
+
+    def list_payments(self, query: Any, external_customer_id: str | None = None) -> list[Payment]:
+        """``GET /payments`` and ``GET /customers/{id}/payments`` (``PaymentsQuery``): newest first,
+        by customer and by invoice."""
+        ext = external_customer_id or query.get("external_customer_id")
+        if external_customer_id is not None:
+            self.customer(external_customer_id)  # 404 customer_not_found
+        items = list(self.payments.values())
+        if ext:
+            items = [p for p in items if p.invoice.customer.external_id == ext]
+        invoice_id = query.get("invoice_id")
+        if invoice_id:
+            items = [p for p in items if p.invoice.lago_id == invoice_id]
+        items.sort(key=lambda p: (p.created_at, p.lago_id), reverse=True)
+        return items
 
     def lose_dispute(self, lago_id: str) -> Invoice:
         """``POST /invoices/{id}/lose_dispute`` (a chargeback lost): Lago's ``mark_as_dispute_lost!``

@@ -8,7 +8,8 @@ Choices (the hub's shipped mapping tables point at these):
   accounts ``YCOA`` and fiscal year variant ``K4`` (fiscal year = calendar year, period = month).
 * Accounts: ``12100000`` receivables (reconciliation account for customers, not postable directly),
   ``22000000`` output tax, ``21800000`` customer advances (wallet top-ups, a liability), revenue per product family ``41000000`` Software, ``41100000`` Services,
-  ``41200000`` Training, ``41300000`` Hardware, ``11001020`` bank (incoming payments).
+  ``41200000`` Training, ``41300000`` Hardware, ``11001020`` bank (incoming payments), ``11002020`` bank (transfers received:
+  manual payments).
 * Tax codes are two characters per country, as in SAP's country tax procedures. Catalogue code -> SAP code:
   ``DE_VAT_19`` -> ``A1`` (DE, 19 %), ``GB_VAT_20`` -> ``A1`` (GB, 20 %), ``JP_CT_10`` -> ``A1`` (JP, 10 %),
   ``KW_ZERO`` -> ``A0`` (KW, 0 %), ``US_EXEMPT`` -> ``O0`` (US, 0 %). ``A0`` (0 %) exists in DE and GB too.
@@ -99,6 +100,7 @@ GL_ACCOUNTS: dict[str, GLAccount] = {
     a.number: a
     for a in (
         GLAccount("11001020", "Bank 1 (Incoming)", True, "BANK"),
+        GLAccount("11002020", "Bank 2 (Transfers received)", True, "BANK"),
         GLAccount(RECEIVABLES_ACCOUNT, "Receivables Domestic", True, "RECV", reconciliation_for="D"),
         GLAccount(OUTPUT_TAX_ACCOUNT, "Output Tax", True, "LIAB"),
         GLAccount(ADVANCES_ACCOUNT, "Customer Advances (Prepaid Credits)", True, "LIAB"),

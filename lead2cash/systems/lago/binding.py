@@ -8,9 +8,12 @@ Target actions:
 - ``send_usage`` (UsageEvent): batches of up to 100 events to ``POST /events/batch`` (``usage.py``).
 
 Source objects (``WebhookSource``s; with ``trigger: {type: webhook, poll_fallback: 60s}`` they are also
-polled): ``invoices`` (``invoice.*`` events) and ``credit_notes`` (``credit_note.*``); and
+polled): ``invoices`` (``invoice.*`` events), ``credit_notes`` (``credit_note.*``),
 ``wallet_transactions`` (``wallet_transaction.created|updated``, webhooks only: Lago lists transactions
-per wallet, with no listing to poll).
+per wallet, with no listing to poll) and ``payments``
+(``payment.succeeded``; Lago sends no webhook for a manual payment: a partial one comes by the poll of
+``GET /payments``, and ``invoice.payment_status_updated`` has the invoice's payments read at once, so
+the payment that settles it does not wait for the poll).
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ INVOICE_EVENTS = frozenset(
 )
 CREDIT_NOTE_EVENTS = frozenset({"credit_note.created", "credit_note.generated", "credit_note.refund_failure"})
 WALLET_TRANSACTION_EVENTS = frozenset({"wallet_transaction.created", "wallet_transaction.updated"})
+# An invoice's payment status changes when its payments settle it (a manual payment sends nothing
+# else): the payments source then reads that invoice's payments at once.
+PAYMENT_EVENTS = frozenset({"payment.succeeded", "invoice.payment_status_updated"})
+SOURCE_OBJECTS = ("invoices", "credit_notes", "wallet_transactions", "payments")
 # Invoice events sent when Lago makes the invoice, before any credit note on it can exist.
 BIRTH_EVENTS = frozenset({"invoice.created", "invoice.one_off_created", "invoice.drafted"})
 # bill_order's policies for a billed deal that is lost or reopened, and for an amendment of days already
@@ -172,14 +179,9 @@ class LagoBinding:
                     )
                 ]
             )
-        if object not in ("invoices", "credit_notes", "wallet_transactions"):
+        if object not in SOURCE_OBJECTS:
             raise ConfigProblems(
-                [
-                    (
-                        ("object",),
-                        f"Lago source objects are invoices, credit_notes, wallet_transactions; not {object!r}",
-                    )
-                ]
+                [(("object",), f"Lago source objects are {', '.join(SOURCE_OBJECTS)}; not {object!r}")]
             )
         refunds = options.get("refunds", False)
         if not isinstance(refunds, bool) or (refunds and object != "invoices"):
@@ -194,6 +196,8 @@ class LagoBinding:
             return InvoiceSource(self, consumer, events or INVOICE_EVENTS)
         if object == "wallet_transactions":
             return WalletTransactionSource(self, consumer, events or WALLET_TRANSACTION_EVENTS)
+        if object == "payments":
+            return PaymentSource(self, consumer, events or PAYMENT_EVENTS)
         return CreditNoteSource(self, consumer, events or CREDIT_NOTE_EVENTS)
 
     def target(self, action: str, options: Mapping[str, Any]) -> OrderTarget | CustomerTarget | UsageTarget:
@@ -1158,7 +1162,13 @@ class LagoEventSource:
         event_type = str(kind) if kind in adapter.WEBHOOK_TYPES else "other"
         if kind not in self.events:
             return WebhookDelivery(unique, [], event_type=event_type)
-        obj, read = await self.webhook_object(str(kind), payload)
+        return await self.webhook_delivery(unique, str(kind), payload, event_type)
+
+    async def webhook_delivery(
+        self, unique: str | None, kind: str, payload: Mapping[str, Any], event_type: str
+    ) -> WebhookDelivery:
+        """The records a verified webhook of a taken type gives, with the gate's writes."""
+        obj, read = await self.webhook_object(kind, payload)
         if obj is None or not obj.get("lago_id"):
             return WebhookDelivery(unique, [], event_type=event_type)
         admitted, writes, unsure = self._admit([obj], read=read)
@@ -1305,6 +1315,19 @@ class CreditNoteSource(LagoEventSource):
     async def current(self, lago_id: str) -> dict[str, Any]:
         return await self.client.get_credit_note(lago_id)
 
+    async def webhook_object(
+        self, webhook_type: str, payload: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, bool]:
+        if webhook_type == "credit_note.refund_failure":
+            # The provider's error names the credit note only: read it (its refund_status is failed).
+            error = payload.get(REFUND_EVENTS[webhook_type])
+            lago_id = error.get("lago_credit_note_id") if isinstance(error, Mapping) else None
+            if not isinstance(lago_id, str) or not lago_id:
+                log.warning("Lago refund failure names no credit note; acknowledged and ignored")
+                return None, False
+            return await self.current(lago_id), True
+        return await super().webhook_object(webhook_type, payload)
+
     def event_type(self, obj: Mapping[str, Any]) -> str:
         return "credit_note.created"
 
@@ -1366,6 +1389,48 @@ class WalletTransactionSource(LagoEventSource):
 
     async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
         return SourceBatch([], checkpoint)
+
+
+class PaymentSource(LagoEventSource):
+    """Lago's payments (``GET /payments``): each payment of an invoice, part or all of it. A payment has
+    no ``updated_at``: its ``created_at`` orders it, and a change of its status (a provider's payment
+    that fails) is a new state the gate passes on when read. Lago lists payments without a date filter,
+    so each poll reads the whole listing; the gate passes on only what changed."""
+
+    object_type = "payment"
+
+    def state(self, obj: Mapping[str, Any]) -> str:
+        return str(obj.get("payment_status"))
+
+    def stamp(self, obj: Mapping[str, Any]) -> str:
+        return _stamp(obj.get("updated_at") or obj.get("created_at"))
+
+    async def current(self, lago_id: str) -> dict[str, Any]:
+        return await self.client.get_payment(lago_id)
+
+    def event_type(self, obj: Mapping[str, Any]) -> str:
+        return "payment.succeeded" if obj.get("payment_status") == "succeeded" else "payment.status"
+
+    async def webhook_delivery(
+        self, unique: str | None, kind: str, payload: Mapping[str, Any], event_type: str
+    ) -> WebhookDelivery:
+        if kind != "invoice.payment_status_updated":
+            return await super().webhook_delivery(unique, kind, payload, event_type)
+        invoice = payload.get("invoice")
+        lago_id = invoice.get("lago_id") if isinstance(invoice, Mapping) else None
+        if not isinstance(lago_id, str) or not lago_id:
+            return WebhookDelivery(unique, [], event_type=event_type)
+        # The invoice's payments as Lago holds them now; the gate passes on those not passed yet.
+        payments = [p async for p in self.client.payments({"invoice_id": lago_id})]
+        admitted, writes, _ = self._admit(payments, read=True)
+        records = [self._record(p, n, None) for p, n in admitted]
+        return WebhookDelivery(unique, records, writes, event_type=event_type)
+
+    async def read(self, checkpoint: str | None, limit: int) -> SourceBatch:
+        taken, after, more = await self._candidates(checkpoint, limit, self.client.payments)
+        admitted, writes, _ = self._admit(taken, read=True)
+        records = [self._record(item, n, None) for item, n in admitted]
+        return SourceBatch(records, after, more=more, xrefs=writes)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,11 @@ SYSTEM = SystemType(
             "wallet movements (webhooks only), voided ones with what funded them",
             CreditNoteSourceOptions,
         ),
+        Operation(
+            "payments",
+            "payments of invoices, part or all (manual ones by poll: Lago sends no webhook for them)",
+            CreditNoteSourceOptions,
+        ),
     ),
     actions=(
         Operation("bill_order", "an Order as subscriptions and a one-off invoice", BillOrderOptions),

@@ -12,9 +12,15 @@ Target actions
                                 against the bank/clearing account by what this state changes (a success
                                 clears the amount, a failure after it reverses only what was cleared),
                                 under ``<invoice number>-P<version>``; nothing when nothing changes.
+    ``payment_record.clear``    Payment (one per state of one of Lago's payment records: a manual
+                                payment, part of an invoice or all of it): the receivable cleared by
+                                its amount, a failure after it reversing what it cleared, under
+                                ``P<payment id digits>-<version>``.
     ``credit_note.refund``      CreditNote: the cash leg of its refund (receivable debited, the provider's
                                 bank/clearing account credited) under ``<credit note number>-RF``;
-                                nothing (``no-refund``) when it refunds nothing.
+                                nothing (``no-refund``) when it refunds nothing. A refund the provider
+                                declined reverses that cash leg (``<number>-RD``) if it was posted, and
+                                posts nothing (``refund-not-posted``) if not.
     ``wallet_credits.void``     WalletTransaction: paid credits voided, the advance debited and the voided
                                 credits account credited under ``VC<transaction id tail>``; nothing
                                 (``nothing-to-post``) for any other wallet movement.
@@ -79,6 +85,7 @@ ACTIONS = (
     "journal_entry.post",
     "journal_entry.reverse",
     "payment.clear",
+    "payment_record.clear",
     "credit_note.refund",
     "wallet_credits.void",
     "business_partner.ensure",
@@ -280,6 +287,8 @@ class SapSystem:
             return ReversalTarget(self, long_references, after)
         if action == "payment.clear":
             return PaymentTarget(self, _posting_options(options, {"long_references"}))
+        if action == "payment_record.clear":
+            return PaymentRecordTarget(self, _posting_options(options, {"long_references"}))
         if action == "credit_note.refund":
             return RefundTarget(self, _posting_options(options, {"long_references"}))
         if action == "wallet_credits.void":
@@ -831,23 +840,34 @@ class PaymentTarget(JournalEntryTarget):
             )
         return entity
 
+    cleared_type = "PaymentCleared"
+
+    def _cleared_key(self, payment: Payment) -> str:
+        """Whose clearing is tracked: the invoice's (its payment status is one running amount)."""
+        return payment.invoice_ids[0]
+
+    def _reference(self, payment: Payment) -> str:
+        return adapter.payment_reference(payment, self.rules)
+
     def _cleared(self, payment: Payment) -> Money:
-        invoice = payment.invoice_ids[0]
-        value = self.system.store.xref_get("PaymentCleared", invoice, SYSTEM) if self.system.store else None
+        key = self._cleared_key(payment)
+        value = self.system.store.xref_get(self.cleared_type, key, SYSTEM) if self.system.store else None
         cents = int(value.rsplit("|", 1)[1]) if value else 0
         return Money.from_minor_units(cents, payment.amount.currency)
 
     def _remember(self, payment: Payment) -> None:
         if self.system.store is None:
             return
-        invoice = payment.invoice_ids[0]
+        key = self._cleared_key(payment)
         cents = adapter.payment_cleared_amount(payment).to_minor_units()
-        self.system.store.xref_put("PaymentCleared", invoice, SYSTEM, f"{invoice}|{cents}")
+        self.system.store.xref_put(self.cleared_type, key, SYSTEM, f"{key}|{cents}")
 
     def _entry(self, entity: BaseModel, posting_date: date | None = None) -> JournalEntry:
         payment = self._payment(entity)
         try:
-            entry = adapter.payment_to_journal_entry(payment, self._cleared(payment), self.rules)
+            entry = adapter.payment_to_journal_entry(
+                payment, self._cleared(payment), self.rules, reference_id=self._reference(payment)
+            )
         except adapter.PostingRuleError as exc:
             raise PermanentError(f"cannot map the payment: {exc}", details={"payment": payment.id}) from exc
         if entry is None:
@@ -868,7 +888,7 @@ class PaymentTarget(JournalEntryTarget):
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
         payment = self._payment(entity)
         company_code = self.rules.company_code_for(payment.amount.currency)
-        found = await self.find(company_code, adapter.payment_reference(payment, self.rules))
+        found = await self.find(company_code, self._reference(payment))
         if found is not None:
             self._remember(payment)  # posted before a lost response: what it cleared counts
         return found
@@ -878,6 +898,27 @@ class PaymentTarget(JournalEntryTarget):
             return {"journal_entry": self._entry(entity).model_dump(mode="json")}
         except _NothingToClear:
             return {"journal_entry": None}
+
+
+class PaymentRecordTarget(PaymentTarget):
+    """``payment_record.clear``: one of Lago's payment records (``GET /payments``; a manual payment of
+    part or all of an invoice). What each record cleared is kept per payment (``PaymentRecordCleared``),
+    so several partial payments clear their invoice in steps, each by its own amount, and a record that
+    fails after it succeeded reverses what it cleared. The invoice's payment status (``payment.clear``)
+    clears only what no payment record paid (``total_amount_cents - total_paid_amount_cents``): the two
+    routes never clear the same money."""
+
+    cleared_type = "PaymentRecordCleared"
+
+    def __init__(self, system: SapSystem, long_references: str) -> None:
+        super().__init__(system, long_references)
+        self.name = f"{system.name}/payment_record.clear"
+
+    def _cleared_key(self, payment: Payment) -> str:
+        return payment.id
+
+    def _reference(self, payment: Payment) -> str:
+        return adapter.payment_record_reference(payment)
 
 
 def _modstamp(entity: BaseModel) -> datetime | None:
@@ -899,45 +940,86 @@ NO_REFUND = "no-refund"
 """A credit note's refund confirmation when it refunds nothing (all of it is credit kept)."""
 
 
+REFUND_NOT_POSTED = "refund-not-posted"
+"""A declined refund's confirmation when its cash leg was never posted: nothing to reverse, nothing sent."""
+
+
 class RefundTarget(JournalEntryTarget):
     """``credit_note.refund``: the cash leg of a credit note's refund (receivable debited, the provider's
     bank/clearing account credited), one document per credit note (``<number>-RF``), found by its own
-    cross-reference (``CreditNoteRefund``), then by its reference in SAP."""
+    cross-reference (``CreditNoteRefund``), then by its reference in SAP.
+
+    A refund the provider declined (a later state of the credit note, ``refund_declined``) reverses that
+    cash leg (``<number>-RD``, cross-reference ``CreditNoteRefundDeclined``) when it was posted, and posts
+    nothing when it was not (``refund-not-posted``): the amount stays owed to the customer. Each state of
+    the credit note is its own delivery (the route's key carries the version), ordered per customer."""
 
     def __init__(self, system: SapSystem, long_references: str) -> None:
         super().__init__(system, long_references)
         self.name = f"{system.name}/credit_note.refund"
 
-    def _refund(self, entity: BaseModel) -> JournalEntry | None:
+    def _note(self, entity: BaseModel) -> CreditNote:
         if not isinstance(entity, CreditNote):
             raise PermanentError(f"credit_note.refund takes CreditNote entities, not {type(entity).__name__}")
+        return entity
+
+    def _refund(self, entity: BaseModel, *, declined: bool = False) -> JournalEntry | None:
+        note = self._note(entity)
         try:
-            return adapter.credit_note_refund_entry(entity, self.rules)
+            return adapter.credit_note_refund_entry(note, self.rules, declined=declined)
         except adapter.PostingRuleError as exc:
-            raise PermanentError(f"cannot map the refund: {exc}", details={"entity": entity.id}) from exc
+            raise PermanentError(f"cannot map the refund: {exc}", details={"entity": note.id}) from exc
+
+    def _cash_out(self, note: CreditNote) -> JournalEntry | None:
+        """The refund's cash leg as it was posted, for a declined refund's amount."""
+        if note.refund_declined is None:
+            return None
+        return self._refund(note.model_copy(update={"refund": note.refund_declined, "refund_declined": None}))
+
+    async def _found(self, xref_type: str, note: CreditNote, entry: JournalEntry) -> str | None:
+        known = self.system.xref_get(xref_type, note.id)
+        if known is not None:
+            return known
+        found = await self.find(entry.company_code, entry.reference_id)
+        if found is not None:
+            self.system.xref_put(xref_type, note.id, found)
+        return found
 
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
-        entry = self._refund(entity)
-        if entry is None:
+        note = self._note(entity)
+        entry = self._refund(note)
+        if entry is not None:
+            # A later state of the same refund (the provider confirmed it) finds the one posting.
+            if note.version > 1 and (found := await self._found("CreditNoteRefund", note, entry)) is not None:
+                return found
+            ref = await self._post(entry, await self._debtors(note, entry))
+            self.system.xref_put("CreditNoteRefund", note.id, ref)
+            return ref
+        reversal = self._refund(note, declined=True)
+        cash_out = self._cash_out(note)
+        if reversal is None or cash_out is None:
             return NO_REFUND
-        ref = await self._post(entry, await self._debtors(entity, entry))
-        self.system.xref_put("CreditNoteRefund", entity_id(entity), ref)
+        if (found := await self._found("CreditNoteRefundDeclined", note, reversal)) is not None:
+            return found
+        if await self._found("CreditNoteRefund", note, cash_out) is None:
+            log.info(
+                "declined refund was never posted: nothing to reverse", credit_note=note.credit_note_number
+            )
+            return REFUND_NOT_POSTED
+        ref = await self._post(reversal, await self._debtors(note, reversal))
+        self.system.xref_put("CreditNoteRefundDeclined", note.id, ref)
         return ref
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        known = self.system.xref_get("CreditNoteRefund", entity_id(entity))
-        if known is not None:
-            return known
-        entry = self._refund(entity)
-        if entry is None:
-            return None
-        found = await self.find(entry.company_code, entry.reference_id)
-        if found is not None:
-            self.system.xref_put("CreditNoteRefund", entity_id(entity), found)
-        return found
+        note = self._note(entity)
+        entry = self._refund(note)
+        if entry is not None:
+            return await self._found("CreditNoteRefund", note, entry)
+        reversal = self._refund(note, declined=True)
+        return None if reversal is None else await self._found("CreditNoteRefundDeclined", note, reversal)
 
     def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
-        entry = self._refund(entity)
+        entry = self._refund(entity) or self._refund(entity, declined=True)
         return {"journal_entry": entry.model_dump(mode="json") if entry is not None else None}
 
 

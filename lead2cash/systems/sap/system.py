@@ -42,6 +42,11 @@ SYSTEM = SystemType(
             JournalEntryOptions,
         ),
         Operation(
+            "payment_record.clear",
+            "a Payment of Lago's payment records: the receivable cleared by its amount (P<id>-<version>)",
+            JournalEntryOptions,
+        ),
+        Operation(
             "credit_note.refund",
             "a CreditNote's refund as cash out: receivable against the clearing account (<number>-RF)",
             JournalEntryOptions,

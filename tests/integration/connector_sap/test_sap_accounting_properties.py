@@ -1,8 +1,9 @@
 """The accounting property (tests/unit/sap_adapter/test_accounting_properties.py) through the router and
 the SAP sandbox: each random sequence's records go to three routes declared as the shipped ones are
 (lago.invoice -> journal_entry.post, lago.invoice -> journal_entry.reverse, lago.credit_note ->
-journal_entry.post, lago.payment -> payment.clear, lago.credit_note -> credit_note.refund, the shipped
-mapping tables), duplicates included, and what SAP booked is read back:
+journal_entry.post, lago.payment -> payment.clear, lago.payment_record -> payment_record.clear,
+lago.credit_note -> credit_note.refund, lago.wallet_transaction -> wallet_credits.void, the shipped
+filters and mapping tables), duplicates included, and what SAP booked is read back:
 per customer the receivable equals what Lago says is owed, the customer advance equals the wallets' paid
 credits, the sales deduction the granted credits used less those voids gave back,
 revenue is on each fee's family account, every document once and every document balanced.
@@ -30,6 +31,7 @@ from test_accounting_properties import (
     MAPPINGS,
     RECEIVABLE,
     SEQUENCES,
+    SHIPPED_ROUTES,
     VOIDED,
     check,
     simulate,
@@ -43,13 +45,20 @@ SOURCES = {
     "voids": "mem_voids",
     "credit_notes": "mem_notes",
     "payments": "mem_payments",
+    "records": "mem_records",
     "refunds": "mem_refunds",
     "wallet_transactions": "mem_wallet",
+}
+# The shipped routes' filters (config/accounting.yaml), by the name the sequences give their records.
+SHIPPED = {
+    "payments": "payment-to-ledger",
+    "records": "payment-record-to-ledger",
+    "refunds": "credit-note-refund-to-ledger",
 }
 
 
 def _route(name: str, action: str, key: str, adapter: str, entity: str, **options: Any) -> dict[str, Any]:
-    return {
+    route = {
         "name": name,
         "source": {"system": SOURCES[name], "object": name, "trigger": {"type": "poll", "interval": "1s"}},
         "mapping": {
@@ -62,6 +71,9 @@ def _route(name: str, action: str, key: str, adapter: str, entity: str, **option
         "ordering_key": {"Invoice": "{customer.id}", "Payment": "{id}"}.get(entity, "{customer_id}"),
         "retry": RETRY,
     }
+    if name in SHIPPED:
+        route["filter"] = SHIPPED_ROUTES[SHIPPED[name]]["filter"]
+    return route
 
 
 @pytest.mark.slow
@@ -110,7 +122,18 @@ def test_sap_sandbox_receivables_agree_with_lago_after_random_sequences(
             ),
             _route("payments", "payment.clear", "payment:{id}:v{version}", "lago.payment", "Payment"),
             _route(
-                "refunds", "credit_note.refund", "credit-note-refund:{id}", "lago.credit_note", "CreditNote"
+                "records",
+                "payment_record.clear",
+                "payment-record:{id}:v{version}",
+                "lago.payment_record",
+                "Payment",
+            ),
+            _route(
+                "refunds",
+                "credit_note.refund",
+                "credit-note-refund:{id}:v{version}",
+                "lago.credit_note",
+                "CreditNote",
             ),
             _route(
                 "wallet_transactions",

@@ -55,8 +55,8 @@ def test_options_are_checked_against_the_operations_model() -> None:
     [(path, message)] = check_options(sap, "action", "invoice.post", {})
     assert (
         path == ("action",)
-        and "journal_entry.post, journal_entry.reverse, payment.clear, credit_note.refund, wallet_credits.void, "
-        "business_partner.ensure"
+        and "journal_entry.post, journal_entry.reverse, payment.clear, payment_record.clear, credit_note.refund, "
+        "wallet_credits.void, business_partner.ensure"
         in message
     )
     lago = system_type("lago")

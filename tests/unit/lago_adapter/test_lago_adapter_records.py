@@ -263,3 +263,79 @@ def test_an_invoice_without_metadata_is_recognised_by_its_order_marker_and_fees(
     assert not adapter.unmarked_order_invoice(marked, "006OPP")
     assert adapter.metadata_update(marked, {"lead2cash_key": "k"}) == [
         {"key": "lead2cash_order", "value": "006OPP", "id": "m1"}, {"key": "lead2cash_key", "value": "k"}]  # fmt: skip
+
+
+def test_the_invoice_status_clears_only_what_no_payment_record_paid() -> None:
+    """``total_paid_amount_cents`` (Lago's payment records, manual ones in part) is cleared by the payment
+    route: the invoice's payment status carries the rest; an invoice its records paid whole has none."""
+    invoice = _invoice(payment_status="succeeded", total_paid_amount_cents=31_159)
+    assert str(adapter.payment_from_lago({"invoice": invoice}).amount) == "920.00 EUR"
+    with pytest.raises(ValueError, match=r"invoice\.total_paid_amount_cents: 123159 of 123159 paid"):
+        adapter.payment_from_lago(
+            {"invoice": _invoice(payment_status="succeeded", total_paid_amount_cents=123159)}
+        )
+    with pytest.raises(ValueError, match=r"invoice\.total_paid_amount_cents: expected non-negative"):
+        adapter.payment_from_lago(
+            {"invoice": _invoice(payment_status="succeeded", total_paid_amount_cents="1")}
+        )
+
+
+def _payment(**over: Any) -> dict[str, Any]:
+    base = {
+        "lago_id": "4cf085a7-c196-4f07-a543-97c50ec6e8b2", "external_customer_id": "001ACC",
+        "invoice_ids": ["inv-1"], "invoice_numbers": ["LAG-001"], "lago_payable_id": "inv-1",
+        "payable_type": "Invoice", "amount_cents": 40_000, "amount_currency": "EUR", "status": "succeeded",
+        "payment_status": "succeeded", "type": "manual", "reference": "wire 1", "payment_provider_code": None,
+        "payment_provider_type": None, "created_at": "2026-01-09T00:00:00Z",
+    }  # fmt: skip
+    return {**base, **over}
+
+
+def test_a_payment_record_is_one_payment_of_one_invoice() -> None:
+    payment = adapter.payment_record_from_lago({"payment": _payment(), adapter.SEQUENCE_FIELD: 2})
+    assert (payment.id, payment.version, payment.invoice_ids) == (
+        "4cf085a7-c196-4f07-a543-97c50ec6e8b2", 2, ("inv-1",),
+    )  # fmt: skip
+    assert (str(payment.amount), payment.status.value, payment.method) == (
+        "400.00 EUR",
+        "succeeded",
+        "manual",
+    )
+    assert payment.reference == "LAG-001" and payment.customer_id == "001ACC"
+    provider = adapter.payment_record_from_lago(
+        _payment(type="provider", payment_provider_type="stripe", payment_status="processing")
+    )
+    assert (provider.method, provider.status.value) == ("stripe", "pending")
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"external_customer_id": None}, r"payment\.external_customer_id: missing"),
+        ({"payable_type": "PaymentRequest"}, r"payment\.payable_type: 'PaymentRequest' is not an invoice's"),
+        ({"invoice_ids": ["inv-1", "inv-2"]}, r"payment\.invoice_ids: expected the one invoice"),
+        ({"payment_status": "refunded"}, r"payment\.payment_status: 'refunded' is not a Lago payment status"),
+        ({"amount_currency": "XXX"}, r"payment\.amount_currency: 'XXX' is not an ISO 4217"),
+        ({"type": "cash"}, r"payment\.type: 'cash' is neither manual nor provider"),
+        ({"created_at": None}, r"payment\.created_at: missing"),
+    ],
+)
+def test_a_payment_record_is_refused_naming_the_field(over: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        adapter.payment_record_from_lago({"payment": _payment(**over)})
+
+
+def test_a_declined_refund_is_no_refund_and_each_credit_note_state_is_a_version() -> None:
+    raw = {
+        "lago_id": "cn-1", "number": "LAG-001-CN001", "lago_invoice_id": "inv-1", "invoice_number": "LAG-001",
+        "issuing_date": "2026-01-06", "credit_status": "available", "reason": "order_change", "currency": "EUR",
+        "customer": {"external_id": "001ACC"}, "refund_amount_cents": 500, "refund_status": "pending",
+        "items": [{"lago_id": "it-1", "amount_cents": 1000, "fee": {"lago_id": "fee-1", "item": {"code": "HW-GW"}}}],
+        "sub_total_excluding_taxes_amount_cents": 1000, "taxes_amount_cents": 0, "total_amount_cents": 1000,
+    }  # fmt: skip
+    issued = adapter.credit_note_from_lago({"credit_note": raw, adapter.SEQUENCE_FIELD: 1})
+    assert (str(issued.refund), issued.refund_declined, issued.version) == ("5.00 EUR", None, 1)
+    declined = adapter.credit_note_from_lago(
+        {"credit_note": {**raw, "refund_status": "failed"}, adapter.SEQUENCE_FIELD: 2}
+    )
+    assert (declined.refund, str(declined.refund_declined), declined.version) == (None, "5.00 EUR", 2)

@@ -179,3 +179,52 @@ def test_refund_references_keep_the_customers_segment() -> None:
     assert sap.refund_reference("LAG-1-003-CN2", "tail") == "LAG-1-003-CN2-RF"  # short: unchanged
     # A credit note whose own reference is the whole 16 characters: its hyphens make room.
     assert sap.refund_reference("LAG-0002-000-CN2", "tail") == "LAG0002000CN2RF"
+
+
+def test_a_payment_record_clears_its_own_amount_under_its_own_reference() -> None:
+    from lead2cash.canonical_model import Payment
+
+    rules = replace(RULES, clearing_accounts={"manual": "11002020", "_default": "11001020"})
+
+    def record(pid: str, cents: str, status: str = "succeeded", version: int = 1) -> Payment:
+        return Payment(
+            id=pid, version=version, customer_id="cust-7", invoice_ids=("inv-1",), amount=eur(cents),
+            status=status, payment_date=date(2026, 1, 9), reference="LAG-1-001", method="manual",
+        )  # fmt: skip
+
+    first = record("4cf085a7-c196-4f07-a543-97c50ec6e8b2", "30.00")
+    second = record("9a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d", "70.00")
+    refs = [sap.payment_record_reference(p) for p in (first, second)]
+    assert refs == ["P4CF085A7C1964-1", "P9A0B1C2D3E4F4-1"] and all(len(r) == 16 for r in refs)
+    assert sap.payment_record_reference(record(first.id, "30.00", version=12)) == "P4CF085A7C196-12"
+    zero = eur("0.00")
+    entry = sap.payment_to_journal_entry(first, zero, rules, reference_id=refs[0])
+    assert entry is not None and entry.reference_id == refs[0]
+    assert [(i.side.value, i.gl_account, str(i.amount.amount), i.assignment) for i in entry.items] == [
+        ("debit", "11002020", "30.00", "LAG-1-001"),  # the manual payments' account
+        ("credit", "12100000", "30.00", "LAG-1-001"),
+    ]
+    returned = sap.payment_to_journal_entry(record(first.id, "30.00", "failed", 2), eur("30.00"), rules)
+    assert returned is not None and [str(i.amount.amount) for i in returned.items] == ["30.00", "30.00"]
+    assert returned.items[0].side.value == "credit"
+
+
+def test_a_declined_refund_reverses_the_cash_out_under_its_own_reference() -> None:
+    note = CreditNote.build(
+        id="cn-2", credit_note_number="LAG-1-003-CN2", invoice_id="inv-3", invoice_number="LAG-1-003",
+        customer_id="cust-7", currency="EUR", status="finalized", issue_date=date(2026, 1, 7),
+        lines=[CreditNoteLine(id="l1", product_family="Software", amount=eur("40.00"))],
+        refund_declined=eur("25.00"), payment_method="stripe",
+    )  # fmt: skip
+    rules = replace(RULES, clearing_accounts={"_default": "11001020"})
+    assert sap.credit_note_refund_entry(note, rules) is None  # nothing paid out
+    entry = sap.credit_note_refund_entry(note, rules, declined=True)
+    assert entry is not None and (entry.reference_id, entry.document_type) == ("LAG-1-003-CN2-RD", "DZ")
+    assert [(i.kind.value, i.side.value, i.gl_account, str(i.amount.amount)) for i in entry.items] == [
+        ("receivable", "credit", "12100000", "25.00"),  # owed to the customer again
+        ("gl", "debit", "11001020", "25.00"),
+    ]
+    assert sap.refund_reference("LAG-1000-001-CN001", "tail", "-RD") == "1000-001-CN001RD"
+    with pytest.raises(ValueError, match="refund and refund_declined"):
+        CreditNote.build(**{**note.model_dump(exclude={"subtotal", "tax_total", "total", "lines", "taxes"}),
+                            "lines": note.lines, "refund": eur("1.00")})  # fmt: skip
