@@ -174,6 +174,10 @@ class Backfill:
     def rate(self) -> float:
         return self.won / self.seconds
 
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu_s / self.won * 1000
+
 
 async def _wait_done(env: LeadToCash, won: int, timeout: float) -> tuple[bool, float]:
     """Until settled; the cheap store counts first, the full check (SOQL, Lago listing) only then.
@@ -375,10 +379,12 @@ def print_backfill(runs: list[Backfill]) -> None:
     for i, run in enumerate(runs, 1):
         flag = "" if run.settled else "  (NOT SETTLED: timed out)"
         print(
-            f"  run {i}: {run.seconds:7.2f} s  {run.rate:8.1f} deals/s  dead letters {run.dead_letters}{flag}"
+            f"  run {i}: {run.seconds:7.2f} s  {run.rate:8.1f} deals/s  {run.cpu_ms:5.1f} ms CPU per deal"
+            f"  dead letters {run.dead_letters}{flag}"
         )
     median = statistics.median(r.rate for r in runs)
-    print(f"  median: {median:,.1f} deals/s end to end")
+    cpu = statistics.median(r.cpu_ms for r in runs)
+    print(f"  median: {median:,.1f} deals/s end to end, {cpu:.1f} ms of the hub's CPU per deal")
     run = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
     print("\n  per route (median run; seconds after hub start):")
     print(
