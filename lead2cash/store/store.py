@@ -8,6 +8,7 @@ same message, and a worker that dies loses its lease when it expires.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -267,11 +268,19 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # Reads take no write lock: in WAL mode a deferred transaction reads one snapshot and never
-        # waits for (or blocks) a writer.
-        conn.exec_driver_sql(
-            "BEGIN" if conn.get_execution_options().get("lead2cash_read") else "BEGIN IMMEDIATE"
-        )
+        # Reads (``Store._read``: one statement each) begin nothing: the driver runs in autocommit, so the
+        # statement is its own snapshot in WAL mode, takes no write lock and never waits for (or blocks) a
+        # writer, as on PostgreSQL; a BEGIN and a ROLLBACK around it were two more statements per read.
+        if conn.get_execution_options().get("lead2cash_read"):
+            return
+        sql = "BEGIN IMMEDIATE"
+        # On the driver's connection: through ``exec_driver_sql`` the statement paid SQLAlchemy's whole
+        # execution path (events, result setup) on every transaction. Its errors are wrapped as that path
+        # wraps them (``database is locked`` an OperationalError), so callers see the same exceptions.
+        try:
+            conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
     return engine
 
@@ -359,8 +368,8 @@ class Store:
         self.engine.dispose()
 
     def _read(self) -> Connection:
-        """A connection for one read statement. On PostgreSQL it runs in autocommit: the statement is its
-        own snapshot, and BEGIN and ROLLBACK would be two more round trips."""
+        """A connection for one read statement. It runs in autocommit (on SQLite the begin event skips
+        BEGIN): the statement is its own snapshot, and BEGIN and ROLLBACK would be two more round trips."""
         if self.is_sqlite:
             return self.engine.connect().execution_options(lead2cash_read=True)
         return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
