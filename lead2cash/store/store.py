@@ -67,6 +67,11 @@ _XREF_GET_MANY = select(xrefs.c.canonical_id, xrefs.c.system_id).where(
     xrefs.c.canonical_id.in_(bindparam("ids", expanding=True)),
 )
 
+_RECEIPT_SEEN = select(inbound_receipts.c.unique_key).where(
+    inbound_receipts.c.sender == bindparam("sender"),
+    inbound_receipts.c.unique_key == bindparam("unique_key"),
+)
+
 
 class XrefWrite(NamedTuple):
     """A cross-reference a source writes in the same transaction as the records it passes on."""
@@ -1180,11 +1185,9 @@ class Store:
     def receipt_seen(self, sender: str, unique_key: str) -> bool:
         """Was this delivery key of this sender remembered already? A read: the remembering itself is
         ``enqueue``'s, in the inbox transaction."""
-        q = select(inbound_receipts.c.unique_key).where(
-            inbound_receipts.c.sender == sender, inbound_receipts.c.unique_key == unique_key
-        )
-        with self._read() as conn:
-            return conn.execute(q).first() is not None
+        with self._read() as conn:  # every webhook, once per route that reads it
+            params = {"sender": sender, "unique_key": unique_key}
+            return conn.execute(_RECEIPT_SEEN, params).first() is not None
 
     # ------------------------------------------------------------------ route state
     def route_state_get(self, route: str) -> RouteState | None:
