@@ -3,6 +3,8 @@
     .venv/bin/python bench/lead_to_cash.py [--size small|large] [--sandboxes process|thread] [--repeats N]
                                            [--trickle-seconds T] [--safety-lag 1s] [--profile FILE]
                                            [--latency-ms MS] [--store sqlite|postgresql]
+    .venv/bin/python bench/lead_to_cash.py --matrix [--deals 300] [--repeats 1]
+                                           [--matrix-latencies 0,50,150] [--matrix-stores sqlite,postgresql]
 
 small: a 1,000-deal backfill (3 repeats) and a 60 s trickle, a few minutes; large: the issue's 10,000 deals
 (1 repeat) and a 300 s trickle. Figures are medians over the repeats.
@@ -26,6 +28,10 @@ small: a 1,000-deal backfill (3 repeats) and a 60 s trickle, a few minutes; larg
 answer in about a millisecond and both sides are bound by their own CPU (the hub's durable bookkeeping per
 record against a script that keeps none); with a network's latency both are bound by round trips, which is
 the situation against real systems.
+
+4. ``--matrix`` (only that): per latency (0, 50, 150 ms) and per store (SQLite, PostgreSQL), the hub's
+   backfill and the script on the same deals, in one table: deals/s, CPU ms per deal, calls per deal per
+   system, and the hub's ratio to the script. Worker scaling is ``bench/workers.py``.
 
 Sandboxes: ``process`` (default) serves the three simulators from a child process (``lead2cash sandbox --lead-to-cash``),
 so the hub (or the baseline) has this process to itself; ``thread`` is ``LeadToCash`` as is (one process,
@@ -173,6 +179,10 @@ class Backfill:
     @property
     def rate(self) -> float:
         return self.won / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu_s / self.won * 1000
 
 
 async def _wait_done(env: LeadToCash, won: int, timeout: float) -> tuple[bool, float]:
@@ -375,10 +385,12 @@ def print_backfill(runs: list[Backfill]) -> None:
     for i, run in enumerate(runs, 1):
         flag = "" if run.settled else "  (NOT SETTLED: timed out)"
         print(
-            f"  run {i}: {run.seconds:7.2f} s  {run.rate:8.1f} deals/s  dead letters {run.dead_letters}{flag}"
+            f"  run {i}: {run.seconds:7.2f} s  {run.rate:8.1f} deals/s  {run.cpu_ms:5.1f} ms CPU per deal"
+            f"  dead letters {run.dead_letters}{flag}"
         )
     median = statistics.median(r.rate for r in runs)
-    print(f"  median: {median:,.1f} deals/s end to end")
+    cpu = statistics.median(r.cpu_ms for r in runs)
+    print(f"  median: {median:,.1f} deals/s end to end, {cpu:.1f} ms of the hub's CPU per deal")
     run = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
     print("\n  per route (median run; seconds after hub start):")
     print(
@@ -477,6 +489,68 @@ def print_ceiling(hub: float, hub_cpu_ms: float, runs: dict[str, list[Result]], 
         print(f"    {count:>7}  {name}")
 
 
+def _per_system(calls: dict[str, int], deals: int) -> str:
+    """``salesforce 0.11 lago 3.26 sap 1.23``: calls per deal per system (the connectors' own counts)."""
+    out = []
+    for system in ("salesforce", "lago", "sap"):
+        n = calls.get(f"{system} (connector count)")
+        if n is None:  # the script's counter: "<system> <operation>"
+            n = sum(v for k, v in calls.items() if k.split(" ", 1)[0] == system)
+        out.append(f"{system} {n / deals:.2f}")
+    return " ".join(out)
+
+
+def matrix(args: argparse.Namespace, deals: int, repeats: int) -> None:
+    """Section 4 of the issue in one run: per store and per latency, the hub's backfill and the script on
+    the same deals: deals/s, CPU ms per deal, calls per deal per system, and the ratio hub / script. The
+    script keeps no state, so it runs once per latency, for both stores."""
+    latencies = [int(x) for x in args.matrix_latencies.split(",")]
+    stores = args.matrix_stores.split(",")
+    print(
+        f"matrix: {deals} deals, {repeats} run(s) per cell (medians), stores {stores}, latencies {latencies} ms"
+    )
+    script: dict[int, list[Result]] = {}
+    hub: dict[tuple[str, int], list[Backfill]] = {}
+    for latency in latencies:
+        for i in range(repeats):
+            result = asyncio.run(baseline(deals, args.sandboxes, "httpx", args.concurrency, latency))
+            script.setdefault(latency, []).append(result)
+            print(
+                f"  script, {latency} ms, run {i + 1}: {result.deals / result.seconds:.1f} deals/s",
+                flush=True,
+            )
+        for store in stores:
+            STORE["backend"] = store
+            for i in range(repeats):
+                run = asyncio.run(backfill(deals, args.sandboxes, args.safety_lag, 600.0, None, latency))
+                hub.setdefault((store, latency), []).append(run)
+                flag = "" if run.settled else " (NOT SETTLED)"
+                print(f"  hub {store}, {latency} ms, run {i + 1}: {run.rate:.1f} deals/s{flag}", flush=True)
+    print(f"\n== 4. matrix: {deals} deals, hub (shipped routes) and script (httpx, no state) ==")
+    print(f"  {'latency':>7}  {'side':<18}{'deals/s':>9}{'ratio':>7}{'CPU ms/deal':>13}   calls per deal")
+    for latency in latencies:
+        results = script[latency]
+        s_rate = statistics.median(r.deals / r.seconds for r in results)
+        s_cpu = statistics.median(r.cpu_s / r.deals * 1000 for r in results)
+        first = results[0]
+        print(
+            f"  {latency:>5}ms  {'script':<18}{s_rate:>9.1f}{'':>7}{s_cpu:>13.1f}   "
+            f"{_per_system(dict(first.calls), first.deals)}"
+        )
+        for store in stores:
+            runs = hub[(store, latency)]
+            rate = statistics.median(r.rate for r in runs)
+            cpu = statistics.median(r.cpu_ms for r in runs)
+            mid = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+            unsettled = "" if all(r.settled for r in runs) else "  NOT SETTLED"
+            print(
+                f"  {'':>7}  {'hub ' + store:<18}{rate:>9.1f}{rate / s_rate:>7.2f}{cpu:>13.1f}   "
+                f"{_per_system(mid.api_calls, mid.won)}{unsettled}"
+            )
+    print("  goals: hub CPU <= 8 ms per deal at 0 ms; ratio >= 0.9 at 50 ms and >= 0.95 at 150 ms.")
+    print("  worker scaling: bench/workers.py (the workers as separate processes).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -511,8 +585,20 @@ def main() -> None:
         help="one more backfill with the Lago sandbox limited to this many requests/s, as Lago per "
         "organization (0: skip)",
     )
+    parser.add_argument(
+        "--matrix",
+        action="store_true",
+        help="section 4: hub and script at each --matrix-latencies on each --matrix-stores, one table "
+        "(--deals, default 300; --repeats, default 1); nothing else runs",
+    )
+    parser.add_argument("--matrix-latencies", default="0,50,150", help="ms per sandbox call, comma-separated")
+    parser.add_argument("--matrix-stores", default="sqlite,postgresql", help="comma-separated")
     args = parser.parse_args()
     STORE["backend"] = args.store
+    if args.matrix:
+        print("$ " + shlex.join([Path(sys.executable).name, *sys.argv]))
+        matrix(args, args.deals or 300, args.repeats or 1)
+        return
     size = SIZES[args.size]
     deals = args.deals or int(size["deals"])
     repeats = args.repeats or int(size["repeats"])

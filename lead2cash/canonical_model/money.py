@@ -95,12 +95,25 @@ class Money(CanonicalModel):
         value = to_decimal(amount, what="amount")
         _check_bounds(value, code)  # before quantize: a huge exponent would overflow the context
         quantized = value.quantize(_quantum(code), rounding=rounding, context=DECIMAL_CONTEXT)
-        _check_bounds(quantized, code)  # after: rounding up may reach the bound
-        return cls(amount=quantized, currency=code)
+        return cls._exact(quantized, code)  # checks the bound again: rounding up may reach it
+
+    @classmethod
+    def _exact(cls, amount: Decimal, currency: str) -> Money:
+        """Money from a finite Decimal already at ``currency``'s minor units (or fewer places) and a
+        normalized currency code: what this class's own arithmetic makes. It skips pydantic's validation
+        (the ``_normalize`` validator re-parsed both on every sum and difference: tens of thousands of
+        times per thousand deals) and keeps its checks: the bound, and exactly the minor units."""
+        _check_bounds(amount, currency)
+        quantized = amount.quantize(_quantum(currency), context=DECIMAL_CONTEXT)
+        if quantized != amount:  # never rounds: an amount with more places is a bug here
+            raise InvalidAmountError(f"amount: {amount} has more places than {currency} allows")
+        if quantized.is_zero() and quantized.is_signed():
+            quantized = quantized.copy_abs()  # one spelling of zero, as ``to_decimal`` gives
+        return cls.model_construct(amount=quantized, currency=currency)
 
     @classmethod
     def zero(cls, currency: str) -> Money:
-        return cls(amount=Decimal(0), currency=currency)
+        return cls._exact(Decimal(0), normalize_currency(currency))
 
     @classmethod
     def from_minor_units(cls, units: int, currency: str) -> Money:
@@ -108,7 +121,7 @@ class Money(CanonicalModel):
         if isinstance(units, bool) or not isinstance(units, int):
             raise InvalidAmountError(f"minor units must be an int, got {type(units).__name__}")
         code = normalize_currency(currency)
-        return cls(amount=Decimal(units).scaleb(-MINOR_UNITS[code], context=DECIMAL_CONTEXT), currency=code)
+        return cls._exact(Decimal(units).scaleb(-MINOR_UNITS[code], context=DECIMAL_CONTEXT), code)
 
     # --- inspection ---------------------------------------------------------------------------------
 
@@ -143,22 +156,22 @@ class Money(CanonicalModel):
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other, "add")
-        return Money(amount=DECIMAL_CONTEXT.add(self.amount, other.amount), currency=self.currency)
+        return Money._exact(DECIMAL_CONTEXT.add(self.amount, other.amount), self.currency)
 
     def __sub__(self, other: object) -> Money:
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other, "subtract")
-        return Money(amount=DECIMAL_CONTEXT.subtract(self.amount, other.amount), currency=self.currency)
+        return Money._exact(DECIMAL_CONTEXT.subtract(self.amount, other.amount), self.currency)
 
     def __neg__(self) -> Money:
-        return Money(amount=-self.amount, currency=self.currency)
+        return Money._exact(-self.amount, self.currency)
 
     def __pos__(self) -> Money:
         return self
 
     def __abs__(self) -> Money:
-        return Money(amount=abs(self.amount), currency=self.currency)
+        return Money._exact(abs(self.amount), self.currency)
 
     def __mul__(self, other: object) -> Money:
         # Only integers: their product is exact. A Decimal factor needs a rounding decision -> times().
@@ -166,7 +179,7 @@ class Money(CanonicalModel):
             if isinstance(other, Decimal | float):
                 raise TypeError("multiply Money by a Decimal with money.times(factor, rounding=...)")
             return NotImplemented
-        return Money(amount=DECIMAL_CONTEXT.multiply(self.amount, Decimal(other)), currency=self.currency)
+        return Money._exact(DECIMAL_CONTEXT.multiply(self.amount, Decimal(other)), self.currency)
 
     def __rmul__(self, other: object) -> Money:
         return self.__mul__(other)
@@ -252,4 +265,4 @@ def sum_money(items: Iterable[Money], currency: str) -> Money:
         if item.currency != code:
             raise CurrencyMismatchError(code, item.currency, "sum")
         total = DECIMAL_CONTEXT.add(total, item.amount)
-    return Money(amount=total, currency=code)
+    return Money._exact(total, code)

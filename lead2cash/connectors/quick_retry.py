@@ -23,6 +23,7 @@ from tenacity import (
 
 from lead2cash.errors import DeliveryError, PermanentError, ThrottledError
 from lead2cash.pacing import pace
+from lead2cash.retrying import first_then
 
 T = TypeVar("T")
 
@@ -68,14 +69,14 @@ async def quick_retry(
         described = exc.describe() if isinstance(exc, DeliveryError) else repr(exc)
         log.debug("repeating a call", attempt=state.attempt_number, wait_s=round(wait_s, 3), error=described)
 
-    async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(retries + 1),
-        wait=wait,
-        retry=retry_if_exception(retryable),
-        before_sleep=before_sleep,
-        sleep=sleep,
-        reraise=True,
-    ):
-        with attempt:
-            return await call()
-    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+    def retrying() -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop_after_attempt(retries + 1),
+            wait=wait,
+            retry=retry_if_exception(retryable),
+            before_sleep=before_sleep,
+            sleep=sleep,
+            reraise=True,
+        )
+
+    return await first_then(call, retrying)

@@ -29,6 +29,7 @@ from tenacity import (
 
 from lead2cash.observability import REDACTOR, Metrics
 from lead2cash.pacing import LeaseLost, RateLimiter, current_fence, current_pacer, delivery_in_doubt
+from lead2cash.retrying import first_then
 from lead2cash.routes.errors import DeliveryError, ErrorClass, TransientError
 from lead2cash.routes.interfaces import (
     AcknowledgingSource,
@@ -634,16 +635,17 @@ class RouteRuntime:
                 finally:
                     self.metrics.latency.labels(self.name).observe(time.perf_counter() - started)
 
-        try:
-            async for try_ in AsyncRetrying(
+        def retrying() -> AsyncRetrying:
+            return AsyncRetrying(
                 stop=stop,
                 wait=wait,
                 retry=retry_if_exception(retryable),
                 before_sleep=before_sleep,
                 reraise=True,
-            ):
-                with try_:
-                    ref = await attempt()
+            )
+
+        try:
+            ref = await first_then(attempt, retrying)
             return Outcome(message, "confirmed", ref, history=history)
         except LeaseLost:
             bound.warning("lease lost to another worker; not delivered", worker=worker)

@@ -8,6 +8,7 @@ same message, and a worker that dies loses its lease when it expires.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,11 @@ _XREF_GET_MANY = select(xrefs.c.canonical_id, xrefs.c.system_id).where(
     xrefs.c.entity_type == bindparam("entity_type"),
     xrefs.c.system == bindparam("system"),
     xrefs.c.canonical_id.in_(bindparam("ids", expanding=True)),
+)
+
+_RECEIPT_SEEN = select(inbound_receipts.c.unique_key).where(
+    inbound_receipts.c.sender == bindparam("sender"),
+    inbound_receipts.c.unique_key == bindparam("unique_key"),
 )
 
 
@@ -267,11 +273,19 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        # Reads take no write lock: in WAL mode a deferred transaction reads one snapshot and never
-        # waits for (or blocks) a writer.
-        conn.exec_driver_sql(
-            "BEGIN" if conn.get_execution_options().get("lead2cash_read") else "BEGIN IMMEDIATE"
-        )
+        # Reads (``Store._read``: one statement each) begin nothing: the driver runs in autocommit, so the
+        # statement is its own snapshot in WAL mode, takes no write lock and never waits for (or blocks) a
+        # writer, as on PostgreSQL; a BEGIN and a ROLLBACK around it were two more statements per read.
+        if conn.get_execution_options().get("lead2cash_read"):
+            return
+        sql = "BEGIN IMMEDIATE"
+        # On the driver's connection: through ``exec_driver_sql`` the statement paid SQLAlchemy's whole
+        # execution path (events, result setup) on every transaction. Its errors are wrapped as that path
+        # wraps them (``database is locked`` an OperationalError), so callers see the same exceptions.
+        try:
+            conn.connection.driver_connection.execute(sql)  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
     return engine
 
@@ -359,8 +373,8 @@ class Store:
         self.engine.dispose()
 
     def _read(self) -> Connection:
-        """A connection for one read statement. On PostgreSQL it runs in autocommit: the statement is its
-        own snapshot, and BEGIN and ROLLBACK would be two more round trips."""
+        """A connection for one read statement. It runs in autocommit (on SQLite the begin event skips
+        BEGIN): the statement is its own snapshot, and BEGIN and ROLLBACK would be two more round trips."""
         if self.is_sqlite:
             return self.engine.connect().execution_options(lead2cash_read=True)
         return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -1171,11 +1185,9 @@ class Store:
     def receipt_seen(self, sender: str, unique_key: str) -> bool:
         """Was this delivery key of this sender remembered already? A read: the remembering itself is
         ``enqueue``'s, in the inbox transaction."""
-        q = select(inbound_receipts.c.unique_key).where(
-            inbound_receipts.c.sender == sender, inbound_receipts.c.unique_key == unique_key
-        )
-        with self._read() as conn:
-            return conn.execute(q).first() is not None
+        with self._read() as conn:  # every webhook, once per route that reads it
+            params = {"sender": sender, "unique_key": unique_key}
+            return conn.execute(_RECEIPT_SEEN, params).first() is not None
 
     # ------------------------------------------------------------------ route state
     def route_state_get(self, route: str) -> RouteState | None:

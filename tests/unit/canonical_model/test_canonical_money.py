@@ -243,3 +243,31 @@ def test_amounts_serialize_as_strings_at_the_currency_scale() -> None:
 
 def test_money_is_hashable_and_equal_by_value() -> None:
     assert len({Money.of("1", "USD"), Money(amount="1.00", currency="usd")}) == 1
+
+
+def test_arithmetic_results_equal_validated_money() -> None:
+    # Sums, differences and products are built without pydantic's validation: they must be the same
+    # values, spelled the same, as the validated constructor makes.
+    a, b = Money.of("1.10", "USD"), Money.of("2.25", "USD")
+    for made, validated in (
+        (a + b, Money(amount="3.35", currency="USD")),
+        (a - b, Money(amount="-1.15", currency="USD")),
+        (-a, Money(amount="-1.10", currency="USD")),
+        (abs(-a), a),
+        (a * 3, Money(amount="3.30", currency="USD")),
+        (a - a, Money(amount="0", currency="USD")),
+        (sum_money([], "usd"), Money(amount="0", currency="USD")),
+        (Money.zero("jpy"), Money(amount="0", currency="JPY")),
+        (Money.from_minor_units(1234, "KWD"), Money(amount="1.234", currency="KWD")),
+    ):
+        assert made == validated and hash(made) == hash(validated)
+        assert made.model_dump_json() == validated.model_dump_json()
+        assert made.model_fields_set == validated.model_fields_set
+
+
+def test_arithmetic_keeps_the_bound() -> None:
+    big = Money(amount="999999999999999.00", currency="USD")
+    with pytest.raises(InvalidAmountError, match="out of bounds"):
+        _ = big + Money.of("1", "USD")
+    with pytest.raises(InvalidAmountError, match="out of bounds"):
+        _ = big * 2
