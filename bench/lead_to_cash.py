@@ -3,7 +3,7 @@
     .venv/bin/python bench/lead_to_cash.py [--size small|large] [--sandboxes process|thread] [--repeats N]
                                            [--trickle-seconds T] [--safety-lag 1s] [--profile FILE]
                                            [--latency-ms MS] [--store sqlite|postgresql]
-    .venv/bin/python bench/lead_to_cash.py --matrix [--deals 300] [--repeats 1]
+    .venv/bin/python bench/lead_to_cash.py --matrix [--deals 300] [--repeats 1] [--matrix-workers 1,2,4]
                                            [--matrix-latencies 0,50,150] [--matrix-stores sqlite,postgresql]
 
 small: a 1,000-deal backfill (3 repeats) and a 60 s trickle, a few minutes; large: the issue's 10,000 deals
@@ -51,6 +51,7 @@ import os
 import pstats
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -548,7 +549,16 @@ def matrix(args: argparse.Namespace, deals: int, repeats: int) -> None:
                 f"{_per_system(mid.api_calls, mid.won)}{unsettled}"
             )
     print("  goals: hub CPU <= 8 ms per deal at 0 ms; ratio >= 0.9 at 50 ms and >= 0.95 at 150 ms.")
-    print("  worker scaling: bench/workers.py (the workers as separate processes).")
+    if args.matrix_workers:
+        # The workers are separate `lead2cash run` processes on one PostgreSQL store: bench/workers.py runs
+        # them, here in the same run so that section 4 prints in one go.
+        print(f"\n== 4. worker scaling: {args.matrix_workers} workers, 50 ms per call (bench/workers.py) ==")
+        cmd = [sys.executable, str(Path(__file__).with_name("workers.py")), "--deals", str(deals)]
+        subprocess.run([*cmd, "--workers", args.matrix_workers, "--latency-ms", "50"], check=False)
+    else:
+        print(
+            "  worker scaling: --matrix-workers 1,2,4, or bench/workers.py (the workers as separate processes)."
+        )
 
 
 def main() -> None:
@@ -593,6 +603,11 @@ def main() -> None:
     )
     parser.add_argument("--matrix-latencies", default="0,50,150", help="ms per sandbox call, comma-separated")
     parser.add_argument("--matrix-stores", default="sqlite,postgresql", help="comma-separated")
+    parser.add_argument(
+        "--matrix-workers",
+        default="1,2,4",
+        help="after the table, the worker scaling on PostgreSQL at 50 ms per call (bench/workers.py; '': skip)",
+    )
     args = parser.parse_args()
     STORE["backend"] = args.store
     if args.matrix:
