@@ -4,7 +4,9 @@ comparison on one generated pair of invoice-line exports with planted difference
 Each tool runs in a child process of its own from reading the Parquet files to writing its mismatched rows;
 wall time, CPU time (user + system) and peak RSS (``wait4``'s ru_maxrss) are the whole process's. The tools
 run ``--repeat`` times, interleaved, and the medians are printed (the machine may be shared: the load average
-is printed too, and CPU time is the figure least disturbed by other work). datacompy compares the same columns
+is printed too, and CPU time is the figure least disturbed by other work). One untimed run of each comes first:
+a freshly made datacompy environment's first runs pay for reading its libraries from disk (1.9-2.2 s against
+1.3 s warm), which would flatter lead2cash. datacompy compares the same columns
 (plan, currency, quantity, unit price, amount, tax rate, tax, bill date, cycle) joined on the same key
 (contract, period start) with the same tolerance (``abs_tol`` = the tolerance in minor units, 0 by default).
 
@@ -135,6 +137,8 @@ def main() -> None:
         l2c: list[tuple[float, float, float, float]] = []
         dc: list[tuple[float, float, float, float]] = []
         phases: list[dict[str, float]] = []
+        for cmd in (l2c_cmd, dc_cmd):  # warm-up, untimed: both tools' libraries in the page cache
+            timed(cmd, env={**os.environ, "COLUMNS": "120"})
         for _ in range(args.repeat):  # interleaved: the machine may be shared
             s, mib, code = timed(l2c_cmd, env={**os.environ, "COLUMNS": "120"})
             summary = json.loads(
