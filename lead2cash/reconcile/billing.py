@@ -29,6 +29,8 @@ from typing import Any
 import polars as pl
 import yaml
 
+from lead2cash.canonical_model.currency import MINOR_UNITS
+
 LINES: dict[str, Any] = {
     "invoice_id": pl.String,
     "customer_id": pl.String,
@@ -220,18 +222,54 @@ def classify(joined: pl.LazyFrame, cfg: BillingConfig) -> pl.LazyFrame:
         pl.coalesce("l_customer_id", "n_customer_id").alias("customer_id"),
         pl.coalesce("l_segment", "n_segment").fill_null("??").alias("segment"),
         cur.alias("currency"),
-        (pl.col("n_amount").fill_null(0) - pl.col("l_amount").fill_null(0)).alias("delta"),
-        (pl.col("n_tax").fill_null(0) - pl.col("l_tax").fill_null(0)).alias("tax_delta"),
+        # Amounts in two currencies have no difference to state: the cause says which currencies.
+        pl.when(ne("currency") & has_l & has_n)
+        .then(None)
+        .otherwise(pl.col("n_amount").fill_null(0) - pl.col("l_amount").fill_null(0))
+        .alias("delta"),
+        pl.when(ne("currency") & has_l & has_n)
+        .then(None)
+        .otherwise(pl.col("n_tax").fill_null(0) - pl.col("l_tax").fill_null(0))
+        .alias("tax_delta"),
     )
+
+
+def _major(amount: str, currency: str = "currency") -> pl.Expr:
+    """An amount in minor units written in its currency's major unit (406300 KWD -> ``406.300 KWD``), by
+    integer arithmetic on the ISO 4217 digits; a currency outside ISO 4217 keeps its minor units, said so."""
+    digits = pl.col(currency).replace_strict(dict(MINOR_UNITS), default=None, return_dtype=pl.Int64)
+    scale = pl.col(currency).replace_strict(
+        {c: 10**d for c, d in MINOR_UNITS.items()}, default=None, return_dtype=pl.Int64
+    )
+    a = pl.col(amount)
+    sign = pl.when(a < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+    whole = (a.abs() // scale).cast(pl.String)
+    number = (
+        pl.when(digits == 0)
+        .then(sign + whole)
+        .otherwise(sign + whole + "." + (a.abs() % scale).cast(pl.String).str.zfill(digits))
+    )
+    return (
+        pl.when(digits.is_null())
+        .then(pl.format("{} minor units of {}", a, pl.col(currency)))
+        .otherwise(pl.format("{} {}", number, pl.col(currency)))
+    )
+
+
+def _rate(bp: str) -> pl.Expr:
+    """A tax rate in basis points as a percentage: 1900 -> ``19.00%``."""
+    r = pl.col(bp)
+    return pl.format("{}.{}%", r // 100, (r % 100).cast(pl.String).str.zfill(2))
 
 
 def _evidence() -> pl.Expr:
     c = pl.col("cause")
+    la, na = _major("l_amount"), _major("n_amount")
     return (
         pl.when(c == "missing_in_new")
-        .then(pl.format("legacy {} billed {} {} on {}; the new engine has no line", "l_invoice_id", "l_amount", "currency", "l_bill_date"))
+        .then(pl.format("legacy {} billed {} on {}; the new engine has no line", "l_invoice_id", la, "l_bill_date"))
         .when(c == "extra_in_new")
-        .then(pl.format("new {} billed {} {} on {}; the legacy run has no line", "n_invoice_id", "n_amount", "currency", "n_bill_date"))
+        .then(pl.format("new {} billed {} on {}; the legacy run has no line", "n_invoice_id", na, "n_bill_date"))
         .when(c == "currency")
         .then(pl.format("legacy in {}, new in {}", "l_currency", "n_currency"))
         .when(c == "quantity")
@@ -240,20 +278,30 @@ def _evidence() -> pl.Expr:
         .then(
             pl.format(
                 "period {} to {}: legacy {} for {} of {} days (30-day months, minimum charge), new {} for {} days (actual days)",
-                "period_start", "l_period_end", "l_amount", "l_days", "l_full_days", "n_amount", "n_days",
+                "period_start", "l_period_end", la, "l_days", "l_full_days", na, "n_days",
             )
         )
         .when(c == "price")
         .then(
             pl.format(
                 "plan legacy {} new {}; unit price legacy {} new {}; amount legacy {} new {}",
-                "l_plan", "n_plan", "l_unit_price", "n_unit_price", "l_amount", "n_amount",
+                "l_plan", "n_plan", _major("l_unit_price"), _major("n_unit_price"), la, na,
             )
         )
         .when(c == "tax")
-        .then(pl.format("tax rate legacy {} bp, new {} bp: tax {} against {}", "l_tax_rate_bp", "n_tax_rate_bp", "l_tax", "n_tax"))
+        .then(
+            pl.format(
+                "tax rate legacy {}, new {}: tax {} against {}",
+                _rate("l_tax_rate_bp"), _rate("n_tax_rate_bp"), _major("l_tax"), _major("n_tax"),
+            )
+        )
         .when(c == "rounding")
-        .then(pl.format("same rate {} bp on {}: tax legacy {} (per line, rounded down), new {} (per invoice, half up)", "l_tax_rate_bp", "l_amount", "l_tax", "n_tax"))
+        .then(
+            pl.format(
+                "same rate {} on {}: tax legacy {} (per line, rounded down), new {} (per invoice, half up)",
+                _rate("l_tax_rate_bp"), la, _major("l_tax"), _major("n_tax"),
+            )
+        )
         .when(c == "timing")
         .then(pl.format("billed legacy {} (cycle {}), new {} (cycle {})", "l_bill_date", "l_cycle", "n_bill_date", "n_cycle"))
     )  # fmt: skip
@@ -272,6 +320,7 @@ class Result:
     by_segment: list[dict[str, Any]]
     differences: pl.DataFrame
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for the bench
+    explained_causes: tuple[str, ...] = ()  # the configuration's: counted as accurate
 
     @property
     def passed(self) -> bool:
@@ -425,5 +474,5 @@ def reconcile(
     phase("classify")
     return Result(
         cycle, compared, agreeing, good - agreeing, ratio(good, compared), ratio(agreeing, compared), cfg.threshold,
-        by_cause, by_segment, diffs, phases,
+        by_cause, by_segment, diffs, phases, cfg.explained,
     )  # fmt: skip

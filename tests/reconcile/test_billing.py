@@ -50,10 +50,19 @@ CASES = {
     "agree": ({}, None),
     "currency": ({"currency": "USD"}, "legacy in EUR, new in USD"),
     "quantity": ({"quantity": 2, "amount": 91800}, "quantity legacy 1, new 2"),
-    "price": ({"unit_price": 51000, "amount": 51000, "tax": 9690}, "unit price legacy 45900 new 51000"),
+    "price": (
+        {"unit_price": 51000, "amount": 51000, "tax": 9690},
+        "unit price legacy 459.00 EUR new 510.00 EUR",
+    ),
     "price_plan": ({"plan": "PLAT-PRO"}, "plan legacy PLAT-BASE new PLAT-PRO"),
-    "tax": ({"tax_rate_bp": 1600, "tax": 7344}, "tax rate legacy 1900 bp, new 1600 bp"),
-    "rounding": ({"tax": 8722}, "tax legacy 8721 (per line, rounded down), new 8722"),
+    "tax": (
+        {"tax_rate_bp": 1600, "tax": 7344},
+        "tax rate legacy 19.00%, new 16.00%: tax 87.21 EUR against 73.44 EUR",
+    ),
+    "rounding": (
+        {"tax": 8722},
+        "same rate 19.00% on 459.00 EUR: tax legacy 87.21 EUR (per line, rounded down), new 87.22 EUR",
+    ),
     "timing": ({"bill_date": dt.date(2026, 1, 27), "cycle": "2026-01"}, "billed legacy 2026-01-10"),
 }
 
@@ -94,7 +103,7 @@ def test_proration_missing_extra_and_timing_across_the_cut_off() -> None:
     )
     result = reconcile(legacy, new, "2026-01", BillingConfig())
     got = {r["contract_id"]: (r["cause"], r["evidence"]) for r in result.differences.to_dicts()}
-    assert got["K1"][0] == "proration" and "legacy 18360 for 12 of 31 days" in got["K1"][1]
+    assert got["K1"][0] == "proration" and "legacy 183.60 EUR for 12 of 31 days" in got["K1"][1]
     assert got["K2"][0] == "missing_in_new" and "the new engine has no line" in got["K2"][1]
     assert got["K3"][0] == "timing" and "(cycle 2026-02)" in got["K3"][1]
     assert got["K4"][0] == "extra_in_new"
@@ -165,6 +174,10 @@ def test_cli_exit_code_history_and_outputs(tmp_path: Path) -> None:
     failing = cli(*common, *files, "--new-lines", str(tmp_path / "new.parquet"))
     assert failing.returncode == 1, failing.stdout + failing.stderr
     assert "under the threshold" in failing.stderr
+    report = tmp_path / "w" / "reconcile" / "billing-2026-01" / "report.html"
+    failed = report.read_text()
+    # trend, causes, and the largest customers of each currency with differences (amounts in major units)
+    assert failed.count("<svg") >= 3 and "<h3>JPY</h3>" in failed and " JPY</text>" in failed
     passing = cli(*common, *files, "--new-lines", str(tmp_path / "legacy.parquet"))
     assert passing.returncode == 0, passing.stdout + passing.stderr
     assert "trend: 2026-01" in passing.stdout
@@ -177,13 +190,15 @@ def test_cli_exit_code_history_and_outputs(tmp_path: Path) -> None:
     assert runs[0]["differences"] > 0 and runs[1]["differences"] == 0
     out = tmp_path / "w" / "reconcile" / "billing-2026-01"
     assert (out / "differences.csv").exists() and (out / "differences.parquet").exists()
-    assert (out / "report.html").read_text().count("<svg") >= 3
+    assert "no differences" in report.read_text()
     bad = cli("--cycle", "2026-13", "--workdir", str(tmp_path / "w"))
     assert bad.returncode == 2
 
 
+# The canonical model's currency table is light; its entities (and pydantic under them) are not.
 HEAVY = ("lead2cash.hub", "lead2cash.config", "lead2cash.store", "lead2cash.routes", "lead2cash.connectors",
-         "lead2cash.canonical_model", "lead2cash.sandbox", "sqlalchemy", "alembic", "httpx", "pandas")  # fmt: skip
+         "lead2cash.canonical_model.base", "lead2cash.sandbox", "pydantic", "sqlalchemy", "alembic", "httpx",
+         "pandas")  # fmt: skip
 IMPORTED = """
 import json, sys
 from lead2cash.cli import main
@@ -198,7 +213,8 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 
 def test_cli_reconcile_billing_imports_only_what_it_needs(tmp_path: Path) -> None:
     """The CLI's start-up is paid on every run: ``reconcile billing`` on Parquet files must not import the
-    hub, the config models, the store (SQLAlchemy, Alembic), the connectors (httpx) or the sandboxes."""
+    hub, the config models, the canonical entities (pydantic), the store (SQLAlchemy, Alembic), the connectors
+    (httpx) or the sandboxes."""
     legacy, new, _ = pair(500, seed=5, rate=0.01)
     legacy.write_parquet(tmp_path / "legacy.parquet")
     new.write_parquet(tmp_path / "new.parquet")
@@ -213,3 +229,24 @@ def test_cli_reconcile_billing_imports_only_what_it_needs(tmp_path: Path) -> Non
         assert seen["code"] in (0, 1, None), done.stdout + done.stderr
         heavy = [m for m in seen["modules"] if any(m == h or m.startswith(h + ".") for h in HEAVY)]
         assert not heavy, f"{argv[:3]} imported {heavy}"
+
+
+def test_evidence_states_amounts_in_the_currency_major_unit_and_no_delta_across_currencies() -> None:
+    legacy = frame(
+        line(contract_id="K1", currency="KWD", unit_price=406300, amount=406300, tax=0, tax_rate_bp=0),
+        line(contract_id="K2", currency="JPY", unit_price=72000, amount=72000, tax=7200, tax_rate_bp=1000),
+        line(contract_id="K3", currency="EUR", amount=5, unit_price=5, tax=0),
+    )
+    new = frame(
+        line(contract_id="K2", currency="JPY", unit_price=72000, amount=72000, tax=8000, tax_rate_bp=1111),
+        line(contract_id="K3", currency="USD", amount=7, unit_price=7, tax=0),
+    )
+    rows = {
+        r["contract_id"]: r for r in reconcile(legacy, new, "2026-01", BillingConfig()).differences.to_dicts()
+    }
+    assert "billed 406.300 KWD on 2026-01-10" in rows["K1"]["evidence"], rows["K1"]["evidence"]
+    assert rows["K1"]["delta"] == -406300  # minor units in the export, exact
+    assert rows["K2"]["evidence"] == "tax rate legacy 10.00%, new 11.11%: tax 7200 JPY against 8000 JPY"
+    assert (
+        rows["K3"]["cause"] == "currency" and rows["K3"]["delta"] is None and rows["K3"]["tax_delta"] is None
+    )
