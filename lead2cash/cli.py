@@ -1060,5 +1060,29 @@ def main() -> None:
     app()
 
 
+def entry() -> None:
+    """The ``lead2cash`` executable: ``main``; after a command that allows it (``lead2cash.fast_exit``), the
+    exit handlers, the standard streams flushed and the end of the process without the module teardown."""
+    from lead2cash import fast_exit
+
+    try:
+        main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code
+    if not fast_exit.allowed():
+        sys.exit(code)  # type: ignore[arg-type]
+    import atexit
+    import os
+
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)  # as sys.exit does with a message
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -188,6 +188,9 @@ def billing(
             f"({ops}), {lago_read['seconds']:.2f} s",
             markup=False,
         )
+    from lead2cash import fast_exit
+
+    fast_exit.allow()  # every output is written and closed
     if not result.passed:
         err.print(f"accuracy {result.accuracy} is under the threshold {result.threshold}", markup=False)
         raise typer.Exit(1)
