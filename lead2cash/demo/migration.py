@@ -355,6 +355,8 @@ def run_migration_demo(
                     planted = set(state["fix"]) & state["scope"] & billed
                     price = set(diffs.filter(pl.col("cause") == "price")["contract_id"])
                     state["planted"] = (len(planted), len(planted & price), len(price - planted))
+                    n, found, other = state["planted"]
+                    causes += f"; planted wrong prices billed: {n}, found as price: {found}, other: {other}"
                 return ("pass" if code == 0 else "fail"), f"accuracy {acc:.2%} (threshold 99%); {causes}"
 
             return go

@@ -563,8 +563,8 @@ def execute(
     )
     again_text = (
         f"; {detail['created'] + detail['already_done'] + detail['found_by_lookup']:,} subscriptions re-created "
-        f"as <contract>~{number} ({detail['ended']:,} ended contracts not re-created, the last period of "
-        f"{detail['left_to_legacy']:,} left to the legacy system)"
+        f"as <contract>~{number} ({detail['ended']:,} ended contracts not re-created; "
+        f"{detail['left_to_legacy']:,} last periods left to the legacy system)"
         if again
         else ""
     )
