@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -99,7 +100,7 @@ async def fetch_issued(
     if last is not None:
         params["issuing_date_to"] = last.isoformat()
     invoices = {
-        inv["lago_id"]: {**inv, "fees": []}
+        inv["lago_id"]: dict(inv)
         async for inv in client.pages("/invoices", "invoices.list", "invoices", params)
         if inv.get("invoice_type") == "subscription" and inv.get("status") == "finalized"
     }
@@ -113,16 +114,41 @@ async def fetch_issued(
     if last is not None:  # an invoice's fees are never created after it was issued
         until = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.UTC)
         fee_params["created_at_to"] = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    joined = await with_fees(client, invoices, fee_params, concurrency=concurrency)
+    return invoice_lines(joined)
+
+
+async def with_fees(
+    client: Any,
+    invoices: dict[str, dict[str, Any]],
+    fee_params: dict[str, Any],
+    *,
+    complete: Callable[[dict[str, Any]], bool] | None = None,
+    concurrency: int = 16,
+) -> list[dict[str, Any]]:
+    """``invoices`` (from ``GET /invoices``, by ``lago_id``) with their ``fees``, which that listing does not
+    carry: read from the paged ``GET /fees`` (``fee_params`` its filters) and joined on ``lago_invoice_id``,
+    two calls per 100 invoices instead of one per invoice. An invoice ``complete`` refuses (by default: one
+    with no fee in the listing) is read whole with ``GET /invoices/{id}``, at most ``concurrency`` at once.
+
+    A fee listed twice (the listing moved between two pages) is joined once."""
+    if not invoices:
+        return []
+    seen: set[str] = set()
+    for inv in invoices.values():
+        inv["fees"] = []
     async for fee in client.pages("/fees", "fees.list", "fees", fee_params):
         inv = invoices.get(fee.get("lago_invoice_id") or "")
-        if inv is not None:
+        if inv is not None and fee["lago_id"] not in seen:
+            seen.add(fee["lago_id"])
             inv["fees"].append(fee)
-    missing = [i for i, inv in invoices.items() if not inv["fees"]]
+    accept = complete or (lambda inv: bool(inv["fees"]))
+    missing = [i for i, inv in invoices.items() if not accept(inv)]
     gate = asyncio.Semaphore(concurrency)
 
     async def one(lago_id: str) -> None:
-        async with gate:  # fees outside the listing's window: the invoice is read whole
+        async with gate:
             invoices[lago_id] = dict(await client.get_invoice(lago_id))
 
     await asyncio.gather(*(one(i) for i in missing))
-    return invoice_lines(list(invoices.values()))
+    return list(invoices.values())

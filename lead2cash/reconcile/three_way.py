@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from lead2cash.adapters.sap import PostingRuleError, check_reference
 from lead2cash.canonical_model import MINOR_UNITS
 from lead2cash.config.schema import HubConfig, RouteConfig
+from lead2cash.reconcile.lago import with_fees
 from lead2cash.store import DeadLetter, Message, Store
 
 CHECK = "three_way"
@@ -205,7 +206,8 @@ def _quantized(value: Decimal, currency: str) -> Decimal:
 
 def order_of(invoice: Mapping[str, Any]) -> str | None:
     """The deal a Lago invoice bills, read from Lago's own fields: the metadata the hub writes, the order
-    marker in one-off fee descriptions, or the subscriptions' external ids (``<order>:<line>``)."""
+    marker in one-off fee descriptions, or the subscriptions' external ids (``<order>:<line>``), from the
+    invoice's ``subscriptions`` or its fees' ``external_subscription_id``."""
     for item in invoice.get("metadata") or []:
         if item.get("key") == "lead2cash_order":
             return str(item["value"])
@@ -217,7 +219,22 @@ def order_of(invoice: Mapping[str, Any]) -> str | None:
         external = str(sub.get("external_id") or "")
         if ":" in external:
             return external.split(":", 1)[0]
+    # Read from the fee listing, an invoice has no ``subscriptions``: its fees name theirs.
+    for fee in invoice.get("fees") or []:
+        external = str(fee.get("external_subscription_id") or "")
+        if ":" in external:
+            return external.split(":", 1)[0]
     return None
+
+
+def _fees_listed(invoice: Mapping[str, Any]) -> bool:
+    """The fees the fee listing brought are all of the invoice's (Lago's ``fees_amount_cents`` is their
+    sum), or the invoice is not finalized: only finalized invoices' fees are compared."""
+    if invoice.get("status") != "finalized":
+        return True
+    fees = invoice.get("fees") or []
+    total = invoice.get("fees_amount_cents")
+    return bool(fees) and total is not None and sum(int(f["amount_cents"]) for f in fees) == int(total)
 
 
 # ---------------------------------------------------------------------------------------------- the check
@@ -351,17 +368,12 @@ class ThreeWay:
         return {k: fields.get(k) for k in ("invoice_number", "invoiced_amount", "accounting_document")}
 
     async def _invoices(self) -> list[dict[str, Any]]:
+        """Every invoice of the billing engine, with its ``fees``: the invoice listing and the fee listing
+        (every type: subscription, charge, add-on, wallet credit), joined. A finalized invoice whose listed
+        fees do not add up to its ``fees_amount_cents`` is read whole; the others' fees are not compared."""
         client = self.systems[self.billing].client
-        listed = [i async for i in client.invoices({})]
-        gate = asyncio.Semaphore(8)
-
-        async def detailed(invoice: dict[str, Any]) -> dict[str, Any]:
-            if "fees" in invoice:
-                return invoice
-            async with gate:
-                return dict(await client.get_invoice(str(invoice["lago_id"])))
-
-        return list(await asyncio.gather(*(detailed(i) for i in listed)))
+        listed = {str(i["lago_id"]): dict(i) async for i in client.invoices({})}
+        return await with_fees(client, listed, {}, complete=_fees_listed, concurrency=8)
 
     async def _credit_notes(self) -> list[dict[str, Any]]:
         client = self.systems[self.billing].client

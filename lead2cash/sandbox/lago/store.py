@@ -85,6 +85,42 @@ def parse_datetime(value: Any, name: str) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def _blank(value: Any) -> bool:
+    """Ruby's ``blank?`` for a JSON value: null, false, an empty or whitespace string, an empty list/object."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or value is False or value == [] or value == {}
+
+
+def _date_as_written(value: Any) -> date | None:
+    """The date of an ISO 8601 time in its own offset (Ruby's ``DateTime.iso8601(value).to_date``); a stored
+    time's UTC date; None when it is not one."""
+    if isinstance(value, datetime):
+        return value.date()
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+    except ValueError:
+        return None
+
+
+def check_subscription_dates(subscription_at: Any, ending_at: Any, today: date) -> None:
+    """Lago's Subscriptions::ValidateService (on create and on update): ``subscription_at`` is an ISO 8601
+    time, and an ``ending_at`` given is one whose date is after today's and after the start's; otherwise 422
+    ``validation_errors`` with ``invalid_date`` on each field refused."""
+    errors: dict[str, str] = {}
+    start = _date_as_written(subscription_at)
+    if start is None:
+        errors["subscription_at"] = "invalid_date"
+    if not _blank(ending_at):
+        end = _date_as_written(ending_at)
+        if end is None or start is None or not (end > today and end > start):
+            errors["ending_at"] = "invalid_date"
+    if errors:
+        raise invalid(**errors)
+
+
 def midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
@@ -926,18 +962,9 @@ class LagoStore:
         plan = self.plans.get(data["plan_code"])
         if plan is None:
             raise not_found("plan")
-        if data.get("ending_at"):
-            # Lago's Subscriptions::ValidateService#valid_ending_at?: the end's date must be after today's
-            # and after the start's, or 422 ending_at invalid_date (nothing is created).
-            ending = parse_datetime(data["ending_at"], "ending_at")
+        if data.get("ending_at"):  # nothing is created when the dates are refused
             today = self.clock.now()
-            starting = (
-                parse_datetime(data["subscription_at"], "subscription_at")
-                if data.get("subscription_at")
-                else today
-            )
-            if not (ending.date() > today.date() and ending.date() > starting.date()):
-                raise invalid(ending_at="invalid_date")
+            check_subscription_dates(data.get("subscription_at") or today, data["ending_at"], today.date())
         overrides = data.get("plan_overrides") or {}
         currency = overrides.get("amount_currency") or plan.currency
         self.check_currency(currency)
@@ -998,10 +1025,16 @@ class LagoStore:
             raise not_found("subscription") from None
 
     def update_subscription(self, sub: Subscription, data: dict[str, Any]) -> Subscription:
+        # Lago's Subscriptions::UpdateService validates as on create, before changing anything: the start
+        # given, else the subscription's own; an end given must be after today and after that start.
+        start = data.get("subscription_at", sub.subscription_at)
+        check_subscription_dates(start, data.get("ending_at"), self.clock.now().date())
         if "name" in data:
             sub.name = data["name"]
         if "ending_at" in data:
-            sub.ending_at = parse_datetime(data["ending_at"], "ending_at") if data["ending_at"] else None
+            sub.ending_at = (
+                None if _blank(data["ending_at"]) else parse_datetime(data["ending_at"], "ending_at")
+            )
         overrides = data.get("plan_overrides") or {}
         if "amount_cents" in overrides:  # a corrected price: the next period bills at it
             sub.amount_cents = int(overrides["amount_cents"])

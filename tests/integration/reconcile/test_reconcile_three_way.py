@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 
 from lead2cash.cli import app
 from lead2cash.demo.environment import LeadToCash
-from lead2cash.reconcile.three_way import order_of
+from lead2cash.reconcile.three_way import ThreeWay, ThreeWayReport, close_systems, open_systems, order_of
 from lead2cash.sandbox.sap.config import COMPANY_CODES
 
 BILLING = "won-opportunity-to-billing"
@@ -148,6 +149,53 @@ def test_planted_faults_are_found_with_cause_and_fix(env: LeadToCash) -> None:
     print(table.output)
     print(json.dumps(rows, indent=1)[:3000])
     assert table.exit_code == 1 and "deal_not_won" in table.output and "dead_letter" in table.output
+
+
+class _ReadWhole(ThreeWay):
+    """Three-way reading Lago as it did before the fee listing: every invoice read whole, one call each."""
+
+    async def _invoices(self) -> list[dict[str, Any]]:
+        client = self.systems[self.billing].client
+        return [dict(await client.get_invoice(str(i["lago_id"]))) async for i in client.invoices({})]
+
+
+def _three_way(env: LeadToCash, check_class: type[ThreeWay]) -> tuple[dict[str, Any], Counter[str]]:
+    """One three-way run on systems of its own: its report (without its timing) and its Lago calls."""
+    config, store = env.hub.config, env.hub.store
+
+    async def run() -> tuple[ThreeWayReport, Counter[str]]:
+        check = check_class(config, store, {}, config_files=env.config_files)
+        systems = open_systems(
+            config, store, env.systems_file.parent, (check.crm, check.billing, check.ledger)
+        )
+        check.systems = systems
+        try:
+            return await check.run(), Counter(systems[check.billing].client.calls_by_operation)
+        finally:
+            await close_systems(systems)
+
+    report, calls = asyncio.run(run())
+    data = report.as_json()
+    del data["seconds"], data["started_at"]
+    return data, calls
+
+
+def test_it_reads_lago_by_listings_with_the_same_result(env: LeadToCash) -> None:
+    """The fees come from the fee listing, joined on the invoice: no invoice is read whole when the listing
+    has its fees, and the report is the one reading every invoice whole gives."""
+    invoices = env.lago_invoices()
+    fees = int(env.lago_api("GET", "fees", params={"per_page": 1})["meta"]["total_count"])
+    before, calls_before = _three_way(env, _ReadWhole)
+    after, calls_after = _three_way(env, ThreeWay)
+    print(f"{len(invoices)} invoices, {fees} fees; Lago calls before {dict(calls_before)}, "
+          f"after {dict(calls_after)}")  # fmt: skip
+    assert after == before
+    assert after["clean"] is False and after["counts"]["invoices"] >= 5
+    assert calls_before["invoices.get"] == len(invoices)
+    assert calls_after["invoices.get"] == 0
+    pages = -(-fees // 100)
+    assert calls_after["fees.list"] == max(pages, 1)
+    assert sum(calls_after.values()) < sum(calls_before.values())
 
 
 def test_the_fixes_it_names_clear_their_differences(env: LeadToCash) -> None:

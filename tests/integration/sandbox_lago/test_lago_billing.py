@@ -360,6 +360,63 @@ def test_an_ending_at_not_after_today_or_the_start_is_refused(lago_env) -> None:
     assert accepted.json()["subscription"]["ending_at"].startswith((today + timedelta(days=1)).isoformat())
 
 
+def test_an_ending_at_set_on_update_is_checked_as_on_create(lago_env) -> None:
+    """Lago's Subscriptions::UpdateService runs the same ValidateService before changing anything: an
+    ``ending_at`` whose date is not after today's and after the start's (the one given, else the
+    subscription's) is refused with 422 ``ending_at: invalid_date``, and the subscription is left as it was;
+    null clears the end."""
+    customer = lago_env.customer("EUR", "DE")
+    today = date.fromisoformat(lago_env.admin.get("/lago/clock").json()["today"])
+    plan = plan_code_for("PLAT-BASE", "EUR")
+
+    def create(ext: str, start: date) -> str:
+        body = {"external_customer_id": customer, "plan_code": plan, "external_id": f"{customer}-{ext}",
+                "billing_time": "anniversary", "subscription_at": f"{start.isoformat()}T00:00:00Z"}  # fmt: skip
+        created = lago_env.api.post("/subscriptions", json={"subscription": body})
+        assert created.status_code == 200, created.text
+        return f"{customer}-{ext}"
+
+    def update(external_id: str, **changes: object) -> httpx.Response:
+        status = "pending" if external_id.endswith("-pending") else "active"
+        body = {"subscription": changes}
+        return lago_env.api.put(f"/subscriptions/{external_id}", params={"status": status}, json=body)
+
+    def refused(response: httpx.Response, *fields: str) -> None:
+        assert response.status_code == 422, response.text
+        assert response.json() == {
+            "status": 422,
+            "error": "Unprocessable Entity",
+            "code": "validation_errors",
+            "error_details": {f: ["invalid_date"] for f in fields},
+        }
+
+    def end(day: date) -> str:
+        return f"{day.isoformat()}T23:59:59Z"
+
+    active = create("active", today - timedelta(days=40))
+    for ending in (today - timedelta(days=3), today):
+        refused(update(active, name="Renamed", ending_at=end(ending)), "ending_at")
+    sub = lago_env.api.get(f"/subscriptions/{active}").json()["subscription"]
+    assert sub["ending_at"] is None and sub["name"] != "Renamed"  # nothing changed
+    pending = create("pending", today + timedelta(days=9))
+    refused(update(pending, ending_at=end(today + timedelta(days=5))), "ending_at")  # before its start
+    refused(update(pending, ending_at=end(today + timedelta(days=9))), "ending_at")  # on its start
+    refused(
+        update(pending, subscription_at="not a date", ending_at=end(today + timedelta(days=20))),
+        "subscription_at",
+        "ending_at",
+    )
+    # The start given in the same update is the one the end must follow.
+    moved = update(pending, subscription_at=f"{(today + timedelta(days=2)).isoformat()}T00:00:00Z",
+                   ending_at=end(today + timedelta(days=5)))  # fmt: skip
+    assert moved.status_code == 200, moved.text
+    accepted = update(active, ending_at=end(today + timedelta(days=1)))
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["subscription"]["ending_at"].startswith((today + timedelta(days=1)).isoformat())
+    cleared = update(active, ending_at=None)
+    assert cleared.status_code == 200 and cleared.json()["subscription"]["ending_at"] is None, cleared.text
+
+
 def test_fees_are_listed_with_the_specs_filters_and_pages(lago_env) -> None:
     """``GET /fees`` (FeesPaginated): the fees of every invoice, filtered on customer, subscription, type,
     currency and creation time, paged by ``meta.next_page``; a subscription fee is created with its invoice."""

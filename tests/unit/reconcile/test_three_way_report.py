@@ -4,9 +4,14 @@ report's JSON, the metrics of a scheduled run. The comparison itself runs on the
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -145,4 +150,83 @@ def test_records_are_told_apart_by_their_deal_and_invoice() -> None:
     assert order_of({"metadata": [{"key": "lead2cash_order", "value": "006C"}]}) == "006C"
     assert order_of({"fees": [{"description": "Setup (order 006D)"}]}) == "006D"
     assert order_of({"subscriptions": [{"external_id": "006E:line1"}]}) == "006E"
+    # Joined from the fee listing, an invoice has no subscriptions: its fees name them.
+    assert (
+        order_of({"fees": [{"external_subscription_id": None}, {"external_subscription_id": "006F:l2"}]})
+        == "006F"
+    )
     assert order_of({}) is None
+
+
+class _Lago:
+    """The Lago client's reads three-way makes, from listed invoices and fees; counts its calls."""
+
+    def __init__(self, invoices: list[dict[str, Any]], fees: list[dict[str, Any]]) -> None:
+        self.listed, self.fees = invoices, fees
+        self.calls: Counter[str] = Counter()
+
+    async def invoices(self, params: Any) -> AsyncIterator[dict[str, Any]]:
+        self.calls["invoices.list"] += 1
+        for inv in self.listed:
+            yield {k: v for k, v in inv.items() if k not in ("fees", "subscriptions")}
+
+    async def pages(self, path: str, operation: str, root: str, params: Any) -> AsyncIterator[dict[str, Any]]:
+        assert (path, operation, root, params) == ("/fees", "fees.list", "fees", {})  # every fee type
+        self.calls[operation] += 1
+        for fee in self.fees:
+            yield fee
+
+    async def get_invoice(self, lago_id: str) -> dict[str, Any]:
+        self.calls["invoices.get"] += 1
+        return next(i for i in self.listed if i["lago_id"] == lago_id)
+
+
+def _fee(
+    lago_id: str, invoice: str, cents: int, sub: str | None = None, desc: str | None = None
+) -> dict[str, Any]:
+    return {"lago_id": lago_id, "lago_invoice_id": invoice, "amount_cents": cents,
+            "external_subscription_id": sub, "description": desc}  # fmt: skip
+
+
+def test_invoices_are_read_by_listings_and_whole_only_when_their_fees_are_not_listed(
+    config, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    def invoice(lago_id: str, status: str, fees: list[dict[str, Any]], subs: list[str]) -> dict[str, Any]:
+        return {"lago_id": lago_id, "status": status, "fees_amount_cents": sum(f["amount_cents"] for f in fees),
+                "fees": fees, "subscriptions": [{"external_id": s} for s in subs]}  # fmt: skip
+
+    sub = _fee("f1", "i1", 1000, sub="006A:l1")
+    charge = _fee("f2", "i1", 250, sub="006A:l1")
+    one_off = _fee("f3", "i2", 500, desc="Setup (order 006B)")
+    credit = _fee("f4", "i3", 9000)  # a wallet top-up's fee
+    late = _fee("f5", "i4", 700, sub="006C:l1")  # not in the listing: i4 is read whole
+    partial = [_fee("f6", "i5", 100, sub="006D:l1"), _fee("f7", "i5", 50, sub="006D:l1")]
+    voided = _fee("f8", "i6", 300, sub="006E:l1")
+    listed = [
+        invoice("i1", "finalized", [sub, charge], ["006A:l1"]),
+        invoice("i2", "finalized", [one_off], []),
+        invoice("i3", "finalized", [credit], []),
+        invoice("i4", "finalized", [late], ["006C:l1"]),
+        invoice("i5", "finalized", partial, ["006D:l1"]),
+        invoice("i6", "voided", [voided], ["006E:l1"]),
+        invoice("i7", "draft", [], []),
+    ]
+    # The listing moved between two pages: a fee comes twice; one of i5's fees was missed.
+    lago = _Lago(listed, [sub, charge, charge, one_off, credit, partial[0], _fee("f9", "elsewhere", 1)])
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    check = ThreeWay(config, store, {"lago": SimpleNamespace(client=lago)})
+    got = asyncio.run(check._invoices())
+    store.close()
+    assert lago.calls == {"invoices.list": 1, "fees.list": 1, "invoices.get": 2}  # i4 and i5
+    assert [i["lago_id"] for i in got] == [i["lago_id"] for i in listed]  # the listing's order
+    by_id = {i["lago_id"]: i for i in got}
+    assert by_id["i1"]["fees"] == [sub, charge] and "subscriptions" not in by_id["i1"]
+    assert by_id["i5"] == listed[4] and by_id["i4"] == listed[3]  # read whole
+    assert by_id["i6"]["fees"] == [] and by_id["i7"]["fees"] == []  # not finalized: fees not compared
+    assert [order_of(by_id[i]) for i in ("i1", "i2", "i3", "i4", "i5")] == [
+        "006A",
+        "006B",
+        None,
+        "006C",
+        "006D",
+    ]
