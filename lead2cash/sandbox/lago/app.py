@@ -9,9 +9,11 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lead2cash.sandbox.faults import admin_routes
 from lead2cash.sandbox.lago.money import tax_amount
@@ -41,6 +43,18 @@ def error_response(exc: LagoError) -> Response:
 
 def bad_request(message: str) -> Response:
     return json_response({"status": 400, "error": f"BadRequest: {message}"}, 400)
+
+
+class _CountWrites:
+    """Counts the requests that may change the organization (every method but GET and HEAD)."""
+
+    def __init__(self, app: ASGIApp, writes: dict[str, int]) -> None:
+        self.app, self.writes = app, writes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+            self.writes["n"] += 1
+        await self.app(scope, receive, send)
 
 
 def build_app(sandbox: LagoSandbox) -> Starlette:
@@ -125,6 +139,28 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         except ValueError:
             page, per_page = 1, PER_PAGE
         return page, per_page
+
+    # A listing read page by page would filter and sort the organization's records again for every page:
+    # quadratic in its size (a parallel run of 10,000 customers reads hundreds of pages of invoices and
+    # fees). The first page of a query computes the listing; its next pages reuse it while nothing has been
+    # written to the sandbox since (any request but GET counts), for at most a minute.
+    snapshots: dict[tuple[Any, ...], tuple[float, int, int, list[Any]]] = {}
+    writes = {"n": 0}
+
+    def snapshot(request: Request, compute: Callable[[], list[Any]]) -> list[Any]:
+        page, _ = page_args(request)
+        query = sorted((k, v) for k, v in request.query_params.multi_items() if k not in ("page", "per_page"))
+        key = (request.url.path, *query)
+        now, org = monotonic(), id(store())
+        hit = snapshots.get(key)
+        if page > 1 and hit is not None and hit[1:3] == (writes["n"], org) and now - hit[0] < 60:
+            return hit[3]
+        items = compute()
+        snapshots.pop(key, None)
+        snapshots[key] = (now, writes["n"], org, items)
+        while len(snapshots) > 16:
+            snapshots.pop(next(iter(snapshots)))
+        return items
 
     def listing(request: Request, name: str, items: list[Any], render: Callable[[Any], Any]) -> Response:
         chunk, meta = paginate(items, *page_args(request))
@@ -246,12 +282,12 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
 
     @endpoint("invoices.list")
     async def list_invoices(request: Request) -> Response:
-        items = store().list_invoices(request.query_params)
+        items = snapshot(request, lambda: store().list_invoices(request.query_params))
         return listing(request, "invoices", items, lambda i: i.json())
 
     @endpoint("fees.list")
     async def list_fees(request: Request) -> Response:
-        items = store().list_fees(request.query_params)
+        items = snapshot(request, lambda: store().list_fees(request.query_params))
         return listing(request, "fees", items, lambda p: p[0].json(p[1]))
 
     @endpoint("invoices.get")
@@ -289,7 +325,7 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
 
     @endpoint("payments.list")
     async def list_payments(request: Request) -> Response:
-        items = store().list_payments(request.query_params)
+        items = snapshot(request, lambda: store().list_payments(request.query_params))
         return listing(request, "payments", items, lambda p: p.json())
 
     @endpoint("customers.payments")
@@ -692,4 +728,4 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
         Route("/__sandbox/lago/rate_limit", put_rate_limit, methods=["PUT"]),
         *admin_routes(sandbox.faults, sandbox.effects, sandbox.reset),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=[Middleware(_CountWrites, writes=writes)])

@@ -459,3 +459,33 @@ def test_fees_are_listed_with_the_specs_filters_and_pages(lago_env) -> None:
                  created_at_to=f"{first.isoformat()}T23:59:59Z", per_page=100)  # fmt: skip
     assert {f["created_at"][:10] for f in early} == {first.isoformat()}
     assert fees(external_customer_id=customer, currency="USD", per_page=100) == []
+
+
+def test_a_listing_read_page_by_page_is_computed_once_and_sees_a_write_between_pages(
+    lago_env, monkeypatch
+) -> None:
+    customer = lago_env.customer()
+    for cents in (1000, 2000, 3000):
+        one_off(lago_env, customer, "EUR", [{"add_on_code": "HW-GW", "unit_amount_cents": cents}])
+    store = lago_env.sandbox.store
+    computed = []
+    original = type(store).list_invoices
+
+    def counted(self, query):
+        computed.append(dict(query))
+        return original(self, query)
+
+    monkeypatch.setattr(type(store), "list_invoices", counted)
+    params = {"external_customer_id": customer, "per_page": 1}
+
+    def page(n: int) -> dict:
+        response = lago_env.api.get("/invoices", params={**params, "page": n})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    first = page(1)
+    numbers = [first["invoices"][0]["number"]] + [page(n)["invoices"][0]["number"] for n in (2, 3)]
+    assert len(set(numbers)) == 3 and first["meta"]["total_count"] == 3
+    assert len(computed) == 1  # pages 2 and 3 reuse the listing of page 1
+    one_off(lago_env, customer, "EUR", [{"add_on_code": "HW-GW", "unit_amount_cents": 4000}])
+    assert page(2)["meta"]["total_count"] == 4 and len(computed) == 2  # a write in between: computed again
