@@ -34,7 +34,7 @@ from lead2cash.canonical_model import Customer, Order
 from lead2cash.config.errors import ConfigProblems
 from lead2cash.config.lago import LagoSystemConfig
 from lead2cash.connectors.lago import LagoClient, WebhookVerifier, loads
-from lead2cash.errors import PermanentError
+from lead2cash.errors import DeliveryError, PermanentError
 from lead2cash.pacing import delivery_in_doubt, fence
 from lead2cash.routes.interfaces import SourceBatch, WebhookDelivery
 from lead2cash.store import Store, XrefWrite
@@ -702,12 +702,20 @@ class OrderTarget:
             external = str(sub["external_id"])
             period_end = sub.get("current_billing_period_ending_at")
             if self.subscriptions_policy == "period_end" and sub.get("status") == "active" and period_end:
-                return await self.client.request(
-                    "PUT",
-                    f"/subscriptions/{_quote(external)}",
-                    "subscriptions.update",
-                    body={"subscription": {"ending_at": period_end}},
-                )
+                try:
+                    return await self.client.request(
+                        "PUT",
+                        f"/subscriptions/{_quote(external)}",
+                        "subscriptions.update",
+                        body={"subscription": {"ending_at": period_end}},
+                    )
+                except DeliveryError as exc:
+                    # Lago refuses an ending_at that is not after its today: on the period's last day,
+                    # ending the subscription now bills the same days (the day of termination included).
+                    if exc.details.get("status") != 422 or "ending_at" not in (
+                        exc.details.get("error_details") or {}
+                    ):
+                        raise
             return await self.client.terminate_subscription(external, str(sub.get("status") or "active"))
 
         await _together(*(end(s) for s in subs))
