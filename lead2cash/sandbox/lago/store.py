@@ -1494,13 +1494,15 @@ class LagoStore:
                     ]
                 else:
                     items = [i for i in items if all(m["key"] != key for m in i.metadata)]
-        items.sort(key=lambda i: i.created_at, reverse=True)
+        # lago-api's InvoicesQuery: issuing date and creation time, newest first, then id.
+        items.sort(key=lambda i: i.lago_id)
+        items.sort(key=lambda i: (i.issuing_date, i.created_at), reverse=True)
         return items
 
     def list_fees(self, query: Any) -> list[tuple[Fee, Invoice]]:
         """``GET /fees``: the fees of the organization's invoices, with the spec's filters on customer,
         subscription, type, currency and creation time (a malformed time is ignored, as Lago does with
-        a date filter), newest first."""
+        a date filter), oldest first."""
         ext = query.get("external_customer_id")
         sub = query.get("external_subscription_id")
         kind = query.get("fee_type")
@@ -1525,7 +1527,7 @@ class LagoStore:
             and (not currency or f.currency == currency)
             and all(keep(f.created_at, b) for b, keep in bounds)
         ]
-        items.sort(key=lambda p: p[0].created_at, reverse=True)
+        items.sort(key=lambda p: (p[0].created_at, p[0].lago_id))  # lago-api's FeesQuery: oldest first
         return items
 
     # -- credit notes ------------------------------------------------------------------------------
