@@ -234,26 +234,42 @@ def classify(joined: pl.LazyFrame, cfg: BillingConfig) -> pl.LazyFrame:
     )
 
 
-def _major(amount: str, currency: str = "currency") -> pl.Expr:
-    """An amount in minor units written in its currency's major unit (406300 KWD -> ``406.300 KWD``), by
-    integer arithmetic on the ISO 4217 digits; a currency outside ISO 4217 keeps its minor units, said so."""
-    digits = pl.col(currency).replace_strict(dict(MINOR_UNITS), default=None, return_dtype=pl.Int64)
-    scale = pl.col(currency).replace_strict(
-        {c: 10**d for c, d in MINOR_UNITS.items()}, default=None, return_dtype=pl.Int64
-    )
-    a = pl.col(amount)
-    sign = pl.when(a < 0).then(pl.lit("-")).otherwise(pl.lit(""))
-    whole = (a.abs() // scale).cast(pl.String)
-    number = (
-        pl.when(digits == 0)
-        .then(sign + whole)
-        .otherwise(sign + whole + "." + (a.abs() % scale).cast(pl.String).str.zfill(digits))
-    )
-    return (
-        pl.when(digits.is_null())
-        .then(pl.format("{} minor units of {}", a, pl.col(currency)))
-        .otherwise(pl.format("{} {}", number, pl.col(currency)))
-    )
+MONEY_COLUMNS = ("l_amount", "n_amount", "l_unit_price", "n_unit_price", "l_tax", "n_tax")
+
+
+def _in_major_units(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Adds ``_m_<column>`` for each money column: its amount in minor units written in the currency's
+    major unit (406300 KWD -> ``406.300 KWD``), by integer arithmetic on the ISO 4217 digits; a currency
+    outside ISO 4217 keeps its minor units, said so. The digits are looked up once per line."""
+    cur = pl.col("currency")
+    rows = rows.with_columns(
+        cur.replace_strict(dict(MINOR_UNITS), default=None, return_dtype=pl.Int64).alias("_digits"),
+        cur.replace_strict({c: 10**d for c, d in MINOR_UNITS.items()}, default=None, return_dtype=pl.Int64)
+        .alias("_scale"),
+    )  # fmt: skip
+    digits, scale = pl.col("_digits"), pl.col("_scale")
+
+    def major(amount: str) -> pl.Expr:
+        a = pl.col(amount)
+        sign = pl.when(a < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+        whole = (a.abs() // scale).cast(pl.String)
+        number = (
+            pl.when(digits == 0)
+            .then(sign + whole)
+            .otherwise(sign + whole + "." + (a.abs() % scale).cast(pl.String).str.zfill(digits))
+        )
+        return (
+            pl.when(digits.is_null())
+            .then(pl.format("{} minor units of {}", a, cur))
+            .otherwise(pl.format("{} {}", number, cur))
+            .alias(f"_m_{amount}")
+        )
+
+    return rows.with_columns(major(c) for c in MONEY_COLUMNS)
+
+
+def _major(amount: str) -> pl.Expr:
+    return pl.col(f"_m_{amount}")
 
 
 def _rate(bp: str) -> pl.Expr:
@@ -415,7 +431,12 @@ def reconcile(
     rows = classify(
         cand.lazy().select("_k").join(left, on="_k", how="left").join(right, on="_k", how="left"), cfg
     )
-    rows = rows.with_columns(_evidence().alias("evidence")).collect()
+    rows = (
+        _in_major_units(rows)
+        .with_columns(_evidence().alias("evidence"))
+        .drop("_digits", "_scale", *(f"_m_{c}" for c in MONEY_COLUMNS))
+        .collect()
+    )
     if rows["_collision"].any():
         raise RuntimeError("two line keys hashed alike: nothing can be concluded from this run")
     ok = pl.col("cause").is_null()
