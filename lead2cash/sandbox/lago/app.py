@@ -248,7 +248,9 @@ def build_app(sandbox: LagoSandbox) -> Starlette:
 
     @endpoint("subscriptions.update", write=True)
     async def update_subscription(request: Request) -> Response:
-        sub = find_subscription(request)
+        # lago-api's update takes the only subscription with this external id whatever its status, and
+        # filters by ``status`` only among several; the sandbox holds one per external id.
+        sub = store().subscription(request.path_params["external_id"])
         sub = store().update_subscription(sub, await body_of(request, "subscription"))
         return json_response({"subscription": sub.json()})
 

@@ -324,6 +324,12 @@ def test_terminate_options_and_a_price_override_on_update(lago_env) -> None:
     assert sub["status"] == "terminated" and sub["on_termination_invoice"] == "skip"
     after = lago_env.api.get("/invoices", params={"external_customer_id": customer}).json()["invoices"]
     assert len(after) == len(before)
+    # lago-api's update takes the only subscription of an external id whatever its status (GET and DELETE
+    # look among the active ones unless told): the terminated one is renamed, not a 404.
+    renamed = lago_env.api.put(f"/subscriptions/{customer}-skip", json={"subscription": {"name": "Old"}})
+    assert renamed.status_code == 200 and renamed.json()["subscription"]["status"] == "terminated"
+    assert renamed.json()["subscription"]["name"] == "Old"
+    assert lago_env.api.get(f"/subscriptions/{customer}-skip").status_code == 404
 
 
 def test_an_ending_at_not_after_today_or_the_start_is_refused(lago_env) -> None:
