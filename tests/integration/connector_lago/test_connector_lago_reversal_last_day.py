@@ -10,12 +10,12 @@ from datetime import date
 from pathlib import Path
 
 import doubles
-from lago_connector_env import LagoTestEnv, lago, run_hub, write_config  # noqa: F401
+from lago_connector_env import LagoTestEnv, run_hub, write_config
 
 from lead2cash.hub import Hub
 
 
-def test_a_deal_lost_on_the_last_day_of_its_period_ends_that_day(lago: LagoTestEnv, tmp_path: Path) -> None:  # noqa: F811
+def test_a_deal_lost_on_the_last_day_of_its_period_ends_that_day(lago: LagoTestEnv, tmp_path: Path) -> None:
     system = doubles.memory_system("mem", {})
     today = date.fromisoformat(lago.admin.get("/lago/clock").json()["today"])
     line = {"id": "LST-1-a", "product_code": "PLAT-BASE", "product_name": "Platform", "kind": "recurring",
