@@ -86,6 +86,11 @@ AMOUNT_COLUMNS = (
 )
 
 
+def _grouped(amount: Any) -> str:
+    """An exact amount with thousands separators (``34,387,050``, ``223,207.89``); ``-`` for none."""
+    return "-" if amount is None else f"{amount:,}"
+
+
 def summary_tables(agreement: Agreement, progress: Progress) -> Group:
     amounts = Table(title="amounts per currency", header_style="bold")
     for col in ("currency", "won in Salesforce", "invoiced in Lago", "receivables in SAP", "Lago = SAP"):
@@ -94,9 +99,9 @@ def summary_tables(agreement: Agreement, progress: Progress) -> Group:
         invoiced, posted = agreement.invoiced.get(ccy), agreement.posted.get(ccy)
         amounts.add_row(
             ccy,
-            str(agreement.won.get(ccy, "-")),
-            str(invoiced if invoiced is not None else "-"),
-            str(posted if posted is not None else "-"),
+            _grouped(agreement.won.get(ccy)),
+            _grouped(invoiced),
+            _grouped(posted),
             "yes" if invoiced == posted else "NO",
         )
     revenue = Table(title="revenue per account (Lago's fees by product family, SAP's revenue accounts)",
@@ -107,10 +112,7 @@ def summary_tables(agreement: Agreement, progress: Progress) -> Group:
         billed, booked = agreement.revenue_billed.get(ccy, {}), agreement.revenue_posted.get(ccy, {})
         for account in sorted(set(billed) | set(booked)):
             want, got = billed.get(account), booked.get(account)
-            revenue.add_row(
-                ccy, account, str(want if want is not None else "-"), str(got if got is not None else "-"),
-                "yes" if want == got else "NO",
-            )  # fmt: skip
+            revenue.add_row(ccy, account, _grouped(want), _grouped(got), "yes" if want == got else "NO")
     counts = Table(title="records", header_style="bold")
     for col in (
         "deals won",

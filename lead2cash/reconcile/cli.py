@@ -277,9 +277,7 @@ def _print(report: Any, limit: int) -> None:
         invoiced, posted = report.invoiced.get(ccy), report.posted.get(ccy)
         amounts.add_row(
             ccy,
-            str(report.won.get(ccy, "-")),
-            str(invoiced if invoiced is not None else "-"),
-            str(posted if posted is not None else "-"),
+            *("-" if v is None else f"{v:,}" for v in (report.won.get(ccy), invoiced, posted)),
             "yes" if (invoiced or 0) == (posted or 0) else "NO",
             str(sum(n for (c, _cause), n in counted.items() if c == ccy)),
         )
