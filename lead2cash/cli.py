@@ -1079,8 +1079,9 @@ def entry() -> None:
         print(code, file=sys.stderr)  # as sys.exit does with a message
         code = 1
     atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away (`| head`) is not a failure here
+            stream.flush()
     os._exit(code or 0)
 
 
