@@ -283,7 +283,13 @@ def _print(report: Any, limit: int) -> None:
         )
     console.print(amounts)
     console.print(
-        f"deals won {report.deals} (awaiting first invoice {report.awaiting_invoice}), invoices "
+        f"deals won {report.deals} (awaiting first invoice {report.awaiting_invoice}"
+        + (
+            f", billed on another deal's invoice {report.billed_with_another_deal}"
+            if report.billed_with_another_deal
+            else ""
+        )
+        + "), invoices "
         f"{report.invoices}, credit notes {report.credit_notes}, journal entries {report.journal_entries}, "
         f"customers {report.customers}; {report.seconds:.1f}s",
         markup=False,

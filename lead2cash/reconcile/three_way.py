@@ -114,6 +114,9 @@ class ThreeWayReport:
     credit_notes: int = 0
     journal_entries: int = 0
     awaiting_invoice: int = 0  # won deals billed whose first invoice is not due yet
+    # Won deals whose subscriptions Lago billed on an invoice of another deal of the customer (one invoice
+    # per customer and day): billed, but the invoice's write-back is on the other deal.
+    billed_with_another_deal: int = 0
     differences: list[Difference] = field(default_factory=list)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     seconds: float = 0.0
@@ -172,6 +175,7 @@ class ThreeWayReport:
             "counts": {
                 "deals_won": self.deals,
                 "awaiting_first_invoice": self.awaiting_invoice,
+                "billed_with_another_deal": self.billed_with_another_deal,
                 "invoices": self.invoices,
                 "credit_notes": self.credit_notes,
                 "journal_entries": self.journal_entries,
@@ -225,6 +229,21 @@ def order_of(invoice: Mapping[str, Any]) -> str | None:
         if ":" in external:
             return external.split(":", 1)[0]
     return None
+
+
+def deals_of(invoice: Mapping[str, Any]) -> list[str]:
+    """Every deal an invoice bills, ``order_of``'s first. Lago bills a customer's subscriptions that fall
+    due on the same day on one invoice (Subscriptions::OrganizationBillingService), so a subscription
+    invoice may bill the subscriptions (``<order>:<line>``) of several deals."""
+    first = order_of(invoice)
+    deals = [first] if first else []
+    subs = [str(s.get("external_id") or "") for s in invoice.get("subscriptions") or []]
+    subs += [str(f.get("external_subscription_id") or "") for f in invoice.get("fees") or []]
+    for external in subs:
+        deal = external.split(":", 1)[0] if ":" in external else None
+        if deal and deal not in deals:
+            deals.append(deal)
+    return deals
 
 
 def _fees_listed(invoice: Mapping[str, Any]) -> bool:
@@ -479,11 +498,14 @@ class ThreeWay:
         posted: dict[str, Decimal] = defaultdict(Decimal)
         matched_refs: set[str] = set()
         orders: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        also_billed: set[str] = set()  # deals on an invoice attributed to another deal
         for inv in finalized:
             ccy = inv["currency"]
             total = _amount(inv["total_amount_cents"], ccy)
             invoiced[ccy] += total
-            orders[order_of(inv) or ""].append(inv)
+            deals = deals_of(inv)
+            orders[deals[0] if deals else ""].append(inv)
+            also_billed.update(deals[1:])
             ref = self._reference(inv["number"])
             matched_refs.add(ref)
             postings = refs.get(ref, [])
@@ -544,6 +566,9 @@ class ThreeWay:
             billed = orders.get(o["Id"])
             if billed:
                 self._check_writeback(report, o, billed, refs, writeback)
+                continue
+            if o["Id"] in also_billed:
+                report.billed_with_another_deal += 1
                 continue
             self._check_unbilled(report, o, billing)
         await self._check_not_won(report, orders, won_ids, credited, billing)

@@ -23,6 +23,7 @@ from lead2cash.reconcile.three_way import (
     ThreeWayReport,
     _invoice_ids,
     _order_ids,
+    deals_of,
     order_of,
     publish,
 )
@@ -156,6 +157,25 @@ def test_records_are_told_apart_by_their_deal_and_invoice() -> None:
         == "006F"
     )
     assert order_of({}) is None
+
+
+def test_an_invoice_lago_consolidated_names_every_deal_it_bills() -> None:
+    """Lago bills a customer's subscriptions due the same day on one invoice: it names each deal once,
+    the one ``order_of`` attributes it to first; a subscription that is not ``<order>:<line>`` names none."""
+    consolidated = {
+        "subscriptions": [{"external_id": "006G:l1"}, {"external_id": "006H:l1"}],
+        "fees": [
+            {"external_subscription_id": "006G:l1"},
+            {"external_subscription_id": "006H:l1"},
+            {"external_subscription_id": "006J:l2"},
+            {"external_subscription_id": "K000123~2"},
+            {"external_subscription_id": None},
+        ],
+    }
+    assert deals_of(consolidated) == ["006G", "006H", "006J"]
+    assert deals_of({"metadata": [{"key": "lead2cash_order", "value": "006K"}], **consolidated})[0] == "006K"
+    assert deals_of({"subscriptions": [{"external_id": "006E:line1"}]}) == ["006E"]
+    assert deals_of({}) == []
 
 
 class _Lago:
