@@ -120,20 +120,20 @@ class PostingRules:
             )
         return str(nature)
 
+    def _required(self, name: str, why: str) -> str:
+        account = getattr(self, name)
+        if not account:
+            raise PostingRuleError(f"{name}: not configured, and {why} needs it")
+        return str(account)
+
     def advance(self, why: str) -> str:
-        if not self.advance_account:
-            raise PostingRuleError(f"advance_account: not configured, and {why} needs it")
-        return self.advance_account
+        return self._required("advance_account", why)
 
     def granted(self, why: str) -> str:
-        if not self.granted_credits_account:
-            raise PostingRuleError(f"granted_credits_account: not configured, and {why} needs it")
-        return self.granted_credits_account
+        return self._required("granted_credits_account", why)
 
     def voided(self, why: str) -> str:
-        if not self.voided_credits_account:
-            raise PostingRuleError(f"voided_credits_account: not configured, and {why} needs it")
-        return self.voided_credits_account
+        return self._required("voided_credits_account", why)
 
     def company_code_for(self, currency: str) -> str:
         code = self.company_code_by_currency.get(currency) or self.company_code
@@ -283,6 +283,17 @@ def _cash_legs(
             customer_id=customer_id,
             **fields,
         ),
+    )
+
+
+def _advance_release(
+    amount: Money, advance_account: str, account: str, **fields: Any
+) -> tuple[JournalEntryItem, JournalEntryItem]:
+    """Paid credits leaving the customer's advance: the advance debited, ``account`` credited (both G/L
+    items with the same assignment and text). Returns (advance, other)."""
+    return (
+        _item(DebitCredit.DEBIT, amount, kind=JournalItemKind.GL, gl_account=advance_account, **fields),
+        _item(DebitCredit.CREDIT, amount, kind=JournalItemKind.GL, gl_account=account, **fields),
     )
 
 
@@ -581,14 +592,10 @@ def void_unposted_entry(invoice: Invoice, rules: PostingRules) -> JournalEntry |
         return None
     assignment = _text(invoice.customer.id, MAX_ASSIGNMENT)
     text = _text(f"Credits back {invoice.invoice_number}", MAX_ITEM_TEXT)
-    advance = _item(
-        DebitCredit.DEBIT, paid, kind=JournalItemKind.GL,
-        gl_account=rules.advance("paid credits given back as granted ones"), assignment=assignment, text=text,
-    )  # fmt: skip
-    deduction = _item(
-        DebitCredit.CREDIT, paid, kind=JournalItemKind.GL,
-        gl_account=rules.granted("paid credits given back as granted ones"), assignment=assignment, text=text,
-    )  # fmt: skip
+    why = "paid credits given back as granted ones"
+    advance, deduction = _advance_release(
+        paid, rules.advance(why), rules.granted(why), assignment=assignment, text=text
+    )
     return JournalEntry(
         id=f"{invoice.id}:void",
         refs=dict(invoice.refs),
@@ -705,14 +712,10 @@ def voided_credits_entry(tx: WalletTransaction, rules: PostingRules) -> JournalE
     # line carries it here.
     assignment = _text(tx.customer_id, MAX_ASSIGNMENT)
     text = _text(f"Voided credits {tx.customer_id}", MAX_ITEM_TEXT)
-    advance = _item(
-        DebitCredit.DEBIT, paid, kind=JournalItemKind.GL,
-        gl_account=rules.advance("paid credits voided in a wallet"), assignment=assignment, text=text,
-    )  # fmt: skip
-    income = _item(
-        DebitCredit.CREDIT, paid, kind=JournalItemKind.GL,
-        gl_account=rules.voided("paid credits voided in a wallet"), assignment=assignment, text=text,
-    )  # fmt: skip
+    why = "paid credits voided in a wallet"
+    advance, income = _advance_release(
+        paid, rules.advance(why), rules.voided(why), assignment=assignment, text=text
+    )
     return JournalEntry(
         id=f"{tx.id}:je",
         refs=dict(tx.refs),

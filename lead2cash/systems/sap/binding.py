@@ -657,13 +657,22 @@ class JournalEntryTarget:
         return out
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        known = self.system.xref_get(type(entity).__name__, entity_id(entity))
+        return await self._found(type(entity).__name__, entity_id(entity), lambda: self._entry(entity))
+
+    async def _found(
+        self, xref_type: str, entity_key: str, entry: Callable[[], JournalEntry | None]
+    ) -> str | None:
+        """A posting known by its cross-reference, else found in SAP by the entry's reference (and then
+        remembered); the entry is only built when the cross-reference does not know it."""
+        known = self.system.xref_get(xref_type, entity_key)
         if known is not None:
             return known
-        entry = self._entry(entity)
-        found = await self.find(entry.company_code, entry.reference_id)
+        posting = entry()
+        if posting is None:
+            return None
+        found = await self.find(posting.company_code, posting.reference_id)
         if found is not None:
-            self.system.xref_put(type(entity).__name__, entity_id(entity), found)
+            self.system.xref_put(xref_type, entity_key, found)
         return found
 
     async def find(self, company_code: str, reference: str) -> str | None:
@@ -803,14 +812,7 @@ class ReversalTarget(JournalEntryTarget):
         return ref
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        known = self.system.xref_get("InvoiceVoid", entity_id(entity))
-        if known is not None:
-            return known
-        entry = self._entry(entity)
-        found = await self.find(entry.company_code, entry.reference_id)
-        if found is not None:
-            self.system.xref_put("InvoiceVoid", entity_id(entity), found)
-        return found
+        return await self._found("InvoiceVoid", entity_id(entity), lambda: self._entry(entity))
 
     def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
         return {"journal_entry": self._entry(entity).model_dump(mode="json")}
@@ -976,21 +978,15 @@ class RefundTarget(JournalEntryTarget):
             return None
         return self._refund(note.model_copy(update={"refund": note.refund_declined, "refund_declined": None}))
 
-    async def _found(self, xref_type: str, note: CreditNote, entry: JournalEntry) -> str | None:
-        known = self.system.xref_get(xref_type, note.id)
-        if known is not None:
-            return known
-        found = await self.find(entry.company_code, entry.reference_id)
-        if found is not None:
-            self.system.xref_put(xref_type, note.id, found)
-        return found
-
     async def deliver(self, entity: BaseModel, key: str) -> str | None:
         note = self._note(entity)
         entry = self._refund(note)
         if entry is not None:
             # A later state of the same refund (the provider confirmed it) finds the one posting.
-            if note.version > 1 and (found := await self._found("CreditNoteRefund", note, entry)) is not None:
+            if (
+                note.version > 1
+                and (found := await self._found("CreditNoteRefund", note.id, lambda: entry)) is not None
+            ):
                 return found
             ref = await self._post(entry, await self._debtors(note, entry))
             self.system.xref_put("CreditNoteRefund", note.id, ref)
@@ -999,9 +995,9 @@ class RefundTarget(JournalEntryTarget):
         cash_out = self._cash_out(note)
         if reversal is None or cash_out is None:
             return NO_REFUND
-        if (found := await self._found("CreditNoteRefundDeclined", note, reversal)) is not None:
+        if (found := await self._found("CreditNoteRefundDeclined", note.id, lambda: reversal)) is not None:
             return found
-        if await self._found("CreditNoteRefund", note, cash_out) is None:
+        if await self._found("CreditNoteRefund", note.id, lambda: cash_out) is None:
             log.info(
                 "declined refund was never posted: nothing to reverse", credit_note=note.credit_note_number
             )
@@ -1014,9 +1010,9 @@ class RefundTarget(JournalEntryTarget):
         note = self._note(entity)
         entry = self._refund(note)
         if entry is not None:
-            return await self._found("CreditNoteRefund", note, entry)
+            return await self._found("CreditNoteRefund", note.id, lambda: entry)
         reversal = self._refund(note, declined=True)
-        return None if reversal is None else await self._found("CreditNoteRefundDeclined", note, reversal)
+        return await self._found("CreditNoteRefundDeclined", note.id, lambda: reversal)
 
     def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
         entry = self._refund(entity) or self._refund(entity, declined=True)
@@ -1057,16 +1053,7 @@ class VoidedCreditsTarget(JournalEntryTarget):
         return ref
 
     async def lookup(self, entity: BaseModel, key: str) -> str | None:
-        known = self.system.xref_get("VoidedCredits", entity_id(entity))
-        if known is not None:
-            return known
-        entry = self._voided(entity)
-        if entry is None:
-            return None
-        found = await self.find(entry.company_code, entry.reference_id)
-        if found is not None:
-            self.system.xref_put("VoidedCredits", entity_id(entity), found)
-        return found
+        return await self._found("VoidedCredits", entity_id(entity), lambda: self._voided(entity))
 
     def preview(self, entity: BaseModel, key: str) -> dict[str, Any]:
         entry = self._voided(entity)
