@@ -52,9 +52,16 @@ class _CountWrites:
         self.app, self.writes = app, writes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        # Counted when the request arrives and again once it is handled: a listing computed while the
+        # write waited for its body is not kept past it.
+        self.writes["n"] += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
             self.writes["n"] += 1
-        await self.app(scope, receive, send)
 
 
 def build_app(sandbox: LagoSandbox) -> Starlette:

@@ -1372,11 +1372,7 @@ class LagoStore:
         payment = Payment(self.new_id(), invoice, amount, reference, created)
         self.payments[payment.lago_id] = payment
         self.effects.record("payment.create", f"{invoice.lago_id}:{amount}")
-        invoice.total_paid_amount_cents = sum(
-            p.amount_cents
-            for p in self.payments.values()
-            if p.invoice is invoice and p.payment_status == "succeeded"
-        )
+        invoice.total_paid_amount_cents += amount  # a recorded payment is succeeded and stays so
         invoice.updated_at = self.clock.now()
         if (
             invoice.total_paid_amount_cents == invoice.total_amount_cents
