@@ -70,7 +70,8 @@ def test_invoices_post_once_each_under_faults(tmp_path, sap_box, sap_admin):  # 
     count = int(os.environ.get("LEAD2CASH_SAP_INVOICES", "250"))
     invoices = _invoices(count, customers=max(2, count // 25))
     faults = {
-        "journal_entry.post": {"error_rate": 0.2, "commit_then_drop_rate": 0.1, "retry_after_s": 0},
+        # Entries go to SAP in bulk (a dozen calls for 250 invoices): at 10% a run could see no lost answer.
+        "journal_entry.post": {"error_rate": 0.2, "commit_then_drop_rate": 0.5, "retry_after_s": 0},
         "business_partner.read": {"error_rate": 0.2, "retry_after_s": 0},
         "business_partner.write": {"error_rate": 0.2, "commit_then_drop_rate": 0.2, "retry_after_s": 0},
         "journal_entry_item.read": {"error_rate": 0.2, "retry_after_s": 0},
