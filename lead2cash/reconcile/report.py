@@ -120,7 +120,8 @@ def _largest(diffs: pl.DataFrame, per_currency: int = 5) -> str:
         .sort("abs_delta", "customer_id", descending=[True, False])
     )
     out = []
-    for (currency,), part in sorted(top.group_by("currency"), key=lambda g: -g[1]["abs_delta"].sum()):
+    # Currencies in code order: sums in two currencies do not compare.
+    for (currency,), part in sorted(top.group_by("currency"), key=lambda g: str(g[0][0])):
         part = part.head(per_currency)
         out.append(f"<h3>{html.escape(str(currency))}</h3>")
         out.append(
